@@ -1,0 +1,171 @@
+"""Probe specifications: what to run, parsed from the command-line form and printed back to it.
+
+    PROBE := KIND[:ARG...][@MOD[,MOD...]]
+    KIND/ARGS:
+      cpuid:LEAF:SUB         guest CPUID at CPL0 (EAX=LEAF, ECX=SUB)
+      cr4:BIT                guest MOV CR4 setting BIT, then read CR4 back into RAX
+      sregs-cr4:BIT          host KVM_SET_SREGS with BIT added to the baseline CR4
+      rdmsr:INDEX            guest RDMSR
+      wrmsr:INDEX:VALUE      guest WRMSR, then RDMSR of the same index (result in RDX:RAX)
+      host-rdmsr:INDEX       host KVM_GET_MSRS on the vCPU
+      host-wrmsr:INDEX:VALUE host KVM_SET_MSRS on the vCPU
+      xgetbv:INDEX           guest XGETBV
+      xsetbv:INDEX:VALUE     guest XSETBV
+      host-xcr0:VALUE        host KVM_SET_XCRS with XCR0=VALUE
+      insn:HEXBYTES          the given instruction bytes at CPL0 (e.g. insn:0f0b is UD2)
+      NAME                   a named payload from the payload registry (e.g. shstk-near-ret)
+    MODS (state set up by the host before the probe runs):
+      cpl3                   run the probe body at CPL3
+      cr4+BIT / cr4-BIT      set / clear a CR4 bit in the baseline state
+      cr0+BIT / cr0-BIT      set / clear a CR0 bit
+      efer+BIT / efer-BIT    set / clear an EFER bit
+      xcr0=VALUE             XCR0 (via KVM_SET_XCRS) before the probe
+      msr:INDEX=VALUE        host KVM_SET_MSRS before the probe
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from ..cpu.cpuid import parse_number
+from ..errors import UsageError
+
+# kind -> (argument names, whether the kind runs guest code)
+KINDS: dict[str, tuple[tuple[str, ...], bool]] = {
+    "cpuid": (("leaf", "subleaf"), True),
+    "cr4": (("bit",), True),
+    "sregs-cr4": (("bit",), False),
+    "rdmsr": (("index",), True),
+    "wrmsr": (("index", "value"), True),
+    "host-rdmsr": (("index",), False),
+    "host-wrmsr": (("index", "value"), False),
+    "xgetbv": (("index",), True),
+    "xsetbv": (("index", "value"), True),
+    "host-xcr0": (("value",), False),
+    "insn": (("bytes",), True),
+}
+_LIMITS = {"leaf": 0xFFFFFFFF, "subleaf": 0xFFFFFFFF, "bit": 63, "index": 0xFFFFFFFF,
+           "value": 0xFFFFFFFFFFFFFFFF}
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+_MOD_RE = re.compile(r"^(cpl3|(cr4|cr0|efer)([+-])(\w+)|xcr0=(\w+)|msr:(\w+)=(\w+))$")
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    kind: str                      # a KINDS key, or "payload" for a named payload
+    args: tuple = ()               # ints, except insn (bytes) and payload (name str)
+    cpl3: bool = False
+    cr4_set: int = 0
+    cr4_clear: int = 0
+    cr0_set: int = 0
+    cr0_clear: int = 0
+    efer_set: int = 0
+    efer_clear: int = 0
+    xcr0: int | None = None
+    msrs: tuple[tuple[int, int], ...] = field(default=())
+
+    @property
+    def guest_code(self) -> bool:
+        return self.kind == "payload" or KINDS[self.kind][1]
+
+    @property
+    def name(self) -> str:
+        return self.args[0] if self.kind == "payload" else self.kind
+
+    def arg(self, name: str):
+        return self.args[KINDS[self.kind][0].index(name)]
+
+    def __str__(self) -> str:
+        if self.kind == "payload":
+            body = self.args[0]
+        elif self.kind == "insn":
+            body = f"insn:{self.args[0].hex()}"
+        else:
+            body = ":".join([self.kind] + [_fmt(self.kind, n, a)
+                                           for n, a in zip(KINDS[self.kind][0], self.args)])
+        mods = []
+        if self.cpl3:
+            mods.append("cpl3")
+        for reg in ("cr0", "cr4", "efer"):
+            for sign, mask in (("+", getattr(self, f"{reg}_set")), ("-", getattr(self, f"{reg}_clear"))):
+                mods += [f"{reg}{sign}{b}" for b in range(64) if mask >> b & 1]
+        if self.xcr0 is not None:
+            mods.append(f"xcr0={self.xcr0:#x}")
+        mods += [f"msr:{i:#x}={v:#x}" for i, v in self.msrs]
+        return body + ("@" + ",".join(mods) if mods else "")
+
+
+def _fmt(kind: str, name: str, value: int) -> str:
+    if name in ("bit", "subleaf") or (kind == "xgetbv" and name == "index"):
+        return str(value)
+    return hex(value)
+
+
+def parse_probe(text: str, payload_names: frozenset[str] | set[str] = frozenset()) -> ProbeSpec:
+    """Parse one PROBE string; raise UsageError naming what is wrong."""
+    if not isinstance(text, str) or not text.strip():
+        raise UsageError("probe: empty probe string")
+    text = text.strip()
+    body, _, modtext = text.partition("@")
+    head, *rest = body.split(":")
+    if head in KINDS:
+        names, _ = KINDS[head]
+        if len(rest) != len(names):
+            raise UsageError(f"probe {text!r}: {head} takes {len(names)} argument(s) "
+                             f"({':'.join(n.upper() for n in names)}), got {len(rest)}")
+        args: list = []
+        for n, a in zip(names, rest):
+            if n == "bytes":
+                args.append(_parse_hex_bytes(a, text))
+                continue
+            v = parse_number(a, f"probe {text!r} {n}")
+            if v > _LIMITS[n]:
+                raise UsageError(f"probe {text!r}: {n} {a} is out of range (max {_LIMITS[n]:#x})")
+            args.append(v)
+        spec = ProbeSpec(head, tuple(args))
+    elif not rest and _NAME_RE.match(head) and head in payload_names:
+        spec = ProbeSpec("payload", (head,))
+    else:
+        known = ", ".join(sorted(KINDS))
+        hint = f"; named payloads: {', '.join(sorted(payload_names))}" if payload_names else ""
+        raise UsageError(f"probe {text!r}: unknown probe kind {head!r} (kinds: {known}{hint})")
+    return _apply_mods(spec, modtext, text) if modtext or text.endswith("@") else spec
+
+
+def _parse_hex_bytes(a: str, text: str) -> bytes:
+    clean = a.replace(" ", "")
+    if not clean or len(clean) % 2 or not re.fullmatch(r"[0-9a-fA-F]+", clean):
+        raise UsageError(f"probe {text!r}: instruction bytes must be an even number of hex digits")
+    if len(clean) > 2 * 256:
+        raise UsageError(f"probe {text!r}: at most 256 instruction bytes")
+    return bytes.fromhex(clean)
+
+
+def _apply_mods(spec: ProbeSpec, modtext: str, text: str) -> ProbeSpec:
+    kw: dict = {}
+    msrs: list[tuple[int, int]] = []
+    for mod in modtext.split(","):
+        m = _MOD_RE.match(mod.strip())
+        if not m:
+            raise UsageError(f"probe {text!r}: unknown modifier {mod!r} "
+                             "(cpl3, cr4+BIT, cr4-BIT, cr0±BIT, efer±BIT, xcr0=V, msr:I=V)")
+        if m.group(1) == "cpl3":
+            kw["cpl3"] = True
+        elif m.group(2):
+            bit = parse_number(m.group(4), f"probe {text!r} {m.group(2)} bit")
+            if bit > 63:
+                raise UsageError(f"probe {text!r}: bit {bit} is out of range (0..63)")
+            key = f"{m.group(2)}_{'set' if m.group(3) == '+' else 'clear'}"
+            kw[key] = kw.get(key, 0) | (1 << bit)
+        elif m.group(5):
+            kw["xcr0"] = parse_number(m.group(5), f"probe {text!r} xcr0")
+        else:
+            msrs.append((parse_number(m.group(6), f"probe {text!r} msr index"),
+                         parse_number(m.group(7), f"probe {text!r} msr value")))
+    if msrs:
+        kw["msrs"] = tuple(msrs)
+    for v in kw.values():
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0xFFFFFFFFFFFFFFFF:
+            raise UsageError(f"probe {text!r}: value out of 64-bit range")
+    return ProbeSpec(**{**spec.__dict__, **kw})

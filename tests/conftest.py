@@ -1,0 +1,42 @@
+"""Shared test fixtures.
+
+KVM tests use the real /dev/kvm. Where it is missing or not accessible they skip, except under
+KVMHARNESS_REQUIRE_KVM=1 (CI), where such a skip becomes a failure.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+PROFILES = Path(__file__).resolve().parent / "data" / "profiles"
+
+
+def _kvm_problem() -> str | None:
+    if not os.path.exists("/dev/kvm"):
+        return "/dev/kvm does not exist"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "no read-write access to /dev/kvm"
+    return None
+
+
+def require_kvm() -> None:
+    problem = _kvm_problem()
+    if problem is None:
+        return
+    if os.environ.get("KVMHARNESS_REQUIRE_KVM") == "1":
+        pytest.fail(f"KVMHARNESS_REQUIRE_KVM=1 but {problem}")
+    pytest.skip(problem)
+
+
+@pytest.fixture(autouse=True)
+def _kvm_marker(request):
+    """Tests marked @pytest.mark.kvm need /dev/kvm (skip, or fail under KVMHARNESS_REQUIRE_KVM=1)."""
+    if request.node.get_closest_marker("kvm"):
+        require_kvm()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "kvm: the test needs a real /dev/kvm")
