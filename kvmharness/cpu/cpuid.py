@@ -70,13 +70,14 @@ class CpuidTable:
     subleaf of its function (kvm_find_cpuid_entry2()). A missing leaf reads as zeros.
     """
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_entries", "_hash")
 
     def __init__(self, entries: Iterable[CpuidEntry] = ()):
         table: dict[tuple[int, int], CpuidEntry] = {}
         for e in entries:
             table[e.key] = e
         self._entries = dict(sorted(table.items()))
+        self._hash: int | None = None
 
     # -- lookup -------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[CpuidEntry]:
@@ -89,7 +90,10 @@ class CpuidTable:
         return isinstance(other, CpuidTable) and self._entries == other._entries
 
     def __hash__(self) -> int:
-        return hash(tuple(self._entries.values()))
+        # Tables key the per-configuration machine cache on every probe: hash once.
+        if self._hash is None:
+            self._hash = hash(tuple(self._entries.values()))
+        return self._hash
 
     def __repr__(self) -> str:
         return f"CpuidTable({len(self)} entries)"

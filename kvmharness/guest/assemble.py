@@ -1,0 +1,148 @@
+"""Assemble guest payload sources (GNU as, `guests/*.S`) into flat binaries, cached by content hash.
+
+A payload is linked at a fixed guest address; the result is the flat image plus its symbol table.
+The cache lives in $XDG_CACHE_HOME/kvmharness (or ~/.cache/kvmharness), created private to the
+user (0700). Entries are keyed by the SHA-256 of (tool version of this recipe, source text, link
+address), written to a temporary name and renamed into place, so xdist workers building at once
+never see half a file; an entry whose content no longer matches its recorded hash is rebuilt,
+never run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from ..errors import EnvironmentProblem, UsageError
+
+RECIPE = "as --64; ld -Ttext; objcopy -O binary; v1"
+_TOOLS = ("as", "ld", "objcopy", "nm")
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    base: int
+    code: bytes
+    symbols: dict[str, int]
+
+    def sym(self, name: str) -> int:
+        try:
+            return self.symbols[name]
+        except KeyError:
+            raise UsageError(f"payload {self.name}: no symbol {name!r}") from None
+
+
+def sources_dir() -> Path:
+    """Where the payload sources are: the installed kvmharness.guests package, else the checkout."""
+    try:
+        root = resources.files("kvmharness.guests")
+        path = Path(str(root))
+        if (path / "runtime.S").is_file():
+            return path
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return Path(__file__).resolve().parents[2] / "guests"
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = Path(base) / "kvmharness"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def _check_tools() -> None:
+    missing = [t for t in _TOOLS if shutil.which(t) is None]
+    if missing:
+        raise EnvironmentProblem(
+            f"GNU binutils not found ({', '.join(missing)} missing): install the 'binutils' package "
+            "(e.g. apt-get install binutils) to assemble guest payloads")
+
+
+_memo: dict[tuple[str, int], Image] = {}
+
+
+def assemble(name: str, base: int) -> Image:
+    """Return the flat image of guests/NAME.S linked at `base` (memoised per process)."""
+    key = (name, base)
+    img = _memo.get(key)
+    if img is None:
+        img = _memo[key] = _assemble(name, base)
+    return img
+
+
+def _assemble(name: str, base: int) -> Image:
+    src_path = sources_dir() / f"{name}.S"
+    try:
+        source = src_path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"no guest payload source {src_path}") from None
+    # Included files (guests/*.inc) are part of what gets built, so part of the key.
+    includes = b"".join(p.read_bytes() for p in sorted(src_path.parent.glob("*.inc")))
+    digest = hashlib.sha256(b"\0".join([RECIPE.encode(), source, includes, str(base).encode()])).hexdigest()
+    cached = _load_cached(digest)
+    if cached is not None:
+        return Image(name, base, *cached)
+    code, symbols = _build(name, src_path, base)
+    _store_cached(digest, code, symbols)
+    return Image(name, base, code, symbols)
+
+
+def _load_cached(digest: str) -> tuple[bytes, dict] | None:
+    entry = cache_dir() / f"{digest}.json"
+    try:
+        meta = json.loads(entry.read_text())
+        code = bytes.fromhex(meta["code"])
+        if hashlib.sha256(code).hexdigest() != meta["code_sha256"] or meta["key"] != digest:
+            return None                      # tampered or corrupt: rebuild, never run it
+        return code, {k: int(v) for k, v in meta["symbols"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _store_cached(digest: str, code: bytes, symbols: dict) -> None:
+    directory = cache_dir()
+    meta = {"key": digest, "code": code.hex(), "code_sha256": hashlib.sha256(code).hexdigest(),
+            "symbols": symbols}
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(meta, f)
+        os.replace(tmp, directory / f"{digest}.json")
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def _run(cmd: list[str], what: str) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        first = (proc.stderr or proc.stdout).strip().splitlines()
+        raise EnvironmentProblem(f"{what} failed: {first[0] if first else 'exit ' + str(proc.returncode)}")
+    return proc.stdout
+
+
+def _build(name: str, src: Path, base: int) -> tuple[bytes, dict]:
+    _check_tools()
+    with tempfile.TemporaryDirectory(prefix="kvmharness-as-") as tmp:
+        obj, elf, flat = (os.path.join(tmp, f"{name}.{ext}") for ext in ("o", "elf", "bin"))
+        _run(["as", "--64", "-I", str(src.parent), "-o", obj, str(src)], f"assembling {src.name}")
+        _run(["ld", "-static", "-nostdlib", f"-Ttext={base:#x}", "-e", f"{base:#x}",
+              "-o", elf, obj], f"linking {src.name}")
+        _run(["objcopy", "-O", "binary", "-j", ".text", elf, flat], f"objcopy {src.name}")
+        symbols = {}
+        for line in _run(["nm", elf], f"nm {src.name}").splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[1] in "TtAaDd":
+                symbols[parts[2]] = int(parts[0], 16)
+        return Path(flat).read_bytes(), symbols

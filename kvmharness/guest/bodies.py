@@ -1,0 +1,81 @@
+"""Probe bodies: the few guest instructions each probe kind runs, and the registers around them.
+
+Bodies are tiny fixed byte sequences (no assembler needed) that end in DONE (`out 0xF1, al`);
+their inputs come in registers the host sets and their results leave in registers the host
+reads. Named payloads (guests/*.S) go through kvmharness.probes.payloads instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..probes.spec import ProbeSpec
+from .layout import PAYLOAD_BASE, USER_DONE
+
+DONE = bytes.fromhex("e6f1")            # out 0xF1, al
+PORT_DONE = 0xF1
+PORT_FAULT = 0xF0
+
+CPUID = bytes.fromhex("0fa2")
+RDMSR = bytes.fromhex("0f32")
+WRMSR = bytes.fromhex("0f30")
+XGETBV = bytes.fromhex("0f01d0")
+XSETBV = bytes.fromhex("0f01d1")
+MOV_RAX_CR4 = bytes.fromhex("0f20e0")
+MOV_CR4_RAX = bytes.fromhex("0f22e0")
+OR_RAX_RDX = bytes.fromhex("4809d0")
+
+# What a probe body leaves behind that the next probe must not inherit.
+DIRTY_SREGS = "sregs"      # CR0/CR4/EFER/segments may have changed
+DIRTY_XCR0 = "xcr0"
+DIRTY_MSR = "msr"          # the MSR named by the probe (restored by the host afterwards)
+
+
+@dataclass(frozen=True)
+class Body:
+    code: bytes
+    regs: dict                      # input registers
+    results: tuple[str, ...]        # registers reported in an "ok" outcome
+    dirties: frozenset[str]
+
+
+def done(at: int, cpl3: bool) -> bytes:
+    """The end of a body placed so that it starts at guest address `at`."""
+    if not cpl3:
+        return DONE
+    return b"\xe9" + ((USER_DONE - (at + 5)) & 0xFFFFFFFF).to_bytes(4, "little")   # jmp USER_DONE
+
+
+def _lo_hi(value: int) -> dict:
+    return {"rax": value & 0xFFFFFFFF, "rdx": value >> 32}
+
+
+def body_for(spec: ProbeSpec) -> Body:
+    """The body of a basic (non-payload) guest probe, placed at PAYLOAD_BASE."""
+    b = _body(spec)
+    return Body(b.code + done(PAYLOAD_BASE + len(b.code), spec.cpl3), b.regs, b.results, b.dirties)
+
+
+def _body(spec: ProbeSpec) -> Body:
+    k = spec.kind
+    if k == "cpuid":
+        return Body(CPUID, {"rax": spec.args[0], "rcx": spec.args[1]},
+                    ("rax", "rbx", "rcx", "rdx"), frozenset())
+    if k == "cr4":
+        return Body(MOV_RAX_CR4 + OR_RAX_RDX + MOV_CR4_RAX + MOV_RAX_CR4,
+                    {"rdx": 1 << spec.args[0]}, ("rax",), frozenset({DIRTY_SREGS}))
+    if k == "rdmsr":
+        return Body(RDMSR, {"rcx": spec.args[0]}, ("rax", "rdx"), frozenset())
+    if k == "wrmsr":
+        return Body(WRMSR + RDMSR, {"rcx": spec.args[0], **_lo_hi(spec.args[1])},
+                    ("rax", "rdx"), frozenset({DIRTY_MSR, DIRTY_SREGS}))
+    if k == "xgetbv":
+        return Body(XGETBV, {"rcx": spec.args[0]}, ("rax", "rdx"), frozenset())
+    if k == "xsetbv":
+        return Body(XSETBV, {"rcx": spec.args[0], **_lo_hi(spec.args[1])},
+                    (), frozenset({DIRTY_XCR0}))
+    if k == "insn":
+        # Arbitrary bytes may change anything the sregs cover; reset them afterwards.
+        return Body(spec.args[0], {}, ("rax", "rbx", "rcx", "rdx"),
+                    frozenset({DIRTY_SREGS, DIRTY_XCR0}))
+    raise ValueError(f"no guest body for probe kind {k!r}")

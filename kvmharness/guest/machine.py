@@ -1,0 +1,349 @@
+"""The guest machine: one VM + one vCPU per guest-CPUID configuration, and the probe run loop.
+
+Guest CPUID is frozen after the first KVM_RUN, so a Machine serves exactly one VcpuConfig and is
+reused for every probe of it; state a probe may change (CR0/CR4/EFER/segments, XCR0, an MSR) is
+put back by the host before the next probe. A probe never crashes the harness: whatever
+happens becomes an outcome dict (kvmharness/outcome.py). A machine that hit a timeout, a
+shutdown, an internal error or a failed entry is marked `broken`; the Runner replaces it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import mmap
+import signal
+import time
+from dataclasses import dataclass
+
+from .. import outcome as oc
+from ..kvm import binding as kb
+from ..kvm import constants as kc
+from ..kvm import structs as ks
+from ..model.profile import VcpuConfig
+from ..probes.spec import ProbeSpec
+from . import layout as L
+from .assemble import assemble
+from .bodies import DIRTY_MSR, DIRTY_SREGS, DIRTY_XCR0, PORT_DONE, PORT_FAULT, Body, body_for
+
+DEFAULT_TIMEOUT_MS = 1000.0
+MSR_EFER = 0xC0000080
+
+
+class ProbeTimeout(Exception):
+    """Raised from SIGALRM while KVM_RUN is blocked: the guest did not exit in time."""
+
+
+def _on_alarm(signum, frame):
+    raise ProbeTimeout()
+
+
+_alarm_installed = False
+
+
+def _install_alarm() -> None:
+    """SIGALRM is the harness's probe timer: installed once (from the main thread) and kept."""
+    global _alarm_installed
+    if not _alarm_installed:
+        signal.signal(signal.SIGALRM, _on_alarm)
+        _alarm_installed = True
+
+
+def runtime_image():
+    return assemble("runtime", L.RUNTIME_BASE)
+
+
+@functools.lru_cache(maxsize=1)
+def _memory_pieces() -> tuple[tuple[int, bytes], ...]:
+    rt = runtime_image()
+    return tuple(L.memory_pieces(rt.code, rt.sym("idt_stubs"), rt.sym("idt_stub_size")).items())
+
+
+@dataclass
+class GuestCode:
+    """What runs in the guest for one probe: code placed at PAYLOAD_BASE, entry, inputs."""
+
+    code: bytes
+    entry: int
+    regs: dict
+    results: tuple[str, ...]
+    dirties: frozenset
+    setup: object = None        # callable(machine) run before the probe (payloads), or None
+
+
+@functools.lru_cache(maxsize=4096)
+def _basic_code(spec: ProbeSpec) -> GuestCode:
+    body: Body = body_for(spec)
+    return GuestCode(body.code, L.PAYLOAD_BASE, body.regs, body.results, body.dirties)
+
+
+class Machine:
+    """A VM with memory, an in-kernel irqchip and one vCPU configured with `config`."""
+
+    def __init__(self, kvm: kb.Kvm, config: VcpuConfig):
+        self.config = config
+        self.broken: str | None = None
+        self.runs = 0
+        self._vm = kvm.create_vm()
+        try:
+            self._setup(kvm)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, kvm: kb.Kvm) -> None:
+        vm = self._vm
+        self.mem = mmap.mmap(-1, L.MEM_SIZE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+                             mmap.PROT_READ | mmap.PROT_WRITE)
+        view = ctypes.c_char.from_buffer(self.mem)
+        address = ctypes.addressof(view)
+        del view                            # an exported buffer would keep mmap.close() from working
+        vm.set_user_memory_region(0, 0, L.MEM_SIZE, address)
+        vm.set_tss_addr(0xFFFBD000)         # VMX needs it for real mode; harmless elsewhere
+        # An in-kernel LAPIC (x2APIC, TSC deadline, APIC_BASE rules) without the PIC/IOAPIC:
+        # a full KVM_CREATE_IRQCHIP costs ~15 ms at VM teardown on this host, the split one ~0.4 ms.
+        vm.enable_cap(kc.KvmCap.SPLIT_IRQCHIP, 24)
+        if self.config.user_space_msr:
+            vm.enable_cap(kc.KvmCap.X86_USER_SPACE_MSR, self.config.user_space_msr)
+        if self.config.quirks_disabled:
+            vm.enable_cap(kc.KvmCap.DISABLE_QUIRKS2, self.config.quirks_disabled)
+        self.vcpu = vcpu = vm.create_vcpu(0)
+        vcpu.set_cpuid2(self.config.cpuid)
+        if self.config.enforce_pv_cpuid:
+            vcpu.enable_cap(kc.KvmCap.ENFORCE_PV_FEATURE_CPUID, 1)
+        for gpa, data in _memory_pieces():
+            self.mem[gpa:gpa + len(data)] = data
+        self.to_user = runtime_image().sym("to_user")
+        self.baseline = self._baseline_sregs(vcpu.get_sregs())
+        vcpu.set_sregs(self.baseline)
+        self.run_struct = vcpu.run_struct
+        self.sync = kvm.check_extension(kc.KvmCap.SYNC_REGS) & ks.KVM_SYNC_X86_REGS
+        if self.sync:
+            self.run_struct.kvm_valid_regs = ks.KVM_SYNC_X86_REGS
+        self._dirty: set[str] = set()
+        self._restore_msrs: dict[int, int] = {}
+
+    @staticmethod
+    def _baseline_sregs(s: ks.kvm_sregs) -> ks.kvm_sregs:
+        for name, seg in L.baseline_segments().items():
+            dst = getattr(s, name)
+            for field in ("base", "limit", "selector", "type", "present", "dpl", "db", "s", "l",
+                          "g", "avl", "unusable"):
+                setattr(dst, field, getattr(seg, field))
+        s.gdt.base, s.gdt.limit = L.GDT, len(L.gdt()) - 1
+        s.idt.base, s.idt.limit = L.IDT, 256 * 16 - 1
+        s.cr0, s.cr3, s.cr4, s.efer = L.CR0_BASELINE, L.PML4, L.CR4_BASELINE, L.EFER_BASELINE
+        s.cr2 = 0
+        return s
+
+    # -- lifetime -------------------------------------------------------------------------------
+    def close(self) -> None:
+        vcpu = getattr(self, "vcpu", None)
+        if vcpu is not None:
+            vcpu.close()
+            self.vcpu = None
+        self.run_struct = None
+        self._vm.close()
+        mem = getattr(self, "mem", None)
+        if mem is not None:
+            mem.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- state between probes ---------------------------------------------------------------------
+    def _prepare(self, spec: ProbeSpec) -> dict | None:
+        """Put the vCPU into the baseline state plus the probe's modifiers.
+        Returns an outcome if the host-side setup itself was refused (that IS the observation)."""
+        mods = (spec.cr0_set or spec.cr0_clear or spec.cr4_set or spec.cr4_clear or spec.efer_set
+                or spec.efer_clear)
+        if DIRTY_SREGS in self._dirty or mods or spec.cpl3:
+            s = ks.kvm_sregs.from_buffer_copy(self.baseline)
+            s.cr0 = (s.cr0 | spec.cr0_set) & ~spec.cr0_clear
+            s.cr4 = (s.cr4 | spec.cr4_set) & ~spec.cr4_clear
+            s.efer = (s.efer | spec.efer_set) & ~spec.efer_clear
+            try:
+                self.vcpu.set_sregs(s)
+            except kb.KvmError as e:
+                self._dirty.add(DIRTY_SREGS)
+                return oc.ioctl_error("KVM_SET_SREGS", e.errno)
+            self._dirty.discard(DIRTY_SREGS)
+            if mods:
+                self._dirty.add(DIRTY_SREGS)
+        if DIRTY_XCR0 in self._dirty or spec.xcr0 is not None:
+            try:
+                self.vcpu.set_xcrs({0: L.XCR0_BASELINE if spec.xcr0 is None else spec.xcr0})
+            except kb.KvmError as e:
+                self._dirty.add(DIRTY_XCR0)
+                return oc.ioctl_error("KVM_SET_XCRS", e.errno)
+            self._dirty.discard(DIRTY_XCR0)
+            if spec.xcr0 is not None:
+                self._dirty.add(DIRTY_XCR0)
+        for index, value in spec.msrs:
+            self._save_msr(index)
+            if self.vcpu.set_msrs({index: value}) != 1:
+                return {"kind": "rejected", "ioctl": "KVM_SET_MSRS", "msr": oc.hexs(index)}
+        return None
+
+    def _save_msr(self, index: int) -> None:
+        if index in self._restore_msrs:
+            return
+        got = self.vcpu.get_msrs([index])
+        if index in got:
+            self._restore_msrs[index] = got[index]
+        else:
+            self._restore_msrs[index] = None        # cannot restore: discard the VM if written
+
+    def _cleanup(self, dirties: frozenset, written: bool = True) -> None:
+        """Undo what the probe changed. `written`: whether its MSR write can have taken effect."""
+        self._dirty |= dirties - {DIRTY_MSR}
+        if self._restore_msrs:
+            values = {i: v for i, v in self._restore_msrs.items() if v is not None}
+            lost = [i for i, v in self._restore_msrs.items() if v is None]
+            self._restore_msrs.clear()
+            if values and self.vcpu.set_msrs(values) != len(values):
+                self.broken = "an MSR written by a probe could not be restored"
+            if lost and written:
+                self.broken = f"MSR {lost[0]:#x} written by a probe cannot be read back by the host"
+
+    # -- running --------------------------------------------------------------------------------
+    def run_host(self, spec: ProbeSpec) -> dict:
+        """Host-side probes: one ioctl, no guest code."""
+        vcpu = self.vcpu
+        k = spec.kind
+        if k == "sregs-cr4":
+            s = ks.kvm_sregs.from_buffer_copy(self.baseline)
+            s.cr4 |= 1 << spec.args[0]
+            self._dirty.add(DIRTY_SREGS)
+            try:
+                vcpu.set_sregs(s)
+            except kb.KvmError as e:
+                return oc.ioctl_error("KVM_SET_SREGS", e.errno)
+            return {"kind": "ok"}
+        if k == "host-rdmsr":
+            got = vcpu.get_msrs([spec.args[0]])
+            if spec.args[0] not in got:
+                return {"kind": "rejected", "ioctl": "KVM_GET_MSRS"}
+            return {"kind": "ok", "value": oc.hexs(got[spec.args[0]])}
+        if k == "host-wrmsr":
+            self._save_msr(spec.args[0])
+            n = vcpu.set_msrs({spec.args[0]: spec.args[1]})
+            self._cleanup(frozenset(), written=n == 1)
+            return {"kind": "ok"} if n == 1 else {"kind": "rejected", "ioctl": "KVM_SET_MSRS"}
+        if k == "host-xcr0":
+            self._dirty.add(DIRTY_XCR0)
+            try:
+                vcpu.set_xcrs({0: spec.args[0]})
+            except kb.KvmError as e:
+                return oc.ioctl_error("KVM_SET_XCRS", e.errno)
+            return {"kind": "ok"}
+        raise ValueError(f"not a host-side probe: {k}")
+
+    def run_probe(self, spec: ProbeSpec, code: GuestCode | None = None,
+                  timeout_ms: float = DEFAULT_TIMEOUT_MS) -> dict:
+        """Run one probe and return its outcome. `code` is given for named payloads."""
+        if self.broken:
+            raise RuntimeError(f"machine is broken ({self.broken}); replace it")
+        try:
+            refused = self._prepare(spec)
+        except kb.KvmError as e:
+            return oc.ioctl_error(e.ioctl, e.errno)
+        if refused is not None:
+            return refused
+        if not spec.guest_code:
+            try:
+                return self.run_host(spec)
+            except kb.KvmError as e:
+                return oc.ioctl_error(e.ioctl, e.errno)
+        if code is None:
+            code = _basic_code(spec)
+        if spec.kind == "wrmsr":
+            self._save_msr(spec.args[0])
+        if code.setup is not None:
+            code.setup(self)
+        self.mem[L.PAYLOAD_BASE:L.PAYLOAD_BASE + len(code.code)] = code.code
+        regs = dict(code.regs)
+        if spec.cpl3:
+            regs.update(r14=code.entry, r15=L.USER_STACK_TOP, rip=self.to_user)
+            dirties = code.dirties | {DIRTY_SREGS}
+        else:
+            regs["rip"] = code.entry
+            dirties = code.dirties
+        result = self._enter(regs, code.results, timeout_ms)
+        if not self.broken:
+            try:
+                self._cleanup(dirties, written=result["kind"] == "ok" or bool(spec.msrs))
+            except kb.KvmError as e:
+                self.broken = f"restoring state failed: {e}"
+        return result
+
+    def _load_regs(self, regs: dict) -> None:
+        r = self.vcpu.sync_regs if self.sync else ks.kvm_regs()
+        ctypes.memset(ctypes.addressof(r), 0, ctypes.sizeof(r))
+        r.rsp = L.KERNEL_STACK_TOP
+        r.rflags = L.RFLAGS_BASELINE
+        for name, value in regs.items():
+            setattr(r, name, value)
+        if self.sync:
+            self.run_struct.kvm_dirty_regs = ks.KVM_SYNC_X86_REGS
+        else:
+            self.vcpu.set_regs(r)
+
+    def _regs(self):
+        return self.vcpu.sync_regs if self.sync else self.vcpu.get_regs()
+
+    def _enter(self, regs: dict, results: tuple, timeout_ms: float) -> dict:
+        self._load_regs(regs)
+        self.runs += 1
+        run = self.run_struct
+        _install_alarm()
+        start = time.monotonic()
+        try:
+            signal.setitimer(signal.ITIMER_REAL, timeout_ms / 1000.0)
+            try:
+                self.vcpu.run()
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except ProbeTimeout:
+            self.broken = "timeout"
+            return oc.timeout((time.monotonic() - start) * 1000)
+        except kb.KvmError as e:
+            self.broken = f"KVM_RUN failed: {e}"
+            return oc.ioctl_error("KVM_RUN", e.errno)
+        return self._decode_exit(run, results)
+
+    def _decode_exit(self, run, results: tuple) -> dict:
+        reason = run.exit_reason
+        if reason == kc.KVM_EXIT_IO:
+            io = run.io
+            if io.port == PORT_DONE and io.direction == 1:
+                r = self._regs()
+                return oc.ok({name: getattr(r, name) for name in results})
+            if io.port == PORT_FAULT and io.direction == 1:
+                r = self._regs()
+                vector = r.rax & 0xFF
+                return oc.exception(vector, r.rbx if vector in oc.ERROR_CODE_VECTORS else None,
+                                    r.rcx, r.rdx, r.rsi if vector == 14 else None)
+            self.broken = "unexpected port I/O"
+            return oc.vm_exit("IO", port=oc.hexs(io.port), direction="out" if io.direction else "in",
+                              size=io.size, rip=oc.hexs(self._regs().rip))
+        name = kc.EXIT_REASON_NAMES.get(reason, str(reason))
+        self.broken = f"exit {name}"
+        if reason == kc.KVM_EXIT_INTERNAL_ERROR:
+            internal = run.internal
+            n = min(internal.ndata, len(internal.data))
+            return oc.vm_exit(name, suberror=internal.suberror,
+                              suberror_name=kc.INTERNAL_ERROR_NAMES.get(internal.suberror),
+                              data=[oc.hexs(internal.data[i]) for i in range(n)])
+        if reason == kc.KVM_EXIT_FAIL_ENTRY:
+            return oc.vm_exit(name, hardware_entry_failure_reason=oc.hexs(
+                run.fail_entry.hardware_entry_failure_reason))
+        if reason == kc.KVM_EXIT_MMIO:
+            return oc.vm_exit(name, phys_addr=oc.hexs(run.mmio.phys_addr), len=run.mmio.len,
+                              is_write=run.mmio.is_write)
+        if reason == kc.KVM_EXIT_HLT:
+            return oc.vm_exit(name, rip=oc.hexs(self._regs().rip))
+        return oc.vm_exit(name)

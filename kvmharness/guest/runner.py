@@ -1,0 +1,49 @@
+"""Runner: one Machine per guest configuration, reused across probes, replaced when broken."""
+
+from __future__ import annotations
+
+from ..kvm.binding import Kvm
+from ..model.profile import VcpuConfig
+from ..probes.spec import ProbeSpec
+from .machine import DEFAULT_TIMEOUT_MS, GuestCode, Machine
+
+
+class Runner:
+    def __init__(self, kvm: Kvm | None = None):
+        self._own_kvm = kvm is None
+        self.kvm = kvm if kvm is not None else Kvm.open()
+        self._machines: dict[VcpuConfig, Machine] = {}
+        self.machines_created = 0
+
+    def machine(self, config: VcpuConfig) -> Machine:
+        m = self._machines.get(config)
+        if m is not None and m.broken:
+            m.close()
+            m = None
+        if m is None:
+            m = self._machines[config] = Machine(self.kvm, config)
+            self.machines_created += 1
+        return m
+
+    def run(self, config: VcpuConfig, spec: ProbeSpec, code: GuestCode | None = None,
+            timeout_ms: float = DEFAULT_TIMEOUT_MS) -> dict:
+        return self.machine(config).run_probe(spec, code, timeout_ms)
+
+    def release(self, config: VcpuConfig) -> None:
+        """Close the machine of a configuration that will not be used again."""
+        m = self._machines.pop(config, None)
+        if m is not None:
+            m.close()
+
+    def close(self) -> None:
+        for m in self._machines.values():
+            m.close()
+        self._machines.clear()
+        if self._own_kvm:
+            self.kvm.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,84 @@
+"""Write a file so that readers see either the old content or the whole new content, never a part.
+
+The text goes to a temporary file in the target's directory, is fsync'ed, then renamed over the
+target with os.replace (atomic within one filesystem); the directory is fsync'ed afterwards so
+the rename survives a crash. On any exception the temporary file is removed and the old file is
+left untouched. "-" (stdout) is the caller's business and is refused here.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from ..errors import UsageError
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would race with other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a directory; the rename itself has happened
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path, data: str | bytes) -> None:
+    """Replace `path` with `data` (str is written as UTF-8) atomically.
+
+    A symlink at `path` is followed: its target is replaced. A new file gets mode 0666 & ~umask;
+    an existing file keeps its mode. OSError becomes one UsageError line naming the path.
+    """
+    path = os.fspath(path)
+    if path == "-":
+        raise ValueError("write_atomic: '-' means stdout; the caller writes it")
+    payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    target = os.path.realpath(path)
+    directory = os.path.dirname(target) or "."
+    try:
+        mode = os.stat(target).st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
+    except OSError as e:
+        raise UsageError(f"{path}: cannot write: {e.strerror}") from None
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp",
+                                   dir=directory)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot write: {e.strerror}") from None
+    try:
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, mode)
+            os.replace(tmp, target)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory") from None
+    except OSError as e:
+        raise UsageError(f"{path}: cannot write: {e.strerror or e}") from None
+    _fsync_dir(directory)
