@@ -18,7 +18,8 @@ from .errors import EXIT_MISMATCH, EXIT_OK, EXIT_USAGE, HarnessError, UsageError
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):          # argparse's own errors: one line, exit 2
-        raise UsageError(f"{self.prog}: {message}")
+        where = self.prog.removeprefix("kvmharness").strip()
+        raise UsageError(f"{where}: {message}" if where else message)
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
@@ -58,13 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
 # -- commands ---------------------------------------------------------------------------------
 def cmd_info(args) -> int:
     from .host import gather_facts
+    from .info import render_info
     from .kvm.binding import Kvm
     with Kvm.open() as kvm:
         facts = gather_facts(kvm)
     if args.json:
         print(json.dumps(facts.to_json(), indent=2))
     else:
-        print(facts.render())
+        print(render_info(facts))
     return EXIT_OK
 
 

@@ -10,6 +10,7 @@ shutdown, an internal error or a failed entry is marked `broken`; the Runner rep
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import mmap
 import signal
@@ -304,7 +305,15 @@ class Machine:
         try:
             signal.setitimer(signal.ITIMER_REAL, timeout_ms / 1000.0)
             try:
-                self.vcpu.run()
+                while True:
+                    try:
+                        self.vcpu.run()
+                        break
+                    except kb.KvmError as e:
+                        # Another signal (not our timer) interrupted KVM_RUN: the guest is intact,
+                        # enter it again; the timer still bounds the whole probe.
+                        if e.errno != errno.EINTR:
+                            raise
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         except ProbeTimeout:
