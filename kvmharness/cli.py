@@ -53,6 +53,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-probe timeout in milliseconds (default 1000)")
     p.add_argument("--json", action="store_true", help="print a JSON list of results")
     p.add_argument("probes", nargs="+", metavar="PROBE")
+
+    p = sub.add_parser("run", help="the conformance matrix: every probe of every feature, judged",
+                       description="Run the conformance matrix against this host's KVM and judge "
+                       "every observation against the model. Exit 0 when everything is as "
+                       "expected (pass, known deviation, skip), 1 on a mismatch or error (with "
+                       "--baseline: on a regression against it), 2 on usage errors, 4 when "
+                       "nothing could run.")
+    p.add_argument("--feature", action="append", default=[], metavar="F",
+                   help="only this feature (repeatable); 'cpuid' selects the CPUID table checks")
+    p.add_argument("-j", "--jobs", type=int, default=0, metavar="N",
+                   help="worker processes (default: the number of CPUs)")
+    p.add_argument("--json", metavar="FILE", help="write the JSON report to FILE")
+    p.add_argument("--ktap", action="store_true", help="print KTAP on stdout instead of the table")
+    p.add_argument("--junit", metavar="FILE", help="write JUnit XML to FILE")
+    p.add_argument("--baseline", metavar="FILE",
+                   help="compare with an earlier JSON report; exit 1 only on regressions")
+    p.add_argument("--timeout", type=float, default=1000.0, metavar="MS",
+                   help="per-probe timeout in milliseconds (default 1000)")
+    p.add_argument("--kernel", metavar="X.Y", help="predict for this kernel version instead of uname's")
+    p.add_argument("--show", default="mismatch,error", metavar="VERDICTS",
+                   help="verdicts listed in the table (default mismatch,error; 'all' for every result)")
+
+    p = sub.add_parser("diff", help="what changed between two reports (kernels, hosts, patches)",
+                       description="Compare two JSON reports by result id. Exit 1 when NEW has a "
+                       "regression against OLD (pass/known/skip -> mismatch/error, or a new "
+                       "failing result), else 0.")
+    p.add_argument("old", metavar="OLD.json")
+    p.add_argument("new", metavar="NEW.json")
     return ap
 
 
@@ -60,8 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_info(args) -> int:
     from .host import gather_facts
     from .info import render_info
-    from .kvm.binding import Kvm
-    with Kvm.open() as kvm:
+    from .guest.runner import open_kvm
+    with open_kvm() as kvm:
         facts = gather_facts(kvm)
     if args.json:
         print(json.dumps(facts.to_json(), indent=2))
@@ -74,19 +102,17 @@ def cmd_probe(args) -> int:
     from . import outcome as oc
     from .conformance.config import GuestConfig
     from .guest.runner import Runner
-    from .probes.payloads import PAYLOADS, payload_names
-    from .probes.spec import parse_probe
+    from .probes.payloads import guest_code, parse
 
     if not 0 < args.timeout <= 600_000:
         raise UsageError(f"--timeout {args.timeout}: must be between 0 and 600000 ms")
-    specs = [parse_probe(p, payload_names()) for p in args.probes]
+    specs = [parse(p) for p in args.probes]
     config = GuestConfig("cli", tuple(args.set), tuple(args.clear), args.enforce_pv_cpuid)
     with Runner() as runner:
         vcpu = config.vcpu(runner.kvm.supported_cpuid())     # resolves feature names: errors first
         results = []
         for spec in specs:
-            code = PAYLOADS[spec.args[0]].code() if spec.kind == "payload" else None
-            outcome = runner.run(vcpu, spec, code, args.timeout)
+            outcome = runner.run(vcpu, spec, guest_code(spec), args.timeout)
             results.append({"probe": str(spec), "config": config.to_json(), "outcome": outcome})
     if args.json:
         print(json.dumps(results, indent=2))
@@ -99,7 +125,90 @@ def cmd_probe(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"info": cmd_info, "probe": cmd_probe}
+def _report_host(facts) -> dict:
+    import socket
+    d = facts.to_json()
+    return {"kernel": d["kernel_release"], "backend": d["backend_module"],
+            "module_params": {"kvm": d["kvm_params"], d["backend_module"]: d["backend_params"]},
+            "cpu": {"vendor": d["cpu_vendor"], "family": d["cpu_family"], "model": d["cpu_model"],
+                    "stepping": d["cpu_stepping"], "model_name": d.get("cpu_model_name"),
+                    "microcode": d.get("microcode")},
+            "nested": {"hypervisor_bit": bool(d.get("hypervisor")),
+                       "signature": d.get("hypervisor_signature")},
+            "hostname": socket.gethostname()}
+
+
+def cmd_run(args) -> int:
+    import datetime
+    import time
+
+    from .conformance.engine import plan
+    from .conformance.execute import execute
+    from .host import gather_facts
+    from .guest.runner import open_kvm
+    from .report import (apply_baseline, build_report, dumps_report, exit_code, load_report,
+                         progress_line, render_diff, render_table, summary_line, to_junit, to_ktap,
+                         write_atomic)
+    from .host import parse_kernel
+
+    if not 0 < args.timeout <= 600_000:
+        raise UsageError(f"--timeout {args.timeout}: must be between 0 and 600000 ms")
+    if args.jobs < 0:
+        raise UsageError(f"--jobs {args.jobs}: must be 0 (all CPUs) or more")
+    show = ("pass", "mismatch", "known", "skip", "error") if args.show == "all" else tuple(
+        v.strip() for v in args.show.split(",") if v.strip())
+    baseline = load_report(args.baseline) if args.baseline else None     # bad input: fail early
+    kernel = parse_kernel(args.kernel) if args.kernel else None
+    with open_kvm() as kvm:
+        facts = gather_facts(kvm)
+    profile = facts.to_profile(kernel)
+    items = plan(profile, args.feature or None)
+    jobs = args.jobs or os.cpu_count() or 1
+
+    tty = sys.stderr.isatty()
+    counts = {v: 0 for v in ("pass", "mismatch", "known", "skip", "error")}
+
+    def progress(result):
+        counts[result["verdict"]] += 1
+        if tty:
+            sys.stderr.write("\r" + progress_line(sum(counts.values()), len(items), counts))
+            sys.stderr.flush()
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    t0 = time.monotonic()
+    results = execute(items, profile, jobs, args.timeout, progress)
+    if tty:
+        sys.stderr.write("\n")
+    report = build_report(_report_host(facts), results, started, time.monotonic() - t0,
+                          {"features": args.feature, "jobs": jobs,
+                           "kernel_rules": ".".join(map(str, profile.kernel))})
+    if args.json:
+        write_atomic(args.json, dumps_report(report))
+    if args.junit:
+        write_atomic(args.junit, to_junit(report))
+    if args.ktap:
+        print(to_ktap(report), end="")
+    else:
+        table = render_table(report, show=show)
+        if table:
+            print(table)
+        print(summary_line(report))
+    if baseline is not None:
+        d = apply_baseline(baseline, report)
+        print(render_diff(d), file=sys.stderr if args.ktap else sys.stdout)
+        return d.exit_code
+    return exit_code(report)
+
+
+def cmd_diff(args) -> int:
+    from .report import diff_reports, load_report, render_diff
+    old, new = load_report(args.old), load_report(args.new)
+    d = diff_reports(old, new, args.old, args.new)
+    print(render_diff(d))
+    return d.exit_code
+
+
+COMMANDS = {"info": cmd_info, "probe": cmd_probe, "run": cmd_run, "diff": cmd_diff}
 
 
 def reproduce_line(config_args: list[str], probe: str) -> str:

@@ -241,6 +241,11 @@ class Machine:
             except kb.KvmError as e:
                 return oc.ioctl_error("KVM_SET_XCRS", e.errno)
             return {"kind": "ok"}
+        if k == "get-cpuid2":
+            entry = vcpu.get_cpuid2().entry(*spec.args)
+            if entry is None:
+                return {"kind": "rejected", "ioctl": "KVM_GET_CPUID2", "reason": "no such entry"}
+            return oc.ok({"rax": entry.eax, "rbx": entry.ebx, "rcx": entry.ecx, "rdx": entry.edx})
         raise ValueError(f"not a host-side probe: {k}")
 
     def run_probe(self, spec: ProbeSpec, code: GuestCode | None = None,

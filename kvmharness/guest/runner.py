@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import os
+
 from ..kvm.binding import Kvm
 from ..model.profile import VcpuConfig
 from ..probes.spec import ProbeSpec
 from .machine import DEFAULT_TIMEOUT_MS, GuestCode, Machine
 
 
+def open_kvm() -> Kvm:
+    """/dev/kvm, or the device KVMHARNESS_DEVICE names (tests use it to simulate a missing one)."""
+    return Kvm.open(os.environ.get("KVMHARNESS_DEVICE", "/dev/kvm"))
+
+
 class Runner:
     def __init__(self, kvm: Kvm | None = None):
         self._own_kvm = kvm is None
-        self.kvm = kvm if kvm is not None else Kvm.open()
+        self.kvm = kvm if kvm is not None else open_kvm()
         self._machines: dict[VcpuConfig, Machine] = {}
         self.machines_created = 0
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from ..guest import layout as L
 from ..guest.assemble import assemble
 from ..guest.bodies import DIRTY_SREGS, DIRTY_XCR0
 from ..guest.layout import PAYLOAD_BASE
 from ..guest.machine import GuestCode
+from .spec import ProbeSpec, parse_probe
 
 ALL_DIRTY = frozenset({DIRTY_SREGS, DIRTY_XCR0})
 
@@ -25,6 +27,7 @@ class Payload:
     doc: str
     results: tuple[str, ...] = ("rax", "rbx", "rcx", "rdx")
     setup: Callable | None = None       # setup(machine) before the run
+    mods: str = ""                      # default modifiers (state the host sets up), spec syntax
     dirties: frozenset = ALL_DIRTY
 
     def code(self) -> GuestCode:
@@ -32,13 +35,88 @@ class Payload:
         return GuestCode(img.code, img.sym(self.entry), {}, self.results, self.dirties, self.setup)
 
 
+# -- CET state (guests/cet.S) -------------------------------------------------------------------
+MSR_U_CET, MSR_S_CET, MSR_PL0_SSP, MSR_PL3_SSP = 0x6A0, 0x6A2, 0x6A4, 0x6A7
+CET_SHSTK_EN, CET_WRSS_EN, CET_ENDBR_EN, CET_NO_TRACK_EN = 1 << 0, 1 << 1, 1 << 2, 1 << 4
+CR4_CET = 23
+SHSTK_USER_TOP = L.SHSTK_USER + 0x1000          # empty user shadow stack: SSP at the page top
+RESTORE_TOKEN_AT = L.SHSTK_USER + 0x800         # shstk_rstorssp's token (guests/cet.S)
+SUPERVISOR_TOKEN_AT = L.SHSTK_SUPER + 0xFF8     # PL0_SSP: where SETSSBSY finds its token
+
+
+def _user_cet(u_cet: int) -> str:
+    return (f"cpl3,cr4+{CR4_CET},msr:{MSR_U_CET:#x}={u_cet:#x},"
+            f"msr:{MSR_PL3_SSP:#x}={SHSTK_USER_TOP:#x}")
+
+
+def shadow_stack_pages(restore_token_at: int | None = None,
+                       supervisor_token_at: int | None = None) -> dict[int, bytes]:
+    """The two shadow-stack pages as the CET payloads expect them: zero but for their tokens."""
+    user = bytearray(4096)
+    sup = bytearray(4096)
+    if restore_token_at is not None:
+        off = restore_token_at - L.SHSTK_USER
+        user[off:off + 8] = L.restore_token(restore_token_at + 8).to_bytes(8, "little")
+    if supervisor_token_at is not None:
+        off = supervisor_token_at - L.SHSTK_SUPER
+        sup[off:off + 8] = L.supervisor_token(supervisor_token_at).to_bytes(8, "little")
+    return {L.SHSTK_USER: bytes(user), L.SHSTK_SUPER: bytes(sup)}
+
+
+def _write_pages(**tokens) -> Callable:
+    pages = shadow_stack_pages(**tokens)
+
+    def setup(machine) -> None:
+        for gpa, data in pages.items():
+            machine.mem[gpa:gpa + len(data)] = data
+    return setup
+
+
+_reset_pages = _write_pages()
+
 PAYLOADS: dict[str, Payload] = {p.name: p for p in (
-    #        name               source    entry             doc
-    Payload("triple-fault",    "basic", "triple_fault",   "IDT limit 0, then ud2: a triple fault (KVM_EXIT_SHUTDOWN)"),
-    Payload("fixup-selftest",  "basic", "fixup_selftest", "ud2 under a KVM_ASM_SAFE-style fixup: rbx = 0x106, rax = 1",
+    #        name                  source   entry                 doc
+    Payload("triple-fault",       "basic", "triple_fault",       "IDT limit 0, then ud2: a triple fault (KVM_EXIT_SHUTDOWN)"),
+    Payload("fixup-selftest",     "basic", "fixup_selftest",     "ud2 under a KVM_ASM_SAFE-style fixup: rbx = 0x106, rax = 1",
             results=("rax", "rbx", "rcx")),
+    Payload("shstk-near-ret",     "cet",   "shstk_near_ret",     "user shadow stack: tampered near RET -> #CP(NEAR-RET)",
+            setup=_reset_pages, mods=_user_cet(CET_SHSTK_EN)),
+    Payload("shstk-far-ret",      "cet",   "shstk_far_ret",      "user shadow stack: tampered far RET -> #CP(FAR-RET)",
+            setup=_reset_pages, mods=_user_cet(CET_SHSTK_EN)),
+    Payload("shstk-rstorssp",     "cet",   "shstk_rstorssp",     "RSTORSSP with a valid restore token: rax = its address",
+            setup=_write_pages(restore_token_at=RESTORE_TOKEN_AT), mods=_user_cet(CET_SHSTK_EN)),
+    Payload("shstk-rstorssp-bad", "cet",   "shstk_rstorssp_bad", "RSTORSSP without a token -> #CP(RSTORSSP)",
+            setup=_reset_pages, mods=_user_cet(CET_SHSTK_EN)),
+    Payload("wrss",               "cet",   "shstk_wrss",         "WRSS with U_CET.WR_SHSTK_EN writes the shadow stack: rbx = 0x5a5a1234",
+            setup=_reset_pages, mods=_user_cet(CET_SHSTK_EN | CET_WRSS_EN)),
+    Payload("shstk-write-fault",  "cet",   "shstk_write_fault",  "ordinary store to a shadow-stack page -> #PF(P|W|U)",
+            setup=_reset_pages, mods=_user_cet(CET_SHSTK_EN)),
+    Payload("sss-supervisor",     "cet",   "sss_supervisor",     "supervisor shadow stack: SETSSBSY takes the token at PL0_SSP",
+            setup=_write_pages(supervisor_token_at=SUPERVISOR_TOKEN_AT),
+            mods=f"cr4+{CR4_CET},msr:{MSR_S_CET:#x}={CET_SHSTK_EN:#x},msr:{MSR_PL0_SSP:#x}={SUPERVISOR_TOKEN_AT:#x}"),
+    Payload("ibt-no-endbr",       "cet",   "ibt_no_endbr",       "user IBT: indirect JMP to a target without ENDBR64 -> #CP(ENDBRANCH)",
+            mods=_user_cet(CET_ENDBR_EN)),
+    Payload("ibt-notrack",        "cet",   "ibt_notrack",        "user IBT: NOTRACK JMP to a target without ENDBR64 (NO_TRACK_EN) is fine",
+            mods=_user_cet(CET_ENDBR_EN | CET_NO_TRACK_EN)),
+    Payload("ibt-endbr",          "cet",   "ibt_endbr",          "user IBT: indirect JMP to ENDBR64 is fine",
+            mods=_user_cet(CET_ENDBR_EN)),
 )}
 
 
 def payload_names() -> frozenset[str]:
     return frozenset(PAYLOADS)
+
+
+def parse(text: str) -> ProbeSpec:
+    """Parse a probe string; a named payload gets its default modifiers, then the user's."""
+    names = payload_names()
+    spec = parse_probe(text, names)
+    if spec.kind == "payload" and PAYLOADS[spec.args[0]].mods:
+        body, _, user = text.strip().partition("@")
+        spec = parse_probe(f"{body}@{PAYLOADS[spec.args[0]].mods}" + (f",{user}" if user else ""), names)
+    return spec
+
+
+def guest_code(spec: ProbeSpec) -> GuestCode | None:
+    """The GuestCode of a named payload (None for basic probes, whose bodies the machine builds)."""
+    return PAYLOADS[spec.args[0]].code() if spec.kind == "payload" else None

@@ -12,6 +12,7 @@
       xgetbv:INDEX           guest XGETBV
       xsetbv:INDEX:VALUE     guest XSETBV
       host-xcr0:VALUE        host KVM_SET_XCRS with XCR0=VALUE
+      get-cpuid2:LEAF:SUB    host KVM_GET_CPUID2: the vCPU's entry as KVM holds it
       insn:HEXBYTES          the given instruction bytes at CPL0 (e.g. insn:0f0b is UD2)
       NAME                   a named payload from the payload registry (e.g. shstk-near-ret)
     MODS (state set up by the host before the probe runs):
@@ -43,6 +44,7 @@ KINDS: dict[str, tuple[tuple[str, ...], bool]] = {
     "xgetbv": (("index",), True),
     "xsetbv": (("index", "value"), True),
     "host-xcr0": (("value",), False),
+    "get-cpuid2": (("leaf", "subleaf"), False),
     "insn": (("bytes",), True),
 }
 _LIMITS = {"leaf": 0xFFFFFFFF, "subleaf": 0xFFFFFFFF, "bit": 63, "index": 0xFFFFFFFF,

@@ -1,0 +1,225 @@
+"""The conformance matrix: which probes check which feature, under which guest configurations.
+
+Adding a feature is adding rows here. A row is (feature, label, probe): the probe string is the
+`kvmharness probe` form (kvmharness/probes/spec.py), so every result's reproducer is the row
+itself. Every feature is run in at least two configurations derived from the host's support:
+
+    on                   the feature set in guest CPUID and supported by KVM
+    claimed-unsupported  the feature set in guest CPUID although KVM does not support it
+    off                  the feature cleared from guest CPUID
+
+plus the variants of VARIANTS (secondary edits, e.g. SHSTK with IBT on and off). What each probe
+must observe in each configuration is the model's business (kvmharness/model/expect.py), not
+this table's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..guest import layout as L
+
+
+def _le32(x: int) -> str:
+    return x.to_bytes(4, "little").hex()
+
+
+DATA = _le32(L.DATA)
+MOV_EAX_2 = "b802000000"
+MOV_EAX_DATA = "b8" + DATA
+ZERO_ECX_EDX = "31c931d2"
+ZERO_EAX_EDX = "31c031d2"
+CR0_CLEAR_WP = "0f20c0" + "4825fffffeff" + "0f22c0"        # mov rax,cr0; and rax,~WP; mov cr0,rax
+
+# Features whose configuration edits are not their own CPUID bit (XCR0 components live in
+# CPUID 0xD.0 EAX, PV features in the KVM leaf): feature -> the bits --set/--clear act on.
+EDIT_BITS: dict[str, tuple[str, ...]] = {
+    "xcr0.ymm": ("0xd.0.eax.2",),
+    "xcr0.avx512": ("0xd.0.eax.5", "0xd.0.eax.6", "0xd.0.eax.7"),
+    "xcr0.pkru": ("0xd.0.eax.9",),
+    "xcr0.mpx": ("0xd.0.eax.3", "0xd.0.eax.4"),
+    "xcr0.amx": ("0xd.0.eax.17", "0xd.0.eax.18"),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    feature: str
+    label: str
+    probe: str
+    category: str = "behaviour"
+
+
+def R(feature: str, label: str, probe: str) -> Row:
+    return Row(feature, label, probe)
+
+
+ROWS: tuple[Row, ...] = (
+    # feature               label                         probe
+    # -- CR4 bits gated by guest_cpu_cap (__cr4_reserved_bits), guest MOV and KVM_SET_SREGS ----
+    R("umip",               "cr4.umip",                   "cr4:11"),
+    R("umip",               "sregs.cr4.umip",             "sregs-cr4:11"),
+    R("umip",               "sgdt.cpl3.umip",             f"insn:0f010425{DATA}@cpl3,cr4+11"),
+    R("la57",               "sregs.cr4.la57",             "sregs-cr4:12"),
+    R("la57",               "cr4.la57.long-mode",         "cr4:12"),
+    R("vmx",                "cr4.vmxe",                   "cr4:13"),
+    R("vmx",                "sregs.cr4.vmxe",             "sregs-cr4:13"),
+    R("fsgsbase",           "cr4.fsgsbase",               "cr4:16"),
+    R("fsgsbase",           "sregs.cr4.fsgsbase",         "sregs-cr4:16"),
+    R("fsgsbase",           "rdfsbase.cr4-off",           "insn:f3480faec0"),
+    R("fsgsbase",           "rdfsbase.cr4-on",            "insn:f3480faec0@cr4+16"),
+    R("pcid",               "cr4.pcide",                  "cr4:17"),
+    R("pcid",               "sregs.cr4.pcide",            "sregs-cr4:17"),
+    R("xsave",              "cr4.osxsave",                "cr4:18"),
+    R("xsave",              "sregs.cr4.osxsave",          "sregs-cr4:18"),
+    R("xsave",              "xgetbv.cr4-off",             "xgetbv:0"),
+    R("xsave",              "xsetbv.x87-sse",             "xsetbv:0:0x3@cr4+18"),
+    R("xsave",              "xsetbv.x87-only",            "xsetbv:0:0x1@cr4+18"),
+    R("xsave",              "xsetbv.no-x87",              "xsetbv:0:0x2@cr4+18"),
+    R("xsave",              "xsetbv.xcr1",                "xsetbv:1:0x1@cr4+18"),
+    R("xsave",              "host-xcr0.x87-sse",          "host-xcr0:0x3"),
+    R("osxsave",            "cpuid.1.after-cr4",          "cpuid:1:0@cr4+18"),
+    R("osxsave",            "cpuid.1.baseline",           "cpuid:1:0"),
+    R("smep",               "cr4.smep",                   "cr4:20"),
+    R("smep",               "sregs.cr4.smep",             "sregs-cr4:20"),
+    R("smap",               "cr4.smap",                   "cr4:21"),
+    R("smap",               "sregs.cr4.smap",             "sregs-cr4:21"),
+    R("pku",                "cr4.pke",                    "cr4:22"),
+    R("pku",                "sregs.cr4.pke",              "sregs-cr4:22"),
+    R("pku",                "rdpkru.cr4-off",             "insn:31c90f01ee"),
+    R("pku",                "rdpkru.cr4-on",              "insn:31c90f01ee@cr4+22"),
+    R("ospke",              "cpuid.7.after-cr4",          "cpuid:7:0@cr4+22"),
+    R("lam",                "cr4.lam_sup",                "cr4:28"),
+    R("lam",                "sregs.cr4.lam_sup",          "sregs-cr4:28"),
+    # -- CET (6.18): CR4.CET <= SHSTK or IBT; MSRs; XSS; behaviour --------------------------
+    *(row for feat in ("shstk", "ibt") for row in (
+        R(feat,             "cr4.cet",                    "cr4:23"),
+        R(feat,             "sregs.cr4.cet",              "sregs-cr4:23"),
+        R(feat,             "cr4.cet.wp-clear",           "cr4:23@cr0-16"),
+        R(feat,             "cr0.wp-clear.cet-set",       f"insn:{CR0_CLEAR_WP}@cr4+23"),
+        R(feat,             "rdmsr.u_cet",                "rdmsr:0x6a0"),
+        R(feat,             "rdmsr.s_cet",                "rdmsr:0x6a2"),
+        R(feat,             "wrmsr.u_cet.shstk_en",       "wrmsr:0x6a0:0x1"),
+        R(feat,             "wrmsr.s_cet.shstk_en",       "wrmsr:0x6a2:0x1"),
+        R(feat,             "wrmsr.u_cet.endbr_en",       "wrmsr:0x6a0:0x4"),
+        R(feat,             "wrmsr.s_cet.endbr_en",       "wrmsr:0x6a2:0x4"),
+        R(feat,             "wrmsr.u_cet.reserved-9_6",   "wrmsr:0x6a0:0x40"),
+        R(feat,             "wrmsr.s_cet.suppress+wait",  "wrmsr:0x6a2:0xc04"),
+        R(feat,             "host-rdmsr.u_cet",           "host-rdmsr:0x6a0"),
+        R(feat,             "host-wrmsr.u_cet.zero",      "host-wrmsr:0x6a0:0x0"),
+        R(feat,             "wrmsr.xss.cet_user",         "wrmsr:0xda0:0x800"),
+        R(feat,             "wrmsr.xss.cet_kernel",       "wrmsr:0xda0:0x1000"),
+    )),
+    R("shstk",              "rdmsr.pl0_ssp",              "rdmsr:0x6a4"),
+    R("shstk",              "wrmsr.pl0_ssp.canonical",    "wrmsr:0x6a4:0x123456789000"),
+    R("shstk",              "wrmsr.pl1_ssp.noncanonical", "wrmsr:0x6a5:0xaaaa5555aaaa5554"),
+    R("shstk",              "wrmsr.pl2_ssp.canonical",    "wrmsr:0x6a6:0x7ffffffff000"),
+    R("shstk",              "wrmsr.pl3_ssp.misaligned",   "wrmsr:0x6a7:0x7ffffffff001"),
+    R("shstk",              "rdmsr.int_ssp_tab",          "rdmsr:0x6a8"),
+    R("shstk",              "wrmsr.int_ssp_tab.unaligned", "wrmsr:0x6a8:0x123456789001"),
+    R("shstk",              "user.near-ret",              "shstk-near-ret"),
+    R("shstk",              "user.far-ret",               "shstk-far-ret"),
+    R("shstk",              "user.rstorssp",              "shstk-rstorssp"),
+    R("shstk",              "user.wrss",                  "wrss"),
+    R("shstk",              "supervisor.token",           "sss-supervisor"),
+    R("ibt",                "user.no-endbr",              "ibt-no-endbr"),
+    R("ibt",                "user.notrack",               "ibt-notrack"),
+    # -- XCR0 components (guest_supported_xcr0 <- CPUID 0xD.0) -------------------------------
+    R("xcr0.ymm",           "xsetbv.ymm",                 "xsetbv:0:0x7@cr4+18"),
+    R("xcr0.ymm",           "xsetbv.ymm-no-sse",          "xsetbv:0:0x5@cr4+18"),
+    R("xcr0.ymm",           "host-xcr0.ymm",              "host-xcr0:0x7"),
+    R("xcr0.avx512",        "xsetbv.avx512",              "xsetbv:0:0xe7@cr4+18"),
+    R("xcr0.avx512",        "xsetbv.opmask-only",         "xsetbv:0:0x27@cr4+18"),
+    R("xcr0.pkru",          "xsetbv.pkru",                "xsetbv:0:0x203@cr4+18"),
+    R("xcr0.mpx",           "xsetbv.bndregs-bndcsr",      "xsetbv:0:0x1b@cr4+18"),
+    R("xcr0.mpx",           "xsetbv.bndregs-only",        "xsetbv:0:0xb@cr4+18"),
+    R("xcr0.amx",           "xsetbv.xtile",               "xsetbv:0:0x60003@cr4+18"),
+    # -- MSRs gated by guest caps (x86.c kvm_get/set_msr_common, vendor code) ---------------
+    R("rdtscp",             "rdmsr.tsc_aux",              "rdmsr:0xc0000103"),
+    R("rdtscp",             "wrmsr.tsc_aux",              "wrmsr:0xc0000103:0x12345678"),
+    R("rdtscp",             "wrmsr.tsc_aux.high-bits",    "wrmsr:0xc0000103:0xaaaa5555aaaa5555"),
+    R("rdtscp",             "rdtscp",                     "insn:0f01f9"),
+    R("rdpid",              "rdmsr.tsc_aux",              "rdmsr:0xc0000103"),
+    R("rdpid",              "rdpid",                      "insn:f30fc7f8"),
+    R("tsc_adjust",         "rdmsr.tsc_adjust",           "rdmsr:0x3b"),
+    R("tsc_deadline_timer", "rdmsr.tsc_deadline",         "rdmsr:0x6e0"),
+    R("tsc_deadline_timer", "wrmsr.tsc_deadline",         "wrmsr:0x6e0:0x0"),
+    R("xsaves",             "rdmsr.xss",                  "rdmsr:0xda0"),
+    R("xsaves",             "wrmsr.xss.zero",             "wrmsr:0xda0:0x0"),
+    R("xsaves",             "wrmsr.xss.pt",               "wrmsr:0xda0:0x100"),
+    R("xsaves",             "xsaves",                     f"insn:{ZERO_EAX_EDX}480fc72c25{DATA}@cr4+18"),
+    R("spec_ctrl",          "rdmsr.spec_ctrl",            "rdmsr:0x48"),
+    R("spec_ctrl",          "wrmsr.spec_ctrl.ibrs",       "wrmsr:0x48:0x1"),
+    R("spec_ctrl",          "wrmsr.pred_cmd.ibpb",        "wrmsr:0x49:0x1"),
+    R("amd_ibpb",           "wrmsr.pred_cmd.ibpb",        "wrmsr:0x49:0x1"),
+    R("amd_ibrs",           "wrmsr.spec_ctrl.ibrs",       "wrmsr:0x48:0x1"),
+    R("amd_stibp",          "wrmsr.spec_ctrl.stibp",      "wrmsr:0x48:0x2"),
+    R("amd_ssbd",           "wrmsr.spec_ctrl.ssbd",       "wrmsr:0x48:0x4"),
+    R("intel_stibp",        "wrmsr.spec_ctrl.stibp",      "wrmsr:0x48:0x2"),
+    R("spec_ctrl_ssbd",     "wrmsr.spec_ctrl.ssbd",       "wrmsr:0x48:0x4"),
+    R("sbpb",               "wrmsr.pred_cmd.sbpb",        "wrmsr:0x49:0x80"),
+    R("virt_ssbd",          "rdmsr.virt_spec_ctrl",       "rdmsr:0xc001011f"),
+    R("flush_l1d",          "wrmsr.flush_cmd",            "wrmsr:0x10b:0x1"),
+    R("arch_capabilities",  "rdmsr.arch_capabilities",    "rdmsr:0x10a"),
+    R("arch_capabilities",  "wrmsr.arch_capabilities",    "wrmsr:0x10a:0x0"),
+    R("arch_capabilities",  "host-rdmsr.arch_capabilities", "host-rdmsr:0x10a"),
+    R("pdcm",               "rdmsr.perf_capabilities",    "rdmsr:0x345"),
+    R("waitpkg",            "rdmsr.umwait_control",       "rdmsr:0xe1"),
+    R("xfd",                "rdmsr.xfd",                  "rdmsr:0x1c4"),
+    R("xfd",                "rdmsr.xfd_err",              "rdmsr:0x1c5"),
+    R("osvw",               "rdmsr.osvw_id_length",       "rdmsr:0xc0010140"),
+    R("nx",                 "wrmsr.efer.nxe",             "wrmsr:0xc0000080:0xd00"),
+    R("svm",                "wrmsr.efer.svme",            "wrmsr:0xc0000080:0x1500"),
+    R("fxsr_opt",           "wrmsr.efer.ffxsr",           "wrmsr:0xc0000080:0x4500"),
+    R("autoibrs",           "wrmsr.efer.autoibrs",        "wrmsr:0xc0000080:0x200500"),
+    R("syscall",            "wrmsr.efer.sce",             "wrmsr:0xc0000080:0x501"),
+    R("x2apic",             "wrmsr.apic_base.x2apic",     "wrmsr:0x1b:0xfee00d00"),
+    R("x2apic",             "rdmsr.x2apic_id",            "rdmsr:0x802@msr:0x1b=0xfee00d00"),
+    R("apic",               "cpuid.1.apic-disabled",      "cpuid:1:0@msr:0x1b=0xfee00100"),
+    # -- KVM paravirt MSRs: gated only with KVM_CAP_ENFORCE_PV_FEATURE_CPUID -----------------
+    R("clocksource",        "rdmsr.kvm_system_time",      "rdmsr:0x12"),
+    R("clocksource2",       "rdmsr.kvm_system_time_new",  "rdmsr:0x4b564d01"),
+    R("async_pf",           "rdmsr.kvm_async_pf_en",      "rdmsr:0x4b564d02"),
+    R("steal_time",         "rdmsr.kvm_steal_time",       "rdmsr:0x4b564d03"),
+    R("pv_eoi",             "rdmsr.kvm_pv_eoi_en",        "rdmsr:0x4b564d04"),
+    R("poll_control",       "wrmsr.kvm_poll_control",     "wrmsr:0x4b564d05:0x1"),
+    R("poll_control",       "wrmsr.kvm_poll_control.bit1", "wrmsr:0x4b564d05:0x2"),
+    R("async_pf_int",       "rdmsr.kvm_async_pf_int",     "rdmsr:0x4b564d06"),
+    R("async_pf_int",       "wrmsr.kvm_async_pf_int.reserved", "wrmsr:0x4b564d06:0x100"),
+    # -- instructions KVM gates by caps, or that the CPU gates by CR4 ------------------------
+    R("invpcid",            "invpcid.all",                f"insn:{MOV_EAX_2}660f38820425{DATA}"),
+    R("rdrand",             "rdrand",                     "insn:0fc7f0"),
+    R("rdseed",             "rdseed",                     "insn:0fc7f8"),
+    R("movbe",              "movbe.load",                 f"insn:0f38f00425{DATA}"),
+    R("monitor",            "monitor",                    f"insn:{MOV_EAX_DATA}{ZERO_ECX_EDX}0f01c8"),
+    R("monitor",            "mwait",                      f"insn:31c0{ZERO_ECX_EDX}0f01c9"),
+    R("waitpkg",            "tpause",                     f"insn:{ZERO_EAX_EDX}31c9660faef1"),
+    R("clzero",             "clzero",                     f"insn:{MOV_EAX_DATA}0f01fc"),
+    R("avx2",               "vpxor.ymm",                  "insn:c5fdefc0@cr4+18,xcr0=0x7"),
+    R("popcnt",             "popcnt",                     "insn:f3480fb8c1"),
+    R("abm",                "lzcnt.zero",                 "insn:31c9f3480fbdc1"),
+    R("bmi2",               "pdep",                       "insn:c4e2f3f5c1"),
+    R("sha_ni",             "sha256rnds2",                "insn:0f38cbc1"),
+)
+
+# Secondary edits that make a feature's configuration variants (name suffix, set, clear).
+VARIANTS: dict[str, tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]] = {
+    "shstk": (("+ibt-on", ("ibt",), ()), ("+ibt-off", (), ("ibt",))),
+    "ibt": (("+shstk-on", ("shstk",), ()), ("+shstk-off", (), ("shstk",))),
+    "xsave": (("+ymm-on", ("0xd.0.eax.2",), ()),),
+    "xcr0.ymm": (("+xsave-off", (), ("xsave",)),),
+    "xsaves": (("+xsave-off", (), ("xsave",)),),
+    "rdtscp": (("+rdpid-on", ("rdpid",), ()),),
+    "rdpid": (("+rdtscp-off", (), ("rdtscp",)),),
+}
+
+# Features whose probes also run with KVM_CAP_ENFORCE_PV_FEATURE_CPUID enabled.
+PV_FEATURES = frozenset({"clocksource", "clocksource2", "async_pf", "steal_time", "pv_eoi",
+                         "poll_control", "async_pf_int"})
+
+
+def features() -> list[str]:
+    seen: dict[str, None] = {}
+    for row in ROWS:
+        seen.setdefault(row.feature)
+    return list(seen)

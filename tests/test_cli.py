@@ -1,0 +1,113 @@
+"""The command line as a user meets it: exit codes and one-line errors, never a traceback."""
+
+import json
+import os
+import pwd
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def cli(*args, env=None, user=None):
+    e = dict(os.environ, **(env or {}))
+    e["PYTHONPATH"] = str(REPO)
+    cmd = [sys.executable, "-m", "kvmharness", *args]
+    if user:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, env=e, cwd=REPO, timeout=120)
+
+
+def one_line_error(p, code):
+    assert p.returncode == code, (p.returncode, p.stdout, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kvmharness: "), p.stderr
+    assert "Traceback" not in p.stderr
+    return lines[0]
+
+
+def test_help_and_version():
+    assert cli("--help").returncode == 0
+    assert "kvmharness" in cli("--version").stdout
+    for sub in ("info", "probe", "run", "diff"):
+        assert cli(sub, "--help").returncode == 0
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["probe", "cr4:x"], "'x' is not a number"),
+    (["probe", "cr4:99"], "out of range"),
+    (["probe", "frob:1"], "unknown probe kind"),
+    (["probe", "rdmsr"], "takes 1 argument"),
+    (["probe", "insn:0f0"], "even number of hex digits"),
+    (["probe", "insn:90@cpl9"], "unknown modifier"),
+    (["probe", "--set", "no_such_feature", "insn:90"], "no_such_feature"),
+    (["probe", "--set", "7.0.exx.7", "insn:90"], "register must be one of"),
+    (["probe", "--timeout", "-5", "insn:90"], "--timeout"),
+    (["probe"], "required"),
+    (["frobnicate"], "invalid choice"),
+    (["run", "--feature", "no_such_feature"], "not in the matrix"),
+    (["diff", "/nonexistent/a.json", "/nonexistent/b.json"], "no such file"),
+])
+def test_usage_errors_are_one_line_exit_2(args, needle):
+    line = one_line_error(cli(*args), 2)
+    assert needle in line
+
+
+def test_malformed_report_for_diff(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema": "kvmharness-report/1", "results": [')
+    line = one_line_error(cli("diff", str(bad), str(bad)), 2)
+    assert "bad.json" in line
+
+
+def test_missing_device_exits_4(tmp_path):
+    p = cli("probe", "insn:90", env={"KVMHARNESS_DEVICE": str(tmp_path / "kvm")})
+    assert "does not exist" in one_line_error(p, 4)
+    p = cli("info", env={"KVMHARNESS_DEVICE": str(tmp_path / "kvm")})
+    one_line_error(p, 4)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to an unprivileged user")
+def test_no_permission_exits_4():
+    if not os.path.exists("/dev/kvm") or os.stat("/dev/kvm").st_mode & 0o006:
+        pytest.skip("/dev/kvm is missing or world-accessible here")
+    nobody = str(pwd.getpwnam("nobody").pw_uid)
+    env = {"XDG_CACHE_HOME": "/tmp"}
+    if cli("--version", user=nobody, env=env).returncode != 0:
+        pytest.skip("the unprivileged user cannot reach this Python installation")
+    p = cli("probe", "insn:90", user=nobody, env=env)
+    assert "no read-write access" in one_line_error(p, 4)
+
+
+@pytest.mark.kvm
+def test_probe_json_output():
+    p = cli("probe", "--json", "--set", "shstk", "cpuid:0:0", "rdmsr:0x12345678", "insn:0f0b")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert [r["probe"] for r in out] == ["cpuid:0x0:0", "rdmsr:0x12345678", "insn:0f0b"]
+    assert out[0]["config"] == {"name": "cli", "set": ["shstk"], "clear": []}
+    assert out[0]["outcome"]["kind"] == "ok" and out[0]["outcome"]["regs"]["rax"].startswith("0x")
+    assert out[1]["outcome"] == {"kind": "exception", "vector": 13, "name": "GP", "error_code": 0,
+                                 "rip": "0x20000", "cs": "0x10"}
+    assert out[2]["outcome"]["name"] == "UD"
+
+
+@pytest.mark.kvm
+def test_info_json_is_complete():
+    p = cli("info", "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    for key in ("api_version", "caps", "supported_cpuid", "emulated_cpuid", "msr_index_list",
+                "feature_msrs", "backend_module", "kvm_params", "kernel_release", "cpu_vendor",
+                "hypervisor", "xcomp_guest_supp"):
+        assert key in d
+    assert d["api_version"] == 12
+
+
+@pytest.mark.kvm
+def test_info_names_features():
+    p = cli("info")
+    assert p.returncode == 0, p.stderr
+    assert "supported features" in p.stdout and " fpu " in p.stdout
