@@ -133,7 +133,7 @@ def c_baseline(kvm: kb.Kvm, nprobes: int, nconfigs: int) -> dict:
         buf = bytes(cpuid_to_struct(kvm.supported_cpuid()))
         (tmp / "cpuid").write_bytes(buf.ljust(8 + 40 * 256, b"\0"))
         src = tmp / "bench.c"
-        src.write_text(C_SOURCE % {"mem_size": L.MEM_SIZE, "payload": L.PAYLOAD_BASE,
+        src.write_text(C_SOURCE % {"mem_size": L.MEM_SIZE, "payload": L.KERNEL_PAYLOAD,
                                    "kstack": L.KERNEL_STACK_TOP})
         exe = tmp / "bench"
         subprocess.run(["gcc", "-O2", "-o", str(exe), str(src)], check=True)

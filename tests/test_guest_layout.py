@@ -90,7 +90,7 @@ def test_shadow_stack_tokens():
 def test_harness_inc_matches_layout():
     inc = (A.sources_dir() / "harness.inc").read_text()
     consts = {m[0]: int(m[1], 0) for m in re.findall(r"\.equ\s+(\w+),\s*(0x[0-9a-fA-F]+|\d+)", inc)}
-    for name in ("USER_DONE", "PAYLOAD_BASE", "DATA", "USER_STACK_TOP", "KERNEL_STACK_TOP",
+    for name in ("USER_DONE", "KERNEL_PAYLOAD", "PAYLOAD_BASE", "DATA", "USER_STACK_TOP", "KERNEL_STACK_TOP",
                  "GUARD_PAGE", "SHSTK_USER", "SHSTK_SUPER", "INT_SSP_TABLE", "KERNEL_CS",
                  "KERNEL_DS", "USER_DS", "USER_CS"):
         assert consts[name] == getattr(L, name), name
@@ -110,7 +110,7 @@ def test_runtime_assembles_with_its_symbols(private_cache):
     img = A.assemble("runtime", L.RUNTIME_BASE)
     assert img.sym("idt_stubs") == L.RUNTIME_BASE and img.sym("idt_stub_size") == 16
     assert L.RUNTIME_BASE < img.sym("fault_common") < L.RUNTIME_BASE + len(img.code)
-    assert len(img.code) < L.USER_DONE - L.RUNTIME_BASE
+    assert len(img.code) < L.KERNEL_PAYLOAD - L.RUNTIME_BASE
     assert oct(private_cache.stat().st_mode & 0o777) == "0o700"
 
 

@@ -8,7 +8,7 @@ import pytest
 from kvmharness.guest import layout as L
 from kvmharness.guest.runner import Runner
 from kvmharness.model.profile import VcpuConfig
-from kvmharness.probes.payloads import PAYLOADS, payload_names
+from kvmharness.probes.payloads import guest_code, parse
 from kvmharness.probes.spec import parse_probe
 
 pytestmark = pytest.mark.kvm
@@ -28,15 +28,14 @@ def config(runner):
 
 
 def run(runner, config, text, timeout_ms=1000.0):
-    spec = parse_probe(text, payload_names())
-    code = PAYLOADS[spec.args[0]].code() if spec.kind == "payload" else None
-    return runner.run(config, spec, code, timeout_ms)
+    spec = parse(text)
+    return runner.run(config, spec, guest_code(spec), timeout_ms)
 
 
 def test_ud2_raises_ud_at_its_rip(runner, config):
     o = run(runner, config, "insn:90900f0b")          # nop; nop; ud2
     assert o["kind"] == "exception" and o["name"] == "UD" and o["error_code"] is None
-    assert int(o["rip"], 16) == L.PAYLOAD_BASE + 2
+    assert int(o["rip"], 16) == L.KERNEL_PAYLOAD + 2
     assert int(o["cs"], 16) == L.KERNEL_CS
 
 
@@ -50,7 +49,7 @@ def test_int3_at_cpl3_raises_bp_after_the_instruction(runner, config):
 def test_divide_by_zero_raises_de(runner, config):
     o = run(runner, config, "insn:31c9f7f1")            # xor ecx, ecx; div ecx
     assert (o["kind"], o["vector"]) == ("exception", 0)
-    assert int(o["rip"], 16) == L.PAYLOAD_BASE + 2
+    assert int(o["rip"], 16) == L.KERNEL_PAYLOAD + 2
 
 
 def test_rdmsr_of_an_msr_no_cpu_has_raises_gp0(runner, config):
@@ -136,6 +135,13 @@ def _rss_kib() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def test_cpl0_bodies_run_from_supervisor_pages_so_smep_does_not_fault_them(runner, config):
+    o = run(runner, config, "insn:0f20e0")              # mov rax, cr4
+    assert o["kind"] == "ok"
+    o = run(runner, config, "insn:90@cpl3")
+    assert o["kind"] == "ok"
 
 
 def test_ten_thousand_probes_leave_fds_and_rss_flat(runner, config):

@@ -30,7 +30,8 @@ def _warm_payload_cache() -> None:
     from ..probes.payloads import PAYLOADS
     runtime_image()
     for p in PAYLOADS.values():
-        p.code()
+        p.code(cpl3=False)
+        p.code(cpl3=True)
 
 
 def run_groups(groups: list[list[Item]], profile: HostProfile, timeout_ms: float,

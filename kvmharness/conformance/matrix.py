@@ -202,15 +202,16 @@ ROWS: tuple[Row, ...] = (
     R("sha_ni",             "sha256rnds2",                "insn:0f38cbc1"),
 )
 
-# Secondary edits that make a feature's configuration variants (name suffix, set, clear).
-VARIANTS: dict[str, tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]] = {
-    "shstk": (("+ibt-on", ("ibt",), ()), ("+ibt-off", (), ("ibt",))),
-    "ibt": (("+shstk-on", ("shstk",), ()), ("+shstk-off", (), ("shstk",))),
-    "xsave": (("+ymm-on", ("0xd.0.eax.2",), ()),),
-    "xcr0.ymm": (("+xsave-off", (), ("xsave",)),),
-    "xsaves": (("+xsave-off", (), ("xsave",)),),
-    "rdtscp": (("+rdpid-on", ("rdpid",), ()),),
-    "rdpid": (("+rdtscp-off", (), ("rdtscp",)),),
+# Secondary edits that make a feature's configuration variants: (set, clear). Names are derived
+# from the host's support, e.g. "on+ibt-claimed" or "claimed-unsupported+ibt-off".
+VARIANTS: dict[str, tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]] = {
+    "shstk": ((("ibt",), ()), ((), ("ibt",))),
+    "ibt": ((("shstk",), ()), ((), ("shstk",))),
+    "xsave": ((("0xd.0.eax.2",), ()),),
+    "xcr0.ymm": (((), ("xsave",)),),
+    "xsaves": (((), ("xsave",)),),
+    "rdtscp": ((("rdpid",), ()),),
+    "rdpid": (((), ("rdtscp",)),),
 }
 
 # Features whose probes also run with KVM_CAP_ENFORCE_PV_FEATURE_CPUID enabled.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..probes.spec import ProbeSpec
-from .layout import PAYLOAD_BASE, USER_DONE
+from .layout import USER_DONE, payload_base
 
 DONE = bytes.fromhex("e6f1")            # out 0xF1, al
 PORT_DONE = 0xF1
@@ -51,9 +51,10 @@ def _lo_hi(value: int) -> dict:
 
 
 def body_for(spec: ProbeSpec) -> Body:
-    """The body of a basic (non-payload) guest probe, placed at PAYLOAD_BASE."""
+    """The body of a basic (non-payload) guest probe, placed at payload_base(spec.cpl3)."""
     b = _body(spec)
-    return Body(b.code + done(PAYLOAD_BASE + len(b.code), spec.cpl3), b.regs, b.results, b.dirties)
+    return Body(b.code + done(payload_base(spec.cpl3) + len(b.code), spec.cpl3), b.regs, b.results,
+                b.dirties)
 
 
 def _body(spec: ProbeSpec) -> Body:

@@ -24,7 +24,9 @@ PD = 0xA000
 PT = 0xB000
 RUNTIME_BASE = 0x10000      # guests/runtime.S (supervisor code, 4 pages)
 USER_DONE = 0x1F000         # `ud2` on a user page: CPL3 bodies end by jumping here
-PAYLOAD_BASE = 0x20000      # probe bodies and named payloads (user-accessible, 16 pages)
+KERNEL_PAYLOAD = 0x14000    # CPL0 probe bodies and payloads (supervisor, 10 pages): SMEP/SMAP
+                            # probes must not fetch or touch user pages from CPL0
+PAYLOAD_BASE = 0x20000      # CPL3 probe bodies and payloads (user-accessible, 16 pages)
 PAYLOAD_SIZE = 0x10000
 DATA = 0x30000              # user data, 16 pages
 USER_STACK_TOP = 0x50000    # user stack: 0x40000-0x4ffff
@@ -90,6 +92,11 @@ def page_tables() -> dict[int, bytes]:
     pt = b"".join(struct.pack("<Q", (i << 12) | f if (f := page_flags(i << 12)) else 0)
                   for i in range(512))
     return {PML4: pml4, PDPT: pdpt, PD: pd, PT: pt}
+
+
+def payload_base(cpl3: bool) -> int:
+    """Where a probe body or payload is loaded: a user page for CPL3, a supervisor page for CPL0."""
+    return PAYLOAD_BASE if cpl3 else KERNEL_PAYLOAD
 
 
 def pte_address(addr: int) -> int:

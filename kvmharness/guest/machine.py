@@ -62,9 +62,10 @@ def _memory_pieces() -> tuple[tuple[int, bytes], ...]:
 
 @dataclass
 class GuestCode:
-    """What runs in the guest for one probe: code placed at PAYLOAD_BASE, entry, inputs."""
+    """What runs in the guest for one probe: code loaded at `base`, started at `entry`."""
 
     code: bytes
+    base: int
     entry: int
     regs: dict
     results: tuple[str, ...]
@@ -75,7 +76,8 @@ class GuestCode:
 @functools.lru_cache(maxsize=4096)
 def _basic_code(spec: ProbeSpec) -> GuestCode:
     body: Body = body_for(spec)
-    return GuestCode(body.code, L.PAYLOAD_BASE, body.regs, body.results, body.dirties)
+    base = L.payload_base(spec.cpl3)
+    return GuestCode(body.code, base, base, body.regs, body.results, body.dirties)
 
 
 class Machine:
@@ -270,7 +272,7 @@ class Machine:
             self._save_msr(spec.args[0])
         if code.setup is not None:
             code.setup(self)
-        self.mem[L.PAYLOAD_BASE:L.PAYLOAD_BASE + len(code.code)] = code.code
+        self.mem[code.base:code.base + len(code.code)] = code.code
         regs = dict(code.regs)
         if spec.cpl3:
             regs.update(r14=code.entry, r15=L.USER_STACK_TOP, rip=self.to_user)

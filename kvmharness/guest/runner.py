@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from ..kvm.binding import Kvm
+from .. import outcome as oc
+from ..kvm.binding import Kvm, KvmError
 from ..model.profile import VcpuConfig
 from ..probes.spec import ProbeSpec
 from .machine import DEFAULT_TIMEOUT_MS, GuestCode, Machine
@@ -20,6 +21,7 @@ class Runner:
         self._own_kvm = kvm is None
         self.kvm = kvm if kvm is not None else open_kvm()
         self._machines: dict[VcpuConfig, Machine] = {}
+        self._refused: dict[VcpuConfig, dict] = {}      # configurations KVM would not build
         self.machines_created = 0
 
     def machine(self, config: VcpuConfig) -> Machine:
@@ -34,10 +36,21 @@ class Runner:
 
     def run(self, config: VcpuConfig, spec: ProbeSpec, code: GuestCode | None = None,
             timeout_ms: float = DEFAULT_TIMEOUT_MS) -> dict:
-        return self.machine(config).run_probe(spec, code, timeout_ms)
+        """The probe's outcome. If KVM refuses the configuration itself (e.g. KVM_SET_CPUID2
+        rejecting a dynamic xfeature without permission), that refusal is the outcome."""
+        refused = self._refused.get(config)
+        if refused is not None:
+            return refused
+        try:
+            machine = self.machine(config)
+        except KvmError as e:
+            refused = self._refused[config] = oc.ioctl_error(e.ioctl, e.errno)
+            return refused
+        return machine.run_probe(spec, code, timeout_ms)
 
     def release(self, config: VcpuConfig) -> None:
         """Close the machine of a configuration that will not be used again."""
+        self._refused.pop(config, None)
         m = self._machines.pop(config, None)
         if m is not None:
             m.close()

@@ -12,7 +12,6 @@ from typing import Callable
 from ..guest import layout as L
 from ..guest.assemble import assemble
 from ..guest.bodies import DIRTY_SREGS, DIRTY_XCR0
-from ..guest.layout import PAYLOAD_BASE
 from ..guest.machine import GuestCode
 from .spec import ProbeSpec, parse_probe
 
@@ -30,9 +29,12 @@ class Payload:
     mods: str = ""                      # default modifiers (state the host sets up), spec syntax
     dirties: frozenset = ALL_DIRTY
 
-    def code(self) -> GuestCode:
-        img = assemble(self.source, PAYLOAD_BASE)
-        return GuestCode(img.code, img.sym(self.entry), {}, self.results, self.dirties, self.setup)
+    def code(self, cpl3: bool) -> GuestCode:
+        """The payload linked where it runs: a user page at CPL3, a supervisor page at CPL0."""
+        base = L.payload_base(cpl3)
+        img = assemble(self.source, base)
+        return GuestCode(img.code, base, img.sym(self.entry), {}, self.results, self.dirties,
+                         self.setup)
 
 
 # -- CET state (guests/cet.S) -------------------------------------------------------------------
@@ -119,4 +121,4 @@ def parse(text: str) -> ProbeSpec:
 
 def guest_code(spec: ProbeSpec) -> GuestCode | None:
     """The GuestCode of a named payload (None for basic probes, whose bodies the machine builds)."""
-    return PAYLOADS[spec.args[0]].code() if spec.kind == "payload" else None
+    return PAYLOADS[spec.args[0]].code(spec.cpl3) if spec.kind == "payload" else None

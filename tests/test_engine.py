@@ -1,0 +1,94 @@
+"""The conformance matrix and plan: pure, on recorded host tables (no /dev/kvm)."""
+
+import shlex
+
+import pytest
+
+from kvmharness.cli import build_parser
+from kvmharness.conformance import matrix
+from kvmharness.conformance.config import resolve_feature
+from kvmharness.conformance.engine import configs_for, group_by_config, plan
+from kvmharness.conformance.execute import _share
+from kvmharness.cpu.cpuid import CpuidTable
+from kvmharness.errors import UsageError
+from kvmharness.model.profile import HostProfile
+from kvmharness.probes.payloads import PAYLOADS, parse
+from tests.conftest import PROFILES
+
+
+def profile(name, backend, kernel=(6, 18)):
+    return HostProfile(CpuidTable.load(str(PROFILES / f"{name}.json")), backend=backend, kernel=kernel)
+
+
+SPR = profile("fc-intel-sapphire-rapids-6.18host", "intel")
+GENOA = profile("fc-amd-genoa-6.18host", "amd")
+PVM = profile("this-host-kvm_pvm-6.18", "pvm")
+
+
+def test_every_row_parses_and_every_feature_resolves():
+    for row in matrix.ROWS:
+        parse(row.probe)
+        for ref in matrix.EDIT_BITS.get(row.feature, (row.feature,)):
+            resolve_feature(ref)
+    for feat, variants in matrix.VARIANTS.items():
+        for set2, clear2 in variants:
+            for f in set2 + clear2:
+                resolve_feature(f)
+
+
+def test_matrix_size_meets_the_floor():
+    behavioural = {r.feature for r in matrix.ROWS if r.category == "behaviour"}
+    assert len(behavioural) >= 50
+    items = plan(PVM, cpuid=False)
+    assert len(items) >= 150
+    assert len({it.id for it in items}) == len(items)
+
+
+def test_configs_name_support_on_this_host_and_on_others():
+    # SPR 6.18 supports SHSTK and IBT; Genoa 6.18 only SHSTK; the kvm_pvm host neither.
+    assert [c.name for c in configs_for(SPR, "ibt")][:2] == ["on", "off"]
+    assert [c.name for c in configs_for(GENOA, "ibt")][:2] == ["claimed-unsupported", "off"]
+    names = [c.name for c in configs_for(GENOA, "shstk")]
+    assert names == ["on", "off", "on+ibt-claimed", "on+ibt-off"]
+    assert [c.name for c in configs_for(PVM, "shstk")][0] == "claimed-unsupported"
+
+
+def test_pv_features_also_run_enforced():
+    cfgs = configs_for(PVM, "poll_control")
+    assert [(c.name, c.enforce_pv_cpuid) for c in cfgs] == [
+        ("on", False), ("off", False), ("on+enforce", True), ("off+enforce", True)]
+
+
+def test_cpuid_items_cover_every_supported_entry():
+    items = [it for it in plan(PVM, ["cpuid"])]
+    assert len(items) == 2 * len(PVM.supported)
+    assert all(it.category == "table" for it in items)
+
+
+def test_unknown_feature_is_a_usage_error():
+    with pytest.raises(UsageError, match="not in the matrix"):
+        plan(PVM, ["no_such_feature"])
+
+
+def test_reproduce_lines_parse_back_to_the_same_probe_and_config():
+    for it in plan(GENOA, ["shstk", "poll_control", "xcr0.avx512"]):
+        argv = shlex.split(it.reproduce)
+        assert argv[:2] == ["kvmharness", "probe"]
+        args = build_parser().parse_args(argv[1:])
+        assert args.probes == [it.probe]
+        assert tuple(args.set) == it.config.set and tuple(args.clear) == it.config.clear
+        assert args.enforce_pv_cpuid == it.config.enforce_pv_cpuid
+
+
+def test_work_is_shared_by_whole_configurations():
+    groups = group_by_config(plan(PVM, cpuid=False))
+    shares = _share(groups, 2)
+    seen = [g for share in shares for g in share]
+    assert sorted(map(id, seen)) == sorted(map(id, groups))
+    sizes = [sum(len(g) for g in share) for share in shares]
+    assert max(sizes) - min(sizes) <= max(len(g) for g in groups)
+
+
+def test_payload_rows_have_registered_payloads():
+    names = {r.probe for r in matrix.ROWS if ":" not in r.probe.split("@")[0]}
+    assert names <= set(PAYLOADS)
