@@ -98,7 +98,11 @@ def describe(outcome: dict) -> str:
     if kind == "ok":
         regs = outcome.get("regs", {})
         shown = " ".join(f"{k}={_short(v)}" for k, v in regs.items())
+        if "value" in outcome:
+            shown = f"value={_short(outcome['value'])} {shown}"
         return f"ok {shown}".strip()
+    if kind == "rejected":
+        return f"{outcome.get('ioctl')} rejected" + (f" ({outcome['reason']})" if "reason" in outcome else "")
     if kind == "exception":
         ec = outcome.get("error_code")
         s = f"#{outcome.get('name', outcome.get('vector'))}"

@@ -1,0 +1,497 @@
+"""expect(host, vcpu, probe) -> Expectation: what upstream KVM promises for one probe.
+
+The model states what upstream KVM (host.kernel, host.backend) promises; it never bends to a host
+that deviates (known deviations are classified separately, deviations.py). For backend "pvm" the
+common x86.c rules apply (CR4, MSRs, XCR0, CPUID emulation); VMX/SVM intercept rules do not.
+
+The probe starts from the baseline state documented in state.py; its modifiers are applied by the
+host first (KVM_SET_SREGS, KVM_SET_XCRS, KVM_SET_MSRS), and a refused step is the predicted
+outcome.
+
+Rule ids (Expectation.rule):
+  setup.sregs / setup.xcrs / setup.msrs          host-side setup refused
+  cpuid.entry / cpuid.out_of_range / cpuid.missing / cpuid.fault
+  cr4.cpl / cr4.reserved / cr4.feature / cr4.la57_toggle / cr4.pcide / cr4.cet_wp /
+  cr4.pae_long_mode / cr4.ok
+  sregs.cr4.reserved / sregs.cr4.feature / sregs.cr4.ok
+  msr.cpl and the msr.* ids of msrs.py (msr.cet.gate, msr.cet.value, msr.xss.gate, msr.xss.value,
+  msr.tsc_aux.gate, msr.tsc_aux.value, msr.arch_capabilities.read/.write, msr.pv.gate, ...)
+  xgetbv.osxsave / xgetbv.value / xgetbv.index
+  xsetbv.osxsave / xsetbv.cpl / xcr0.rules / xcr0.supported / xcr0.ok
+  host.xcr0.* (same checks, KVM_SET_XCRS)
+  insn.<name>[.<detail>] (instructions.py), insn.unknown
+  payload.<...> (payloads.py), payload.unknown
+"""
+
+from __future__ import annotations
+
+from ..cpu.cpuid import CpuidEntry
+from ..errors import UsageError
+from ..probes.spec import ProbeSpec
+from . import bits as b
+from . import catalog
+from . import instructions, msrs
+from . import patterns as P
+from .caps import EffectiveCaps, effective_caps
+from .cr import check_sregs, check_set_cr4, cr4_bit_allowed, cr4_name, feature_for_cr4
+from .expectation import Expectation
+from .payloads import payload_rule
+from .profile import HostProfile, VcpuConfig
+from .reason import (F_HW, dedup, F_KVM_CPUID, F_OUT_OF_RANGE, F_SET_XCR, F_SET_XCRS, F_UPDATE_RUNTIME,
+                     F_XSETBV, F_XSTATE_SIZE, Reason)
+from .state import Ctx, GuestState, requested_state
+
+__all__ = ["expect", "Expectation", "Reason"]
+
+USER_SPACE_MSR_INVAL, USER_SPACE_MSR_UNKNOWN = 1, 2
+
+
+def expect(host: HostProfile, vcpu: VcpuConfig, probe: ProbeSpec,
+           caps: EffectiveCaps | None = None) -> Expectation:
+    if not isinstance(probe, ProbeSpec):
+        raise UsageError("expect: probe must be a ProbeSpec")
+    caps = caps or effective_caps(host, vcpu)
+    ctx = Ctx(host, vcpu, probe, caps, requested_state(probe))
+    ctx.note(f"upstream KVM {ctx.kname}, backend {host.backend}, TDP {caps.tdp.kind}")
+    setup = _setup(ctx)
+    if setup is not None:
+        return setup
+    kind = probe.kind
+    handler = _HANDLERS.get(kind)
+    if handler is None:
+        return Expectation(P.any_(), ctx.reasons + [Reason(f"no model rule for probe kind {kind}")],
+                           f"{kind}.unknown")
+    return handler(ctx)
+
+
+def _exp(ctx: Ctx, pattern: dict, rule: str, *reasons: Reason, feature=None, facts=None):
+    if feature is not None and not isinstance(feature, str):
+        feature = catalog.name_of(feature)
+    return Expectation(pattern, dedup([*ctx.reasons, *reasons]), rule, feature, facts or {})
+
+
+
+# -- setup ----------------------------------------------------------------------------------------
+def _setup(ctx: Ctx) -> Expectation | None:
+    st, probe = ctx.state, ctx.probe
+    if probe.kind != "sregs-cr4":
+        ok, why, facts = check_sregs(ctx, st.cr0, st.cr4, st.efer)
+        if not ok:
+            feat = feature_for_cr4(facts["cr4_bits"][0]) if facts.get("cr4_bits") else None
+            return _exp(ctx, P.ioctl_error("KVM_SET_SREGS"), "setup.sregs", *why, Reason(
+                "the host-side KVM_SET_SREGS that establishes the probe state is refused, so the "
+                "probe body never runs"), feature=feat, facts=facts)
+    if probe.xcr0 is not None:
+        ok, why, rule = _xcr_check(ctx, 0, probe.xcr0)
+        if not ok:
+            return _exp(ctx, P.ioctl_error("KVM_SET_XCRS"), "setup.xcrs", *why, Reason(
+                "KVM_SET_XCRS fails with EINVAL (kvm_vcpu_ioctl_x86_set_xcrs)", F_SET_XCRS))
+    alternatives = []
+    for index, value in probe.msrs:
+        res = msrs.finish(ctx, index, msrs.access(ctx, index, True, value, True, st.msrs),
+                          True, value, True)
+        if res.status == msrs.ERR:
+            return _exp(ctx, P.rejected("KVM_SET_MSRS"), "setup.msrs", *res.reasons, Reason(
+                f"the setup KVM_SET_MSRS of {msrs.msr_label(index)}={value:#x} processes 0 entries"),
+                feature=res.feature)
+        if res.status == msrs.UNMOD:
+            return _exp(ctx, P.any_(), "setup.msrs", *res.reasons, Reason(
+                f"the outcome of the setup write {msrs.msr_label(index)}={value:#x} is not modelled"))
+        imm = msrs.immutable_check(ctx, index, value, st.msrs)
+        if imm is not None:
+            alternatives.append(imm)
+        if index == b.MSR["EFER"] and res.value is not None:
+            st.efer = res.value
+    if alternatives:
+        ctx.extend(alternatives)
+        ctx.probe = probe
+        inner = _HANDLERS[probe.kind](ctx) if probe.kind in _HANDLERS else None
+        pat = P.any_of(inner.pattern, P.rejected("KVM_SET_MSRS")) if inner else P.any_()
+        return Expectation(pat, inner.reasons if inner else list(ctx.reasons),
+                           inner.rule if inner else "setup.msrs", inner.feature if inner else None)
+    return None
+
+
+# -- CPUID ----------------------------------------------------------------------------------------
+def xstate_size(ctx: Ctx, mask: int, compacted: bool) -> int | None:
+    """xstate_required_size() with the host's CPUID 0xD.n geometry (None if a subleaf is missing)."""
+    sup = ctx.host.supported
+    ret = 512 + 64
+    for i in b.bit_list(mask & ~3):
+        e = sup.entry(0xD, i)
+        if e is None or e.index != i or not e.eax:
+            return None
+        if compacted:
+            offset = (ret + 63) & ~63 if e.ecx & 2 else ret
+        else:
+            offset = e.ebx
+        ret = max(ret, offset + e.eax)
+    return ret
+
+
+def _runtime_entry(ctx: Ctx, e: CpuidEntry, notes: list) -> CpuidEntry:
+    st = ctx.state
+    caps = ctx.caps
+    if e.function == 1:
+        osx = st.cr4_has(b.CR4_OSXSAVE)
+        ecx = e.ecx & ~(1 << 27) | osx << 27
+        apic_en = bool(st.apic_base >> 11 & 1)
+        edx = e.edx & ~(1 << 9) | apic_en << 9
+        notes.append(Reason(f"runtime bits: CPUID.1:ECX[27] OSXSAVE = CR4.OSXSAVE ({int(osx)}), "
+                            f"CPUID.1:EDX[9] APIC = APIC_BASE.EN ({int(apic_en)})",
+                            F_UPDATE_RUNTIME))
+        if not caps.quirk_on(b.QUIRK_MISC_ENABLE_NO_MWAIT):
+            me = st.msrs.get(b.MSR["MISC_ENABLE"]) or 0
+            mw = bool(me >> 18 & 1)
+            ecx = ecx & ~(1 << 3) | mw << 3
+            notes.append(Reason(f"MISC_ENABLE_NO_MWAIT quirk disabled: CPUID.1:ECX[3] = "
+                                f"MISC_ENABLE[18] ({int(mw)})", F_UPDATE_RUNTIME))
+        return e.with_reg("ecx", ecx).with_reg("edx", edx)
+    if e.function == 7 and e.index == 0:
+        pke = st.cr4_has(b.CR4_PKE)
+        notes.append(Reason(f"runtime bit: CPUID.7.0:ECX[4] OSPKE = CR4.PKE ({int(pke)})",
+                            F_UPDATE_RUNTIME))
+        ebx = e.ebx
+        tsx = st.msrs.get(b.MSR["TSX_CTRL"]) or 0
+        if tsx & 2:
+            ebx &= ~((1 << 11) | (1 << 4))
+            notes.append(Reason("TSX_CTRL.CPUID_CLEAR hides RTM/HLE", F_KVM_CPUID))
+        return e.with_reg("ecx", e.ecx & ~(1 << 4) | pke << 4).with_reg("ebx", ebx)
+    if e.function == 0xD and e.index in (0, 1):
+        return e
+    return e
+
+
+def _cpuid_regs(ctx: Ctx, leaf: int, sub: int) -> tuple[dict, str, list[Reason]]:
+    t = ctx.vcpu.cpuid
+    notes: list[Reason] = []
+    e = t.entry(leaf, sub)
+    rule = "cpuid.entry"
+    function = leaf
+    if e is not None:
+        notes.append(Reason(f"the vCPU's CPUID entry for {leaf:#x}.{sub} is returned verbatim "
+                            "(what KVM_SET_CPUID2 set) except for runtime bits", F_KVM_CPUID))
+    else:
+        basic = t.entry(0, 0)
+        vendor_amd = ctx.caps.amd_guest
+        redirect = None
+        if basic is not None and not vendor_amd:
+            if 0x40000000 <= leaf <= 0x4FFFFFFF:
+                cls = t.entry(leaf & 0xFFFFFF00, 0)
+            elif leaf >= 0xC0000000:
+                cls = t.entry(0xC0000000, 0)
+            else:
+                cls = t.entry(leaf & 0x80000000, 0)
+            if not (cls is not None and leaf <= cls.eax):
+                redirect = basic.eax
+        if redirect is not None:
+            function = redirect
+            e = t.entry(redirect, sub)
+            rule = "cpuid.out_of_range"
+            notes.append(Reason(f"{leaf:#x} is out of range for an Intel-compatible guest: KVM "
+                                f"answers with the max basic leaf {redirect:#x} (subleaf {sub} "
+                                "kept)", F_OUT_OF_RANGE))
+        else:
+            rule = "cpuid.missing"
+            why = ("AMD/Hygon guests get zeros for undefined leaves" if vendor_amd else
+                   "no entry (leaf in range, or no leaf 0): zeros")
+            notes.append(Reason(why, F_KVM_CPUID))
+    masks = {r: 0xFFFFFFFF for r in ("rax", "rbx", "rcx", "rdx")}
+    if e is None:
+        vals = {"rax": 0, "rbx": 0, "rcx": 0, "rdx": 0}
+        if function in (0xB, 0x1F):
+            e1 = t.entry(function, 1)
+            if e1 is not None and e1.index == 1:
+                vals["rcx"] = sub & 0xFF
+                vals["rdx"] = e1.edx
+                masks["rdx"] = 0
+                notes.append(Reason("leaf 0xB/0x1F: an undefined subleaf echoes CL and the x2APIC "
+                                    "ID (EDX, compared masked: per vCPU)", F_KVM_CPUID))
+    else:
+        e = _runtime_entry(ctx, e, notes)
+        vals = {"rax": e.eax, "rbx": e.ebx, "rcx": e.ecx, "rdx": e.edx}
+        if function == 0xD and e.index == 0:
+            size = xstate_size(ctx, ctx.state.xcr0, False)
+            if size is None:
+                masks["rbx"] = 0
+                notes.append(Reason("CPUID.0xD.0 EBX = XSAVE size for the current XCR0: the host "
+                                    "profile lacks the 0xD.n geometry, so EBX is not compared",
+                                    F_XSTATE_SIZE))
+            else:
+                vals["rbx"] = size
+                notes.append(Reason(f"CPUID.0xD.0 EBX = xstate_required_size(XCR0 "
+                                    f"{ctx.state.xcr0:#x}, standard) = {size:#x}", F_XSTATE_SIZE))
+        if function == 0xD and e.index == 1 and e.eax & 0xA:
+            xss = ctx.state.msrs.get(b.MSR["XSS"]) or 0
+            mask = ctx.state.xcr0 | (xss if ctx.kernel >= (6, 18) else 0)
+            size = xstate_size(ctx, mask, True)
+            if size is None:
+                masks["rbx"] = 0
+                notes.append(Reason("CPUID.0xD.1 EBX = compacted size: geometry unknown, not "
+                                    "compared", F_XSTATE_SIZE))
+            else:
+                vals["rbx"] = size
+                notes.append(Reason(f"CPUID.0xD.1 EBX = compacted size of XCR0|XSS {mask:#x} = "
+                                    f"{size:#x} (XSS included since 6.18)", F_XSTATE_SIZE))
+        if function == 1:
+            masks["rbx"] = 0x00FFFFFF
+            notes.append(Reason("CPUID.1:EBX[31:24] (initial APIC ID) is per vCPU: compared "
+                                "masked", F_KVM_CPUID))
+        if function in (0xB, 0x1F):
+            masks["rdx"] = 0
+            notes.append(Reason("x2APIC ID in EDX is per vCPU: not compared", F_KVM_CPUID))
+        if function == 0x8000001E:
+            masks["rax"] = 0
+            notes.append(Reason("CPUID.0x8000001E:EAX (extended APIC ID) is per vCPU: not "
+                                "compared", F_KVM_CPUID))
+    regs = {}
+    for r, v in vals.items():
+        m = masks[r]
+        regs[r] = v if m == 0xFFFFFFFF else P.masked(v, m)
+    return regs, rule, notes
+
+
+def _cpuid(ctx: Ctx) -> Expectation:
+    leaf, sub = ctx.probe.args
+    st = ctx.state
+    mfe = st.msrs.get(b.MSR["MISC_FEATURES_ENABLES"]) or 0
+    if st.cpl and mfe & 1:
+        return _exp(ctx, P.gp0(), "cpuid.fault", Reason(
+            "CPUID faulting is enabled (MISC_FEATURES_ENABLES[0]) and CPL>0 -> #GP(0)",
+            "kvm_emulate_cpuid (arch/x86/kvm/cpuid.c)"))
+    regs, rule, notes = _cpuid_regs(ctx, leaf, sub)
+    if st.cpl:
+        notes.append(Reason("CPUID at CPL3 is still intercepted (VMX/SVM exit unconditionally)",
+                            F_KVM_CPUID))
+    return _exp(ctx, P.ok(regs), rule, *notes)
+
+
+# -- CR4 ------------------------------------------------------------------------------------------
+def _cr4(ctx: Ctx) -> Expectation:
+    bit = ctx.probe.args[0]
+    st = ctx.state
+    feat = feature_for_cr4(bit)
+    if st.cpl:
+        return _exp(ctx, P.gp0(), "cr4.cpl", Reason("MOV to CR4 at CPL3 -> #GP(0)", F_HW),
+                    feature=feat)
+    old, new = st.cr4, st.cr4 | (1 << bit)
+    ok, rule, why = check_set_cr4(ctx, old, new)
+    if not ok:
+        return _exp(ctx, P.gp0(), rule, *why, feature=feat, facts={"cr4_bits": [bit]})
+    return _exp(ctx, P.ok({"rax": P.masked(new, 1 << bit)}), rule, *why,
+                Reason(f"MOV from CR4 reads back {cr4_name(bit)} set (RAX compared on that bit)"),
+                feature=feat)
+
+
+def _sregs_cr4(ctx: Ctx) -> Expectation:
+    bit = ctx.probe.args[0]
+    st = ctx.state
+    feat = feature_for_cr4(bit)
+    base_ok, base_why, _ = check_sregs(ctx, st.cr0, st.cr4, st.efer)
+    if not base_ok:
+        return _exp(ctx, P.ioctl_error("KVM_SET_SREGS"), "setup.sregs", *base_why, feature=feat)
+    ok, why, facts = check_sregs(ctx, st.cr0, st.cr4 | (1 << bit), st.efer)
+    if ok:
+        return _exp(ctx, P.ok(), "sregs.cr4.ok", *why, feature=feat)
+    rule = "sregs.cr4.feature" if cr4_bit_allowed(ctx, bit) else "sregs.cr4.reserved"
+    return _exp(ctx, P.ioctl_error("KVM_SET_SREGS"), rule, *why, feature=feat,
+                facts=facts or {"cr4_bits": [bit]})
+
+
+# -- MSRs -----------------------------------------------------------------------------------------
+def _guest_fail(ctx: Ctx, res: msrs.MsrResult, write: bool) -> dict:
+    """#GP(0), or an X86_RDMSR/X86_WRMSR exit when KVM_CAP_X86_USER_SPACE_MSR asks for it."""
+    mask = ctx.vcpu.user_space_msr
+    want = USER_SPACE_MSR_UNKNOWN if res.status == msrs.UNSUP else USER_SPACE_MSR_INVAL
+    if mask & want:
+        return P.any_of(P.exit_("X86_WRMSR" if write else "X86_RDMSR"), P.gp0())
+    return P.gp0()
+
+
+def _guest_msr(ctx: Ctx, index: int, write: bool, data: int, state_msrs: dict):
+    """One guest access -> (status, value, reasons, rule, feature, fail_pattern)."""
+    raw = msrs.access(ctx, index, write, data, False, state_msrs)
+    fail = _guest_fail(ctx, raw, write) if raw.status in (msrs.UNSUP, msrs.ERR) else None
+    res = msrs.finish(ctx, index, raw, write, data, False)
+    if res.status == msrs.ERR:
+        res.reasons.append(Reason(f"guest {'WRMSR' if write else 'RDMSR'} fails -> #GP(0)",
+                                  "kvm_emulate_rdmsr/kvm_emulate_wrmsr (arch/x86/kvm/x86.c)"))
+    return res, fail
+
+
+def _rdmsr(ctx: Ctx) -> Expectation:
+    index = ctx.probe.args[0]
+    if ctx.state.cpl:
+        return _exp(ctx, P.gp0(), "msr.cpl", Reason("RDMSR at CPL3 -> #GP(0)", F_HW))
+    res, fail = _guest_msr(ctx, index, False, 0, ctx.state.msrs)
+    if res.status == msrs.UNMOD:
+        return _exp(ctx, P.any_(), res.rule, *res.reasons, feature=res.feature)
+    if res.status == msrs.ERR:
+        return _exp(ctx, fail or P.gp0(), res.rule, *res.reasons, feature=res.feature)
+    return _exp(ctx, P.ok(P.regs64(res.value)), res.rule, *res.reasons, feature=res.feature)
+
+
+def _wrmsr(ctx: Ctx) -> Expectation:
+    index, value = ctx.probe.args
+    if ctx.state.cpl:
+        return _exp(ctx, P.gp0(), "msr.cpl", Reason("WRMSR at CPL3 -> #GP(0)", F_HW))
+    scratch = dict(ctx.state.msrs)
+    w, fail = _guest_msr(ctx, index, True, value, scratch)
+    if w.status == msrs.UNMOD:
+        return _exp(ctx, P.any_(), w.rule, *w.reasons, feature=w.feature)
+    if w.status == msrs.ERR:
+        return _exp(ctx, fail or P.gp0(), w.rule, *w.reasons, feature=w.feature)
+    if index == b.MSR["EFER"] and w.value is not None:
+        ctx.state.efer = w.value
+    r, rfail = _guest_msr(ctx, index, False, 0, scratch)
+    reasons = w.reasons + [Reason("WRMSR succeeded; the probe then reads the MSR back")] + r.reasons
+    if r.status == msrs.UNMOD:
+        return _exp(ctx, P.any_(), w.rule, *reasons, feature=w.feature)
+    if r.status == msrs.ERR:
+        return _exp(ctx, rfail or P.gp0(), w.rule, *reasons, feature=w.feature)
+    return _exp(ctx, P.ok(P.regs64(r.value)), w.rule, *reasons, feature=w.feature)
+
+
+def _host_msr(ctx: Ctx, write: bool) -> Expectation:
+    index = ctx.probe.args[0]
+    value = ctx.probe.args[1] if write else 0
+    ioctl = "KVM_SET_MSRS" if write else "KVM_GET_MSRS"
+    scratch = dict(ctx.state.msrs)
+    raw = msrs.access(ctx, index, write, value, True, scratch)
+    res = msrs.finish(ctx, index, raw, write, value, True)
+    rule = "host." + res.rule
+    if res.status == msrs.UNMOD:
+        return _exp(ctx, P.any_(), rule, *res.reasons, feature=res.feature)
+    if res.status == msrs.ERR:
+        return _exp(ctx, P.rejected(ioctl), rule, *res.reasons, Reason(
+            f"{ioctl} processes 0 entries"), feature=res.feature)
+    if write:
+        imm = msrs.immutable_check(ctx, index, value, ctx.state.msrs)
+        if imm is not None:
+            return _exp(ctx, P.any_of(P.ok(), P.rejected(ioctl)), rule, *res.reasons, imm,
+                        feature=res.feature)
+        return _exp(ctx, P.ok(), rule, *res.reasons, feature=res.feature)
+    extra = {"value": hex(res.value)} if res.value is not None else {}
+    return _exp(ctx, P.ok(**extra), rule, *res.reasons, feature=res.feature)
+
+
+# -- XCR0 -----------------------------------------------------------------------------------------
+def _xcr_check(ctx: Ctx, index: int, xcr0: int) -> tuple[bool, list[Reason], str]:
+    """__kvm_set_xcr(). Returns (ok, reasons, rule)."""
+    caps = ctx.caps
+    valid = caps.guest_supported_xcr0 | 1
+    if index != 0:
+        return False, [Reason(f"XCR{index}: only XCR0 is supported", F_SET_XCR)], "xcr0.rules"
+    if not xcr0 & 1:
+        return False, [Reason("XCR0 bit 0 (x87) must be 1", F_SET_XCR)], "xcr0.rules"
+    if xcr0 & 4 and not xcr0 & 2:
+        return False, [Reason("XCR0: YMM needs SSE", F_SET_XCR)], "xcr0.rules"
+    if xcr0 & ~valid:
+        bad = ", ".join(b.XFEATURE_NAMES.get(x, f"bit{x}") for x in b.bit_list(xcr0 & ~valid))
+        return False, caps.xcr0_reasons + [Reason(
+            f"XCR0 {xcr0:#x} sets {bad}, outside guest_supported_xcr0|FP {valid:#x}", F_SET_XCR,
+            None, {"xcr0": xcr0})], "xcr0.supported"
+    if bool(xcr0 & 8) != bool(xcr0 & 0x10):
+        return False, [Reason("XCR0: BNDREGS and BNDCSR must be set together", F_SET_XCR)], \
+            "xcr0.rules"
+    if xcr0 & b.XFEATURE_AVX512:
+        if not xcr0 & 4:
+            return False, [Reason("XCR0: AVX-512 state needs YMM", F_SET_XCR)], "xcr0.rules"
+        if xcr0 & b.XFEATURE_AVX512 != b.XFEATURE_AVX512:
+            return False, [Reason("XCR0: opmask, ZMM_Hi256 and Hi16_ZMM must be set together",
+                                  F_SET_XCR)], "xcr0.rules"
+    if xcr0 & b.XFEATURE_XTILE and xcr0 & b.XFEATURE_XTILE != b.XFEATURE_XTILE:
+        return False, [Reason("XCR0: XTILECFG and XTILEDATA must be set together", F_SET_XCR)], \
+            "xcr0.rules"
+    return True, caps.xcr0_reasons + [Reason(f"XCR0 {xcr0:#x} passes __kvm_set_xcr", F_SET_XCR)], \
+        "xcr0.ok"
+
+
+def _xgetbv(ctx: Ctx) -> Expectation:
+    index = ctx.probe.args[0]
+    st = ctx.state
+    if not st.cr4_has(b.CR4_OSXSAVE):
+        return _exp(ctx, P.ud(), "xgetbv.osxsave", Reason("XGETBV with CR4.OSXSAVE=0 -> #UD",
+                                                          F_HW), feature=b.XSAVE)
+    if index == 0:
+        return _exp(ctx, P.ok(P.regs64(st.xcr0)), "xgetbv.value", Reason(
+            f"XGETBV is not intercepted: it returns the guest's XCR0 ({st.xcr0:#x}), which KVM "
+            "loads before entry", F_HW), feature=b.XSAVE)
+    if index == 1:
+        if ctx.caps.kvm.table_bit(b.XGETBV1):
+            return _exp(ctx, P.ok(), "xgetbv.index", Reason(
+                "XGETBV(1) returns XINUSE on hardware with XGETBV1; not interceptable (not "
+                "enforceable against guest CPUID)", F_HW), feature=b.XGETBV1)
+        return _exp(ctx, P.any_of(P.ok(), P.gp0()), "xgetbv.index", Reason(
+            "XGETBV(1) needs hardware XGETBV1, which KVM does not report", F_HW),
+            feature=b.XGETBV1)
+    return _exp(ctx, P.gp0(), "xgetbv.index", Reason(f"XGETBV with ECX={index} -> #GP(0)", F_HW),
+                feature=b.XSAVE)
+
+
+def _xsetbv(ctx: Ctx) -> Expectation:
+    index, value = ctx.probe.args
+    st = ctx.state
+    if not st.cr4_has(b.CR4_OSXSAVE):
+        return _exp(ctx, P.ud(), "xsetbv.osxsave", Reason(
+            "XSETBV with CR4.OSXSAVE=0 -> #UD (hardware, before any intercept)", F_HW),
+            feature=b.XSAVE)
+    if st.cpl:
+        return _exp(ctx, P.gp0(), "xsetbv.cpl", Reason("XSETBV at CPL>0 -> #GP(0)", F_XSETBV),
+                    feature=b.XSAVE)
+    ok, why, rule = _xcr_check(ctx, index, value)
+    if ok:
+        return _exp(ctx, P.ok(), rule, *why, feature=b.XSAVE)
+    return _exp(ctx, P.gp0(), rule, *why, Reason("__kvm_set_xcr fails -> #GP(0)", F_XSETBV),
+                feature=b.XSAVE)
+
+
+def _host_xcr0(ctx: Ctx) -> Expectation:
+    value = ctx.probe.args[0]
+    kvm = ctx.caps.kvm
+    if not (kvm.table_bit(b.XSAVE) or ctx.host.xcr0 > 3):
+        return _exp(ctx, P.ioctl_error("KVM_SET_XCRS"), "host.xcr0.xsave", Reason(
+            "the host has no XSAVE: KVM_SET_XCRS -> EINVAL", F_SET_XCRS))
+    ok, why, rule = _xcr_check(ctx, 0, value)
+    if ok:
+        return _exp(ctx, P.ok(), "host." + rule, *why, Reason(
+            "KVM_SET_XCRS does not look at CR4.OSXSAVE or the guest's XSAVE bit", F_SET_XCRS),
+            feature=b.XSAVE)
+    return _exp(ctx, P.ioctl_error("KVM_SET_XCRS"), "host." + rule, *why, Reason(
+        "__kvm_set_xcr fails -> EINVAL", F_SET_XCRS), feature=b.XSAVE)
+
+
+# -- instructions and payloads --------------------------------------------------------------------
+def _insn(ctx: Ctx) -> Expectation:
+    code = ctx.probe.args[0]
+    ins = instructions.lookup(code)
+    if ins is None:
+        return _exp(ctx, P.any_(), "insn.unknown", Reason(
+            f"no model rule for these bytes ({bytes(code).hex()})"))
+    ctx.note(f"bytes {ins.code.hex()} = {ins.asm}")
+    if ins.delegate is not None:
+        kind, args = ins.delegate
+        sub = ProbeSpec(**{**ctx.probe.__dict__, "kind": kind, "args": args})
+        ctx.probe = sub
+        exp = _HANDLERS[kind](ctx)
+        exp.rule = f"insn.{ins.name}:" + exp.rule
+        return exp
+    return ins.decide(ctx, ins)
+
+
+def _payload(ctx: Ctx) -> Expectation:
+    name = ctx.probe.args[0]
+    fn = payload_rule(name)
+    if fn is None:
+        return _exp(ctx, P.any_(), "payload.unknown", Reason(f"no model rule for payload {name}"))
+    exp = fn(ctx)
+    exp.reasons = dedup([*ctx.reasons, *exp.reasons])
+    return exp
+
+
+_HANDLERS = {
+    "cpuid": _cpuid, "cr4": _cr4, "sregs-cr4": _sregs_cr4, "rdmsr": _rdmsr, "wrmsr": _wrmsr,
+    "host-rdmsr": lambda c: _host_msr(c, False), "host-wrmsr": lambda c: _host_msr(c, True),
+    "xgetbv": _xgetbv, "xsetbv": _xsetbv, "host-xcr0": _host_xcr0, "insn": _insn,
+    "payload": _payload,
+}

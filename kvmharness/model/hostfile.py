@@ -1,0 +1,135 @@
+"""`--host FILE`: a HostProfile from a recorded table instead of the live /dev/kvm.
+
+FILE is either a JSON list of CPUID entries (KVM_GET_SUPPORTED_CPUID only) or an object:
+
+    {"supported": [...], "emulated": [...], "backend": "intel|amd|pvm|unknown",
+     "kernel": "6.18", "params": {"ept": "Y", ...}, "xcr0": "0x602e7", "xss": "0x1800",
+     "quirks_disabled": 0, "msr_index_list": ["0x10", ...], "feature_msrs": {"0x10a": "0x..."},
+     "host_vendor": "intel|amd", "name": "..."}
+
+Values given on the command line (backend, kernel, params) override the file's. Every way the
+file can be wrong is one UsageError line.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..cpu.cpuid import CpuidTable, load_json_file
+from ..errors import UsageError
+from .profile import BACKENDS, HostProfile
+
+_KERNEL_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:[.\-+_~].*)?\s*$")
+_KEYS = {"supported", "emulated", "backend", "kernel", "params", "xcr0", "xss", "quirks_disabled",
+         "msr_index_list", "feature_msrs", "host_vendor", "name", "caps"}
+
+
+def parse_kernel(text) -> tuple[int, int]:
+    """'6.12' / '6.18.44-fc' / (6, 12) -> (6, 12); UsageError on anything else."""
+    if isinstance(text, (tuple, list)) and len(text) == 2 and all(
+            isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in text):
+        return (text[0], text[1])
+    if not isinstance(text, str):
+        raise UsageError(f"kernel version {text!r}: expected MAJOR.MINOR such as 6.18")
+    m = _KERNEL_RE.match(text)
+    if not m:
+        raise UsageError(f"kernel version {text!r}: expected MAJOR.MINOR such as 6.18")
+    major, minor = int(m.group(1)), int(m.group(2))
+    if not 2 <= major <= 99 or minor > 99:
+        raise UsageError(f"kernel version {text!r}: {major}.{minor} is not a plausible kernel")
+    return (major, minor)
+
+
+def _num(value, where: str) -> int:
+    if isinstance(value, bool):
+        raise UsageError(f"{where}: expected a number, not {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise UsageError(f"{where}: must not be negative")
+        return value
+    if isinstance(value, str):
+        try:
+            v = int(value, 0)
+        except ValueError:
+            raise UsageError(f"{where}: {value!r} is not a number") from None
+        if v < 0:
+            raise UsageError(f"{where}: must not be negative")
+        return v
+    raise UsageError(f"{where}: expected a number, not {type(value).__name__}")
+
+
+def _vendor_of(table: CpuidTable) -> str:
+    e = table.entry(0, 0)
+    if e is None:
+        return "unknown"
+    s = b"".join(x.to_bytes(4, "little") for x in (e.ebx, e.edx, e.ecx))
+    return {b"GenuineIntel": "intel", b"AuthenticAMD": "amd", b"HygonGenuine": "amd"}.get(
+        s, "unknown")
+
+
+def load_host_file(path, backend: str | None = None, kernel=None,
+                   params: dict | None = None) -> HostProfile:
+    where = str(path)
+    data = load_json_file(where)
+    fields: dict = {}
+    if isinstance(data, list):
+        supported = CpuidTable.from_json(data, where)
+    elif isinstance(data, dict):
+        unknown = sorted(set(data) - _KEYS)
+        if unknown:
+            raise UsageError(f"{where}: unknown field(s) {', '.join(unknown)} "
+                             f"(known: {', '.join(sorted(_KEYS))})")
+        if "supported" not in data:
+            raise UsageError(f"{where}: missing field 'supported' (the KVM_GET_SUPPORTED_CPUID table)")
+        supported = CpuidTable.from_json(data["supported"], f"{where}: supported")
+        if "emulated" in data:
+            fields["emulated"] = CpuidTable.from_json(data["emulated"], f"{where}: emulated")
+        if "backend" in data:
+            fields["backend"] = data["backend"]
+        if "kernel" in data:
+            fields["kernel"] = parse_kernel(data["kernel"])
+        if "params" in data:
+            if not isinstance(data["params"], dict):
+                raise UsageError(f"{where}: 'params' must be an object of name -> value")
+            fields["params"] = {str(k): str(v) for k, v in data["params"].items()}
+        if "xcr0" in data:
+            fields["supported_xcr0"] = _num(data["xcr0"], f"{where}: xcr0")
+        if "xss" in data:
+            fields["supported_xss"] = _num(data["xss"], f"{where}: xss")
+        if "quirks_disabled" in data:
+            fields["quirks_disabled"] = _num(data["quirks_disabled"], f"{where}: quirks_disabled")
+        if "msr_index_list" in data:
+            if not isinstance(data["msr_index_list"], list):
+                raise UsageError(f"{where}: 'msr_index_list' must be a list of MSR indices")
+            fields["msr_index_list"] = frozenset(
+                _num(x, f"{where}: msr_index_list[{i}]") for i, x in enumerate(data["msr_index_list"]))
+        if "feature_msrs" in data:
+            fm = data["feature_msrs"]
+            if not isinstance(fm, dict):
+                raise UsageError(f"{where}: 'feature_msrs' must be an object of index -> value")
+            fields["feature_msrs"] = {_num(k, f"{where}: feature_msrs key"):
+                                      _num(v, f"{where}: feature_msrs[{k}]") for k, v in fm.items()}
+        if "host_vendor" in data:
+            fields["host_vendor"] = str(data["host_vendor"])
+        if "caps" in data:
+            if not isinstance(data["caps"], dict):
+                raise UsageError(f"{where}: 'caps' must be an object")
+            fields["caps"] = dict(data["caps"])
+        if "name" in data:
+            fields["name"] = str(data["name"])
+    else:
+        raise UsageError(f"{where}: expected a JSON list of CPUID entries or an object with "
+                         f"'supported', got {type(data).__name__}")
+    if backend is not None:
+        fields["backend"] = backend
+    if kernel is not None:
+        fields["kernel"] = parse_kernel(kernel)
+    if params:
+        fields["params"] = {**fields.get("params", {}), **{str(k): str(v) for k, v in params.items()}}
+    if fields.get("backend", "unknown") not in BACKENDS:
+        raise UsageError(f"{where}: backend {fields['backend']!r} is not one of "
+                         f"{', '.join(BACKENDS)}")
+    fields.setdefault("host_vendor", _vendor_of(supported))
+    fields.setdefault("name", Path(where).name)
+    return HostProfile(supported=supported, **fields)

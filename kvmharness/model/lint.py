@@ -1,0 +1,193 @@
+"""`lint`: check a VMM's guest CPUID table against what this host/kernel's KVM can deliver.
+
+Policy (each finding has "flagged"; the CLI exits 1 when any finding is flagged, see flagged()):
+  * catalogued feature bit set, effective for a vCPU with this table          -> no finding
+  * catalogued feature bit set, not effective (KVM lacks it, or does not
+    track it in this kernel)                                                   -> FLAGGED
+  * runtime bits (OSXSAVE, OSPKE) set                                          -> "runtime", not
+    flagged: KVM overwrites them from CR4
+  * userspace-owned leaves (topology 0x2/0x4/0xB/0x1F/0x8000001D/0x8000001E,
+    TSC/frequency 0x15/0x16, cache 0x80000005/6, vendor and brand strings,
+    max-leaf values, leaf 1 EAX/EBX, hypervisor leaves 0x40000000+ other than
+    the KVM PV feature leaf)                                                   -> one
+    "userspace-owned" finding per leaf, not flagged
+  * KVM PV feature leaf (KVM signature base + 1, EAX): a bit the host's KVM
+    does not report                                                            -> FLAGGED, except
+    MSI_EXT_DEST_ID/HC_MAP_GPA_RANGE/MIGRATION_CONTROL (userspace implements
+    them: "userspace-implemented", not flagged)
+  * XSAVE components in 0xD.0 EDX:EAX outside KVM's supported XCR0, or 0xD.1
+    EDX:ECX outside supported_xss                                              -> FLAGGED (XSETBV /
+    WRMSR XSS of them will #GP)
+  * uncatalogued set bit in a KVM capability word                             -> "unknown-to-kvm":
+    FLAGGED only if the host's KVM_GET_SUPPORTED_CPUID does not set it (then KVM masks it: the
+    guest cannot rely on it); not flagged if KVM reports it (the catalogue just lacks a row)
+  * other registers (sizes, address widths, PMU geometry, ...)                 -> not checked
+"""
+
+from __future__ import annotations
+
+from ..cpu.cpuid import REGS, BitRef, CpuidTable, load_json_file
+from ..errors import UsageError
+from . import bits as b
+from . import catalog
+from .caps import effective_caps
+from .profile import HostProfile, VcpuConfig
+
+USERSPACE_LEAVES = {
+    0x2: "cache descriptors", 0x3: "processor serial number", 0x4: "cache/core topology",
+    0x5: "MONITOR/MWAIT geometry", 0xB: "x2APIC topology", 0x15: "TSC/crystal clock",
+    0x16: "processor frequency", 0x1F: "V2 extended topology", 0x80000002: "brand string",
+    0x80000003: "brand string", 0x80000004: "brand string", 0x80000005: "L1 cache/TLB",
+    0x80000006: "L2/L3 cache", 0x8000001D: "cache topology", 0x8000001E: "extended APIC ID / "
+    "core topology",
+}
+USERSPACE_REGS = {(0, "eax"): "max basic leaf", (0, "ebx"): "vendor string",
+                  (0, "ecx"): "vendor string", (0, "edx"): "vendor string",
+                  (0x80000000, "eax"): "max extended leaf", (0x80000000, "ebx"): "vendor string",
+                  (0x80000000, "ecx"): "vendor string", (0x80000000, "edx"): "vendor string",
+                  (1, "eax"): "family/model/stepping", (1, "ebx"): "brand/CLFLUSH/APIC ID"}
+PV_USERSPACE = {b.KVM_FEATURE["MSI_EXT_DEST_ID"], b.KVM_FEATURE["HC_MAP_GPA_RANGE"],
+                b.KVM_FEATURE["MIGRATION_CONTROL"]}
+
+
+def _finding(leaf, sub, reg, bit, feature, status, flagged, message, reasons=()) -> dict:
+    return {"leaf": leaf, "subleaf": sub, "reg": reg, "bit": bit, "feature": feature,
+            "status": status, "flagged": flagged, "message": message,
+            "reasons": [str(r) for r in reasons]}
+
+
+def _kvm_base(table: CpuidTable) -> int | None:
+    for base in range(0x40000000, 0x40010000, 0x100):
+        e = table.entry(base, 0)
+        if e is None:
+            continue
+        sig = b"".join(x.to_bytes(4, "little") for x in (e.ebx, e.ecx, e.edx))
+        if sig == b"KVMKVMKVM\0\0\0":
+            return base
+    return None
+
+
+def lint(host: HostProfile, table: CpuidTable) -> list[dict]:
+    if not isinstance(table, CpuidTable):
+        raise UsageError("lint: expected a CPUID table")
+    caps = effective_caps(host, VcpuConfig(cpuid=table))
+    words = catalog.kvm_words(host.kernel)
+    base = _kvm_base(table)
+    host_base = _kvm_base(host.supported)
+    out: list[dict] = []
+    seen_leaf = set()
+    for e in table:
+        f, s = e.function, e.index
+        if f in USERSPACE_LEAVES or (0x40000000 <= f <= 0x4FFFFFFF and
+                                      not (base is not None and f == base + 1)):
+            if (f, s) not in seen_leaf and any(e.reg(r) for r in REGS):
+                seen_leaf.add((f, s))
+                what = USERSPACE_LEAVES.get(f, "hypervisor leaf")
+                out.append(_finding(f, s, None, None, None, "userspace-owned", False,
+                                    f"{f:#x}.{s}: {what}: owned by userspace, KVM passes it "
+                                    "through unchecked"))
+            continue
+        for reg in REGS:
+            val = e.reg(reg)
+            if not val:
+                continue
+            if (f, reg) in USERSPACE_REGS:
+                out.append(_finding(f, s, reg, None, None, "userspace-owned", False,
+                                    f"{f:#x}.{s}.{reg}: {USERSPACE_REGS[(f, reg)]}: owned by "
+                                    "userspace"))
+                continue
+            if base is not None and f == base + 1 and reg == "eax":
+                out.extend(_lint_pv(host, host_base, f, val))
+                continue
+            if f == 0xD and s == 0 and reg in ("eax", "edx"):
+                out.extend(_lint_xfeatures(caps.kvm.supported_xcr0, val, reg, 0, "XCR0",
+                                           "XSETBV / KVM_SET_XCRS with it will #GP/EINVAL"))
+                continue
+            if f == 0xD and s == 1 and reg in ("ecx", "edx"):
+                out.extend(_lint_xfeatures(caps.kvm.supported_xss, val, reg, 1, "XSS",
+                                           "WRMSR IA32_XSS with it will #GP"))
+                continue
+            is_word = (f, s, reg) in words
+            for bit in b.bit_list(val):
+                ref = BitRef(f, s, reg, bit)
+                feat = catalog.feature_of(ref)
+                if feat is None:
+                    if not is_word:
+                        continue
+                    reported = caps.kvm.table_bit(ref)
+                    msg = (f"{ref}: set, unknown to the feature catalogue"
+                           + ("; KVM reports it, so it is passed through"
+                              if reported else "; KVM does not report it (no virtualization "
+                              "control: the guest cannot rely on it)"))
+                    out.append(_finding(f, s, reg, bit, None, "unknown-to-kvm", not reported, msg))
+                    continue
+                name = feat.name
+                if ref in (b.OSXSAVE, b.OSPKE):
+                    out.append(_finding(f, s, reg, bit, name, "runtime", False,
+                                        f"{name}: runtime bit, KVM overwrites it from CR4"))
+                    continue
+                if caps.has(ref):
+                    continue
+                klass = caps.klass(ref)
+                why = caps.why(ref)
+                status = "untracked" if klass == "untracked" else "not-effective"
+                short = why[-1].text if why else ""
+                for r in why:
+                    if not r.text.startswith("guest CPUID"):
+                        short = r.text
+                        break
+                out.append(_finding(f, s, reg, bit, name, status, True,
+                                    f"{name} ({ref}): advertised but not usable: {short}", why))
+    return out
+
+
+def _lint_xfeatures(supported: int, val: int, reg: str, sub: int, what: str, effect: str):
+    shift = 32 if reg == "edx" else 0
+    out = []
+    for bit in b.bit_list(val):
+        x = bit + shift
+        if not supported >> x & 1:
+            name = b.XFEATURE_NAMES.get(x, f"xfeature {x}")
+            out.append(_finding(0xD, sub, reg, bit, name, "xfeature-unsupported", True,
+                                f"{what} component {x} ({name}) advertised but KVM supports "
+                                f"{supported:#x}: {effect}"))
+    return out
+
+
+def _lint_pv(host: HostProfile, host_base, leaf: int, val: int):
+    offered = host.supported.reg(host_base + 1, 0, "eax") if host_base is not None else 0
+    names = {v: k for k, v in b.KVM_FEATURE.items()}
+    out = []
+    for bit in b.bit_list(val):
+        name = names.get(bit, f"pv bit {bit}").lower()
+        if offered >> bit & 1:
+            continue
+        if bit in PV_USERSPACE:
+            out.append(_finding(leaf, 0, "eax", bit, name, "userspace-implemented", False,
+                                f"KVM PV {name}: implemented by userspace, KVM never advertises "
+                                "it"))
+            continue
+        out.append(_finding(leaf, 0, "eax", bit, name, "pv-not-offered", True,
+                            f"KVM PV {name}: advertised but this host's KVM does not offer it"))
+    return out
+
+
+def lint_file(host: HostProfile, path: str) -> list[dict]:
+    """lint() on a JSON CPUID table file; malformed input is one UsageError line."""
+    return lint(host, CpuidTable.from_json(load_json_file(path), str(path)))
+
+
+def flagged(findings: list[dict]) -> bool:
+    return any(f.get("flagged") for f in findings)
+
+
+def render_lint(findings: list[dict]) -> str:
+    if not findings:
+        return "lint: no findings\n"
+    lines = []
+    for f in findings:
+        tag = "FLAG" if f["flagged"] else "info"
+        lines.append(f"{tag}  {f['status']:<22}{f['message']}")
+    n = sum(1 for f in findings if f["flagged"])
+    lines.append(f"lint: {n} flagged, {len(findings) - n} informational")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,757 @@
+"""MSR access rules: __kvm_set_msr/__kvm_get_msr, kvm_set/get_msr_common, kvm_do_msr_access.
+
+Read in the 6.18-era text (x86.c; later trees move it to msrs.c unchanged):
+  * __kvm_set_msr/__kvm_get_msr: canonical checks (FS/GS/KERNEL_GS_BASE, LSTAR, CSTAR), SYSENTER
+    canonicalisation, TSC_AUX (RDTSCP||RDPID gate unless host-initiated; Intel-compatible guest:
+    bits 63:32 -> error, AMD guest: truncated), CET MSRs (U_CET/S_CET: SHSTK||IBT, then
+    kvm_is_valid_u_s_cet; PLx_SSP/INT_SSP_TAB: SHSTK, INT_SSP_TAB also LM, canonical, 4-byte
+    alignment except INT_SSP_TAB).
+  * kvm_set/get_msr_common: ARCH_CAPABILITIES/PERF_CAPABILITIES (guest writes UNSUPPORTED, reads
+    need the cap), PRED_CMD/FLUSH_CMD, EFER (set_efer), APIC_BASE (kvm_apic_set_base), TSC_ADJUST,
+    MISC_ENABLE, XSS (6.18: raw guest CPUID XSAVES gate -> UNSUPPORTED on write, error 1 on read;
+    value within guest_supported_xss), KVM PV MSRs (guest_pv_has), PLATFORM_INFO,
+    MISC_FEATURES_ENABLES, XFD/XFD_ERR, OSVW, HWCR, default -> KVM_MSR_RET_UNSUPPORTED.
+  * kvm_do_msr_access: an UNSUPPORTED result is forgiven for host accesses of 0 to advertised MSRs
+    (reads return 0) and, with kvm.ignore_msrs=Y, for every access; error 1 is never forgiven.
+  * do_set_msr: immutable feature MSRs (ARCH_CAPABILITIES, PERF_CAPABILITIES, PLATFORM_INFO, VMX
+    caps) refuse a different value once the vCPU has run (-EINVAL -> 0 entries processed).
+
+Status values: "ok", "unsupported" (KVM_MSR_RET_UNSUPPORTED), "error" (1 / KVM_MSR_RET_ERR),
+"unmodelled" (KVM handles the MSR but the model has no rule for the value/vendor path).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import bits as b
+from . import catalog
+from .cr import check_efer
+from .reason import (F_APIC_SET_BASE, F_DO_SET_MSR, F_GET_MSR, F_GET_MSR_COMMON, F_MSR_ACCESS,
+                     F_PV_HAS, F_SET_EFER, F_SET_MSR, F_SET_MSR_COMMON, F_VALID_CET,
+                     F_X2APIC_MSR, Reason)
+from .state import BASELINE_APIC_BASE, GUEST_MEMORY_MIN, Ctx
+
+M = b.MSR
+K618 = (6, 18)
+
+OK, UNSUP, ERR, UNMOD = "ok", "unsupported", "error", "unmodelled"
+
+# MSRs handled by vendor code (vmx_set_msr/svm_set_msr) before/instead of the common code: the model
+# only states the common gate for them and has no rule at all for the pvm backend.
+VENDOR_MSRS = {M["SPEC_CTRL"], M["TSX_CTRL"], 0xE1, 0xD90, M["DEBUGCTL"], M["FEAT_CTL"],
+               M["TSC_RATIO"], M["VIRT_SPEC_CTRL"], 0x4D0, 0xC0010114, 0xC0011029}
+IMMUTABLE_FEATURE_MSRS = {M["ARCH_CAPABILITIES"], M["PERF_CAPABILITIES"], M["PLATFORM_INFO"]}
+PV_MSR_FEATURE = {
+    M["KVM_WALL_CLOCK"]: "CLOCKSOURCE", M["KVM_SYSTEM_TIME"]: "CLOCKSOURCE",
+    M["KVM_WALL_CLOCK_NEW"]: "CLOCKSOURCE2", M["KVM_SYSTEM_TIME_NEW"]: "CLOCKSOURCE2",
+    M["KVM_ASYNC_PF_EN"]: "ASYNC_PF", M["KVM_STEAL_TIME"]: "STEAL_TIME",
+    M["KVM_PV_EOI_EN"]: "PV_EOI", M["KVM_POLL_CONTROL"]: "POLL_CONTROL",
+    M["KVM_ASYNC_PF_INT"]: "ASYNC_PF_INT", M["KVM_ASYNC_PF_ACK"]: "ASYNC_PF_INT",
+}
+# Ranges KVM handles with rules the model does not carry (value depends on vendor, PMU, MCE setup).
+UNMODELLED_RANGES = [
+    (0x174, 0x174, "SYSENTER_CS"), (0x179, 0x17B, "MCG_CAP/STATUS/CTL"), (0x400, 0x47F, "MCi banks"),
+    (0x280, 0x29F, "MCi_CTL2"), (0x200, 0x2FF, "MTRRs"), (0xFE, 0xFE, "MTRRcap"),
+    (0x480, 0x493, "VMX capability MSRs"), (0x1A0, 0x1A0, "MISC_ENABLE"),
+    (0x8B, 0x8B, "UCODE_REV"), (0x1FC, 0x1FC, "POWER_CTL"),
+    (0x40000000, 0x400000FF, "Hyper-V MSRs"), (0x4B564DF0, 0x4B564DF7, "PVM MSRs"),
+]
+PMU_RANGES = [(0xC1, 0xC8), (0x186, 0x18F), (0x309, 0x30B), (0x38D, 0x392), (0x3F1, 0x3F2),
+              (0x600, 0x600), (0xC0010000, 0xC0010007), (0xC0010200, 0xC001020B),
+              (0xC0000300, 0xC0000303)]
+READ_ZERO = {0x17: "PLATFORM_ID", 0x2A: "EBL_CR_POWERON", 0xC0010010: "SYSCFG",
+             0xC0010112: "TSEG_ADDR", 0xC0010113: "TSEG_MASK", 0x199: "PERF_CTL",
+             0x606: "RAPL_POWER_UNIT", 0x611: "PKG_ENERGY_STATUS", 0x619: "DRAM_ENERGY_STATUS",
+             0x639: "PP0_ENERGY_STATUS", 0x641: "PP1_ENERGY_STATUS"}
+
+
+@dataclass
+class MsrResult:
+    status: str
+    value: int | None = None
+    reasons: list = field(default_factory=list)
+    rule: str = "msr"
+    feature: str | None = None
+
+
+def msr_label(index: int) -> str:
+    n = b.MSR_NAMES.get(index)
+    return f"{n} ({index:#x})" if n else f"MSR {index:#x}"
+
+
+def reset_value(ctx: Ctx, index: int) -> int | None:
+    """The value KVM gives the MSR at vCPU creation/reset, where the model knows it."""
+    caps = ctx.caps
+    stuff = caps.quirk_on(b.QUIRK_STUFF_FEATURE_MSRS)
+    if index == M["APIC_BASE"]:
+        return BASELINE_APIC_BASE
+    if index == M["EFER"]:
+        return ctx.state.efer
+    if index == M["PAT"]:
+        return 0x0007040600070406
+    if index == M["ARCH_CAPABILITIES"]:
+        if not stuff:
+            return 0
+        return ctx.host.feature_msrs.get(index)
+    if index == M["PERF_CAPABILITIES"]:
+        if not stuff or not ctx.host.param_on("enable_pmu", True):
+            return 0
+        return ctx.host.feature_msrs.get(index)
+    if index == M["PLATFORM_INFO"]:
+        return 0x80000000 if stuff else 0
+    if index in (M["TSC"], M["UCODE_REV"], M["MISC_ENABLE"]):
+        return None
+    return 0
+
+
+def pv_features(ctx: Ctx) -> tuple[int, Reason]:
+    """vcpu->arch.pv_cpuid.features: EAX of the KVM signature base+1 leaf in guest CPUID."""
+    t = ctx.vcpu.cpuid
+    for base in range(0x40000000, 0x40010000, 0x100):
+        e = t.entry(base, 0)
+        if e is None:
+            continue
+        sig = b"".join(x.to_bytes(4, "little") for x in (e.ebx, e.ecx, e.edx))
+        if sig == b"KVMKVMKVM\0\0\0" and e.eax >= base + 1:
+            f = t.reg(base + 1, 0, "eax")
+            return f, Reason(f"KVM PV features (CPUID {base + 1:#x}.EAX) = {f:#x}",
+                             "kvm_apply_cpuid_pv_features_quirk (arch/x86/kvm/cpuid.c)")
+    return 0, Reason("guest CPUID has no KVM signature leaf: PV features = 0",
+                     "kvm_get_hypervisor_cpuid (arch/x86/kvm/cpuid.c)")
+
+
+def pv_has(ctx: Ctx, feature: str) -> tuple[bool, list[Reason]]:
+    if not ctx.vcpu.enforce_pv_cpuid:
+        return True, [Reason("KVM_CAP_ENFORCE_PV_FEATURE_CPUID is off: guest_pv_has() is always "
+                             "true", F_PV_HAS)]
+    feats, r = pv_features(ctx)
+    have = bool(feats >> b.KVM_FEATURE[feature] & 1)
+    return have, [r, Reason(f"PV enforcement on: KVM_FEATURE_{feature} (bit "
+                            f"{b.KVM_FEATURE[feature]}) = {int(have)}", F_PV_HAS)]
+
+
+def maxphyaddr(ctx: Ctx) -> int:
+    t = ctx.vcpu.cpuid
+    if t.reg(0x80000000, 0, "eax") >= 0x80000008 and t.has_leaf(0x80000008):
+        return t.reg(0x80000008, 0, "eax") & 0xFF or 36
+    return 36
+
+
+def msr_addr_bits(ctx: Ctx) -> int:
+    """is_noncanonical_msr_address() uses the largest width KVM supports (LA57 -> 57)."""
+    return 57 if ctx.caps.kvm.has(b.LA57) else 48
+
+
+def advertised(ctx: Ctx, index: int) -> tuple[bool | None, str]:
+    """Is the MSR in KVM_GET_MSR_INDEX_LIST? (None: unknown.)"""
+    if ctx.host.msr_index_list:
+        return index in ctx.host.msr_index_list, "KVM_GET_MSR_INDEX_LIST of this host"
+    caps = ctx.caps
+    kvm = caps.kvm
+    if index == M["XSS"]:
+        return bool(kvm.supported_xss), "derived: XSS is listed iff kvm_caps.supported_xss != 0"
+    if index in (M["U_CET"], M["S_CET"]):
+        return (kvm.has(b.SHSTK) or kvm.has(b.IBT)), "derived: listed iff KVM supports SHSTK or IBT"
+    if M["PL0_SSP"] <= index <= M["INT_SSP_TAB"]:
+        v = kvm.has(b.SHSTK) and (index != M["INT_SSP_TAB"] or kvm.has(b.LM))
+        return v, "derived: listed iff KVM supports SHSTK (INT_SSP_TAB also LM)"
+    if index == M["TSC_AUX"]:
+        return (kvm.has(b.RDTSCP) or kvm.has(b.RDPID)), "derived: listed iff RDTSCP or RDPID"
+    if index in (M["XFD"], M["XFD_ERR"]):
+        return kvm.has(b.XFD), "derived: listed iff XFD"
+    if index in PV_MSR_FEATURE or index in IMMUTABLE_FEATURE_MSRS or index in (
+            M["TSC_ADJUST"], M["TSC_DEADLINE"], M["MISC_ENABLE"], M["SMI_COUNT"],
+            M["MISC_FEATURES_ENABLES"], M["HWCR"], M["UCODE_REV"]):
+        return True, "derived: in emulated_msrs_all"
+    return None, "unknown (no KVM_GET_MSR_INDEX_LIST in the host profile)"
+
+
+def _unsup(text: str, fn: str, rule: str, feature=None, since=None, **inputs) -> MsrResult:
+    return MsrResult(UNSUP, None, [Reason(text + " -> KVM_MSR_RET_UNSUPPORTED", fn, since, inputs)],
+                     rule, feature)
+
+
+def _err(text: str, fn: str, rule: str, feature=None, since=None, **inputs) -> MsrResult:
+    return MsrResult(ERR, None, [Reason(text + " -> error (#GP for the guest)", fn, since, inputs)],
+                     rule, feature)
+
+
+def _ok(value, text: str, fn: str, rule: str, feature=None, since=None, **inputs) -> MsrResult:
+    return MsrResult(OK, value, [Reason(text, fn, since, inputs)], rule, feature)
+
+
+def _unmod(text: str, rule: str = "msr.unmodelled", feature=None) -> MsrResult:
+    return MsrResult(UNMOD, None, [Reason(text)], rule, feature)
+
+
+def access(ctx: Ctx, index: int, write: bool, data: int, host: bool, msrs: dict) -> MsrResult:
+    """One RDMSR/WRMSR (guest) or KVM_GET/SET_MSRS entry (host). Mutates `msrs` on a write that
+    KVM stores. The result is before kvm_do_msr_access's forgiveness (see finish())."""
+    res = _access(ctx, index, write, data & b.U64, host, msrs)
+    if write and res.status == OK:
+        msrs[index] = res.value          # None: stored, but the model does not know the value
+    return res
+
+
+def current(ctx: Ctx, msrs: dict, index: int) -> int | None:
+    if index in msrs:
+        return msrs[index]
+    return reset_value(ctx, index)
+
+
+def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> MsrResult:
+    caps = ctx.caps
+    st = ctx.state
+    label = msr_label(idx)
+    kname = ctx.kname
+    who = "host-initiated" if host else "guest"
+
+    # --- __kvm_set_msr / __kvm_get_msr -------------------------------------------------------
+    if idx in (M["FS_BASE"], M["GS_BASE"], M["KERNEL_GS_BASE"], M["LSTAR"], M["CSTAR"]):
+        if write:
+            w = msr_addr_bits(ctx)
+            if not b.canonical(data, w):
+                return _err(f"{label}: {data:#x} is not canonical ({w}-bit)", F_SET_MSR,
+                            "msr.canonical")
+            return _ok(data, f"{label}: canonical value stored", F_SET_MSR, "msr.canonical")
+        return _ok(current(ctx, msrs, idx), f"{label} reads its stored value", F_GET_MSR, "msr.ok")
+    if idx in (M["SYSENTER_ESP"], M["SYSENTER_EIP"]):
+        if ctx.backend == "pvm":
+            return _unmod(f"{label}: PVM stores SYSENTER MSRs itself (no rule for backend pvm)")
+        if write:
+            small = data < (1 << 32) and b.canonical(data, 48)
+            return _ok(data if small else None, f"{label}: written value is made canonical "
+                       "(never #GP); AMD-vendor guests read back only 32 bits", F_SET_MSR,
+                       "msr.sysenter")
+        return _ok(current(ctx, msrs, idx), f"{label} reads its stored value", F_GET_MSR, "msr.ok")
+
+    if idx == M["TSC_AUX"]:
+        feat = catalog.name_of(b.RDTSCP)
+        if not host:
+            g1, r1 = caps.gate(b.RDTSCP)
+            g2, r2 = caps.gate(b.RDPID)
+            if not (g1 or g2):
+                res = _err(f"{label}: the guest has neither RDTSCP nor RDPID", F_SET_MSR if write
+                           else F_GET_MSR, "msr.tsc_aux.gate", feat)
+                res.reasons[:0] = [r1, r2]
+                return res
+        if write:
+            if not caps.amd_guest and data >> 32:
+                return _err(f"{label}: Intel-compatible guest vendor and bits 63:32 set", F_SET_MSR,
+                            "msr.tsc_aux.value", feat, data=data)
+            v = data & 0xFFFFFFFF
+            how = ("AMD-vendor guest: bits 63:32 are dropped" if caps.amd_guest and data >> 32
+                   else "stored")
+            return _ok(v, f"{label}: {how}" + (" (host bypasses the CPUID gate)" if host else ""),
+                       F_SET_MSR, "msr.tsc_aux.value", feat)
+        return _ok(current(ctx, msrs, idx), f"{label} readable" +
+                   (" (host bypasses the CPUID gate)" if host else ""), F_GET_MSR, "msr.tsc_aux.gate",
+                   feat)
+
+    if idx in (M["U_CET"], M["S_CET"]) or M["PL0_SSP"] <= idx <= M["INT_SSP_TAB"]:
+        return _cet(ctx, idx, write, data, host, msrs)
+
+    # --- vendor paths -----------------------------------------------------------------------------
+    if idx in VENDOR_MSRS:
+        if ctx.backend == "pvm" or ctx.backend == "unknown":
+            return _unmod(f"{label} is handled by vendor code: no rule for backend {ctx.backend}")
+        if idx == M["SPEC_CTRL"]:
+            ok = any(caps.gate(f)[0] for f in (b.SPEC_CTRL, b.AMD_STIBP, b.AMD_IBRS, b.AMD_SSBD))
+            if not host and not ok:
+                return _err(f"{label}: guest has none of SPEC_CTRL/AMD_STIBP/AMD_IBRS/AMD_SSBD "
+                            "(guest_has_spec_ctrl_msr) [MEM]", "vmx_set_msr/svm_set_msr",
+                            "msr.spec_ctrl.gate", catalog.name_of(b.SPEC_CTRL))
+            if write and data:
+                return _unmod(f"{label}: value check (kvm_spec_ctrl_valid_bits) not modelled",
+                              "msr.spec_ctrl.value", catalog.name_of(b.SPEC_CTRL))
+            return _ok(0, f"{label}: accessible", "vmx_get_msr/svm_get_msr", "msr.spec_ctrl.gate",
+                       catalog.name_of(b.SPEC_CTRL))
+        return _unmod(f"{label}: vendor-specific rules are not modelled")
+
+    # --- kvm_set_msr_common / kvm_get_msr_common --------------------------------------------------
+    if idx == M["ARCH_CAPABILITIES"]:
+        feat = catalog.name_of(b.ARCH_CAPABILITIES)
+        have, r = caps.gate(b.ARCH_CAPABILITIES)
+        if write:
+            if not host:
+                return _unsup(f"{label}: guest writes are never allowed", F_SET_MSR_COMMON,
+                              "msr.arch_capabilities.write", feat)
+            if not have:
+                res = _unsup(f"{label}: host write needs the ARCH_CAPABILITIES cap",
+                             F_SET_MSR_COMMON, "msr.arch_capabilities.write", feat)
+                res.reasons.insert(0, r)
+                return res
+            return _ok(data, f"{label}: host write stored", F_SET_MSR_COMMON,
+                       "msr.arch_capabilities.write", feat)
+        if not have:
+            res = _unsup(f"{label}: read needs the ARCH_CAPABILITIES cap (EMULATED_F: the guest "
+                         "CPUID bit)", F_GET_MSR_COMMON, "msr.arch_capabilities.read", feat)
+            res.reasons.insert(0, r)
+            return res
+        v = current(ctx, msrs, idx)
+        q = ("STUFF_FEATURE_MSRS quirk on: initialised to kvm_get_arch_capabilities()"
+             if caps.quirk_on(b.QUIRK_STUFF_FEATURE_MSRS) else
+             "STUFF_FEATURE_MSRS quirk disabled: 0 until userspace sets it")
+        return _ok(v, f"{label}: readable ({q})", F_GET_MSR_COMMON, "msr.arch_capabilities.read",
+                   feat)
+
+    if idx == M["PERF_CAPABILITIES"]:
+        feat = catalog.name_of(b.PDCM)
+        have, r = caps.gate(b.PDCM)
+        if write:
+            if not host:
+                return _unsup(f"{label}: guest writes are never allowed", F_SET_MSR_COMMON,
+                              "msr.perf_capabilities.write", feat)
+            if not have:
+                res = _unsup(f"{label}: host write needs PDCM", F_SET_MSR_COMMON,
+                             "msr.perf_capabilities.write", feat)
+                res.reasons.insert(0, r)
+                return res
+            sup = ctx.host.feature_msrs.get(idx)
+            if not ctx.host.param_on("enable_pmu", True):
+                sup = 0
+            if sup is None:
+                return _unmod(f"{label}: kvm_caps.supported_perf_cap unknown",
+                              "msr.perf_capabilities.write", feat)
+            if data & ~sup:
+                return _err(f"{label}: {data:#x} outside supported_perf_cap {sup:#x}",
+                            F_SET_MSR_COMMON, "msr.perf_capabilities.write", feat)
+            return _ok(data, f"{label}: host write stored", F_SET_MSR_COMMON,
+                       "msr.perf_capabilities.write", feat)
+        if not have:
+            res = _unsup(f"{label}: read needs PDCM", F_GET_MSR_COMMON,
+                         "msr.perf_capabilities.read", feat)
+            res.reasons.insert(0, r)
+            return res
+        return _ok(current(ctx, msrs, idx), f"{label}: readable", F_GET_MSR_COMMON,
+                   "msr.perf_capabilities.read", feat)
+
+    if idx == M["PLATFORM_INFO"]:
+        if write:
+            if not host:
+                return _err(f"{label}: guest writes are refused", F_SET_MSR_COMMON,
+                            "msr.platform_info")
+            return _ok(data, f"{label}: host write stored", F_SET_MSR_COMMON, "msr.platform_info")
+        return _ok(current(ctx, msrs, idx), f"{label}: readable (KVM_CAP_MSR_PLATFORM_INFO left "
+                   "enabled; CPUID_FAULT bit set by the STUFF_FEATURE_MSRS quirk)",
+                   F_GET_MSR_COMMON, "msr.platform_info")
+
+    if idx == M["MISC_FEATURES_ENABLES"]:
+        if write:
+            pinfo = current(ctx, msrs, M["PLATFORM_INFO"]) or 0
+            if data & ~1 or (data & 1 and not pinfo >> 31 & 1):
+                return _err(f"{label}: only bit 0 (CPUID faulting) and only with "
+                            "PLATFORM_INFO[31]", F_SET_MSR_COMMON, "msr.misc_features")
+            return _ok(data, f"{label}: stored", F_SET_MSR_COMMON, "msr.misc_features")
+        return _ok(current(ctx, msrs, idx), f"{label}: readable", F_GET_MSR_COMMON,
+                   "msr.misc_features")
+
+    if idx == M["PRED_CMD"]:
+        if not write:
+            return _unsup(f"{label} is write-only: no read handler", F_GET_MSR_COMMON,
+                          "msr.pred_cmd")
+        reserved = b.U64 & ~((1 << 0) | (1 << 7))
+        kvm = caps.kvm
+        if not host:
+            gates = [caps.gate(f) for f in (b.SPEC_CTRL, b.AMD_IBPB, b.SBPB)]
+            if not any(g for g, _ in gates):
+                res = _err(f"{label}: guest has none of SPEC_CTRL/AMD_IBPB/SBPB "
+                           "(guest_has_pred_cmd_msr)", F_SET_MSR_COMMON, "msr.pred_cmd",
+                           catalog.name_of(b.SPEC_CTRL))
+                res.reasons[:0] = [r for _, r in gates]
+                return res
+            if not (gates[0][0] or gates[1][0]):
+                reserved |= 1
+            if not gates[2][0]:
+                reserved |= 1 << 7
+        if not (kvm.table_bit(b.SPEC_CTRL) or kvm.table_bit(b.AMD_IBPB)):
+            reserved |= 1
+        if not kvm.table_bit(b.SBPB):
+            reserved |= 1 << 7
+        if data & reserved:
+            return _err(f"{label}: {data:#x} has bits not allowed (IBPB needs SPEC_CTRL/AMD_IBPB, "
+                        "SBPB needs SBPB, in the guest and the host)", F_SET_MSR_COMMON,
+                        "msr.pred_cmd")
+        return _ok(None, f"{label}: command accepted", F_SET_MSR_COMMON, "msr.pred_cmd")
+
+    if idx == M["FLUSH_CMD"]:
+        feat = catalog.name_of(b.FLUSH_L1D)
+        if not write:
+            return _unsup(f"{label} is write-only: no read handler", F_GET_MSR_COMMON,
+                          "msr.flush_cmd", feat)
+        if not host:
+            g, r = caps.gate(b.FLUSH_L1D)
+            if not g:
+                res = _err(f"{label}: the guest lacks FLUSH_L1D", F_SET_MSR_COMMON,
+                           "msr.flush_cmd", feat)
+                res.reasons.insert(0, r)
+                return res
+        if not caps.kvm.table_bit(b.FLUSH_L1D) or data & ~1:
+            return _err(f"{label}: host lacks FLUSH_L1D or value is not 0/1", F_SET_MSR_COMMON,
+                        "msr.flush_cmd", feat)
+        return _ok(None, f"{label}: command accepted", F_SET_MSR_COMMON, "msr.flush_cmd", feat)
+
+    if idx == M["EFER"]:
+        if not write:
+            return _ok(current(ctx, msrs, idx), "EFER reads vcpu->arch.efer", F_GET_MSR_COMMON,
+                       "msr.efer")
+        ok, why = check_efer(ctx, data, host)
+        if not ok:
+            return MsrResult(ERR, None, why + [Reason("EFER write refused -> error", F_SET_EFER)],
+                             "msr.efer")
+        cur = current(ctx, msrs, idx) or 0
+        if not host and st.paging and (cur ^ data) >> b.EFER_LME & 1:
+            return _err("EFER.LME cannot change while paging is on", F_SET_EFER, "msr.efer")
+        v = (data & ~(1 << b.EFER_LMA)) | (cur & 1 << b.EFER_LMA)
+        return MsrResult(OK, v, why + [Reason(f"EFER write accepted; LMA is kept from the current "
+                                              f"value -> {v:#x}", F_SET_EFER)], "msr.efer")
+
+    if idx == M["APIC_BASE"]:
+        return _apic_base(ctx, write, data, host, msrs)
+
+    if 0x800 <= idx <= 0x8FF:
+        base = current(ctx, msrs, M["APIC_BASE"]) or 0
+        if (base >> 10 & 1) and (base >> 11 & 1):
+            return _unmod(f"{label}: x2APIC register semantics are not modelled", "msr.x2apic")
+        return _err(f"{label}: the local APIC is not in x2APIC mode (APIC_BASE {base:#x})",
+                    F_X2APIC_MSR, "msr.x2apic", catalog.name_of(b.X2APIC))
+
+    if idx == M["TSC"]:
+        return _ok(None, "IA32_TSC: always accessible (value is time-dependent)",
+                   F_SET_MSR_COMMON if write else F_GET_MSR_COMMON, "msr.ok")
+    if idx == M["TSC_ADJUST"]:
+        if not write:
+            return _ok(current(ctx, msrs, idx), f"{label}: reads the stored value",
+                       F_GET_MSR_COMMON, "msr.tsc_adjust")
+        have, r = caps.gate(b.TSC_ADJUST)
+        if not have:
+            return MsrResult(OK, current(ctx, msrs, idx), [r, Reason(
+                f"{label}: without the TSC_ADJUST cap the write is silently dropped",
+                F_SET_MSR_COMMON)], "msr.tsc_adjust", catalog.name_of(b.TSC_ADJUST))
+        return _ok(data, f"{label}: stored", F_SET_MSR_COMMON, "msr.tsc_adjust",
+                   catalog.name_of(b.TSC_ADJUST))
+    if idx == M["TSC_DEADLINE"]:
+        return _ok(0, f"{label}: no CPUID gate; LVTT is not in TSC-deadline mode at the baseline, so "
+                   "writes are ignored and reads return 0", "kvm_set/get_lapic_tscdeadline_msr "
+                   "(arch/x86/kvm/lapic.c)", "msr.tsc_deadline",
+                   catalog.name_of(b.TSC_DEADLINE))
+    if idx == M["PAT"]:
+        if write:
+            valid = not data & 0xF8F8F8F8F8F8F8F8 and (data | (data & 0x0202020202020202) << 1) == data
+            if not valid:
+                return _err(f"{label}: {data:#x} has an invalid memory type (kvm_pat_valid)",
+                            F_SET_MSR_COMMON, "msr.pat")
+            return _ok(data, f"{label}: stored", F_SET_MSR_COMMON, "msr.pat")
+        return _ok(current(ctx, msrs, idx), f"{label}: readable", F_GET_MSR_COMMON, "msr.pat")
+    if idx in (M["STAR"], M["SYSCALL_MASK"]):
+        if ctx.backend == "pvm":
+            return _unmod(f"{label}: PVM handles SYSCALL MSRs itself (no rule for backend pvm)")
+        return _ok(data if write else current(ctx, msrs, idx), f"{label}: stored/readable",
+                   "vmx/svm_set_msr", "msr.ok")
+    if idx == M["SMI_COUNT"]:
+        if write and not host:
+            return _err(f"{label}: guest writes are refused", F_SET_MSR_COMMON, "msr.smi_count")
+        return _ok(data if write else current(ctx, msrs, idx), f"{label}: accessible",
+                   F_SET_MSR_COMMON, "msr.smi_count")
+    if idx in READ_ZERO:
+        if write:
+            return _unsup(f"{label}: KVM only emulates reads", F_SET_MSR_COMMON, "msr.unknown")
+        return _ok(0, f"{label}: reads as 0", F_GET_MSR_COMMON, "msr.ok")
+    if idx == M["HWCR"]:
+        if write:
+            d = data & ~(0x40 | 0x100 | 0x8)
+            if d & ~((1 << 18) | (1 << 24)):
+                return _err(f"{label}: only McStatusWrEn (18) and TscFreqSel (24) may be set",
+                            F_SET_MSR_COMMON, "msr.hwcr")
+            return _ok(d, f"{label}: stored", F_SET_MSR_COMMON, "msr.hwcr")
+        return _ok(current(ctx, msrs, idx), f"{label}: readable", F_GET_MSR_COMMON, "msr.hwcr")
+    if idx == M["VM_HSAVE_PA"]:
+        if ctx.backend in ("amd", "unknown"):
+            return _unmod(f"{label}: SVM handles it in svm_set_msr (not modelled)")
+        return _ok(0, f"{label}: writes are ignored and reads return 0 outside SVM",
+                   F_SET_MSR_COMMON, "msr.ok")
+    if idx in (M["OSVW_ID_LENGTH"], M["OSVW_STATUS"]):
+        g, r = caps.gate(b.OSVW)
+        if not g:
+            res = _err(f"{label}: needs the OSVW cap (also for the host)", F_SET_MSR_COMMON,
+                       "msr.osvw", catalog.name_of(b.OSVW))
+            res.reasons.insert(0, r)
+            return res
+        return _ok(data if write else current(ctx, msrs, idx), f"{label}: accessible",
+                   F_SET_MSR_COMMON, "msr.osvw", catalog.name_of(b.OSVW))
+    if idx == M["XSS"]:
+        return _xss(ctx, write, data, host, msrs)
+    if idx in (M["XFD"], M["XFD_ERR"]):
+        feat = catalog.name_of(b.XFD)
+        if not host:
+            g, r = caps.gate(b.XFD)
+            if not g:
+                res = _err(f"{label}: the guest lacks XFD", F_SET_MSR_COMMON, "msr.xfd", feat)
+                res.reasons.insert(0, r)
+                return res
+        if write:
+            allowed = caps.guest_supported_xcr0 & (1 << 18)
+            if data & ~allowed:
+                return _err(f"{label}: {data:#x} outside guest-supported dynamic xfeatures "
+                            f"{allowed:#x}", F_SET_MSR_COMMON, "msr.xfd", feat)
+            return _ok(data, f"{label}: stored", F_SET_MSR_COMMON, "msr.xfd", feat)
+        return _ok(current(ctx, msrs, idx), f"{label}: readable", F_GET_MSR_COMMON, "msr.xfd", feat)
+    if idx in PV_MSR_FEATURE:
+        return _pv(ctx, idx, write, data, host, msrs)
+
+    for lo, hi in PMU_RANGES:
+        if lo <= idx <= hi:
+            if not ctx.host.param_on("enable_pmu", True):
+                return _unsup(f"{label}: PMU MSR with kvm.enable_pmu=N (kvm_pmu_is_valid_msr is "
+                              "false)", F_SET_MSR_COMMON, "msr.unknown")
+            return _unmod(f"{label}: PMU MSR (depends on the vPMU setup)")
+    for lo, hi, what in UNMODELLED_RANGES:
+        if lo <= idx <= hi:
+            if what == "Hyper-V MSRs":
+                return _hyperv(ctx, idx)
+            if what == "PVM MSRs" and ctx.backend != "pvm":
+                break
+            return _unmod(f"{label}: {what} are handled by KVM with rules the model does not carry")
+    if idx == M["PKRS"]:
+        return _unsup(f"{label}: PKS is not virtualized upstream", F_SET_MSR_COMMON, "msr.unknown")
+    return _unsup(f"{label}: no KVM handler (default case)",
+                  F_SET_MSR_COMMON if write else F_GET_MSR_COMMON, "msr.unknown")
+
+
+def _hyperv(ctx: Ctx, idx: int) -> MsrResult:
+    t = ctx.vcpu.cpuid
+    if t.reg(0x40000001, 0, "eax") == 0x31237648:       # "Hv#1"
+        return _unmod(f"{msr_label(idx)}: Hyper-V MSR with Hyper-V CPUID (not modelled)")
+    return _err(f"{msr_label(idx)}: Hyper-V MSR but the guest CPUID has no Hyper-V interface "
+                "(hyperv_enabled is false)", "kvm_hv_get/set_msr_common (arch/x86/kvm/hyperv.c)",
+                "msr.hyperv")
+
+
+def _apic_base(ctx: Ctx, write: bool, data: int, host: bool, msrs: dict) -> MsrResult:
+    cur = current(ctx, msrs, b.MSR["APIC_BASE"]) or 0
+    feat = catalog.name_of(b.X2APIC)
+    if not write:
+        return _ok(cur, f"IA32_APIC_BASE reads vcpu->arch.apic_base ({cur:#x})", F_GET_MSR_COMMON,
+                   "msr.apic_base", feat)
+    if data == cur:
+        return _ok(data, "IA32_APIC_BASE unchanged: accepted", F_APIC_SET_BASE, "msr.apic_base",
+                   feat)
+    x2, r = ctx.caps.gate(b.X2APIC)
+    mpa = maxphyaddr(ctx)
+    reserved = (b.U64 & ~((1 << mpa) - 1)) | 0x2FF | (0 if x2 else 1 << 10)
+    why = [r, Reason(f"reserved APIC_BASE bits: bits >= MAXPHYADDR {mpa}, bits 7:0 and 9"
+                     + ("" if x2 else ", and X2APIC_ENABLE (bit 10) without the X2APIC cap"),
+                     F_APIC_SET_BASE, None, {"value": data})]
+
+    def mode(v):
+        return {0: "disabled", 1 << 11: "xapic", (1 << 11) | (1 << 10): "x2apic"}.get(
+            v & 0xC00, "invalid")
+    new_mode, old_mode = mode(data), mode(cur)
+    if data & reserved:
+        return MsrResult(ERR, None, why + [Reason("reserved bits set -> error", F_APIC_SET_BASE)],
+                         "msr.apic_base", feat)
+    if new_mode == "invalid":
+        return MsrResult(ERR, None, why + [Reason("EXTD without EN is an invalid mode -> error",
+                                                  F_APIC_SET_BASE)], "msr.apic_base", feat)
+    if not host and ((old_mode == "x2apic" and new_mode == "xapic") or
+                     (old_mode == "disabled" and new_mode == "x2apic")):
+        return MsrResult(ERR, None, why + [Reason(f"{old_mode} -> {new_mode} is not a legal guest "
+                                                  "transition -> error", F_APIC_SET_BASE)],
+                         "msr.apic_base", feat)
+    return MsrResult(OK, data, why + [Reason(f"APIC mode {old_mode} -> {new_mode} accepted",
+                                             F_APIC_SET_BASE)], "msr.apic_base", feat)
+
+
+def _cet(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> MsrResult:
+    caps = ctx.caps
+    label = msr_label(idx)
+    us = idx in (b.MSR["U_CET"], b.MSR["S_CET"])
+    feat = catalog.name_of(b.SHSTK)
+    if ctx.kernel < K618:
+        return _unsup(f"{label}: kernel {ctx.kname} has no CET MSR emulation", F_SET_MSR_COMMON,
+                      "msr.cet.gate", feat, K618)
+    sh, ib = caps.has(b.SHSTK), caps.has(b.IBT)
+    why = caps.why(b.SHSTK) + (caps.why(b.IBT) if us else [])
+    fn = F_SET_MSR if write else F_GET_MSR
+    if us:
+        if not (sh or ib):
+            res = _unsup(f"{label} exists only with the SHSTK or IBT cap (both 0)", fn,
+                         "msr.cet.gate", feat, K618)
+            res.reasons[:0] = why
+            return res
+        if write:
+            bad = []
+            if data & b.CET_RESERVED:
+                bad.append("reserved bits 9:6 set")
+            if not sh and data & b.CET_SHSTK_MASK:
+                bad.append("SH_STK_EN/WR_SHSTK_EN need the SHSTK cap")
+            if not ib and data & b.CET_IBT_MASK:
+                bad.append("IBT bits (5:2, 63:10) need the IBT cap")
+            if (data >> 12) & 3:
+                bad.append("legacy bitmap base (bits 63:12) must be 4-aligned")
+            if data & b.CET_SUPPRESS and data & b.CET_WAIT_ENDBR:
+                bad.append("SUPPRESS and WAIT_ENDBR together")
+            if bad:
+                res = _err(f"{label} = {data:#x}: " + "; ".join(bad), F_VALID_CET,
+                           "msr.cet.value", feat, K618, value=data, shstk=sh, ibt=ib)
+                res.reasons[:0] = why
+                return res
+            return MsrResult(OK, data, why + [Reason(f"{label} = {data:#x} passes "
+                                                     "kvm_is_valid_u_s_cet", F_VALID_CET, K618)],
+                             "msr.cet.value", feat)
+        return MsrResult(OK, current(ctx, msrs, idx), why + [Reason(
+            f"{label} readable (SHSTK {int(sh)}, IBT {int(ib)})", fn, K618)], "msr.cet.gate", feat)
+    # PL0-3_SSP, INT_SSP_TAB
+    if not sh:
+        res = _unsup(f"{label} exists only with the SHSTK cap", fn, "msr.cet.gate", feat, K618)
+        res.reasons[:0] = caps.why(b.SHSTK)
+        return res
+    if idx == b.MSR["INT_SSP_TAB"]:
+        lm, r = caps.gate(b.LM)
+        if not lm:
+            res = _unsup(f"{label} needs LM as well", fn, "msr.cet.gate", feat, K618)
+            res.reasons.insert(0, r)
+            return res
+    if write:
+        w = msr_addr_bits(ctx)
+        if not b.canonical(data, w):
+            return _err(f"{label}: {data:#x} is not canonical ({w}-bit)", F_SET_MSR,
+                        "msr.cet.value", feat, K618, value=data)
+        if idx != b.MSR["INT_SSP_TAB"] and data & 3:
+            return _err(f"{label}: {data:#x} is not 4-byte aligned (only INT_SSP_TAB may be)",
+                        F_SET_MSR, "msr.cet.value", feat, K618, value=data)
+        return MsrResult(OK, data, caps.why(b.SHSTK) + [Reason(
+            f"{label} = {data:#x}: canonical and aligned", F_SET_MSR, K618)], "msr.cet.value", feat)
+    return MsrResult(OK, current(ctx, msrs, idx), caps.why(b.SHSTK) + [Reason(
+        f"{label} readable with the SHSTK cap", fn, K618)], "msr.cet.gate", feat)
+
+
+def _xss(ctx: Ctx, write: bool, data: int, host: bool, msrs: dict) -> MsrResult:
+    caps = ctx.caps
+    label = msr_label(b.MSR["XSS"])
+    feat = catalog.name_of(b.XSAVES)
+    g = caps.guest(b.XSAVES)
+    gr = Reason(f"raw guest CPUID 0xD.1 EAX[3] (XSAVES) = {int(g)} (guest_cpuid_has, not the cap)",
+                "guest_cpuid_has (arch/x86/kvm/cpuid.h)", None, {"guest_xsaves": g})
+    if ctx.kernel < K618:
+        if not host and not g:
+            return MsrResult(ERR, None, [gr, Reason(f"{label}: the guest has no XSAVES -> error",
+                                                    F_SET_MSR_COMMON)], "msr.xss.gate", feat)
+        if write and data:
+            return MsrResult(ERR, None, [gr, Reason(
+                f"{label}: kernel {ctx.kname} checks writes against kvm_caps.supported_xss = 0, so "
+                f"{data:#x} -> error", F_SET_MSR_COMMON)], "msr.xss.value", feat)
+        return MsrResult(OK, data if write else current(ctx, msrs, b.MSR["XSS"]),
+                         [gr, Reason(f"{label}: accessible", F_SET_MSR_COMMON)], "msr.xss.gate",
+                         feat)
+    if write:
+        if not g:
+            return MsrResult(UNSUP, None, [gr, Reason(
+                f"{label}: the guest CPUID has no XSAVES -> KVM_MSR_RET_UNSUPPORTED",
+                F_SET_MSR_COMMON, K618)], "msr.xss.gate", feat)
+        allowed = caps.guest_supported_xss
+        if data & ~allowed:
+            bad = ", ".join(b.XFEATURE_NAMES.get(x, f"bit{x}") for x in b.bit_list(data & ~allowed))
+            return MsrResult(ERR, None, [gr] + caps.xss_reasons + [Reason(
+                f"{label} = {data:#x} sets {bad}, outside guest_supported_xss {allowed:#x} -> error",
+                F_SET_MSR_COMMON, K618, {"value": data})], "msr.xss.value", feat)
+        return MsrResult(OK, data, [gr] + caps.xss_reasons + [Reason(
+            f"{label} = {data:#x} within guest_supported_xss {allowed:#x}", F_SET_MSR_COMMON, K618)],
+            "msr.xss.value", feat)
+    if not host and not g:
+        return MsrResult(ERR, None, [gr, Reason(f"{label}: guest read without XSAVES in guest "
+                                                "CPUID -> error 1", F_GET_MSR_COMMON)],
+                         "msr.xss.gate", feat)
+    return MsrResult(OK, current(ctx, msrs, b.MSR["XSS"]), [gr, Reason(
+        f"{label} readable" + (" (host-initiated reads bypass the CPUID check)" if host else ""),
+        F_GET_MSR_COMMON)], "msr.xss.gate", feat)
+
+
+def _pv(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> MsrResult:
+    label = msr_label(idx)
+    feat_name = PV_MSR_FEATURE[idx]
+    have, why = pv_has(ctx, feat_name)
+    fn = F_SET_MSR_COMMON if write else F_GET_MSR_COMMON
+    if not have:
+        res = _unsup(f"{label}: KVM_FEATURE_{feat_name} missing with PV enforcement on (no host "
+                     "exemption)", fn, "msr.pv.gate")
+        res.reasons[:0] = why
+        return res
+    if not write:
+        v = 0 if idx == b.MSR["KVM_ASYNC_PF_ACK"] else current(ctx, msrs, idx)
+        return MsrResult(OK, v, why + [Reason(f"{label} readable", fn)], "msr.pv.gate")
+
+    def err(text):
+        return MsrResult(ERR, None, why + [Reason(f"{label}: {text} -> error", fn,
+                                                  None, {"value": data})], "msr.pv.value")
+
+    def ok(text, v=data):
+        return MsrResult(OK, v, why + [Reason(f"{label}: {text}", fn)], "msr.pv.value")
+
+    gpa_ok = data & ~0xFFF < GUEST_MEMORY_MIN
+    if idx == b.MSR["KVM_POLL_CONTROL"]:
+        return err("only bit 0 may be set") if data & ~1 else ok("stored")
+    if idx == b.MSR["KVM_ASYNC_PF_INT"]:
+        return err("bits 63:8 are reserved") if data >> 8 else ok("stored")
+    if idx == b.MSR["KVM_ASYNC_PF_ACK"]:
+        return ok("acknowledged", 0)
+    if idx == b.MSR["KVM_ASYNC_PF_EN"]:
+        if data & 0x30:
+            return err("bits 5:4 are reserved")
+        if data & 4 and not pv_has(ctx, "ASYNC_PF_VMEXIT")[0]:
+            return err("DELIVERY_AS_PF_VMEXIT needs KVM_FEATURE_ASYNC_PF_VMEXIT")
+        if data & 8 and not pv_has(ctx, "ASYNC_PF_INT")[0]:
+            return err("DELIVERY_AS_INT needs KVM_FEATURE_ASYNC_PF_INT")
+        if data & 1 and data & 8 and not gpa_ok:
+            return _unmod(f"{label}: enabling needs a backed GPA (unknown beyond 2 MiB)")
+        return ok("stored")
+    if idx == b.MSR["KVM_STEAL_TIME"]:
+        if not ctx.caps.kvm.table_bit(b.B(0x40000001, 0, "eax", b.KVM_FEATURE["STEAL_TIME"])):
+            return err("host has no schedstats (sched_info_on() is false; KVM does not advertise "
+                       "STEAL_TIME)")
+        if data & 0x3E:
+            return err("reserved bits 5:1 (KVM_STEAL_RESERVED_MASK)")
+        return ok("stored")
+    if idx == b.MSR["KVM_PV_EOI_EN"]:
+        if data & 1 and data & 2:
+            return err("address must be 4-byte aligned")
+        if data & 1 and not gpa_ok:
+            return _unmod(f"{label}: enabling needs a backed GPA (unknown beyond 2 MiB)")
+        return ok("stored")
+    return ok("stored (the GPA is written later if backed; failures are ignored)")
+
+
+def finish(ctx: Ctx, index: int, res: MsrResult, write: bool, data: int, host: bool) -> MsrResult:
+    """kvm_do_msr_access(): UNSUPPORTED forgiven for host 0-accesses to advertised MSRs and under
+    ignore_msrs. Returns a result whose status is ok/error/unmodelled."""
+    if res.status != UNSUP:
+        return res
+    if host and (not write or data == 0):
+        adv, src = advertised(ctx, index)
+        if adv:
+            return MsrResult(OK, 0, res.reasons + [Reason(
+                f"host {'read' if not write else 'write of 0'} to an MSR KVM advertises ({src}) is "
+                "allowed even though the vCPU lacks it (reads return 0)", F_MSR_ACCESS)],
+                res.rule, res.feature)
+        if adv is None:
+            return MsrResult(UNMOD, None, res.reasons + [Reason(
+                f"host access of 0 succeeds iff the MSR is in KVM_GET_MSR_INDEX_LIST: {src}",
+                F_MSR_ACCESS)], res.rule, res.feature)
+    if ctx.host.param_on("ignore_msrs"):
+        return MsrResult(OK, 0 if not write else None, res.reasons + [Reason(
+            "kvm.ignore_msrs=Y: the unsupported access is ignored (reads return 0, writes are "
+            "dropped)", F_MSR_ACCESS)], res.rule, res.feature)
+    return MsrResult(ERR, None, res.reasons, res.rule, res.feature)
+
+
+def immutable_check(ctx: Ctx, index: int, data: int, msrs: dict) -> Reason | None:
+    """do_set_msr(): after KVM_RUN an immutable feature MSR refuses a different value."""
+    if index not in IMMUTABLE_FEATURE_MSRS:
+        return None
+    cur = current(ctx, msrs, index)
+    if cur is not None and cur == data:
+        return None
+    return Reason(f"{msr_label(index)} is an immutable feature MSR: once the vCPU has run, a "
+                  "different value is refused (-EINVAL, 0 entries processed); whether this vCPU "
+                  "has run is not a model input", F_DO_SET_MSR)

@@ -1,0 +1,108 @@
+"""Expectations for named payloads (ProbeSpec kind "payload"): a registry of rule functions.
+
+A rule is `fn(ctx: Ctx) -> Expectation` (kvmharness.model.state.Ctx carries host, vcpu, probe,
+effective caps and the guest state after the probe's modifiers). Register more with
+`register_payload_rule(name, fn)`; a later registration of the same name replaces the earlier one.
+
+The built-in CET rules assume the payload enables what it needs itself (CR4.CET, S_CET or U_CET
+SH_STK_EN / WR_SHSTK_EN / ENDBR_EN, a shadow-stack page and token) and reports the fault. They
+say "skip" when the feature is not effective: the payload cannot be set up on that vCPU, and the
+reason tells why (the negative direction is covered by the cr4:23 / CET MSR probes).
+#CP error codes (SDM vol. 1, 18.x): NEAR_RET 1, FAR_RET/IRET 2, ENDBRANCH 3, RSTORSSP 4,
+SETSSBSY 5.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from . import bits as b
+from . import catalog
+from . import patterns as P
+from .expectation import Expectation
+from .reason import F_HW, Reason
+from .state import Ctx
+
+PayloadRule = Callable[[Ctx], Expectation]
+_REGISTRY: dict[str, PayloadRule] = {}
+
+
+def register_payload_rule(name: str, fn: PayloadRule) -> None:
+    if not callable(fn):
+        raise TypeError("payload rule must be callable")
+    _REGISTRY[name] = fn
+
+
+def payload_rule(name: str) -> PayloadRule | None:
+    return _REGISTRY.get(name)
+
+
+def payload_names() -> frozenset[str]:
+    return frozenset(_REGISTRY)
+
+
+def _needs(ctx: Ctx, ref, rule: str, effective: Callable[[], Expectation]) -> Expectation:
+    caps = ctx.caps
+    name = catalog.name_of(ref)
+    why = caps.why(ref)
+    if ctx.backend == "pvm":
+        why = why + [Reason("backend pvm: PVM has no CET virtualization (no SHSTK/IBT caps, "
+                            "supported_xss = 0)")]
+        return Expectation(P.skip(f"KVM does not support {name} here: backend pvm"), why, rule,
+                           name)
+    if not caps.has(ref):
+        short = next((r.text for r in reversed(why) if "KVM" in r.text or "kernel" in r.text),
+                     why[-1].text if why else "")
+        return Expectation(P.skip(f"{name} is not effective for this vCPU: {short}"), why, rule,
+                           name)
+    exp = effective()
+    exp.reasons[:0] = why
+    return exp
+
+
+def _cp(code: int, what: str, rule: str, name: str) -> Expectation:
+    return Expectation(P.exc(P.CP, code), [Reason(f"{what} -> #CP (vector 21) error code {code}",
+                                                  F_HW)], rule, name)
+
+
+def _shstk_near_ret(ctx: Ctx) -> Expectation:
+    return _needs(ctx, b.SHSTK, "payload.cet.shstk", lambda: _cp(
+        b.CP_NEAR_RET, "near RET whose return address differs from the shadow stack's",
+        "payload.cet.shstk", catalog.name_of(b.SHSTK)))
+
+
+def _shstk_far_ret(ctx: Ctx) -> Expectation:
+    return _needs(ctx, b.SHSTK, "payload.cet.shstk", lambda: _cp(
+        b.CP_FAR_RET, "far RET/IRET whose CS:LIP differs from the shadow stack's",
+        "payload.cet.shstk", catalog.name_of(b.SHSTK)))
+
+
+def _ibt_no_endbr(ctx: Ctx) -> Expectation:
+    return _needs(ctx, b.IBT, "payload.cet.ibt", lambda: _cp(
+        b.CP_ENDBRANCH, "indirect JMP/CALL to a target without ENDBR64 (tracker in WAIT_FOR_ENDBRANCH)",
+        "payload.cet.ibt", catalog.name_of(b.IBT)))
+
+
+def _ibt_notrack(ctx: Ctx) -> Expectation:
+    return _needs(ctx, b.IBT, "payload.cet.ibt", lambda: Expectation(
+        P.ok(), [Reason("NOTRACK-prefixed indirect branch with NO_TRACK_EN set does not arm the "
+                        "tracker: no #CP", F_HW)], "payload.cet.ibt", catalog.name_of(b.IBT)))
+
+
+def _wrss(ctx: Ctx) -> Expectation:
+    return _needs(ctx, b.SHSTK, "payload.cet.shstk", lambda: Expectation(
+        P.ok(), [Reason("WRSS with WR_SHSTK_EN set writes the shadow stack", F_HW)],
+        "payload.cet.shstk", catalog.name_of(b.SHSTK)))
+
+
+def _sss_supervisor(ctx: Ctx) -> Expectation:
+    return _needs(ctx, b.SHSTK, "payload.cet.shstk", lambda: Expectation(
+        P.ok(), [Reason("supervisor shadow stack (S_CET.SH_STK_EN, PL0_SSP) runs a matched "
+                        "CALL/RET pair without fault", F_HW)], "payload.cet.shstk",
+        catalog.name_of(b.SHSTK)))
+
+
+for _name, _fn in (("shstk-near-ret", _shstk_near_ret), ("shstk-far-ret", _shstk_far_ret),
+                   ("ibt-no-endbr", _ibt_no_endbr), ("ibt-notrack", _ibt_notrack),
+                   ("wrss", _wrss), ("sss-supervisor", _sss_supervisor)):
+    register_payload_rule(_name, _fn)

@@ -1,0 +1,114 @@
+"""The guest state a probe starts from, and the context every rule receives.
+
+Baseline guest state (the guest machine builds exactly this before each probe):
+
+    64-bit long mode, CPL0, CS.L=1
+    CR0   = 0x80010033   PE MP ET NE WP PG
+    CR3   = page-table root with bits 11:0 = 0 (no PCID, no PWT/PCD)
+    CR4   = 0x620        PAE OSFXSR OSXMMEXCPT
+    EFER  = 0x500        LME LMA (no NXE, no SCE)
+    XCR0  = 0x1          (KVM's reset value)
+    IA32_APIC_BASE = 0xfee00900 (xAPIC enabled, BSP), in-kernel irqchip created
+    RFLAGS = 0x2, identity-mapped 4 KiB pages over the first 2 MiB of guest memory
+    every other MSR at its KVM reset value
+
+ProbeSpec modifiers are then applied by the host, in this order (the model predicts a refused
+step as that step's outcome):
+    1. KVM_SET_SREGS with cr0±/cr4±/efer± applied to the baseline      -> ioctl_error KVM_SET_SREGS
+    2. KVM_SET_XCRS with XCR0 = xcr0=VALUE (if given)                   -> ioctl_error KVM_SET_XCRS
+    3. KVM_SET_MSRS, one entry per msr:INDEX=VALUE, in order            -> rejected KVM_SET_MSRS
+and `cpl3` runs the probe body at CPL3.
+
+Register convention for `insn:` probes: every GPR is 0 except RSP (a valid stack) and RDI, which
+points to a zeroed, writable, 64-byte-aligned 4 KiB scratch buffer (the memory operand of the
+instructions that take one). Guest memory is assumed to be at least 2 MiB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from ..probes.spec import ProbeSpec
+from . import bits as b
+from .caps import EffectiveCaps
+from .profile import HostProfile, VcpuConfig
+from .reason import Reason
+
+BASELINE_CR0 = 0x80010033
+BASELINE_CR4 = 0x620
+BASELINE_EFER = 0x500
+BASELINE_XCR0 = 0x1
+BASELINE_APIC_BASE = 0xFEE00900
+BASELINE_RFLAGS = 0x2
+GUEST_MEMORY_MIN = 2 << 20
+
+
+@dataclass
+class GuestState:
+    cr0: int = BASELINE_CR0
+    cr4: int = BASELINE_CR4
+    efer: int = BASELINE_EFER
+    xcr0: int = BASELINE_XCR0
+    cpl: int = 0
+    msrs: dict = field(default_factory=dict)     # MSR values that differ from / were set after reset
+
+    def cr4_has(self, bit: int) -> bool:
+        return bool(self.cr4 >> bit & 1)
+
+    def cr0_has(self, bit: int) -> bool:
+        return bool(self.cr0 >> bit & 1)
+
+    @property
+    def long_mode(self) -> bool:
+        return bool(self.efer >> b.EFER_LMA & 1)
+
+    @property
+    def paging(self) -> bool:
+        return self.cr0_has(b.CR0_PG)
+
+    @property
+    def apic_base(self) -> int:
+        return self.msrs.get(b.MSR["APIC_BASE"], BASELINE_APIC_BASE)
+
+    def copy(self) -> "GuestState":
+        return replace(self, msrs=dict(self.msrs))
+
+
+def requested_state(probe: ProbeSpec) -> GuestState:
+    """The state the host asks for (validity is checked by the setup rules)."""
+    return GuestState(
+        cr0=(BASELINE_CR0 | probe.cr0_set) & ~probe.cr0_clear & b.U64,
+        cr4=(BASELINE_CR4 | probe.cr4_set) & ~probe.cr4_clear & b.U64,
+        efer=(BASELINE_EFER | probe.efer_set) & ~probe.efer_clear & b.U64,
+        xcr0=BASELINE_XCR0 if probe.xcr0 is None else probe.xcr0,
+        cpl=3 if probe.cpl3 else 0)
+
+
+@dataclass
+class Ctx:
+    host: HostProfile
+    vcpu: VcpuConfig
+    probe: ProbeSpec
+    caps: EffectiveCaps
+    state: GuestState
+    reasons: list = field(default_factory=list)
+
+    @property
+    def backend(self) -> str:
+        return self.host.backend
+
+    @property
+    def kernel(self) -> tuple[int, int]:
+        return tuple(self.host.kernel)
+
+    @property
+    def kname(self) -> str:
+        return f"{self.kernel[0]}.{self.kernel[1]}"
+
+    def note(self, text: str, fn: str | None = None, since=None, **inputs) -> Reason:
+        r = Reason(text, fn, since, inputs)
+        self.reasons.append(r)
+        return r
+
+    def extend(self, reasons) -> None:
+        self.reasons.extend(reasons)
