@@ -1,0 +1,1 @@
+"""Guest payload sources (GNU as), installed as the data package kvmharness.guests."""
