@@ -15,7 +15,7 @@ import functools
 import mmap
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .. import outcome as oc
 from ..kvm import binding as kb
@@ -71,6 +71,30 @@ class GuestCode:
     results: tuple[str, ...]
     dirties: frozenset
     setup: object = None        # callable(machine) run before the probe (payloads), or None
+    _images: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def regs_image(self, cpl3: bool, to_user: int) -> bytes:
+        """kvm_regs bytes to enter this code (through to_user at CPL3), computed once."""
+        image = self._images.get(cpl3)
+        if image is None:
+            regs = dict(self.regs)
+            if cpl3:
+                regs.update(r14=self.entry, r15=L.USER_STACK_TOP, rip=to_user)
+            else:
+                regs["rip"] = self.entry
+            image = self._images[cpl3] = _regs_image(tuple(sorted(regs.items())))
+        return image
+
+
+@functools.lru_cache(maxsize=4096)
+def _regs_image(regs: tuple) -> bytes:
+    """The kvm_regs bytes for a probe's entry state: baseline stack and flags plus its inputs."""
+    r = ks.kvm_regs()
+    r.rsp = L.KERNEL_STACK_TOP
+    r.rflags = L.RFLAGS_BASELINE
+    for name, value in regs:
+        setattr(r, name, value)
+    return bytes(r)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -123,6 +147,7 @@ class Machine:
         self.sync = kvm.check_extension(kc.KvmCap.SYNC_REGS) & ks.KVM_SYNC_X86_REGS
         if self.sync:
             self.run_struct.kvm_valid_regs = ks.KVM_SYNC_X86_REGS
+            self._sync_addr = ctypes.addressof(vcpu.sync_regs)
         self._dirty: set[str] = set()
         self._restore_msrs: dict[int, int] = {}
 
@@ -273,14 +298,9 @@ class Machine:
         if code.setup is not None:
             code.setup(self)
         self.mem[code.base:code.base + len(code.code)] = code.code
-        regs = dict(code.regs)
-        if spec.cpl3:
-            regs.update(r14=code.entry, r15=L.USER_STACK_TOP, rip=self.to_user)
-            dirties = code.dirties | {DIRTY_SREGS}
-        else:
-            regs["rip"] = code.entry
-            dirties = code.dirties
-        result = self._enter(regs, code.results, timeout_ms)
+        # A CPL3 probe leaves CS/SS at CPL3: the sregs must be reset before the next one.
+        dirties = code.dirties | {DIRTY_SREGS} if spec.cpl3 else code.dirties
+        result = self._enter(code.regs_image(spec.cpl3, self.to_user), code.results, timeout_ms)
         if not self.broken:
             try:
                 self._cleanup(dirties, written=result["kind"] == "ok" or bool(spec.msrs))
@@ -288,23 +308,18 @@ class Machine:
                 self.broken = f"restoring state failed: {e}"
         return result
 
-    def _load_regs(self, regs: dict) -> None:
-        r = self.vcpu.sync_regs if self.sync else ks.kvm_regs()
-        ctypes.memset(ctypes.addressof(r), 0, ctypes.sizeof(r))
-        r.rsp = L.KERNEL_STACK_TOP
-        r.rflags = L.RFLAGS_BASELINE
-        for name, value in regs.items():
-            setattr(r, name, value)
+    def _load_regs(self, image: bytes) -> None:
         if self.sync:
+            ctypes.memmove(self._sync_addr, image, len(image))
             self.run_struct.kvm_dirty_regs = ks.KVM_SYNC_X86_REGS
         else:
-            self.vcpu.set_regs(r)
+            self.vcpu.set_regs(ks.kvm_regs.from_buffer_copy(image))
 
     def _regs(self):
         return self.vcpu.sync_regs if self.sync else self.vcpu.get_regs()
 
-    def _enter(self, regs: dict, results: tuple, timeout_ms: float) -> dict:
-        self._load_regs(regs)
+    def _enter(self, regs_image: bytes, results: tuple, timeout_ms: float) -> dict:
+        self._load_regs(regs_image)
         self.runs += 1
         run = self.run_struct
         _install_alarm()
@@ -337,7 +352,7 @@ class Machine:
             io = run.io
             if io.port == PORT_DONE and io.direction == 1:
                 r = self._regs()
-                return oc.ok({name: getattr(r, name) for name in results})
+                return {"kind": "ok", "regs": {name: hex(getattr(r, name)) for name in results}}
             if io.port == PORT_FAULT and io.direction == 1:
                 r = self._regs()
                 vector = r.rax & 0xFF

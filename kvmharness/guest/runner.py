@@ -23,6 +23,7 @@ class Runner:
         self._machines: dict[VcpuConfig, Machine] = {}
         self._refused: dict[VcpuConfig, dict] = {}      # configurations KVM would not build
         self.machines_created = 0
+        self._last: tuple = (None, None)    # (config, machine): consecutive probes skip hashing
 
     def machine(self, config: VcpuConfig) -> Machine:
         m = self._machines.get(config)
@@ -38,24 +39,30 @@ class Runner:
             timeout_ms: float = DEFAULT_TIMEOUT_MS) -> dict:
         """The probe's outcome. If KVM refuses the configuration itself (e.g. KVM_SET_CPUID2
         rejecting a dynamic xfeature without permission), that refusal is the outcome."""
-        refused = self._refused.get(config)
-        if refused is not None:
-            return refused
-        try:
-            machine = self.machine(config)
-        except KvmError as e:
-            refused = self._refused[config] = oc.ioctl_error(e.ioctl, e.errno)
-            return refused
+        last_config, machine = self._last
+        if config is not last_config or machine.broken:
+            refused = self._refused.get(config)
+            if refused is not None:
+                return refused
+            try:
+                machine = self.machine(config)
+            except KvmError as e:
+                refused = self._refused[config] = oc.ioctl_error(e.ioctl, e.errno)
+                return refused
+            self._last = (config, machine)
         return machine.run_probe(spec, code, timeout_ms)
 
     def release(self, config: VcpuConfig) -> None:
         """Close the machine of a configuration that will not be used again."""
         self._refused.pop(config, None)
+        if self._last[0] is config:
+            self._last = (None, None)
         m = self._machines.pop(config, None)
         if m is not None:
             m.close()
 
     def close(self) -> None:
+        self._last = (None, None)
         for m in self._machines.values():
             m.close()
         self._machines.clear()

@@ -6,6 +6,7 @@ dirties, and an optional host-side setup (memory, MSRs) run before it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,6 +30,7 @@ class Payload:
     mods: str = ""                      # default modifiers (state the host sets up), spec syntax
     dirties: frozenset = ALL_DIRTY
 
+    @functools.lru_cache(maxsize=None)
     def code(self, cpl3: bool) -> GuestCode:
         """The payload linked where it runs: a user page at CPL3, a supervisor page at CPL0."""
         base = L.payload_base(cpl3)
