@@ -29,6 +29,37 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
                    help="clear feature F in the guest CPUID")
 
 
+def _add_host_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", metavar="FILE",
+                   help="answer for a recorded host: its supported CPUID (a JSON list) or an object "
+                   "{supported, emulated, backend, kernel, params, ...} instead of this machine")
+    p.add_argument("--backend", choices=("intel", "amd", "pvm", "unknown"),
+                   help="with --host: the KVM backend (default: from the file, else the CPU vendor)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="with --host: a module parameter (e.g. ept=N), repeatable")
+    p.add_argument("--kernel", metavar="X.Y", help="predict for this kernel version")
+
+
+def _host_profile(args):
+    """The model's HostProfile: a recorded host (--host) or this machine's KVM."""
+    from .model.hostfile import load_host_file, parse_kernel
+    kernel = parse_kernel(args.kernel) if args.kernel else None
+    if args.host:
+        params = {}
+        for kv in args.param:
+            name, sep, value = kv.partition("=")
+            if not sep or not name:
+                raise UsageError(f"--param {kv!r}: expected NAME=VALUE")
+            params[name] = value
+        return load_host_file(args.host, backend=args.backend, kernel=kernel, params=params or None)
+    if args.backend or args.param:
+        raise UsageError("--backend and --param describe a recorded host: use them with --host")
+    from .guest.runner import open_kvm
+    from .host import gather_facts
+    with open_kvm() as kvm:
+        return gather_facts(kvm).to_profile(kernel)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="kvmharness", description="KVM x86 effective-capability model, checked "
                  "against the running kernel through /dev/kvm.")
@@ -74,6 +105,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel", metavar="X.Y", help="predict for this kernel version instead of uname's")
     p.add_argument("--show", default="mismatch,error", metavar="VERDICTS",
                    help="verdicts listed in the table (default mismatch,error; 'all' for every result)")
+
+    p = sub.add_parser("explain", help="the model's reasoning for one feature",
+                       description="Why a feature is or is not usable by a guest: supported? "
+                       "emulated? in guest CPUID? KVM class for the kernel -> effective -> every "
+                       "expectation for the feature's probes, each with its reason chain.")
+    p.add_argument("feature", metavar="FEATURE")
+    _add_config_options(p)
+    _add_host_options(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("lint", help="check a VMM's guest CPUID table against this host and kernel",
+                       description="List the features a guest CPUID table (a JSON list of "
+                       "{function, index, flags, eax, ebx, ecx, edx}, the shape `info --json` "
+                       "emits) advertises that the guest could not really use here, and why. "
+                       "Exit 1 when any is flagged.")
+    p.add_argument("table", metavar="CPUID.json")
+    _add_host_options(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("diff", help="what changed between two reports (kernels, hosts, patches)",
                        description="Compare two JSON reports by result id. Exit 1 when NEW has a "
@@ -149,7 +198,7 @@ def cmd_run(args) -> int:
     from .report import (apply_baseline, build_report, dumps_report, exit_code, load_report,
                          progress_line, render_diff, render_table, summary_line, to_junit, to_ktap,
                          write_atomic)
-    from .host import parse_kernel
+    from .model.hostfile import parse_kernel
 
     if not 0 < args.timeout <= 600_000:
         raise UsageError(f"--timeout {args.timeout}: must be between 0 and 600000 ms")
@@ -200,6 +249,28 @@ def cmd_run(args) -> int:
     return exit_code(report)
 
 
+def cmd_explain(args) -> int:
+    from .conformance.config import edit_cpuid
+    from .cpu.features import by_name
+    from .model.explain import explain, render_explain
+    from .model.profile import VcpuConfig
+    by_name(args.feature)                       # unknown names fail before touching KVM
+    host = _host_profile(args)
+    vcpu = VcpuConfig(edit_cpuid(host.supported, tuple(args.set), tuple(args.clear)))
+    d = explain(host, vcpu, args.feature)
+    print(json.dumps(d, indent=2) if args.json else render_explain(d).rstrip("\n"))
+    return EXIT_OK
+
+
+def cmd_lint(args) -> int:
+    from .cpu.cpuid import CpuidTable
+    from .model.lint import flagged, lint, render_lint
+    table = CpuidTable.load(args.table)         # malformed input fails before touching KVM
+    findings = lint(_host_profile(args), table)
+    print(json.dumps(findings, indent=2) if args.json else render_lint(findings).rstrip("\n"))
+    return EXIT_MISMATCH if flagged(findings) else EXIT_OK
+
+
 def cmd_diff(args) -> int:
     from .report import diff_reports, load_report, render_diff
     old, new = load_report(args.old), load_report(args.new)
@@ -208,7 +279,8 @@ def cmd_diff(args) -> int:
     return d.exit_code
 
 
-COMMANDS = {"info": cmd_info, "probe": cmd_probe, "run": cmd_run, "diff": cmd_diff}
+COMMANDS = {"info": cmd_info, "probe": cmd_probe, "run": cmd_run, "explain": cmd_explain,
+            "lint": cmd_lint, "diff": cmd_diff}
 
 
 def reproduce_line(config_args: list[str], probe: str) -> str:

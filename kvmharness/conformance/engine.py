@@ -136,8 +136,8 @@ class Session:
         exp = expect(self.profile, vcpu, spec)
         reasons = [str(r) for r in exp.reasons]
         if exp.pattern.get("kind") == "skip":
-            return self._result(item, exp.pattern, None, "skip", reasons,
-                                skip_reason="; ".join(reasons) or "the model says this cannot run here")
+            why = exp.pattern.get("reason") or "; ".join(reasons) or "the model says this cannot run here"
+            return self._result(item, exp.pattern, oc.skip(why), "skip", reasons, skip_reason=why)
         observed = self.runner.run(vcpu, spec, guest_code(spec), self.timeout_ms)
         if observed.get("kind") == "skip":
             return self._result(item, exp.pattern, observed, "skip", reasons, skip_reason=observed["reason"])
