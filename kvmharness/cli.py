@@ -29,6 +29,14 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
                    help="clear feature F in the guest CPUID")
 
 
+def _mask(text: str) -> int:
+    from .cpu.cpuid import parse_number
+    value = parse_number(text, "mask")
+    if value > 0xFFFFFFFF:
+        raise UsageError(f"mask {text}: must fit in 32 bits")
+    return value
+
+
 def _add_host_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", metavar="FILE",
                    help="answer for a recorded host: its supported CPUID (a JSON list) or an object "
@@ -80,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(p)
     p.add_argument("--enforce-pv-cpuid", action="store_true",
                    help="enable KVM_CAP_ENFORCE_PV_FEATURE_CPUID on the vCPU")
+    p.add_argument("--disable-quirks", type=_mask, default=0, metavar="MASK",
+                   help="KVM_CAP_DISABLE_QUIRKS2 mask (e.g. 0x40: MWAIT_NEVER_UD_FAULTS)")
+    p.add_argument("--user-space-msr", type=_mask, default=0, metavar="MASK",
+                   help="KVM_CAP_X86_USER_SPACE_MSR mask: MSR accesses KVM refuses exit to "
+                   "userspace (1 INVAL, 2 UNKNOWN, 4 FILTER) instead of #GP")
     p.add_argument("--timeout", type=float, default=1000.0, metavar="MS",
                    help="per-probe timeout in milliseconds (default 1000)")
     p.add_argument("--json", action="store_true", help="print a JSON list of results")
@@ -156,7 +169,8 @@ def cmd_probe(args) -> int:
     if not 0 < args.timeout <= 600_000:
         raise UsageError(f"--timeout {args.timeout}: must be between 0 and 600000 ms")
     specs = [parse(p) for p in args.probes]
-    config = GuestConfig("cli", tuple(args.set), tuple(args.clear), args.enforce_pv_cpuid)
+    config = GuestConfig("cli", tuple(args.set), tuple(args.clear), args.enforce_pv_cpuid,
+                         args.disable_quirks, args.user_space_msr)
     with Runner() as runner:
         vcpu = config.vcpu(runner.kvm.supported_cpuid())     # resolves feature names: errors first
         results = []

@@ -115,7 +115,10 @@ def describe(outcome: dict) -> str:
         return s
     if kind == "exit":
         extra = outcome.get("suberror")
-        return f"exit {outcome.get('reason')}" + (f"/{extra}" if extra is not None else "")
+        s = f"exit {outcome.get('reason')}" + (f"/{extra}" if extra is not None else "")
+        if "msr_reason" in outcome:
+            s += f" ({outcome['msr_reason']} {outcome.get('index', '')})".replace(" )", ")")
+        return s
     if kind == "ioctl_error":
         return f"{outcome.get('ioctl')} failed: {outcome.get('error', outcome.get('errno'))}"
     if kind == "timeout":

@@ -32,11 +32,14 @@ class GuestConfig:
     name: str
     set: tuple[str, ...] = ()
     clear: tuple[str, ...] = ()
-    enforce_pv_cpuid: bool = False
+    enforce_pv_cpuid: bool = False      # KVM_CAP_ENFORCE_PV_FEATURE_CPUID on the vCPU
+    quirks_disabled: int = 0            # KVM_CAP_DISABLE_QUIRKS2 mask
+    user_space_msr: int = 0             # KVM_CAP_X86_USER_SPACE_MSR mask (INVAL=1 UNKNOWN=2 FILTER=4)
 
     def vcpu(self, supported: CpuidTable) -> VcpuConfig:
         return VcpuConfig(edit_cpuid(supported, self.set, self.clear),
-                          enforce_pv_cpuid=self.enforce_pv_cpuid)
+                          enforce_pv_cpuid=self.enforce_pv_cpuid,
+                          user_space_msr=self.user_space_msr, quirks_disabled=self.quirks_disabled)
 
     def cli_args(self) -> list[str]:
         args = []
@@ -46,8 +49,18 @@ class GuestConfig:
             args += ["--clear", f]
         if self.enforce_pv_cpuid:
             args.append("--enforce-pv-cpuid")
+        if self.quirks_disabled:
+            args += ["--disable-quirks", hex(self.quirks_disabled)]
+        if self.user_space_msr:
+            args += ["--user-space-msr", hex(self.user_space_msr)]
         return args
 
     def to_json(self) -> dict:
-        return {"name": self.name, "set": list(self.set), "clear": list(self.clear),
-                **({"enforce_pv_cpuid": True} if self.enforce_pv_cpuid else {})}
+        out = {"name": self.name, "set": list(self.set), "clear": list(self.clear)}
+        if self.enforce_pv_cpuid:
+            out["enforce_pv_cpuid"] = True
+        if self.quirks_disabled:
+            out["quirks_disabled"] = hex(self.quirks_disabled)
+        if self.user_space_msr:
+            out["user_space_msr"] = hex(self.user_space_msr)
+        return out

@@ -16,7 +16,8 @@ from ..errors import UsageError
 from ..model.profile import HostProfile, VcpuConfig
 from ..probes.payloads import guest_code, parse
 from .config import GuestConfig, resolve_feature
-from .matrix import EDIT_BITS, PV_FEATURES, ROWS, VARIANTS, Row, features
+from .matrix import (EDIT_BITS, PV_FEATURES, ROWS, USER_SPACE_MSR_INVAL_UNKNOWN, VARIANTS, Row,
+                     features)
 
 @dataclass(frozen=True)
 class Item:
@@ -56,13 +57,17 @@ def configs_for(profile: HostProfile, feature: str) -> list[GuestConfig]:
     refs = _edit_refs(feature)
     primary = "on" if _supported(profile, feature) else "claimed-unsupported"
     out = [GuestConfig(primary, set=refs), GuestConfig("off", clear=refs)]
-    for set2, clear2 in VARIANTS.get(feature, ()):
-        suffix = "".join(f"+{f}-{'on' if _supported(profile, f) else 'claimed'}" for f in set2)
-        suffix += "".join(f"+{f}-off" for f in clear2)
-        out.append(GuestConfig(primary + suffix, set=refs + set2, clear=clear2))
+    for v in VARIANTS.get(feature, ()):
+        suffix = v.suffix
+        if suffix is None:
+            suffix = "".join(f"+{f}-{'on' if _supported(profile, f) else 'claimed'}" for f in v.set)
+            suffix += "".join(f"+{f}-off" for f in v.clear)
+        out.append(GuestConfig(primary + suffix, set=refs + v.set, clear=v.clear,
+                               quirks_disabled=v.quirks_disabled, user_space_msr=v.user_space_msr))
     if feature in PV_FEATURES:
-        out += [GuestConfig(c.name + "+enforce", c.set, c.clear, enforce_pv_cpuid=True)
-                for c in out[:2]]
+        out += [GuestConfig(c.name + "+enforce" + ("+user-space-msr" if usm else ""), c.set, c.clear,
+                            enforce_pv_cpuid=True, user_space_msr=usm)
+                for c in out[:2] for usm in (0, USER_SPACE_MSR_INVAL_UNKNOWN)]
     return out
 
 

@@ -2,15 +2,19 @@
 
 Each configuration's items stay on one worker so its vCPU is created once. A worker that dies
 leaves its unreported items as `error` results; Ctrl-C stops every worker and re-raises, so the
-caller writes nothing partial.
+caller writes nothing partial. SIGTERM stops every worker, then ends the process by SIGTERM as
+usual; workers die with the process that forked them (PR_SET_PDEATHSIG), even if it is SIGKILLed.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import multiprocessing.connection as mp_connection
 import os
-import queue
+import pickle
 import signal
+import threading
+from dataclasses import dataclass
 from typing import Callable
 
 from ..guest.runner import Runner
@@ -74,59 +78,142 @@ def _share(groups: list[list[Item]], jobs: int) -> list[list[list[Item]]]:
     return shares
 
 
-def _worker(share, profile, timeout_ms, results_q) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)        # the parent decides what Ctrl-C means
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this worker when the process that forked it dies, so a killed
+    `kvmharness run` never leaves workers behind (Linux prctl PR_SET_PDEATHSIG)."""
     try:
-        run_groups(share, profile, timeout_ms, results_q.put)
-    finally:
-        results_q.close()
-        results_q.join_thread()
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+_PR_SET_PDEATHSIG = 1
+_WORKER_ERROR = "__worker_error__"
+
+
+def _worker(share, profile, timeout_ms, conn, parent_pid: int) -> None:
+    # The parent decides what Ctrl-C means; SIGTERM (how the parent stops us) kills at once.
+    # Both were blocked across fork (see _start): set the dispositions, then unblock.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    if os.getppid() != parent_pid:                      # the parent died before prctl took hold
+        os._exit(1)
+    try:
+        run_groups(share, profile, timeout_ms, conn.send)
+    except Exception as e:                              # reported by the parent, as one line
+        try:
+            conn.send({_WORKER_ERROR: f"{type(e).__name__}: {e}"})
+        except OSError:
+            pass
+        conn.close()
+        os._exit(1)
+    conn.close()
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived in the parent while workers were running."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+@dataclass
+class _Running:
+    proc: object
+    reader: object
+    pending: dict                                       # item id -> Item not reported yet
+    error: str | None = None                            # what the worker said before dying
 
 
 def _run_parallel(groups, profile, jobs, timeout_ms, emit) -> None:
+    """One pipe per worker (never a shared queue: a worker SIGKILLed while holding a shared
+    queue's write lock would block every other worker forever, and a half-written message
+    would corrupt everyone's stream). A worker's stream ends at EOF when it exits, however it
+    exits; the items it had not reported become `error` results."""
     ctx = mp.get_context("fork")
-    results_q = ctx.Queue()
     shares = _share(groups, jobs)
-    procs = [ctx.Process(target=_worker, args=(share, profile, timeout_ms, results_q), daemon=True)
-             for share in shares]
-    expected = {it.id: it for share in shares for g in share for it in g}
-    owner = {it.id: n for n, share in enumerate(shares) for g in share for it in g}
+    running: list[_Running] = []
+    in_main = threading.current_thread() is threading.main_thread()
+    old_term = signal.getsignal(signal.SIGTERM) if in_main else None
+    catch_term = in_main and old_term not in (signal.SIG_IGN, None)
     try:
-        for p in procs:
-            p.start()
-        while expected:
-            try:
-                r = results_q.get(timeout=0.2)
-            except queue.Empty:
-                dead = {n for n, p in enumerate(procs) if not p.is_alive()}
-                if dead:
-                    _drain(results_q, expected, emit)
-                    for item_id in [i for i in expected if owner[i] in dead]:
-                        emit(_lost(expected.pop(item_id), procs[owner[item_id]].exitcode))
-                continue
-            if expected.pop(r["id"], None) is not None:
-                emit(r)
+        if catch_term:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+        for share in shares:
+            if share:
+                running.append(_start(ctx, share, profile, timeout_ms))
+        live = {w.reader: w for w in running}
+        while live:
+            for reader in mp_connection.wait(list(live)):
+                w = live[reader]
+                try:
+                    msg = reader.recv()
+                except (EOFError, OSError, pickle.UnpicklingError):
+                    del live[reader]            # the worker exited (or its stream broke)
+                    _finish(w, emit)
+                    continue
+                if _WORKER_ERROR in msg:
+                    w.error = msg[_WORKER_ERROR]
+                elif w.pending.pop(msg.get("id"), None) is not None:
+                    emit(msg)
+    except _Terminated:
+        _stop([w.proc for w in running])
+        signal.signal(signal.SIGTERM, old_term)
+        if callable(old_term):                          # chain to the caller's handler
+            old_term(signal.SIGTERM, None)
+        else:                                           # die of SIGTERM, as if never caught
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise SystemExit(128 + signal.SIGTERM) from None
     except BaseException:
-        _stop(procs)
+        _stop([w.proc for w in running])
         raise
-    for p in procs:
-        p.join(timeout=5)
-    _stop(procs)
+    finally:
+        if catch_term and signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, old_term)
+        for w in running:
+            w.reader.close()
+    _stop([w.proc for w in running])
 
 
-def _drain(results_q, expected, emit) -> None:
-    while True:
-        try:
-            r = results_q.get_nowait()
-        except queue.Empty:
-            return
-        if expected.pop(r["id"], None) is not None:
-            emit(r)
+def _start(ctx, share, profile, timeout_ms) -> _Running:
+    reader, writer = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_worker, args=(share, profile, timeout_ms, writer, os.getpid()),
+                       daemon=True)
+    # Block Ctrl-C/SIGTERM across fork so the child never runs the parent's handlers; a signal
+    # that arrives meanwhile is delivered to the parent right after.
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        proc.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        writer.close()              # only the worker holds the write end: its exit is our EOF
+    return _Running(proc, reader, {it.id: it for g in share for it in g})
 
 
-def _lost(item: Item, exitcode) -> dict:
-    why = (f"the worker running this configuration died (signal {-exitcode})"
-           if exitcode is not None and exitcode < 0 else f"the worker exited with {exitcode}")
+def _finish(w: _Running, emit) -> None:
+    w.proc.join(timeout=5)
+    if w.proc.is_alive():           # closed its pipe but hangs on the way out
+        _stop([w.proc])
+    for item in list(w.pending.values()):
+        emit(_lost(item, w.proc.exitcode, w.error))
+    w.pending.clear()
+
+
+def _lost(item: Item, exitcode, error: str | None = None) -> dict:
+    if error:
+        why = f"the worker running this configuration failed: {error}"
+    elif exitcode is not None and exitcode < 0:
+        why = f"the worker running this configuration died (signal {-exitcode})"
+    else:
+        why = f"the worker exited with {exitcode} before reporting this item"
     r = Session._result(item, {"kind": "any"}, {"kind": "error", "message": why}, "error", [why])
     r["duration_us"] = 0.0
     return r

@@ -202,16 +202,38 @@ ROWS: tuple[Row, ...] = (
     R("sha_ni",             "sha256rnds2",                "insn:0f38cbc1"),
 )
 
-# Secondary edits that make a feature's configuration variants: (set, clear). Names are derived
-# from the host's support, e.g. "on+ibt-claimed" or "claimed-unsupported+ibt-off".
-VARIANTS: dict[str, tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]] = {
-    "shstk": ((("ibt",), ()), ((), ("ibt",))),
-    "ibt": ((("shstk",), ()), ((), ("shstk",))),
-    "xsave": ((("0xd.0.eax.2",), ()),),
-    "xcr0.ymm": (((), ("xsave",)),),
-    "xsaves": (((), ("xsave",)),),
-    "rdtscp": ((("rdpid",), ()),),
-    "rdpid": (((), ("rdtscp",)),),
+@dataclass(frozen=True)
+class Variant:
+    """Secondary edits that make one more configuration of a feature. Without a `suffix` the name
+    is derived from the host's support, e.g. "on+ibt-claimed" or "claimed-unsupported+ibt-off"."""
+
+    set: tuple[str, ...] = ()
+    clear: tuple[str, ...] = ()
+    quirks_disabled: int = 0
+    user_space_msr: int = 0
+    suffix: str | None = None
+
+
+QUIRK_MWAIT_NEVER_UD_FAULTS = 1 << 6
+QUIRK_MISC_ENABLE_NO_MWAIT = 1 << 4
+USER_SPACE_MSR_INVAL_UNKNOWN = 0x3
+XSS_CET = ("0xd.1.ecx.11", "0xd.1.ecx.12")
+
+VARIANTS: dict[str, tuple[Variant, ...]] = {
+    "shstk": (Variant(set=("ibt",)), Variant(clear=("ibt",)),
+              Variant(set=XSS_CET, suffix="+xss-cet-set"), Variant(clear=XSS_CET, suffix="+xss-cet-clear"),
+              Variant(user_space_msr=USER_SPACE_MSR_INVAL_UNKNOWN, suffix="+user-space-msr")),
+    "ibt": (Variant(set=("shstk",)), Variant(clear=("shstk",))),
+    "xsave": (Variant(set=("0xd.0.eax.2",), suffix="+ymm-set"),),
+    "xcr0.ymm": (Variant(clear=("xsave",)),),
+    "xsaves": (Variant(clear=("xsave",)),),
+    "rdtscp": (Variant(set=("rdpid",)), Variant(user_space_msr=USER_SPACE_MSR_INVAL_UNKNOWN,
+                                                   suffix="+user-space-msr")),
+    "rdpid": (Variant(clear=("rdtscp",)),),
+    "monitor": (Variant(quirks_disabled=QUIRK_MWAIT_NEVER_UD_FAULTS, suffix="+quirk-mwait-ud-off"),
+                Variant(quirks_disabled=QUIRK_MWAIT_NEVER_UD_FAULTS | QUIRK_MISC_ENABLE_NO_MWAIT,
+                        suffix="+quirks-mwait-off")),
+    "arch_capabilities": (Variant(user_space_msr=USER_SPACE_MSR_INVAL_UNKNOWN, suffix="+user-space-msr"),),
 }
 
 # Features whose probes also run with KVM_CAP_ENFORCE_PV_FEATURE_CPUID enabled.

@@ -344,7 +344,32 @@ class Machine:
         except kb.KvmError as e:
             self.broken = f"KVM_RUN failed: {e}"
             return oc.ioctl_error("KVM_RUN", e.errno)
+        if run.exit_reason in (kc.KVM_EXIT_X86_RDMSR, kc.KVM_EXIT_X86_WRMSR):
+            return self._user_space_msr_exit(run, timeout_ms)
         return self._decode_exit(run, results)
+
+    def _user_space_msr_exit(self, run, timeout_ms: float) -> dict:
+        """KVM_CAP_X86_USER_SPACE_MSR handed an MSR access to userspace: that is the observation.
+        Complete it with error=1 (KVM injects #GP, which the guest reports) so the vCPU stays
+        usable."""
+        msr = run.msr
+        reason = {kc.KVM_MSR_EXIT_REASON_INVAL: "INVAL", kc.KVM_MSR_EXIT_REASON_UNKNOWN: "UNKNOWN",
+                  kc.KVM_MSR_EXIT_REASON_FILTER: "FILTER"}.get(msr.reason, str(msr.reason))
+        out = oc.vm_exit(kc.EXIT_REASON_NAMES[run.exit_reason], msr_reason=reason,
+                         index=oc.hexs(msr.index))
+        if run.exit_reason == kc.KVM_EXIT_X86_WRMSR:
+            out["data"] = oc.hexs(msr.data)
+        msr.error = 1
+        signal.setitimer(signal.ITIMER_REAL, timeout_ms / 1000.0)
+        try:
+            self.vcpu.run()
+        except (ProbeTimeout, kb.KvmError):
+            self.broken = "completing a user-space MSR exit failed"
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        if not self.broken and not (run.exit_reason == kc.KVM_EXIT_IO and run.io.port == PORT_FAULT):
+            self.broken = "the guest did not take the #GP after a user-space MSR exit"
+        return out
 
     def _decode_exit(self, run, results: tuple) -> dict:
         reason = run.exit_reason
