@@ -61,6 +61,7 @@ def _pvm_table() -> CpuidTable:
 
 
 def pvm_profile(**overrides) -> HostProfile:
+    recorded = (PROFILES / f"{PVM}.json").exists()
     fields = dict(
         supported=_pvm_table(),
         emulated=CpuidTable([CpuidEntry(0, 0, 0, 7), CpuidEntry(1, 0, 0, 0, 0, 0x00400000),
@@ -75,7 +76,7 @@ def pvm_profile(**overrides) -> HostProfile:
             0x10A, 0x345, 0x1A0, 0x17A, 0x17B, 0x34, 0xCE, 0x140, 0xC001011F, 0x1FC, 0x8B,
             0xC0010015, 0x4B564D05}),
         feature_msrs={0x8B: 0x1000065, 0x10A: 0x400000000C000069, 0x345: 0, 0xCE: 0x80000000},
-        supported_xcr0=0xE7)
+        supported_xcr0=None if recorded else 0xE7)
     fields.update(overrides)
     return HostProfile(**fields)
 

@@ -169,9 +169,6 @@ class KvmCaps:
         if self.kernel < K618:
             return 0, [Reason(f"kernel {self.kernel[0]}.{self.kernel[1]}: KVM_SUPPORTED_XSS is 0, "
                               "so kvm_caps.supported_xss = 0", F_VENDOR_INIT, K618)]
-        if self.host.backend == "pvm":
-            # upstream pvm_set_cpu_caps() sets supported_xss = 0; the table shows the same
-            pass
         if not self.has(b.XSAVES):
             return 0, [Reason("kvm_caps.supported_xss = 0: KVM does not support XSAVES here",
                               F_VENDOR_INIT, K618)]
@@ -345,7 +342,7 @@ class EffectiveCaps:
                     {"host_xsaves": host_xsaves, "cap_xsave": x})]
                 return v, why
 
-        if self.kernel < K614 and r not in GOVERNED:
+        if self.kernel < K614 and r not in GOVERNED and sup:
             why.append(Reason(f"kernel {kname}: no cpu_caps array yet; shown as KVM support && "
                               "guest CPUID (individual gates may test guest CPUID alone, see "
                               "gate())", "guest_cpuid_has (arch/x86/kvm/cpuid.h)"))

@@ -10,12 +10,14 @@ outcome.
 
 Rule ids (Expectation.rule):
   setup.sregs / setup.xcrs / setup.msrs          host-side setup refused
-  cpuid.entry / cpuid.out_of_range / cpuid.missing / cpuid.fault
+  cpuid.entry / cpuid.out_of_range / cpuid.missing / cpuid.fault / cpuid.get_cpuid2
   cr4.cpl / cr4.reserved / cr4.feature / cr4.la57_toggle / cr4.pcide / cr4.cet_wp /
   cr4.pae_long_mode / cr4.ok
   sregs.cr4.reserved / sregs.cr4.feature / sregs.cr4.ok
   msr.cpl and the msr.* ids of msrs.py (msr.cet.gate, msr.cet.value, msr.xss.gate, msr.xss.value,
-  msr.tsc_aux.gate, msr.tsc_aux.value, msr.arch_capabilities.read/.write, msr.pv.gate, ...)
+  msr.tsc_aux.gate, msr.tsc_aux.value, msr.arch_capabilities.read/.write, msr.pv.gate,
+  msr.pv.value, msr.efer, msr.apic_base, msr.x2apic, msr.unknown, msr.unmodelled, ...);
+  host-rdmsr/host-wrmsr use the same ids prefixed "host." (host.msr.cet.gate, ...)
   xgetbv.osxsave / xgetbv.value / xgetbv.index
   xsetbv.osxsave / xsetbv.cpl / xcr0.rules / xcr0.supported / xcr0.ok
   host.xcr0.* (same checks, KVM_SET_XCRS)
@@ -37,9 +39,9 @@ from .cr import check_sregs, check_set_cr4, cr4_bit_allowed, cr4_name, feature_f
 from .expectation import Expectation
 from .payloads import payload_rule
 from .profile import HostProfile, VcpuConfig
-from .reason import (F_HW, dedup, F_KVM_CPUID, F_OUT_OF_RANGE, F_SET_XCR, F_SET_XCRS, F_UPDATE_RUNTIME,
-                     F_XSETBV, F_XSTATE_SIZE, Reason)
-from .state import Ctx, GuestState, requested_state
+from .reason import (F_HW, F_KVM_CPUID, F_OUT_OF_RANGE, F_SET_XCR, F_SET_XCRS,
+                     F_UPDATE_RUNTIME, F_XSETBV, F_XSTATE_SIZE, Reason, dedup)
+from .state import BASELINE_CR0, BASELINE_CR4, BASELINE_EFER, Ctx, requested_state
 
 __all__ = ["expect", "Expectation", "Reason"]
 
@@ -53,10 +55,15 @@ def expect(host: HostProfile, vcpu: VcpuConfig, probe: ProbeSpec,
     caps = caps or effective_caps(host, vcpu)
     ctx = Ctx(host, vcpu, probe, caps, requested_state(probe))
     ctx.note(f"upstream KVM {ctx.kname}, backend {host.backend}, TDP {caps.tdp.kind}")
+    kind = probe.kind
+    if kind == "payload":
+        # a payload the vCPU cannot support is skipped before any setup is attempted
+        first = _payload(Ctx(host, vcpu, probe, caps, requested_state(probe), list(ctx.reasons)))
+        if first.pattern.get("kind") in ("skip", "any"):
+            return first
     setup = _setup(ctx)
     if setup is not None:
         return setup
-    kind = probe.kind
     handler = _HANDLERS.get(kind)
     if handler is None:
         return Expectation(P.any_(), ctx.reasons + [Reason(f"no model rule for probe kind {kind}")],
@@ -70,45 +77,42 @@ def _exp(ctx: Ctx, pattern: dict, rule: str, *reasons: Reason, feature=None, fac
     return Expectation(pattern, dedup([*ctx.reasons, *reasons]), rule, feature, facts or {})
 
 
-
 # -- setup ----------------------------------------------------------------------------------------
 def _setup(ctx: Ctx) -> Expectation | None:
+    """The host-side steps before the probe body (state.py): a refused step is the outcome."""
     st, probe = ctx.state, ctx.probe
-    if probe.kind != "sregs-cr4":
-        ok, why, facts = check_sregs(ctx, st.cr0, st.cr4, st.efer)
-        if not ok:
-            feat = feature_for_cr4(facts["cr4_bits"][0]) if facts.get("cr4_bits") else None
-            return _exp(ctx, P.ioctl_error("KVM_SET_SREGS"), "setup.sregs", *why, Reason(
-                "the host-side KVM_SET_SREGS that establishes the probe state is refused, so the "
-                "probe body never runs"), feature=feat, facts=facts)
+    ok, why, facts = check_sregs(ctx, st.cr0, st.cr4, st.efer)
+    if not ok:
+        feat = feature_for_cr4(facts["cr4_bits"][0]) if facts.get("cr4_bits") else None
+        return _exp(ctx, P.ioctl_error("KVM_SET_SREGS"), "setup.sregs", *why, Reason(
+            "the host-side KVM_SET_SREGS that establishes the probe state is refused, so the "
+            "probe body never runs"), feature=feat, facts=facts)
     if probe.xcr0 is not None:
         ok, why, rule = _xcr_check(ctx, 0, probe.xcr0)
         if not ok:
             return _exp(ctx, P.ioctl_error("KVM_SET_XCRS"), "setup.xcrs", *why, Reason(
-                "KVM_SET_XCRS fails with EINVAL (kvm_vcpu_ioctl_x86_set_xcrs)", F_SET_XCRS))
-    alternatives = []
+                "KVM_SET_XCRS fails with EINVAL", F_SET_XCRS))
+    maybe_refused = []
     for index, value in probe.msrs:
+        imm = msrs.immutable_check(ctx, index, value, st.msrs)
         res = msrs.finish(ctx, index, msrs.access(ctx, index, True, value, True, st.msrs),
                           True, value, True)
+        label = f"{msrs.msr_label(index)}={value:#x}"
         if res.status == msrs.ERR:
             return _exp(ctx, P.rejected("KVM_SET_MSRS"), "setup.msrs", *res.reasons, Reason(
-                f"the setup KVM_SET_MSRS of {msrs.msr_label(index)}={value:#x} processes 0 entries"),
-                feature=res.feature)
+                f"the setup KVM_SET_MSRS of {label} processes 0 entries"), feature=res.feature)
         if res.status == msrs.UNMOD:
             return _exp(ctx, P.any_(), "setup.msrs", *res.reasons, Reason(
-                f"the outcome of the setup write {msrs.msr_label(index)}={value:#x} is not modelled"))
-        imm = msrs.immutable_check(ctx, index, value, st.msrs)
+                f"the outcome of the setup write {label} is not modelled"))
         if imm is not None:
-            alternatives.append(imm)
+            maybe_refused.append(imm)
         if index == b.MSR["EFER"] and res.value is not None:
             st.efer = res.value
-    if alternatives:
-        ctx.extend(alternatives)
-        ctx.probe = probe
-        inner = _HANDLERS[probe.kind](ctx) if probe.kind in _HANDLERS else None
-        pat = P.any_of(inner.pattern, P.rejected("KVM_SET_MSRS")) if inner else P.any_()
-        return Expectation(pat, inner.reasons if inner else list(ctx.reasons),
-                           inner.rule if inner else "setup.msrs", inner.feature if inner else None)
+    if maybe_refused and probe.kind in _HANDLERS:
+        ctx.extend(maybe_refused)
+        inner = _HANDLERS[probe.kind](ctx)
+        inner.pattern = P.any_of(inner.pattern, P.rejected("KVM_SET_MSRS"))
+        return inner
     return None
 
 
@@ -251,6 +255,27 @@ def _cpuid_regs(ctx: Ctx, leaf: int, sub: int) -> tuple[dict, str, list[Reason]]
     return regs, rule, notes
 
 
+def _get_cpuid2(ctx: Ctx) -> Expectation:
+    """Host KVM_GET_CPUID2, then the entry (leaf, subleaf): what KVM_SET_CPUID2 stored, with the
+    dynamic bits brought up to date (6.15+: applied lazily before KVM_GET_CPUID2)."""
+    leaf, sub = ctx.probe.args
+    e = ctx.vcpu.cpuid.entry(leaf, sub)
+    if e is None:
+        return _exp(ctx, P.rejected("KVM_GET_CPUID2"), "cpuid.get_cpuid2", Reason(
+            f"the vCPU has no CPUID entry for {leaf:#x}.{sub}",
+            "kvm_vcpu_ioctl_get_cpuid2 (arch/x86/kvm/cpuid.c)"))
+    notes: list[Reason] = [Reason("KVM_GET_CPUID2 returns the stored entries; runtime bits are "
+                                  "refreshed first", "kvm_vcpu_ioctl_get_cpuid2 (arch/x86/kvm/"
+                                  "cpuid.c)")]
+    e = _runtime_entry(ctx, e, notes)
+    regs = {"rax": e.eax, "rbx": e.ebx, "rcx": e.ecx, "rdx": e.edx}
+    if e.function == 0xD and e.index in (0, 1):
+        del regs["rbx"]
+        notes.append(Reason("0xD EBX (XSAVE size) is not compared for KVM_GET_CPUID2",
+                            F_XSTATE_SIZE))
+    return _exp(ctx, P.ok(regs), "cpuid.get_cpuid2", *notes)
+
+
 def _cpuid(ctx: Ctx) -> Expectation:
     leaf, sub = ctx.probe.args
     st = ctx.state
@@ -284,13 +309,11 @@ def _cr4(ctx: Ctx) -> Expectation:
 
 
 def _sregs_cr4(ctx: Ctx) -> Expectation:
+    """KVM_SET_SREGS of the baseline state with BIT added to CR4 (modifiers were applied, and
+    had to be accepted, by the setup step before)."""
     bit = ctx.probe.args[0]
-    st = ctx.state
     feat = feature_for_cr4(bit)
-    base_ok, base_why, _ = check_sregs(ctx, st.cr0, st.cr4, st.efer)
-    if not base_ok:
-        return _exp(ctx, P.ioctl_error("KVM_SET_SREGS"), "setup.sregs", *base_why, feature=feat)
-    ok, why, facts = check_sregs(ctx, st.cr0, st.cr4 | (1 << bit), st.efer)
+    ok, why, facts = check_sregs(ctx, BASELINE_CR0, BASELINE_CR4 | (1 << bit), BASELINE_EFER)
     if ok:
         return _exp(ctx, P.ok(), "sregs.cr4.ok", *why, feature=feat)
     rule = "sregs.cr4.feature" if cr4_bit_allowed(ctx, bit) else "sregs.cr4.reserved"
@@ -493,5 +516,5 @@ _HANDLERS = {
     "cpuid": _cpuid, "cr4": _cr4, "sregs-cr4": _sregs_cr4, "rdmsr": _rdmsr, "wrmsr": _wrmsr,
     "host-rdmsr": lambda c: _host_msr(c, False), "host-wrmsr": lambda c: _host_msr(c, True),
     "xgetbv": _xgetbv, "xsetbv": _xsetbv, "host-xcr0": _host_xcr0, "insn": _insn,
-    "payload": _payload,
+    "payload": _payload, "get-cpuid2": _get_cpuid2,
 }

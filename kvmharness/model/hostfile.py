@@ -7,8 +7,9 @@ FILE is either a JSON list of CPUID entries (KVM_GET_SUPPORTED_CPUID only) or an
      "quirks_disabled": 0, "msr_index_list": ["0x10", ...], "feature_msrs": {"0x10a": "0x..."},
      "host_vendor": "intel|amd", "name": "..."}
 
-Values given on the command line (backend, kernel, params) override the file's. Every way the
-file can be wrong is one UsageError line.
+Values given on the command line (backend, kernel, params) override the file's. Without a
+backend anywhere, the table's CPU vendor picks kvm_intel or kvm_amd. Every way the file can be
+wrong is one UsageError line.
 """
 
 from __future__ import annotations
@@ -131,5 +132,7 @@ def load_host_file(path, backend: str | None = None, kernel=None,
         raise UsageError(f"{where}: backend {fields['backend']!r} is not one of "
                          f"{', '.join(BACKENDS)}")
     fields.setdefault("host_vendor", _vendor_of(supported))
-    fields.setdefault("name", Path(where).name)
+    if "backend" not in fields and fields["host_vendor"] in ("intel", "amd"):
+        fields["backend"] = fields["host_vendor"]      # kvm_intel / kvm_amd by the CPU vendor
+    fields.setdefault("name", Path(where).stem)
     return HostProfile(supported=supported, **fields)

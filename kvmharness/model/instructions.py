@@ -30,8 +30,8 @@ from . import bits as b
 from . import catalog
 from . import patterns as P
 from .expectation import Expectation
-from .reason import (dedup, F_HANDLE_UD, F_HW, F_HYPERCALL, F_MONITOR_MWAIT, F_SVM_INIT_VMCB,
-                     F_VMX_SEC_EXEC, Reason)
+from .reason import (F_HANDLE_UD, F_HW, F_HYPERCALL, F_MONITOR_MWAIT, F_SVM_INIT_VMCB,
+                     F_VMX_SEC_EXEC, Reason, dedup)
 from .state import Ctx
 
 

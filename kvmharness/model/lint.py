@@ -2,8 +2,10 @@
 
 Policy (each finding has "flagged"; the CLI exits 1 when any finding is flagged, see flagged()):
   * catalogued feature bit set, effective for a vCPU with this table          -> no finding
-  * catalogued feature bit set, not effective (KVM lacks it, or does not
-    track it in this kernel)                                                   -> FLAGGED
+  * catalogued feature bit set, not effective because KVM lacks it (or, for
+    SHSTK/IBT, the kernel predates CET virtualization)                         -> FLAGGED
+  * catalogued feature KVM does not track in this kernel (class untracked)     -> "untracked", not
+    flagged: KVM has no control over it (older kernels may honour the raw guest bit directly)
   * runtime bits (OSXSAVE, OSPKE) set                                          -> "runtime", not
     flagged: KVM overwrites them from CR4
   * userspace-owned leaves (topology 0x2/0x4/0xB/0x1F/0x8000001D/0x8000001E,
@@ -128,17 +130,27 @@ def lint(host: HostProfile, table: CpuidTable) -> list[dict]:
                     continue
                 if caps.has(ref):
                     continue
-                klass = caps.klass(ref)
                 why = caps.why(ref)
-                status = "untracked" if klass == "untracked" else "not-effective"
-                short = why[-1].text if why else ""
-                for r in why:
-                    if not r.text.startswith("guest CPUID"):
-                        short = r.text
-                        break
-                out.append(_finding(f, s, reg, bit, name, status, True,
-                                    f"{name} ({ref}): advertised but not usable: {short}", why))
+                if not caps.enforceable(ref) and ref not in (b.SHSTK, b.IBT):
+                    out.append(_finding(
+                        f, s, reg, bit, name, "untracked", False,
+                        f"{name} ({ref}): KVM {host.kernel[0]}.{host.kernel[1]} has no capability "
+                        "bit for it: not enforceable, usable only as far as hardware or KVM's "
+                        "direct guest-CPUID checks allow", why))
+                    continue
+                out.append(_finding(f, s, reg, bit, name, "not-effective", True,
+                                    f"{name} ({ref}): advertised but not usable: {short_why(why)}",
+                                    why))
     return out
+
+
+def short_why(reasons) -> str:
+    """The reason that decides a negative answer: the last one that is not bookkeeping."""
+    skip = ("cap = ", "guest CPUID", "KVM_GET_SUPPORTED_CPUID reports")
+    for r in reversed(reasons):
+        if not r.text.startswith(skip) and "no cpu_caps array yet" not in r.text:
+            return r.text
+    return reasons[-1].text if reasons else ""
 
 
 def _lint_xfeatures(supported: int, val: int, reg: str, sub: int, what: str, effect: str):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno as _errno
+
 from ..outcome import ANY, ERROR_CODE_VECTORS, hexs
 
 GP, UD, BP, DE, CP = 13, 6, 3, 0, 21
@@ -35,7 +37,8 @@ def ud() -> dict:
 
 
 def ioctl_error(ioctl: str, errno: int = 22) -> dict:
-    return {"kind": "ioctl_error", "ioctl": ioctl, "errno": errno}
+    return {"kind": "ioctl_error", "ioctl": ioctl, "errno": errno,
+            "error": _errno.errorcode.get(errno, str(errno))}
 
 
 def rejected(ioctl: str) -> dict:

@@ -102,7 +102,48 @@ def _sss_supervisor(ctx: Ctx) -> Expectation:
         catalog.name_of(b.SHSTK)))
 
 
+def _shstk_rstorssp(ctx: Ctx) -> Expectation:
+    return _needs(ctx, b.SHSTK, "payload.cet.shstk", lambda: Expectation(
+        P.ok(), [Reason("RSTORSSP with a valid restore token switches SSP", F_HW)],
+        "payload.cet.shstk", catalog.name_of(b.SHSTK)))
+
+
+def _shstk_rstorssp_bad(ctx: Ctx) -> Expectation:
+    return _needs(ctx, b.SHSTK, "payload.cet.shstk", lambda: _cp(
+        b.CP_RSTORSSP, "RSTORSSP without a valid restore token", "payload.cet.shstk",
+        catalog.name_of(b.SHSTK)))
+
+
+def _shstk_write_fault(ctx: Ctx) -> Expectation:
+    return _needs(ctx, b.SHSTK, "payload.cet.shstk", lambda: Expectation(
+        P.exc(14, 0x7), [Reason("an ordinary store to a shadow-stack page (R/W=0, Dirty=1) is a "
+                                "write-protection #PF: error code P|W|U = 0x7", F_HW)],
+        "payload.cet.shstk", catalog.name_of(b.SHSTK)))
+
+
+def _ibt_endbr(ctx: Ctx) -> Expectation:
+    return _needs(ctx, b.IBT, "payload.cet.ibt", lambda: Expectation(
+        P.ok(), [Reason("indirect JMP to an ENDBR64 target satisfies the tracker", F_HW)],
+        "payload.cet.ibt", catalog.name_of(b.IBT)))
+
+
+def _triple_fault(ctx: Ctx) -> Expectation:
+    return Expectation(P.exit_("SHUTDOWN"), [Reason(
+        "UD2 with an IDT limit of 0: #UD -> #GP -> #DF cannot be delivered -> triple fault; KVM "
+        "reports KVM_EXIT_SHUTDOWN", "kvm_vcpu_ioctl_x86 triple-fault handling (arch/x86/kvm/x86.c)")],
+        "payload.triple_fault")
+
+
+def _fixup_selftest(ctx: Ctx) -> Expectation:
+    return Expectation(P.ok({"rax": 1, "rbx": 0x106}), [Reason(
+        "the payload's own fixup catches its UD2 and reports vector 6 (rbx = 0x100 | 6)", F_HW)],
+        "payload.fixup_selftest")
+
+
 for _name, _fn in (("shstk-near-ret", _shstk_near_ret), ("shstk-far-ret", _shstk_far_ret),
                    ("ibt-no-endbr", _ibt_no_endbr), ("ibt-notrack", _ibt_notrack),
-                   ("wrss", _wrss), ("sss-supervisor", _sss_supervisor)):
+                   ("wrss", _wrss), ("sss-supervisor", _sss_supervisor),
+                   ("shstk-rstorssp", _shstk_rstorssp), ("shstk-rstorssp-bad", _shstk_rstorssp_bad),
+                   ("shstk-write-fault", _shstk_write_fault), ("ibt-endbr", _ibt_endbr),
+                   ("triple-fault", _triple_fault), ("fixup-selftest", _fixup_selftest)):
     register_payload_rule(_name, _fn)
