@@ -94,6 +94,15 @@ def test_work_is_shared_by_whole_configurations():
     assert max(sizes) - min(sizes) <= max(len(g) for g in groups)
 
 
+def test_every_insn_row_is_an_instruction_the_model_knows():
+    # A probe the model has no rule for would be expected to do "anything": a test that cannot fail.
+    from kvmharness.model.instructions import lookup
+    for row in matrix.ROWS:
+        spec = parse(row.probe)
+        if spec.kind == "insn":
+            assert lookup(spec.args[0]) is not None, row
+
+
 def test_payload_rows_have_registered_payloads():
     names = {r.probe for r in matrix.ROWS if ":" not in r.probe.split("@")[0]}
     assert names <= set(PAYLOADS)

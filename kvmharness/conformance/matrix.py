@@ -17,19 +17,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..guest import layout as L
+from ..model.instructions import hex_of
 
 
-def _le32(x: int) -> str:
-    return x.to_bytes(4, "little").hex()
+def I(name: str) -> str:
+    """An insn: probe of an instruction from the model's table (kvmharness/model/instructions.py):
+    the bytes live there once, with their operand conventions (RDI -> zeroed scratch page)."""
+    return "insn:" + hex_of(name)
 
 
-DATA = _le32(L.DATA)
-MOV_EAX_2 = "b802000000"
-MOV_EAX_DATA = "b8" + DATA
-ZERO_ECX_EDX = "31c931d2"
-ZERO_EAX_EDX = "31c031d2"
-CR0_CLEAR_WP = "0f20c0" + "4825fffffeff" + "0f22c0"        # mov rax,cr0; and rax,~WP; mov cr0,rax
 
 # Features whose configuration edits are not their own CPUID bit (XCR0 components live in
 # CPUID 0xD.0 EAX, PV features in the KVM leaf): feature -> the bits --set/--clear act on.
@@ -59,15 +55,17 @@ ROWS: tuple[Row, ...] = (
     # -- CR4 bits gated by guest_cpu_cap (__cr4_reserved_bits), guest MOV and KVM_SET_SREGS ----
     R("umip",               "cr4.umip",                   "cr4:11"),
     R("umip",               "sregs.cr4.umip",             "sregs-cr4:11"),
-    R("umip",               "sgdt.cpl3.umip",             f"insn:0f010425{DATA}@cpl3,cr4+11"),
+    R("umip",               "sgdt.cpl3",                  I("sgdt") + "@cpl3"),
+    R("umip",               "sgdt.cpl3.umip",             I("sgdt") + "@cpl3,cr4+11"),
     R("la57",               "sregs.cr4.la57",             "sregs-cr4:12"),
     R("la57",               "cr4.la57.long-mode",         "cr4:12"),
     R("vmx",                "cr4.vmxe",                   "cr4:13"),
     R("vmx",                "sregs.cr4.vmxe",             "sregs-cr4:13"),
     R("fsgsbase",           "cr4.fsgsbase",               "cr4:16"),
     R("fsgsbase",           "sregs.cr4.fsgsbase",         "sregs-cr4:16"),
-    R("fsgsbase",           "rdfsbase.cr4-off",           "insn:f3480faec0"),
-    R("fsgsbase",           "rdfsbase.cr4-on",            "insn:f3480faec0@cr4+16"),
+    R("fsgsbase",           "rdfsbase.cr4-off",           I("rdfsbase")),
+    R("fsgsbase",           "rdfsbase.cr4-on",            I("rdfsbase") + "@cr4+16"),
+    R("fsgsbase",           "wrgsbase.cr4-on",            I("wrgsbase") + "@cr4+16"),
     R("pcid",               "cr4.pcide",                  "cr4:17"),
     R("pcid",               "sregs.cr4.pcide",            "sregs-cr4:17"),
     R("xsave",              "cr4.osxsave",                "cr4:18"),
@@ -86,8 +84,8 @@ ROWS: tuple[Row, ...] = (
     R("smap",               "sregs.cr4.smap",             "sregs-cr4:21"),
     R("pku",                "cr4.pke",                    "cr4:22"),
     R("pku",                "sregs.cr4.pke",              "sregs-cr4:22"),
-    R("pku",                "rdpkru.cr4-off",             "insn:31c90f01ee"),
-    R("pku",                "rdpkru.cr4-on",              "insn:31c90f01ee@cr4+22"),
+    R("pku",                "rdpkru.cr4-off",             I("rdpkru")),
+    R("pku",                "rdpkru.cr4-on",              I("rdpkru") + "@cr4+22"),
     R("ospke",              "cpuid.7.after-cr4",          "cpuid:7:0@cr4+22"),
     R("lam",                "cr4.lam_sup",                "cr4:28"),
     R("lam",                "sregs.cr4.lam_sup",          "sregs-cr4:28"),
@@ -96,7 +94,7 @@ ROWS: tuple[Row, ...] = (
         R(feat,             "cr4.cet",                    "cr4:23"),
         R(feat,             "sregs.cr4.cet",              "sregs-cr4:23"),
         R(feat,             "cr4.cet.wp-clear",           "cr4:23@cr0-16"),
-        R(feat,             "cr0.wp-clear.cet-set",       f"insn:{CR0_CLEAR_WP}@cr4+23"),
+        R(feat,             "cr0.wp-clear.cet-set",       I("clear-cr0-wp") + "@cr4+23"),
         R(feat,             "rdmsr.u_cet",                "rdmsr:0x6a0"),
         R(feat,             "rdmsr.s_cet",                "rdmsr:0x6a2"),
         R(feat,             "wrmsr.u_cet.shstk_en",       "wrmsr:0x6a0:0x1"),
@@ -138,16 +136,17 @@ ROWS: tuple[Row, ...] = (
     R("rdtscp",             "rdmsr.tsc_aux",              "rdmsr:0xc0000103"),
     R("rdtscp",             "wrmsr.tsc_aux",              "wrmsr:0xc0000103:0x12345678"),
     R("rdtscp",             "wrmsr.tsc_aux.high-bits",    "wrmsr:0xc0000103:0xaaaa5555aaaa5555"),
-    R("rdtscp",             "rdtscp",                     "insn:0f01f9"),
+    R("rdtscp",             "rdtscp",                     I("rdtscp")),
     R("rdpid",              "rdmsr.tsc_aux",              "rdmsr:0xc0000103"),
-    R("rdpid",              "rdpid",                      "insn:f30fc7f8"),
+    R("rdpid",              "rdpid",                      I("rdpid")),
     R("tsc_adjust",         "rdmsr.tsc_adjust",           "rdmsr:0x3b"),
     R("tsc_deadline_timer", "rdmsr.tsc_deadline",         "rdmsr:0x6e0"),
     R("tsc_deadline_timer", "wrmsr.tsc_deadline",         "wrmsr:0x6e0:0x0"),
     R("xsaves",             "rdmsr.xss",                  "rdmsr:0xda0"),
     R("xsaves",             "wrmsr.xss.zero",             "wrmsr:0xda0:0x0"),
     R("xsaves",             "wrmsr.xss.pt",               "wrmsr:0xda0:0x100"),
-    R("xsaves",             "xsaves",                     f"insn:{ZERO_EAX_EDX}480fc72c25{DATA}@cr4+18"),
+    R("xsaves",             "xsaves",                     I("xsaves") + "@cr4+18"),
+    R("xsaves",             "xsaves-xrstors",             I("xsaves-xrstors") + "@cr4+18"),
     R("spec_ctrl",          "rdmsr.spec_ctrl",            "rdmsr:0x48"),
     R("spec_ctrl",          "wrmsr.spec_ctrl.ibrs",       "wrmsr:0x48:0x1"),
     R("spec_ctrl",          "wrmsr.pred_cmd.ibpb",        "wrmsr:0x49:0x1"),
@@ -187,19 +186,25 @@ ROWS: tuple[Row, ...] = (
     R("async_pf_int",       "rdmsr.kvm_async_pf_int",     "rdmsr:0x4b564d06"),
     R("async_pf_int",       "wrmsr.kvm_async_pf_int.reserved", "wrmsr:0x4b564d06:0x100"),
     # -- instructions KVM gates by caps, or that the CPU gates by CR4 ------------------------
-    R("invpcid",            "invpcid.all",                f"insn:{MOV_EAX_2}660f38820425{DATA}"),
-    R("rdrand",             "rdrand",                     "insn:0fc7f0"),
-    R("rdseed",             "rdseed",                     "insn:0fc7f8"),
-    R("movbe",              "movbe.load",                 f"insn:0f38f00425{DATA}"),
-    R("monitor",            "monitor",                    f"insn:{MOV_EAX_DATA}{ZERO_ECX_EDX}0f01c8"),
-    R("monitor",            "mwait",                      f"insn:31c0{ZERO_ECX_EDX}0f01c9"),
-    R("waitpkg",            "tpause",                     f"insn:{ZERO_EAX_EDX}31c9660faef1"),
-    R("clzero",             "clzero",                     f"insn:{MOV_EAX_DATA}0f01fc"),
-    R("avx2",               "vpxor.ymm",                  "insn:c5fdefc0@cr4+18,xcr0=0x7"),
-    R("popcnt",             "popcnt",                     "insn:f3480fb8c1"),
-    R("abm",                "lzcnt.zero",                 "insn:31c9f3480fbdc1"),
-    R("bmi2",               "pdep",                       "insn:c4e2f3f5c1"),
-    R("sha_ni",             "sha256rnds2",                "insn:0f38cbc1"),
+    R("invpcid",            "invpcid.individual",         I("invpcid")),
+    R("rdrand",             "rdrand",                     I("rdrand")),
+    R("rdrand",             "rdrand64",                   I("rdrand64")),
+    R("rdseed",             "rdseed",                     I("rdseed")),
+    R("movbe",              "movbe.load",                 I("movbe")),
+    R("monitor",            "monitor",                    I("monitor")),
+    R("monitor",            "mwait",                      I("mwait")),
+    R("waitpkg",            "tpause",                     I("tpause")),
+    R("waitpkg",            "umonitor",                   I("umonitor")),
+    R("xsave",              "xsave.cr4-on",               I("xsave") + "@cr4+18"),
+    R("xsave",              "xsave.cr4-off",              I("xsave")),
+    R("xsave",              "xgetbv.insn",                I("xgetbv") + "@cr4+18"),
+    R("popcnt",             "popcnt",                     I("popcnt")),
+    R("abm",                "lzcnt.zero",                 I("lzcnt")),
+    R("smap",               "clac",                       I("clac")),
+    R("smap",               "stac",                       I("stac")),
+    R("shstk",              "rdsspq",                     I("rdsspq")),
+    R("shstk",              "incsspq",                    I("incsspq")),
+    R("ibt",                "endbr64",                    I("endbr64")),
 )
 
 @dataclass(frozen=True)

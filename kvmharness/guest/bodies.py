@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..probes.spec import ProbeSpec
-from .layout import USER_DONE, payload_base
+from .layout import USER_DONE, payload_base, scratch
 
 DONE = bytes.fromhex("e6f1")            # out 0xF1, al
 PORT_DONE = 0xF1
@@ -29,6 +29,7 @@ OR_RAX_RDX = bytes.fromhex("4809d0")
 DIRTY_SREGS = "sregs"      # CR0/CR4/EFER/segments may have changed
 DIRTY_XCR0 = "xcr0"
 DIRTY_MSR = "msr"          # the MSR named by the probe (restored by the host afterwards)
+DIRTY_SCRATCH = "scratch"  # the scratch page RDI points at (zeroed again before the next use)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,9 @@ def _body(spec: ProbeSpec) -> Body:
         return Body(XSETBV, {"rcx": spec.args[0], **_lo_hi(spec.args[1])},
                     (), frozenset({DIRTY_XCR0}))
     if k == "insn":
-        # Arbitrary bytes may change anything the sregs cover; reset them afterwards.
-        return Body(spec.args[0], {}, ("rax", "rbx", "rcx", "rdx"),
-                    frozenset({DIRTY_SREGS, DIRTY_XCR0}))
+        # All GPRs 0 but RDI, which points at a zeroed scratch page (the memory operand of
+        # instructions that take one). Arbitrary bytes may change anything the sregs cover:
+        # reset them afterwards.
+        return Body(spec.args[0], {"rdi": scratch(spec.cpl3)}, ("rax", "rbx", "rcx", "rdx"),
+                    frozenset({DIRTY_SREGS, DIRTY_XCR0, DIRTY_SCRATCH}))
     raise ValueError(f"no guest body for probe kind {k!r}")

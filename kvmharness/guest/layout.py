@@ -18,6 +18,7 @@ GDT = 0x1000
 IDT = 0x2000
 TSS = 0x3000
 MAILBOX = 0x4000            # supervisor data page the host and guest may share
+SCRATCH = 0x5000            # zeroed 4 KiB supervisor page: RDI of CPL0 insn: probes
 PML4 = 0x8000
 PDPT = 0x9000
 PD = 0xA000
@@ -28,7 +29,7 @@ KERNEL_PAYLOAD = 0x14000    # CPL0 probe bodies and payloads (supervisor, 10 pag
                             # probes must not fetch or touch user pages from CPL0
 PAYLOAD_BASE = 0x20000      # CPL3 probe bodies and payloads (user-accessible, 16 pages)
 PAYLOAD_SIZE = 0x10000
-DATA = 0x30000              # user data, 16 pages
+DATA = 0x30000              # user data, 16 pages; the first is RDI's scratch page at CPL3
 USER_STACK_TOP = 0x50000    # user stack: 0x40000-0x4ffff
 KERNEL_STACK_TOP = 0x60000  # supervisor stack: 0x50000-0x5ffff (also TSS.RSP0)
 GUARD_PAGE = 0x70000        # not present: a read gives #PF with CR2 = the address
@@ -97,6 +98,11 @@ def page_tables() -> dict[int, bytes]:
 def payload_base(cpl3: bool) -> int:
     """Where a probe body or payload is loaded: a user page for CPL3, a supervisor page for CPL0."""
     return PAYLOAD_BASE if cpl3 else KERNEL_PAYLOAD
+
+
+def scratch(cpl3: bool) -> int:
+    """The zeroed, writable, 64-byte-aligned page RDI points at for insn: probes."""
+    return DATA if cpl3 else SCRATCH
 
 
 def pte_address(addr: int) -> int:

@@ -25,9 +25,11 @@ from ..model.profile import VcpuConfig
 from ..probes.spec import ProbeSpec
 from . import layout as L
 from .assemble import assemble
-from .bodies import DIRTY_MSR, DIRTY_SREGS, DIRTY_XCR0, PORT_DONE, PORT_FAULT, Body, body_for
+from .bodies import (DIRTY_MSR, DIRTY_SCRATCH, DIRTY_SREGS, DIRTY_XCR0, PORT_DONE, PORT_FAULT, Body,
+                     body_for)
 
 DEFAULT_TIMEOUT_MS = 1000.0
+_ZERO_PAGE = bytes(4096)
 MSR_EFER = 0xC0000080
 
 
@@ -227,7 +229,7 @@ class Machine:
 
     def _cleanup(self, dirties: frozenset, written: bool = True) -> None:
         """Undo what the probe changed. `written`: whether its MSR write can have taken effect."""
-        self._dirty |= dirties - {DIRTY_MSR}
+        self._dirty |= dirties - {DIRTY_MSR, DIRTY_SCRATCH}
         if self._restore_msrs:
             values = {i: v for i, v in self._restore_msrs.items() if v is not None}
             lost = [i for i, v in self._restore_msrs.items() if v is None]
@@ -297,6 +299,9 @@ class Machine:
             self._save_msr(spec.args[0])
         if code.setup is not None:
             code.setup(self)
+        if DIRTY_SCRATCH in code.dirties:
+            page = L.scratch(spec.cpl3)
+            self.mem[page:page + 4096] = _ZERO_PAGE
         self.mem[code.base:code.base + len(code.code)] = code.code
         # A CPL3 probe leaves CS/SS at CPL3: the sregs must be reset before the next one.
         dirties = code.dirties | {DIRTY_SREGS} if spec.cpl3 else code.dirties

@@ -30,7 +30,7 @@ from . import bits as b
 from . import catalog
 from . import patterns as P
 from .expectation import Expectation
-from .reason import (F_HANDLE_UD, F_HW, F_HYPERCALL, F_MONITOR_MWAIT, F_SVM_INIT_VMCB,
+from .reason import (F_HANDLE_UD, F_HW, F_HYPERCALL, F_MONITOR_MWAIT, F_SET_CR0, F_SVM_INIT_VMCB,
                      F_VMX_SEC_EXEC, Reason, dedup)
 from .state import Ctx
 
@@ -372,6 +372,17 @@ def _popcnt(ctx, ins):
     return _native_only(b.POPCNT, "POPCNT", P.ok({"rax": 0}))(ctx, ins)
 
 
+def _clear_cr0_wp(ctx, ins):
+    if ctx.state.cpl:
+        return _e(ctx, ins, P.gp0(), "insn.clear_cr0_wp.cpl", Reason(
+            "MOV to/from CR0 at CPL3 raises #GP(0)", F_HW))
+    if ctx.state.cr4_has(b.CR4_CET):
+        return _e(ctx, ins, P.gp0(), "insn.clear_cr0_wp.cet", Reason(
+            "clearing CR0.WP while CR4.CET=1 raises #GP(0)", F_SET_CR0, (6, 18)))
+    return _e(ctx, ins, P.ok(), "insn.clear_cr0_wp", Reason(
+        "CR0.WP may be cleared while CR4.CET=0", F_SET_CR0))
+
+
 _T = [
     # name, hex, asm, feature, rule or delegate
     ("ud2", "0f0b", "ud2", None, _ud2),
@@ -416,6 +427,8 @@ _T = [
     ("clac", "0f01ca", "clac", b.SMAP, _clac),
     ("stac", "0f01cb", "stac", b.SMAP, _clac),
     ("sgdt", "0f0107", "sgdt [rdi]", b.UMIP, _sgdt),
+    ("clear-cr0-wp", "0f20c04825fffffeff0f22c0", "mov rax, cr0; and rax, ~CR0.WP; mov cr0, rax",
+     None, _clear_cr0_wp),
     ("vmcall", "0f01c1", "vmcall", None, _hypercall("vmcall")),
     ("vmmcall", "0f01d9", "vmmcall", None, _hypercall("vmmcall")),
 ]
