@@ -31,3 +31,44 @@ magic:  .quad FIXUP_MAGIC
 empty_idtr:
         .word 0
         .quad 0
+
+# -- runtime CPUID bits: what the guest's own writes change ------------------------------------
+
+# A guest MOV sets CR4.OSXSAVE, then CPUID.1: ECX[27] (OSXSAVE) must read 1 (KVM rewrites it
+# from CR4, kvm_update_cpuid_runtime). Results: rax..rdx = CPUID.1.
+        .globl osxsave_runtime
+osxsave_runtime:
+        mov rax, cr4
+        or rax, 1 << 18
+        mov cr4, rax
+        mov eax, 1
+        xor ecx, ecx
+        cpuid
+        DONE
+
+# A guest MOV sets CR4.PKE, then CPUID.7.0: ECX[4] (OSPKE) must read 1.
+        .globl ospke_runtime
+ospke_runtime:
+        mov rax, cr4
+        or rax, 1 << 22
+        mov cr4, rax
+        mov eax, 7
+        xor ecx, ecx
+        cpuid
+        DONE
+
+# CR4.OSXSAVE, then XSETBV XCR0 = x87|SSE|YMM, then CPUID.0xD.0: EBX (the XSAVE area size for
+# the features enabled in XCR0) must follow XCR0. Results: rax..rdx = CPUID.0xD.0.
+        .globl xsave_size_runtime
+xsave_size_runtime:
+        mov rax, cr4
+        or rax, 1 << 18
+        mov cr4, rax
+        xor ecx, ecx
+        mov eax, 7
+        xor edx, edx
+        xsetbv
+        mov eax, 0xd
+        xor ecx, ecx
+        cpuid
+        DONE

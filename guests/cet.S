@@ -92,6 +92,21 @@ sss_supervisor:
         DONE
 4:      ret
 
+# Interrupt delivery through IA32_INTERRUPT_SSP_TABLE. The host points vector 3's gate at
+# sss_ist_handler with IST=1 and puts a supervisor shadow-stack token at INT_SSP_TAB[1]. INT3 at
+# CPL0 with S_CET.SH_STK_EN then switches SSP to the token (checking it and setting its busy bit)
+# and pushes CS, LIP and the old SSP there. The handler reports rax = SSP (token address - 24)
+# and rbx = the token (busy).
+        .globl sss_int_ssp_tab
+sss_int_ssp_tab:
+        int3
+        DONE                            # not reached: the handler below ends the payload
+        .globl sss_ist_handler
+sss_ist_handler:
+        rdsspq rax
+        mov rbx, [IST_TOKEN]
+        DONE
+
 # -- indirect-branch tracking, user mode ------------------------------------------------------
 
 # An indirect JMP to a target that does not start with ENDBR64: #CP(ENDBRANCH) at the target.

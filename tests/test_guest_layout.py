@@ -91,7 +91,8 @@ def test_harness_inc_matches_layout():
     inc = (A.sources_dir() / "harness.inc").read_text()
     consts = {m[0]: int(m[1], 0) for m in re.findall(r"\.equ\s+(\w+),\s*(0x[0-9a-fA-F]+|\d+)", inc)}
     for name in ("USER_DONE", "KERNEL_PAYLOAD", "PAYLOAD_BASE", "DATA", "USER_STACK_TOP", "KERNEL_STACK_TOP",
-                 "GUARD_PAGE", "SHSTK_USER", "SHSTK_SUPER", "INT_SSP_TABLE", "KERNEL_CS",
+                 "GUARD_PAGE", "SHSTK_USER", "SHSTK_SUPER", "INT_SSP_TABLE", "IST_TOKEN",
+                 "IST1_STACK_TOP", "KERNEL_CS",
                  "KERNEL_DS", "USER_DS", "USER_CS"):
         assert consts[name] == getattr(L, name), name
     from kvmharness.guest.bodies import PORT_DONE, PORT_FAULT

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..model.bits import QUIRK_MISC_ENABLE_NO_MWAIT, QUIRK_MWAIT_NEVER_UD_FAULTS
 from ..model.instructions import hex_of
 
 
@@ -219,8 +220,6 @@ class Variant:
     suffix: str | None = None
 
 
-QUIRK_MWAIT_NEVER_UD_FAULTS = 1 << 6
-QUIRK_MISC_ENABLE_NO_MWAIT = 1 << 4
 USER_SPACE_MSR_INVAL_UNKNOWN = 0x3
 XSS_CET = ("0xd.1.ecx.11", "0xd.1.ecx.12")
 

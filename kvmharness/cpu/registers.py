@@ -49,6 +49,7 @@ XCR0_COMPONENTS = frozenset({0, 1, 2, 3, 4, 5, 6, 7, 9, 17, 18, 19})
 XSS_COMPONENTS = frozenset({8, 10, 11, 12, 13, 14, 15, 16})
 XFEATURE_MASK_AVX512 = (1 << 5) | (1 << 6) | (1 << 7)
 XFEATURE_MASK_CET = (1 << 11) | (1 << 12)
+XFEATURE_MASK_XTILE = (1 << 17) | (1 << 18)
 
 
 def xfeature_mask(*names: str) -> int:
@@ -135,6 +136,7 @@ MSRS: dict[str, int] = {
     "GS_BASE": 0xC0000101,
     "KERNEL_GS_BASE": 0xC0000102,
     "TSC_AUX": 0xC0000103,
+    "AMD64_TSC_RATIO": 0xC0000104,
     "K7_HWCR": 0xC0010015,
     "VM_CR": 0xC0010114,
     "VM_HSAVE_PA": 0xC0010117,
@@ -158,6 +160,15 @@ for _name, _index in MSRS.items():
 for _alias, _target in MSR_ALIASES.items():
     assert _target in MSRS and _alias not in MSRS, _alias
 del _name, _index, _alias, _target
+
+# IA32_U_CET / IA32_S_CET bits (Linux's CET_* in msr-index.h) and the groups KVM's
+# kvm_is_valid_u_s_cet() checks: reserved bits 9:6, the shadow-stack bits 1:0, the IBT bits 5:2
+# and 63:10.
+CET_SHSTK_EN, CET_WRSS_EN, CET_ENDBR_EN, CET_NO_TRACK_EN = 1 << 0, 1 << 1, 1 << 2, 1 << 4
+CET_SUPPRESS, CET_WAIT_ENDBR = 1 << 10, 1 << 11
+CET_RESERVED = 0xF << 6
+CET_SHSTK_MASK = 0x3
+CET_IBT_MASK = (0xF << 2) | (((1 << 64) - 1) & ~((1 << 10) - 1))
 
 X2APIC_BASE = 0x800
 X2APIC_REGS: dict[int, str] = {

@@ -30,6 +30,7 @@ DIRTY_SREGS = "sregs"      # CR0/CR4/EFER/segments may have changed
 DIRTY_XCR0 = "xcr0"
 DIRTY_MSR = "msr"          # the MSR named by the probe (restored by the host afterwards)
 DIRTY_SCRATCH = "scratch"  # the scratch page RDI points at (zeroed again before the next use)
+DIRTY_TABLES = "tables"    # the IDT/TSS in guest memory (rewritten before the next probe)
 
 
 @dataclass(frozen=True)

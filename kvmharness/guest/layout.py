@@ -36,6 +36,8 @@ GUARD_PAGE = 0x70000        # not present: a read gives #PF with CR2 = the addre
 SHSTK_USER = 0x80000        # user shadow-stack page (PTE R/W=0, Dirty=1, U=1)
 SHSTK_SUPER = 0x81000       # supervisor shadow-stack page (PTE R/W=0, Dirty=1, U=0)
 INT_SSP_TABLE = 0x82000     # IA32_INTERRUPT_SSP_TABLE (supervisor data)
+IST_TOKEN = 0x81FF0         # the supervisor token INT_SSP_TAB[1] points at (guests/cet.S)
+IST1_STACK_TOP = 0x58000    # TSS.IST1 when a payload routes a vector through IST1
 
 # -- selectors (Linux's layout, so CPL3 uses the selectors measured on kvm_pvm) --------------
 KERNEL_CS = 0x10
@@ -133,22 +135,26 @@ def gdt() -> bytes:
     return bytes(table)
 
 
+def idt_gate(handler: int, dpl: int = 0, ist: int = 0) -> bytes:
+    """One 16-byte 64-bit interrupt gate (present, CS = KERNEL_CS)."""
+    type_attr = 0x80 | (dpl << 5) | 0xE
+    return struct.pack("<HHBBHII", handler & 0xFFFF, KERNEL_CS, ist & 7, type_attr,
+                       (handler >> 16) & 0xFFFF, handler >> 32, 0)
+
+
 def idt(stubs: int, stub_size: int) -> bytes:
     """256 64-bit interrupt gates to `stubs + stub_size * vector`; #BP (3) is reachable from CPL3."""
-    out = bytearray()
-    for vec in range(256):
-        handler = stubs + stub_size * vec
-        dpl = 3 if vec == 3 else 0
-        type_attr = 0x80 | (dpl << 5) | 0xE        # present, DPL, 64-bit interrupt gate
-        out += struct.pack("<HHBBHII", handler & 0xFFFF, KERNEL_CS, 0, type_attr,
-                           (handler >> 16) & 0xFFFF, handler >> 32, 0)
-    return bytes(out)
+    return b"".join(idt_gate(stubs + stub_size * vec, dpl=3 if vec == 3 else 0) for vec in range(256))
 
 
-def tss() -> bytes:
-    # 64-bit TSS: RSP0 at offset 4; I/O map base = 104 (no bitmap: IOPL alone decides).
+TSS_IST1_OFFSET = 36
+
+
+def tss(ist1: int = 0) -> bytes:
+    # 64-bit TSS: RSP0 at offset 4, IST1..7 from offset 36; I/O map base = 104 (no bitmap).
     raw = bytearray(104)
     struct.pack_into("<Q", raw, 4, KERNEL_STACK_TOP)
+    struct.pack_into("<Q", raw, TSS_IST1_OFFSET, ist1)
     struct.pack_into("<H", raw, 102, 104)
     return bytes(raw)
 

@@ -25,8 +25,8 @@ from ..model.profile import VcpuConfig
 from ..probes.spec import ProbeSpec
 from . import layout as L
 from .assemble import assemble
-from .bodies import (DIRTY_MSR, DIRTY_SCRATCH, DIRTY_SREGS, DIRTY_XCR0, PORT_DONE, PORT_FAULT, Body,
-                     body_for)
+from .bodies import (DIRTY_MSR, DIRTY_SCRATCH, DIRTY_SREGS, DIRTY_TABLES, DIRTY_XCR0, PORT_DONE,
+                     PORT_FAULT, Body, body_for)
 
 DEFAULT_TIMEOUT_MS = 1000.0
 _ZERO_PAGE = bytes(4096)
@@ -140,7 +140,8 @@ class Machine:
         vcpu.set_cpuid2(self.config.cpuid)
         if self.config.enforce_pv_cpuid:
             vcpu.enable_cap(kc.KvmCap.ENFORCE_PV_FEATURE_CPUID, 1)
-        for gpa, data in _memory_pieces():
+        self._pieces = dict(_memory_pieces())
+        for gpa, data in self._pieces.items():
             self.mem[gpa:gpa + len(data)] = data
         self.to_user = runtime_image().sym("to_user")
         self.baseline = self._baseline_sregs(vcpu.get_sregs())
@@ -188,6 +189,10 @@ class Machine:
     def _prepare(self, spec: ProbeSpec) -> dict | None:
         """Put the vCPU into the baseline state plus the probe's modifiers.
         Returns an outcome if the host-side setup itself was refused (that IS the observation)."""
+        if DIRTY_TABLES in self._dirty:
+            for gpa in (L.IDT, L.TSS):
+                self.mem[gpa:gpa + len(self._pieces[gpa])] = self._pieces[gpa]
+            self._dirty.discard(DIRTY_TABLES)
         mods = (spec.cr0_set or spec.cr0_clear or spec.cr4_set or spec.cr4_clear or spec.efer_set
                 or spec.efer_clear)
         if DIRTY_SREGS in self._dirty or mods or spec.cpl3:

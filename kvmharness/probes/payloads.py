@@ -10,6 +10,8 @@ import functools
 from dataclasses import dataclass
 from typing import Callable
 
+from ..cpu.registers import (CET_ENDBR_EN, CET_NO_TRACK_EN, CET_SHSTK_EN, CET_WRSS_EN, CR4_BITS,
+                             MSRS)
 from ..guest import layout as L
 from ..guest.assemble import assemble
 from ..guest.bodies import DIRTY_SREGS, DIRTY_XCR0
@@ -40,9 +42,9 @@ class Payload:
 
 
 # -- CET state (guests/cet.S) -------------------------------------------------------------------
-MSR_U_CET, MSR_S_CET, MSR_PL0_SSP, MSR_PL3_SSP = 0x6A0, 0x6A2, 0x6A4, 0x6A7
-CET_SHSTK_EN, CET_WRSS_EN, CET_ENDBR_EN, CET_NO_TRACK_EN = 1 << 0, 1 << 1, 1 << 2, 1 << 4
-CR4_CET = 23
+MSR_U_CET, MSR_S_CET = MSRS["IA32_U_CET"], MSRS["IA32_S_CET"]
+MSR_PL0_SSP, MSR_PL3_SSP = MSRS["IA32_PL0_SSP"], MSRS["IA32_PL3_SSP"]
+CR4_CET = CR4_BITS["cet"]
 SHSTK_USER_TOP = L.SHSTK_USER + 0x1000          # empty user shadow stack: SSP at the page top
 RESTORE_TOKEN_AT = L.SHSTK_USER + 0x800         # shstk_rstorssp's token (guests/cet.S)
 SUPERVISOR_TOKEN_AT = L.SHSTK_SUPER + 0xFF8     # PL0_SSP: where SETSSBSY finds its token
