@@ -5,7 +5,7 @@ import shlex
 import pytest
 
 from kvmharness.cli import build_parser
-from kvmharness.conformance import matrix
+from kvmharness.probes import matrix
 from kvmharness.conformance.config import resolve_feature
 from kvmharness.conformance.engine import configs_for, group_by_config, plan
 from kvmharness.conformance.execute import _share

@@ -16,7 +16,7 @@ from ..errors import UsageError
 from ..model.profile import HostProfile, VcpuConfig
 from ..probes.payloads import guest_code, parse
 from .config import GuestConfig, resolve_feature
-from .matrix import (EDIT_BITS, PV_FEATURES, ROWS, USER_SPACE_MSR_INVAL_UNKNOWN, VARIANTS, Row,
+from ..probes.matrix import (EDIT_BITS, PV_FEATURES, ROWS, USER_SPACE_MSR_INVAL_UNKNOWN, VARIANTS, Row,
                      features)
 
 @dataclass(frozen=True)

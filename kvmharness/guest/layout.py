@@ -37,6 +37,9 @@ SHSTK_USER = 0x80000        # user shadow-stack page (PTE R/W=0, Dirty=1, U=1)
 SHSTK_SUPER = 0x81000       # supervisor shadow-stack page (PTE R/W=0, Dirty=1, U=0)
 INT_SSP_TABLE = 0x82000     # IA32_INTERRUPT_SSP_TABLE (supervisor data)
 IST_TOKEN = 0x81FF0         # the supervisor token INT_SSP_TAB[1] points at (guests/cet.S)
+SUPERVISOR_TOKEN = 0x81FF8  # the supervisor token at PL0_SSP for SETSSBSY (sss-supervisor)
+RESTORE_TOKEN = 0x80800     # the restore token shstk-rstorssp hands to RSTORSSP
+WRSS_VALUE = 0x5A5A1234     # what the wrss payload writes to the shadow stack
 IST1_STACK_TOP = 0x58000    # TSS.IST1 when a payload routes a vector through IST1
 
 # -- selectors (Linux's layout, so CPL3 uses the selectors measured on kvm_pvm) --------------

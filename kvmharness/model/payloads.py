@@ -16,11 +16,14 @@ from __future__ import annotations
 
 from typing import Callable
 
+from dataclasses import replace
+
+from ..guest import layout as L
 from . import bits as b
 from . import catalog
 from . import patterns as P
 from .expectation import Expectation
-from .reason import F_HW, Reason
+from .reason import F_HW, F_UPDATE_RUNTIME, Reason
 from .state import Ctx
 
 PayloadRule = Callable[[Ctx], Expectation]
@@ -91,21 +94,71 @@ def _ibt_notrack(ctx: Ctx) -> Expectation:
 
 def _wrss(ctx: Ctx) -> Expectation:
     return _needs(ctx, b.SHSTK, "payload.cet.shstk", lambda: Expectation(
-        P.ok(), [Reason("WRSS with WR_SHSTK_EN set writes the shadow stack", F_HW)],
+        P.ok({"rbx": L.WRSS_VALUE}), [Reason(
+            "WRSS with WR_SHSTK_EN set writes the shadow stack; an ordinary load reads the value "
+            f"back (rbx = {L.WRSS_VALUE:#x})", F_HW)],
         "payload.cet.shstk", catalog.name_of(b.SHSTK)))
 
 
 def _sss_supervisor(ctx: Ctx) -> Expectation:
+    tok = L.SUPERVISOR_TOKEN
     return _needs(ctx, b.SHSTK, "payload.cet.shstk", lambda: Expectation(
-        P.ok(), [Reason("supervisor shadow stack (S_CET.SH_STK_EN, PL0_SSP) runs a matched "
-                        "CALL/RET pair without fault", F_HW)], "payload.cet.shstk",
-        catalog.name_of(b.SHSTK)))
+        P.ok({"rax": tok, "rbx": tok | 1, "rcx": 1}), [Reason(
+            f"SETSSBSY takes the supervisor token at PL0_SSP ({tok:#x}): SSP = {tok:#x} and the "
+            "token's busy bit set; a matched CALL/RET pair then runs without fault (rcx = 1)", F_HW)],
+        "payload.cet.shstk", catalog.name_of(b.SHSTK)))
+
+
+def _sss_int_ssp_tab(ctx: Ctx) -> Expectation:
+    tok = L.IST_TOKEN
+    return _needs(ctx, b.SHSTK, "payload.cet.shstk", lambda: Expectation(
+        P.ok({"rax": tok - 24, "rbx": tok | 1}), [Reason(
+            "INT3 through an IST1 gate with supervisor shadow stacks on: SSP is loaded from "
+            f"INT_SSP_TAB[1] ({tok:#x}), the supervisor token there is checked and marked busy, "
+            f"then CS, LIP and the old SSP are pushed: the handler sees SSP = {tok - 24:#x}", F_HW)],
+        "payload.cet.shstk", catalog.name_of(b.SHSTK)))
 
 
 def _shstk_rstorssp(ctx: Ctx) -> Expectation:
     return _needs(ctx, b.SHSTK, "payload.cet.shstk", lambda: Expectation(
-        P.ok(), [Reason("RSTORSSP with a valid restore token switches SSP", F_HW)],
+        P.ok({"rax": L.RESTORE_TOKEN}), [Reason(
+            f"RSTORSSP with a valid restore token at {L.RESTORE_TOKEN:#x} sets SSP to the token's "
+            "address; RDSSP reports it", F_HW)],
         "payload.cet.shstk", catalog.name_of(b.SHSTK)))
+
+
+def _runtime_bit(cr4_bit: int, leaf: int, reg: str, cpuid_bit: int, what: str):
+    """A guest MOV to CR4 sets `cr4_bit`, then CPUID shows the runtime bit that follows it."""
+    def rule(ctx: Ctx) -> Expectation:
+        from .expect import expect                          # the cr4:BIT rule decides the write
+        write = expect(ctx.host, ctx.vcpu, replace(ctx.probe, kind="cr4", args=(cr4_bit,)),
+                       ctx.caps)
+        if write.pattern.get("kind") != "ok":
+            return Expectation(write.pattern, write.reasons, f"payload.runtime.{what}.cr4", what)
+        return Expectation(P.ok({reg: P.masked(1 << cpuid_bit, 1 << cpuid_bit)}), write.reasons + [
+            Reason(f"CPUID.{leaf:#x}: {reg.upper()}[{cpuid_bit}] ({what}) follows CR4 bit "
+                   f"{cr4_bit} after the guest's own write", F_UPDATE_RUNTIME)],
+            f"payload.runtime.{what}", what)
+    return rule
+
+
+def _xsave_size_runtime(ctx: Ctx) -> Expectation:
+    from .expect import expect, xstate_size
+    osx = 1 << b.CR4_OSXSAVE
+    write = expect(ctx.host, ctx.vcpu, replace(ctx.probe, kind="cr4", args=(b.CR4_OSXSAVE,)), ctx.caps)
+    if write.pattern.get("kind") != "ok":
+        return Expectation(write.pattern, write.reasons, "payload.runtime.xsave_size.cr4", "xsave")
+    xset = expect(ctx.host, ctx.vcpu, replace(ctx.probe, kind="xsetbv", args=(0, 7),
+                                              cr4_set=ctx.probe.cr4_set | osx), ctx.caps)
+    if xset.pattern.get("kind") != "ok":
+        return Expectation(xset.pattern, write.reasons + xset.reasons,
+                           "payload.runtime.xsave_size.xsetbv", "xsave")
+    size = xstate_size(ctx, 0x7, compacted=False)
+    regs = {"rbx": size} if size is not None else {}
+    return Expectation(P.ok(regs), write.reasons + xset.reasons + [Reason(
+        f"CPUID.0xD.0 EBX follows XCR0 = 0x7 after XSETBV: the XSAVE area size "
+        f"{'= ' + hex(size) if size is not None else '(host 0xD geometry unknown: not compared)'}",
+        F_UPDATE_RUNTIME)], "payload.runtime.xsave_size", "xsave")
 
 
 def _shstk_rstorssp_bad(ctx: Ctx) -> Expectation:
@@ -145,5 +198,9 @@ for _name, _fn in (("shstk-near-ret", _shstk_near_ret), ("shstk-far-ret", _shstk
                    ("wrss", _wrss), ("sss-supervisor", _sss_supervisor),
                    ("shstk-rstorssp", _shstk_rstorssp), ("shstk-rstorssp-bad", _shstk_rstorssp_bad),
                    ("shstk-write-fault", _shstk_write_fault), ("ibt-endbr", _ibt_endbr),
-                   ("triple-fault", _triple_fault), ("fixup-selftest", _fixup_selftest)):
+                   ("triple-fault", _triple_fault), ("fixup-selftest", _fixup_selftest),
+                   ("sss-int-ssp-tab", _sss_int_ssp_tab),
+                   ("osxsave-runtime", _runtime_bit(b.CR4_OSXSAVE, 0x1, "rcx", 27, "osxsave")),
+                   ("ospke-runtime", _runtime_bit(b.CR4_PKE, 0x7, "rcx", 4, "ospke")),
+                   ("xsave-size-runtime", _xsave_size_runtime)):
     register_payload_rule(_name, _fn)

@@ -14,7 +14,7 @@ from ..cpu.registers import (CET_ENDBR_EN, CET_NO_TRACK_EN, CET_SHSTK_EN, CET_WR
                              MSRS)
 from ..guest import layout as L
 from ..guest.assemble import assemble
-from ..guest.bodies import DIRTY_SREGS, DIRTY_XCR0
+from ..guest.bodies import DIRTY_SREGS, DIRTY_TABLES, DIRTY_XCR0
 from ..guest.machine import GuestCode
 from .spec import ProbeSpec, parse_probe
 
@@ -43,11 +43,12 @@ class Payload:
 
 # -- CET state (guests/cet.S) -------------------------------------------------------------------
 MSR_U_CET, MSR_S_CET = MSRS["IA32_U_CET"], MSRS["IA32_S_CET"]
+MSR_INT_SSP_TAB = MSRS["IA32_INT_SSP_TAB"]
 MSR_PL0_SSP, MSR_PL3_SSP = MSRS["IA32_PL0_SSP"], MSRS["IA32_PL3_SSP"]
 CR4_CET = CR4_BITS["cet"]
 SHSTK_USER_TOP = L.SHSTK_USER + 0x1000          # empty user shadow stack: SSP at the page top
-RESTORE_TOKEN_AT = L.SHSTK_USER + 0x800         # shstk_rstorssp's token (guests/cet.S)
-SUPERVISOR_TOKEN_AT = L.SHSTK_SUPER + 0xFF8     # PL0_SSP: where SETSSBSY finds its token
+RESTORE_TOKEN_AT = L.RESTORE_TOKEN              # shstk_rstorssp's token (guests/cet.S)
+SUPERVISOR_TOKEN_AT = L.SUPERVISOR_TOKEN        # PL0_SSP: where SETSSBSY finds its token
 
 
 def _user_cet(u_cet: int) -> str:
@@ -69,28 +70,43 @@ def shadow_stack_pages(restore_token_at: int | None = None,
     return {L.SHSTK_USER: bytes(user), L.SHSTK_SUPER: bytes(sup)}
 
 
-def _write_pages(**tokens) -> Callable:
-    pages = shadow_stack_pages(**tokens)
+def ist_pages() -> dict[int, bytes]:
+    """Memory for sss-int-ssp-tab: a supervisor token at IST_TOKEN, INT_SSP_TAB[1] pointing at
+    it, and vector 3's gate routed through IST1 to the payload's handler (the IDT and TSS are
+    restored by the machine after the probe: DIRTY_TABLES)."""
+    pages = shadow_stack_pages(supervisor_token_at=L.IST_TOKEN)
+    table = bytearray(4096)
+    table[8:16] = L.IST_TOKEN.to_bytes(8, "little")            # INT_SSP_TAB[1]
+    pages[L.INT_SSP_TABLE] = bytes(table)
+    handler = assemble("cet", L.KERNEL_PAYLOAD).sym("sss_ist_handler")
+    pages[L.IDT + 16 * 3] = L.idt_gate(handler, dpl=0, ist=1)
+    pages[L.TSS] = L.tss(ist1=L.IST1_STACK_TOP)
+    return pages
 
+
+def _write_pages(pages: Callable[[], dict[int, bytes]]) -> Callable:
     def setup(machine) -> None:
-        for gpa, data in pages.items():
+        for gpa, data in pages().items():
             machine.mem[gpa:gpa + len(data)] = data
     return setup
 
 
-_reset_pages = _write_pages()
+_reset_pages = _write_pages(shadow_stack_pages)
 
 PAYLOADS: dict[str, Payload] = {p.name: p for p in (
     #        name                  source   entry                 doc
     Payload("triple-fault",       "basic", "triple_fault",       "IDT limit 0, then ud2: a triple fault (KVM_EXIT_SHUTDOWN)"),
     Payload("fixup-selftest",     "basic", "fixup_selftest",     "ud2 under a KVM_ASM_SAFE-style fixup: rbx = 0x106, rax = 1",
             results=("rax", "rbx", "rcx")),
+    Payload("osxsave-runtime",    "basic", "osxsave_runtime",    "guest sets CR4.OSXSAVE, then CPUID.1: ECX[27] follows CR4"),
+    Payload("ospke-runtime",      "basic", "ospke_runtime",      "guest sets CR4.PKE, then CPUID.7.0: ECX[4] follows CR4"),
+    Payload("xsave-size-runtime", "basic", "xsave_size_runtime", "guest sets CR4.OSXSAVE and XCR0 = 7, then CPUID.0xD.0: EBX follows XCR0"),
     Payload("shstk-near-ret",     "cet",   "shstk_near_ret",     "user shadow stack: tampered near RET -> #CP(NEAR-RET)",
             setup=_reset_pages, mods=_user_cet(CET_SHSTK_EN)),
     Payload("shstk-far-ret",      "cet",   "shstk_far_ret",      "user shadow stack: tampered far RET -> #CP(FAR-RET)",
             setup=_reset_pages, mods=_user_cet(CET_SHSTK_EN)),
     Payload("shstk-rstorssp",     "cet",   "shstk_rstorssp",     "RSTORSSP with a valid restore token: rax = its address",
-            setup=_write_pages(restore_token_at=RESTORE_TOKEN_AT), mods=_user_cet(CET_SHSTK_EN)),
+            setup=_write_pages(lambda: shadow_stack_pages(restore_token_at=RESTORE_TOKEN_AT)), mods=_user_cet(CET_SHSTK_EN)),
     Payload("shstk-rstorssp-bad", "cet",   "shstk_rstorssp_bad", "RSTORSSP without a token -> #CP(RSTORSSP)",
             setup=_reset_pages, mods=_user_cet(CET_SHSTK_EN)),
     Payload("wrss",               "cet",   "shstk_wrss",         "WRSS with U_CET.WR_SHSTK_EN writes the shadow stack: rbx = 0x5a5a1234",
@@ -98,8 +114,11 @@ PAYLOADS: dict[str, Payload] = {p.name: p for p in (
     Payload("shstk-write-fault",  "cet",   "shstk_write_fault",  "ordinary store to a shadow-stack page -> #PF(P|W|U)",
             setup=_reset_pages, mods=_user_cet(CET_SHSTK_EN)),
     Payload("sss-supervisor",     "cet",   "sss_supervisor",     "supervisor shadow stack: SETSSBSY takes the token at PL0_SSP",
-            setup=_write_pages(supervisor_token_at=SUPERVISOR_TOKEN_AT),
+            setup=_write_pages(lambda: shadow_stack_pages(supervisor_token_at=SUPERVISOR_TOKEN_AT)),
             mods=f"cr4+{CR4_CET},msr:{MSR_S_CET:#x}={CET_SHSTK_EN:#x},msr:{MSR_PL0_SSP:#x}={SUPERVISOR_TOKEN_AT:#x}"),
+    Payload("sss-int-ssp-tab",    "cet",   "sss_int_ssp_tab",    "INT3 through an IST1 gate: SSP from INT_SSP_TAB[1], its token marked busy",
+            setup=_write_pages(ist_pages), dirties=ALL_DIRTY | {DIRTY_TABLES},
+            mods=f"cr4+{CR4_CET},msr:{MSR_S_CET:#x}={CET_SHSTK_EN:#x},msr:{MSR_INT_SSP_TAB:#x}={L.INT_SSP_TABLE:#x}"),
     Payload("ibt-no-endbr",       "cet",   "ibt_no_endbr",       "user IBT: indirect JMP to a target without ENDBR64 -> #CP(ENDBRANCH)",
             mods=_user_cet(CET_ENDBR_EN)),
     Payload("ibt-notrack",        "cet",   "ibt_notrack",        "user IBT: NOTRACK JMP to a target without ENDBR64 (NO_TRACK_EN) is fine",

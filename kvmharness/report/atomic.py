@@ -4,11 +4,17 @@ The text goes to a temporary file in the target's directory, is fsync'ed, then r
 target with os.replace (atomic within one filesystem); the directory is fsync'ed afterwards so
 the rename survives a crash. On any exception the temporary file is removed and the old file is
 left untouched. "-" (stdout) is the caller's business and is refused here.
+
+SIGINT, SIGTERM and SIGHUP are blocked (in the calling thread) from the creation of the temporary
+file until it has been renamed or removed: a Ctrl-C or `kill` that arrives meanwhile takes effect
+right after, so it can neither leave a temporary file behind nor stop a rename half-done. Only
+SIGKILL (or a crash of the machine) can leave a `.NAME.*.tmp` file; the target is intact even then.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 
 from ..errors import UsageError
@@ -58,6 +64,18 @@ def write_atomic(path, data: str | bytes) -> None:
     except OSError as e:
         raise UsageError(f"{path}: cannot write: {e.strerror}") from None
 
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+    try:
+        _write_replace(path, target, directory, payload, mode)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)    # a deferred signal lands here
+    _fsync_dir(directory)
+
+
+_DEFERRED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+def _write_replace(path: str, target: str, directory: str, payload: bytes, mode: int) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp",
                                    dir=directory)
@@ -81,4 +99,3 @@ def write_atomic(path, data: str | bytes) -> None:
         raise UsageError(f"{path}: is a directory") from None
     except OSError as e:
         raise UsageError(f"{path}: cannot write: {e.strerror or e}") from None
-    _fsync_dir(directory)

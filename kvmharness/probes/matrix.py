@@ -79,6 +79,8 @@ ROWS: tuple[Row, ...] = (
     R("xsave",              "host-xcr0.x87-sse",          "host-xcr0:0x3"),
     R("osxsave",            "cpuid.1.after-cr4",          "cpuid:1:0@cr4+18"),
     R("osxsave",            "cpuid.1.baseline",           "cpuid:1:0"),
+    R("osxsave",            "cpuid.1.after-guest-cr4",    "osxsave-runtime"),
+    R("xsave",              "cpuid.0xd.after-xsetbv",     "xsave-size-runtime"),
     R("smep",               "cr4.smep",                   "cr4:20"),
     R("smep",               "sregs.cr4.smep",             "sregs-cr4:20"),
     R("smap",               "cr4.smap",                   "cr4:21"),
@@ -88,6 +90,7 @@ ROWS: tuple[Row, ...] = (
     R("pku",                "rdpkru.cr4-off",             I("rdpkru")),
     R("pku",                "rdpkru.cr4-on",              I("rdpkru") + "@cr4+22"),
     R("ospke",              "cpuid.7.after-cr4",          "cpuid:7:0@cr4+22"),
+    R("ospke",              "cpuid.7.after-guest-cr4",    "ospke-runtime"),
     R("lam",                "cr4.lam_sup",                "cr4:28"),
     R("lam",                "sregs.cr4.lam_sup",          "sregs-cr4:28"),
     # -- CET (6.18): CR4.CET <= SHSTK or IBT; MSRs; XSS; behaviour --------------------------
@@ -121,8 +124,12 @@ ROWS: tuple[Row, ...] = (
     R("shstk",              "user.rstorssp",              "shstk-rstorssp"),
     R("shstk",              "user.wrss",                  "wrss"),
     R("shstk",              "supervisor.token",           "sss-supervisor"),
+    R("shstk",              "supervisor.int_ssp_tab",     "sss-int-ssp-tab"),
+    R("shstk",              "user.rstorssp-bad",          "shstk-rstorssp-bad"),
+    R("shstk",              "user.write-fault",           "shstk-write-fault"),
     R("ibt",                "user.no-endbr",              "ibt-no-endbr"),
     R("ibt",                "user.notrack",               "ibt-notrack"),
+    R("ibt",                "user.endbr",                 "ibt-endbr"),
     # -- XCR0 components (guest_supported_xcr0 <- CPUID 0xD.0) -------------------------------
     R("xcr0.ymm",           "xsetbv.ymm",                 "xsetbv:0:0x7@cr4+18"),
     R("xcr0.ymm",           "xsetbv.ymm-no-sse",          "xsetbv:0:0x5@cr4+18"),
@@ -243,6 +250,11 @@ VARIANTS: dict[str, tuple[Variant, ...]] = {
 # Features whose probes also run with KVM_CAP_ENFORCE_PV_FEATURE_CPUID enabled.
 PV_FEATURES = frozenset({"clocksource", "clocksource2", "async_pf", "steal_time", "pv_eoi",
                          "poll_control", "async_pf_int"})
+
+
+def probes_of(feature: str) -> tuple[str, ...]:
+    """The feature's probe strings, in table order (what `explain` predicts)."""
+    return tuple(dict.fromkeys(r.probe for r in ROWS if r.feature == feature))
 
 
 def features() -> list[str]:
