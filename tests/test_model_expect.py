@@ -275,11 +275,20 @@ def test_msr_unknown_index_gp_and_cpl3():
     assert ex(h, "rdmsr:0x10@cpl3").rule == "msr.cpl"
 
 
-def test_msr_user_space_msr_exit_alternative():
+def test_msr_user_space_msr_exit_names_the_reason():
+    """kvm_msr_user_space(): a refused access whose kvm_msr_reason() is in the mask exits to
+    userspace with that reason; outside the mask it stays #GP."""
     h = fc_profile(ICX_618)
-    e = ex(h, "rdmsr:0x6a0", v=VcpuConfig(h.supported, user_space_msr=2))
-    assert matches(e.pattern, {"kind": "exit", "reason": "X86_RDMSR"})
-    assert matches(e.pattern, obs_exc(13, 0))
+    unknown = {"kind": "exit", "reason": "X86_RDMSR", "msr_reason": "UNKNOWN", "index": "0x6a0"}
+    e = ex(h, "rdmsr:0x6a0", v=VcpuConfig(h.supported, user_space_msr=2))   # UNKNOWN only
+    assert matches(e.pattern, unknown) and not matches(e.pattern, obs_exc(13, 0))
+    e = ex(h, "rdmsr:0x6a0", v=VcpuConfig(h.supported, user_space_msr=1))   # INVAL only
+    assert matches(e.pattern, obs_exc(13, 0)) and not matches(e.pattern, unknown)
+    # a CET MSR that exists but gets a reserved value: INVAL, not UNKNOWN
+    h = fc_profile(SPR_618)
+    e = ex(h, "wrmsr:0x6a0:0x40", v=VcpuConfig(h.supported, user_space_msr=3))
+    assert matches(e.pattern, {"kind": "exit", "reason": "X86_WRMSR", "msr_reason": "INVAL",
+                               "index": "0x6a0", "data": "0x40"})
 
 
 def test_setup_msrs_refused_is_rejected():

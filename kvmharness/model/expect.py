@@ -327,7 +327,11 @@ def _guest_fail(ctx: Ctx, res: msrs.MsrResult, write: bool) -> dict:
     mask = ctx.vcpu.user_space_msr
     want = USER_SPACE_MSR_UNKNOWN if res.status == msrs.UNSUP else USER_SPACE_MSR_INVAL
     if mask & want:
-        return P.any_of(P.exit_("X86_WRMSR" if write else "X86_RDMSR"), P.gp0())
+        # kvm_msr_user_space(): the failure's kvm_msr_reason() is in the VM's mask -> exit to
+        # userspace with that reason instead of injecting #GP.
+        return {**P.exit_("X86_WRMSR" if write else "X86_RDMSR"),
+                "msr_reason": "UNKNOWN" if want == USER_SPACE_MSR_UNKNOWN else "INVAL",
+                "index": hex(ctx.probe.args[0])}
     return P.gp0()
 
 
