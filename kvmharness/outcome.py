@@ -98,9 +98,8 @@ def describe(outcome: dict) -> str:
     if kind == "ok":
         regs = outcome.get("regs", {})
         shown = " ".join(f"{k}={_short(v)}" for k, v in regs.items())
-        if "value" in outcome:
-            shown = f"value={_short(outcome['value'])} {shown}"
-        return f"ok {shown}".strip()
+        extra = " ".join(f"{k}={_short(v)}" for k, v in outcome.items() if k not in ("kind", "regs"))
+        return f"ok {extra} {shown}".replace("  ", " ").strip()
     if kind == "rejected":
         return f"{outcome.get('ioctl')} rejected" + (f" ({outcome['reason']})" if "reason" in outcome else "")
     if kind == "exception":

@@ -28,6 +28,8 @@ PVM = profile("this-host-kvm_pvm-6.18", "pvm")
 def test_every_row_parses_and_every_feature_resolves():
     for row in matrix.ROWS:
         parse(row.probe)
+        if row.feature in matrix.HOST_LEVEL:
+            continue
         for ref in matrix.EDIT_BITS.get(row.feature, (row.feature,)):
             resolve_feature(ref)
     for feat, variants in matrix.VARIANTS.items():
@@ -60,6 +62,12 @@ def test_pv_features_also_run_enforced():
     assert {c.name for c in enforced} == {"on+enforce", "off+enforce", "on+enforce+user-space-msr",
                                           "off+enforce+user-space-msr"}
     assert {c.user_space_msr for c in enforced} == {0, 3}
+
+
+def test_host_level_checks_run_once():
+    items = plan(PVM, ["msr-index"])
+    assert {it.config.name for it in items} == {"supported"}
+    assert all(it.category == "table" for it in items)
 
 
 def test_cpuid_items_cover_every_supported_entry():

@@ -16,7 +16,7 @@ from ..errors import UsageError
 from ..model.profile import HostProfile, VcpuConfig
 from ..probes.payloads import guest_code, parse
 from .config import GuestConfig, resolve_feature
-from ..probes.matrix import (EDIT_BITS, PV_FEATURES, ROWS, USER_SPACE_MSR_INVAL_UNKNOWN, VARIANTS, Row,
+from ..probes.matrix import (EDIT_BITS, HOST_LEVEL, PV_FEATURES, ROWS, USER_SPACE_MSR_INVAL_UNKNOWN, VARIANTS, Row,
                      features)
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ def _supported(profile: HostProfile, feature: str) -> bool:
 
 def configs_for(profile: HostProfile, feature: str) -> list[GuestConfig]:
     """on / claimed-unsupported, off, the declared variants, and enforced PV variants."""
+    if feature in HOST_LEVEL:
+        return [BASE]
     refs = _edit_refs(feature)
     primary = "on" if _supported(profile, feature) else "claimed-unsupported"
     out = [GuestConfig(primary, set=refs), GuestConfig("off", clear=refs)]

@@ -111,6 +111,7 @@ class Machine:
 
     def __init__(self, kvm: kb.Kvm, config: VcpuConfig):
         self.config = config
+        self._kvm = kvm
         self.broken: str | None = None
         self.runs = 0
         self._vm = kvm.create_vm()
@@ -275,6 +276,8 @@ class Machine:
             except kb.KvmError as e:
                 return oc.ioctl_error("KVM_SET_XCRS", e.errno)
             return {"kind": "ok"}
+        if k == "msr-index":
+            return {"kind": "ok", "present": spec.args[0] in self._kvm.msr_index_list()}
         if k == "get-cpuid2":
             entry = vcpu.get_cpuid2().entry(*spec.args)
             if entry is None:

@@ -402,6 +402,18 @@ def _host_msr(ctx: Ctx, write: bool) -> Expectation:
     return _exp(ctx, P.ok(**extra), rule, *res.reasons, feature=res.feature)
 
 
+def _msr_index(ctx: Ctx) -> Expectation:
+    index = ctx.probe.args[0]
+    present, how = msrs.derived_advertised(ctx, index)
+    label = msrs.msr_label(index)
+    if present is None:
+        return _exp(ctx, P.any_(), "msr.index_list.unmodelled", Reason(
+            f"{label}: the model has no rule for its place in KVM_GET_MSR_INDEX_LIST"))
+    return _exp(ctx, P.ok(present=present), "msr.index_list", Reason(
+        f"{label} {'is' if present else 'is not'} in KVM_GET_MSR_INDEX_LIST ({how})",
+        "kvm_probe_msr_to_save / kvm_init_msr_lists (arch/x86/kvm/x86.c)"))
+
+
 # -- XCR0 -----------------------------------------------------------------------------------------
 def _xcr_check(ctx: Ctx, index: int, xcr0: int) -> tuple[bool, list[Reason], str]:
     """__kvm_set_xcr(). Returns (ok, reasons, rule)."""
@@ -520,5 +532,5 @@ _HANDLERS = {
     "cpuid": _cpuid, "cr4": _cr4, "sregs-cr4": _sregs_cr4, "rdmsr": _rdmsr, "wrmsr": _wrmsr,
     "host-rdmsr": lambda c: _host_msr(c, False), "host-wrmsr": lambda c: _host_msr(c, True),
     "xgetbv": _xgetbv, "xsetbv": _xsetbv, "host-xcr0": _host_xcr0, "insn": _insn,
-    "payload": _payload, "get-cpuid2": _get_cpuid2,
+    "payload": _payload, "get-cpuid2": _get_cpuid2, "msr-index": _msr_index,
 }

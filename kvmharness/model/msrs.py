@@ -144,9 +144,15 @@ def msr_addr_bits(ctx: Ctx) -> int:
 
 
 def advertised(ctx: Ctx, index: int) -> tuple[bool | None, str]:
-    """Is the MSR in KVM_GET_MSR_INDEX_LIST? (None: unknown.)"""
+    """Is the MSR in KVM_GET_MSR_INDEX_LIST? (None: unknown.) The host's own list when the
+    profile has one, else what kvm_probe_msr_to_save() would decide."""
     if ctx.host.msr_index_list:
         return index in ctx.host.msr_index_list, "KVM_GET_MSR_INDEX_LIST of this host"
+    return derived_advertised(ctx, index)
+
+
+def derived_advertised(ctx: Ctx, index: int) -> tuple[bool | None, str]:
+    """kvm_probe_msr_to_save() / emulated_msrs: whether KVM lists the MSR, from its caps alone."""
     caps = ctx.caps
     kvm = caps.kvm
     if index == M["XSS"]:

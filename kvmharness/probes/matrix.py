@@ -51,6 +51,11 @@ def R(feature: str, label: str, probe: str) -> Row:
     return Row(feature, label, probe)
 
 
+def T(feature: str, label: str, probe: str) -> Row:
+    """A host-level table check (no guest code, no per-configuration meaning)."""
+    return Row(feature, label, probe, "table")
+
+
 ROWS: tuple[Row, ...] = (
     # feature               label                         probe
     # -- CR4 bits gated by guest_cpu_cap (__cr4_reserved_bits), guest MOV and KVM_SET_SREGS ----
@@ -130,6 +135,16 @@ ROWS: tuple[Row, ...] = (
     R("ibt",                "user.no-endbr",              "ibt-no-endbr"),
     R("ibt",                "user.notrack",               "ibt-notrack"),
     R("ibt",                "user.endbr",                 "ibt-endbr"),
+    # -- KVM_GET_MSR_INDEX_LIST lists an MSR iff KVM supports its feature (host level) --------
+    T("msr-index",          "u_cet",                      "msr-index:0x6a0"),
+    T("msr-index",          "s_cet",                      "msr-index:0x6a2"),
+    T("msr-index",          "pl0_ssp",                    "msr-index:0x6a4"),
+    T("msr-index",          "pl3_ssp",                    "msr-index:0x6a7"),
+    T("msr-index",          "int_ssp_tab",                "msr-index:0x6a8"),
+    T("msr-index",          "xss",                        "msr-index:0xda0"),
+    T("msr-index",          "tsc_aux",                    "msr-index:0xc0000103"),
+    T("msr-index",          "xfd",                        "msr-index:0x1c4"),
+    T("msr-index",          "kvm_poll_control",           "msr-index:0x4b564d05"),
     # -- XCR0 components (guest_supported_xcr0 <- CPUID 0xD.0) -------------------------------
     R("xcr0.ymm",           "xsetbv.ymm",                 "xsetbv:0:0x7@cr4+18"),
     R("xcr0.ymm",           "xsetbv.ymm-no-sse",          "xsetbv:0:0x5@cr4+18"),
@@ -246,6 +261,9 @@ VARIANTS: dict[str, tuple[Variant, ...]] = {
                         suffix="+quirks-mwait-off")),
     "arch_capabilities": (Variant(user_space_msr=USER_SPACE_MSR_INVAL_UNKNOWN, suffix="+user-space-msr"),),
 }
+
+# Host-level groups: one configuration (the supported table), nothing to set or clear.
+HOST_LEVEL = frozenset({"msr-index"})
 
 # Features whose probes also run with KVM_CAP_ENFORCE_PV_FEATURE_CPUID enabled.
 PV_FEATURES = frozenset({"clocksource", "clocksource2", "async_pf", "steal_time", "pv_eoi",

@@ -13,6 +13,7 @@
       xsetbv:INDEX:VALUE     guest XSETBV
       host-xcr0:VALUE        host KVM_SET_XCRS with XCR0=VALUE
       get-cpuid2:LEAF:SUB    host KVM_GET_CPUID2: the vCPU's entry as KVM holds it
+      msr-index:INDEX        host KVM_GET_MSR_INDEX_LIST: is INDEX listed (saved/restored)?
       insn:HEXBYTES          the given instruction bytes at CPL0 (e.g. insn:0f0b is UD2)
       NAME                   a named payload from the payload registry (e.g. shstk-near-ret)
     MODS (state set up by the host before the probe runs):
@@ -45,6 +46,7 @@ KINDS: dict[str, tuple[tuple[str, ...], bool]] = {
     "xsetbv": (("index", "value"), True),
     "host-xcr0": (("value",), False),
     "get-cpuid2": (("leaf", "subleaf"), False),
+    "msr-index": (("index",), False),
     "insn": (("bytes",), True),
 }
 _LIMITS = {"leaf": 0xFFFFFFFF, "subleaf": 0xFFFFFFFF, "bit": 63, "index": 0xFFFFFFFF,
