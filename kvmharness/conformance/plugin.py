@@ -1,8 +1,12 @@
-"""pytest front-end of the conformance engine: `pytest --pyargs kvmharness.conformance [-n auto]`.
+"""pytest plugin (entry point `kvmharness`) for the conformance front-end:
 
-Each matrix result is a test item with a readable id (`shstk/claimed-unsupported/cr4.cet`).
-All items of one guest configuration carry the same xdist group, and `-n` runs with
-`--dist loadgroup`, so a configuration's vCPU is created once, on one worker.
+    pytest --pyargs kvmharness.conformance [-n auto] [--kvmharness-feature F] [--junitxml F]
+
+Each matrix result is a test item with a readable id (`shstk/claimed-unsupported/cr4.cet`), see
+test_conformance.py. All items of one guest configuration carry the same xdist group, and `-n`
+runs with `--dist loadgroup`, so a configuration's vCPU is created once, on one worker. The
+plugin is loaded wherever kvmharness is installed; it only adds options and, for `-n` runs,
+turns `--dist load` into `--dist loadgroup` (identical for tests without xdist groups).
 """
 
 import pytest
