@@ -118,6 +118,15 @@ class Session:
     runner: object = None
     timeout_ms: float = 1000.0
     _vcpus: dict = field(default_factory=dict)
+    _caps: dict = field(default_factory=dict)
+
+    def caps(self, vcpu: VcpuConfig):
+        """The model's effective capabilities of a vCPU, computed once per configuration."""
+        c = self._caps.get(vcpu)
+        if c is None:
+            from ..model.caps import effective_caps
+            c = self._caps[vcpu] = effective_caps(self.profile, vcpu)
+        return c
 
     def vcpu(self, config: GuestConfig) -> VcpuConfig:
         v = self._vcpus.get(config)
@@ -140,7 +149,7 @@ class Session:
         from ..model.deviations import classify
         from ..model.expect import expect
         spec = parse(item.probe)
-        exp = expect(self.profile, vcpu, spec)
+        exp = expect(self.profile, vcpu, spec, self.caps(vcpu))
         reasons = [str(r) for r in exp.reasons]
         if exp.pattern.get("kind") == "skip":
             why = exp.pattern.get("reason") or "; ".join(reasons) or "the model says this cannot run here"

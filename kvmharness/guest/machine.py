@@ -88,6 +88,28 @@ class GuestCode:
         return image
 
 
+_baseline_image: bytes | None = None
+
+
+def _baseline_sregs(vcpu) -> ks.kvm_sregs:
+    """kvm_sregs for the baseline state: a fresh vCPU's (taken once per process) with the
+    layout's segments, tables, control registers and EFER."""
+    global _baseline_image
+    if _baseline_image is None:
+        s = vcpu.get_sregs()
+        for name, seg in L.baseline_segments().items():
+            dst = getattr(s, name)
+            for field_name in ("base", "limit", "selector", "type", "present", "dpl", "db", "s",
+                               "l", "g", "avl", "unusable"):
+                setattr(dst, field_name, getattr(seg, field_name))
+        s.gdt.base, s.gdt.limit = L.GDT, len(L.gdt()) - 1
+        s.idt.base, s.idt.limit = L.IDT, 256 * 16 - 1
+        s.cr0, s.cr3, s.cr4, s.efer = L.CR0_BASELINE, L.PML4, L.CR4_BASELINE, L.EFER_BASELINE
+        s.cr2 = 0
+        _baseline_image = bytes(s)
+    return ks.kvm_sregs.from_buffer_copy(_baseline_image)
+
+
 @functools.lru_cache(maxsize=4096)
 def _regs_image(regs: tuple) -> bytes:
     """The kvm_regs bytes for a probe's entry state: baseline stack and flags plus its inputs."""
@@ -145,7 +167,7 @@ class Machine:
         for gpa, data in self._pieces.items():
             self.mem[gpa:gpa + len(data)] = data
         self.to_user = runtime_image().sym("to_user")
-        self.baseline = self._baseline_sregs(vcpu.get_sregs())
+        self.baseline = _baseline_sregs(vcpu)
         vcpu.set_sregs(self.baseline)
         self.run_struct = vcpu.run_struct
         self.sync = kvm.check_extension(kc.KvmCap.SYNC_REGS) & ks.KVM_SYNC_X86_REGS
@@ -154,19 +176,6 @@ class Machine:
             self._sync_addr = ctypes.addressof(vcpu.sync_regs)
         self._dirty: set[str] = set()
         self._restore_msrs: dict[int, int] = {}
-
-    @staticmethod
-    def _baseline_sregs(s: ks.kvm_sregs) -> ks.kvm_sregs:
-        for name, seg in L.baseline_segments().items():
-            dst = getattr(s, name)
-            for field in ("base", "limit", "selector", "type", "present", "dpl", "db", "s", "l",
-                          "g", "avl", "unusable"):
-                setattr(dst, field, getattr(seg, field))
-        s.gdt.base, s.gdt.limit = L.GDT, len(L.gdt()) - 1
-        s.idt.base, s.idt.limit = L.IDT, 256 * 16 - 1
-        s.cr0, s.cr3, s.cr4, s.efer = L.CR0_BASELINE, L.PML4, L.CR4_BASELINE, L.EFER_BASELINE
-        s.cr2 = 0
-        return s
 
     # -- lifetime -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -400,13 +409,19 @@ class Machine:
             return oc.vm_exit("IO", port=oc.hexs(io.port), direction="out" if io.direction else "in",
                               size=io.size, rip=oc.hexs(self._regs().rip))
         name = kc.EXIT_REASON_NAMES.get(reason, str(reason))
-        self.broken = f"exit {name}"
         if reason == kc.KVM_EXIT_INTERNAL_ERROR:
             internal = run.internal
+            # An instruction the emulator lacks leaves the vCPU runnable (measured on kvm_pvm):
+            # reload the full baseline state and keep it. Any other internal error: replace it.
+            if internal.suberror == kc.KVM_INTERNAL_ERROR_EMULATION:
+                self._dirty |= {DIRTY_SREGS, DIRTY_XCR0}
+            else:
+                self.broken = f"exit {name}"
             n = min(internal.ndata, len(internal.data))
             return oc.vm_exit(name, suberror=internal.suberror,
                               suberror_name=kc.INTERNAL_ERROR_NAMES.get(internal.suberror),
                               data=[oc.hexs(internal.data[i]) for i in range(n)])
+        self.broken = f"exit {name}"
         if reason == kc.KVM_EXIT_FAIL_ENTRY:
             return oc.vm_exit(name, hardware_entry_failure_reason=oc.hexs(
                 run.fail_entry.hardware_entry_failure_reason))
