@@ -52,6 +52,20 @@ def test_diff_with_itself_is_empty():
     assert "no changes" in render_diff(d)
 
 
+def test_registers_an_ok_expectation_does_not_name_are_not_an_observation_change():
+    # RDRAND returns a new random value every run: with an "ok" expectation that names no
+    # register, that is not a change; a named register that changes is one.
+    ok_any = {"kind": "ok"}
+    old = report([result("rdrand/on/rdrand", expected=ok_any, observed={"kind": "ok", "regs": {"rax": "0x1234"}}),
+                  result("x/on/cpuid", expected={"kind": "ok", "regs": {"rax": "0x7"}},
+                         observed={"kind": "ok", "regs": {"rax": "0x7", "rbx": "0x1"}})])
+    new = report([result("rdrand/on/rdrand", expected=ok_any, observed={"kind": "ok", "regs": {"rax": "0x9876"}}),
+                  result("x/on/cpuid", expected={"kind": "ok", "regs": {"rax": "0x7"}},
+                         observed={"kind": "ok", "regs": {"rax": "0x8", "rbx": "0x1"}})])
+    d = diff_reports(old, new)
+    assert [c.id for c in d.changes] == ["x/on/cpuid"]
+
+
 def test_edited_copy_shows_exactly_the_transitions():
     d = diff_reports(report(old_results()), report(edited_results()), "base.json", "patched.json")
     assert summary(d) == {

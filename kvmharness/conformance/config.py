@@ -14,8 +14,20 @@ def resolve_feature(text: str) -> BitRef:
     return resolve(text)
 
 
+# Per-CPU fields KVM_GET_SUPPORTED_CPUID fills from whichever host CPU answered the ioctl.
+def for_vcpu0(table: CpuidTable) -> CpuidTable:
+    """The table as a VMM gives it to vCPU 0: initial APIC ID (1.EBX[31:24]) and the x2APIC IDs
+    of the topology leaves (0xB/0x1F EDX) set to 0, so results do not depend on which host CPU
+    ran KVM_GET_SUPPORTED_CPUID."""
+    t = table.with_field(1, 0, "ebx", 24, 8, 0) if table.has_leaf(1) else table
+    for e in table:
+        if e.function in (0xB, 0x1F):
+            t = t.with_entry(e.with_reg("edx", 0))
+    return t
+
+
 def edit_cpuid(base: CpuidTable, set_: tuple[str, ...] = (), clear: tuple[str, ...] = ()) -> CpuidTable:
-    table = base
+    table = for_vcpu0(base)
     for text in set_:
         r = resolve_feature(text)
         table = table.with_bit(r.leaf, r.subleaf, r.reg, r.bit, True)

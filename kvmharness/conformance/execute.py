@@ -95,7 +95,7 @@ _WORKER_ERROR = "__worker_error__"
 
 def _worker(share, profile, timeout_ms, conn, parent_pid: int) -> None:
     # The parent decides what Ctrl-C means; SIGTERM (how the parent stops us) kills at once.
-    # Both were blocked across fork (see _start): set the dispositions, then unblock.
+    # Both were blocked across fork (see _run_parallel): set the dispositions, then unblock.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent()
@@ -147,9 +147,16 @@ def _run_parallel(groups, profile, jobs, timeout_ms, emit) -> None:
     try:
         if catch_term:
             signal.signal(signal.SIGTERM, _on_sigterm)
-        for share in shares:
-            if share:
-                running.append(_start(ctx, share, profile, timeout_ms))
+        # Block Ctrl-C/SIGTERM while forking: no child runs the parent's handlers, and every
+        # worker is in `running` (so it gets stopped) before a signal that arrived meanwhile
+        # is delivered here, at the unblock.
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            for share in shares:
+                if share:
+                    running.append(_start(ctx, share, profile, timeout_ms))
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         live = {w.reader: w for w in running}
         while live:
             for reader in mp_connection.wait(list(live)):
@@ -187,13 +194,9 @@ def _start(ctx, share, profile, timeout_ms) -> _Running:
     reader, writer = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_worker, args=(share, profile, timeout_ms, writer, os.getpid()),
                        daemon=True)
-    # Block Ctrl-C/SIGTERM across fork so the child never runs the parent's handlers; a signal
-    # that arrives meanwhile is delivered to the parent right after.
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
-        proc.start()
+        proc.start()                # with Ctrl-C/SIGTERM blocked, see _run_parallel
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
         writer.close()              # only the worker holds the write end: its exit is our EOF
     return _Running(proc, reader, {it.id: it for g in share for it in g})
 

@@ -173,23 +173,36 @@ INDEXED_LEAVES = frozenset({0x4, 0x7, 0xB, 0xD, 0xF, 0x10, 0x12, 0x14, 0x17, 0x1
                             0x1D, 0x1E, 0x1F, 0x20, 0x23, 0x24, 0x8000001D, 0x80000020, 0x80000026})
 
 
+MAX_JSON_BYTES = 64 << 20        # far above any report or CPUID table; bounds hostile input
+
+
 def load_json_file(path: str) -> object:
     """Read a JSON file, turning every way it can be bad into one UsageError line."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        with open(path, "rb") as f:
+            raw = f.read(MAX_JSON_BYTES + 1)
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise UsageError(f"{path}: is a directory, expected a JSON file") from None
     except PermissionError:
         raise UsageError(f"{path}: permission denied") from None
-    except UnicodeDecodeError as e:
-        raise UsageError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except OSError as e:
         raise UsageError(f"{path}: cannot read: {e.strerror}") from None
+    if len(raw) > MAX_JSON_BYTES:
+        raise UsageError(f"{path}: larger than {MAX_JSON_BYTES >> 20} MiB, not a kvmharness JSON file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise UsageError(f"{path}: invalid JSON: nested too deeply") from None
+    except ValueError as e:              # e.g. an integer beyond Python's digit limit
+        raise UsageError(f"{path}: invalid JSON: {str(e).splitlines()[0]}") from None
 
 
 def parse_number(text: str, what: str) -> int:

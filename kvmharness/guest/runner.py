@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import threading
 
 from .. import outcome as oc
@@ -33,6 +34,8 @@ class _Closer:
         self._q.put(machine)
 
     def _loop(self) -> None:
+        # The probe timer (SIGALRM) and Ctrl-C must reach the main thread, never this one.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGINT, signal.SIGTERM})
         while (m := self._q.get()) is not None:
             m.close()
 

@@ -125,7 +125,7 @@ def parse_probe(text: str, payload_names: frozenset[str] | set[str] = frozenset(
                 continue
             v = parse_number(a, f"probe {text!r} {n}")
             if v > _LIMITS[n]:
-                raise UsageError(f"probe {text!r}: {n} {a} is out of range (max {_LIMITS[n]:#x})")
+                raise UsageError(f"probe {text!r}: {n} {v:#x} is out of range (max {_LIMITS[n]:#x})")
             args.append(v)
         spec = ProbeSpec(head, tuple(args))
     elif not rest and _NAME_RE.match(head) and head in payload_names:
@@ -165,8 +165,12 @@ def _apply_mods(spec: ProbeSpec, modtext: str, text: str) -> ProbeSpec:
         elif m.group(5):
             kw["xcr0"] = parse_number(m.group(5), f"probe {text!r} xcr0")
         else:
-            msrs.append((parse_number(m.group(6), f"probe {text!r} msr index"),
-                         parse_number(m.group(7), f"probe {text!r} msr value")))
+            index = parse_number(m.group(6), f"probe {text!r} msr index")
+            value = parse_number(m.group(7), f"probe {text!r} msr value")
+            if index > _LIMITS["index"] or value > _LIMITS["value"]:
+                raise UsageError(f"probe {text!r}: msr:{index:#x}={value:#x} is out of range "
+                                 f"(index max {_LIMITS['index']:#x}, value max {_LIMITS['value']:#x})")
+            msrs.append((index, value))
     if msrs:
         kw["msrs"] = tuple(msrs)
     for v in kw.values():
