@@ -13,7 +13,7 @@ import shlex
 import sys
 
 from . import __version__
-from .errors import EXIT_MISMATCH, EXIT_OK, EXIT_USAGE, HarnessError, UsageError
+from .errors import EXIT_MISMATCH, EXIT_OK, HarnessError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):

@@ -111,7 +111,7 @@ def check_set_cr4(ctx: Ctx, old: int, new: int) -> tuple[bool, str, list[Reason]
             rule = "cr4.feature" if cr4_bit_allowed(ctx, bit) and bit in CR4_FEATURE \
                 else "cr4.reserved"
             return False, rule, why + [Reason(
-                f"MOV CR4 with a reserved bit -> #GP(0)", F_SET_CR4, None, {"cr4": new})]
+                "MOV CR4 with a reserved bit -> #GP(0)", F_SET_CR4, None, {"cr4": new})]
     if st.long_mode:
         if not new >> b.CR4_PAE & 1:
             return False, "cr4.pae_long_mode", [Reason(

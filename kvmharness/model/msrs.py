@@ -210,8 +210,6 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
     caps = ctx.caps
     st = ctx.state
     label = msr_label(idx)
-    kname = ctx.kname
-    who = "host-initiated" if host else "guest"
 
     # --- __kvm_set_msr / __kvm_get_msr -------------------------------------------------------
     if idx in (M["FS_BASE"], M["GS_BASE"], M["KERNEL_GS_BASE"], M["LSTAR"], M["CSTAR"]):
