@@ -14,6 +14,20 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 PROFILES = Path(__file__).resolve().parent / "data" / "profiles"
 
 
+def open_fds() -> int:
+    """How many file descriptors this process has open (leak checks)."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+def rss_kib() -> int:
+    """This process's resident set size in KiB (leak checks)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def _kvm_problem() -> str | None:
     if not os.path.exists("/dev/kvm"):
         return "/dev/kvm does not exist"

@@ -1,6 +1,5 @@
 """The guest machine on the real /dev/kvm: architectural facts that hold on any KVM host."""
 
-import os
 import time
 
 import pytest
@@ -10,6 +9,7 @@ from kvmharness.guest.runner import Runner
 from kvmharness.model.profile import VcpuConfig
 from kvmharness.probes.payloads import guest_code, parse
 from kvmharness.probes.spec import parse_probe
+from tests.conftest import open_fds, rss_kib
 
 pytestmark = pytest.mark.kvm
 
@@ -125,31 +125,12 @@ def test_state_changed_by_a_probe_does_not_leak_into_the_next(runner, config):
     assert int(o["regs"]["rax"], 16) == L.CR4_BASELINE
 
 
-def _fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def _rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def test_cpl0_bodies_run_from_supervisor_pages_so_smep_does_not_fault_them(runner, config):
-    o = run(runner, config, "insn:0f20e0")              # mov rax, cr4
-    assert o["kind"] == "ok"
-    o = run(runner, config, "insn:90@cpl3")
-    assert o["kind"] == "ok"
-
-
 def test_ten_thousand_probes_leave_fds_and_rss_flat(runner, config):
     probes = [parse_probe(p) for p in ("cpuid:1:0", "rdmsr:0x12345678", "cr4:2", "insn:0f0b")]
     for spec in probes * 50:
         runner.run(config, spec)
-    fds, rss = _fds(), _rss_kib()
+    fds, rss = open_fds(), rss_kib()
     for i in range(10_000):
         runner.run(config, probes[i % len(probes)])
-    assert _fds() == fds
-    assert _rss_kib() - rss < 2048, f"RSS grew from {rss} KiB to {_rss_kib()} KiB"
+    assert open_fds() == fds
+    assert rss_kib() - rss < 2048, f"RSS grew from {rss} KiB to {rss_kib()} KiB"

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from kvmharness.cpu.cpuid import CpuidEntry, CpuidTable
 from kvmharness.errors import UsageError
-from tests.conftest import REPO
+from tests.conftest import REPO, open_fds
 
 U32 = 0xFFFFFFFF
 U64 = 0xFFFFFFFFFFFFFFFF
@@ -97,10 +97,6 @@ def supported(kvm):
     return list(kvm.supported_cpuid())
 
 
-def _fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
 KVM_ERRNOS = {errno.EINVAL, errno.E2BIG, errno.EPERM, errno.ENOMEM, errno.EFAULT}
 
 
@@ -121,7 +117,7 @@ def _set_cpuid2(kvm, table) -> int | None:
 @pytest.mark.kvm
 def test_kvm_set_cpuid2_takes_any_table_or_refuses_it(kvm, supported):
     seen: dict = {}
-    fds = _fds()
+    fds = open_fds()
 
     @_settings(60)
     @given(st.one_of(st.lists(entries, max_size=40), mutated(supported)))
@@ -132,7 +128,7 @@ def test_kvm_set_cpuid2_takes_any_table_or_refuses_it(kvm, supported):
     check()
     for n in (257, 300, 4096):                  # more than KVM_MAX_CPUID_ENTRIES
         assert _set_cpuid2(kvm, [CpuidEntry(i) for i in range(n)]) == errno.E2BIG
-    assert _fds() == fds
+    assert open_fds() == fds
     assert None in seen and len(seen) > 1, seen                 # both paths were exercised
     print("KVM_SET_CPUID2 results:", {errno.errorcode.get(k, "ok") if k else "ok": v
                                       for k, v in seen.items()})
@@ -148,7 +144,7 @@ def test_runner_turns_a_refused_configuration_into_an_outcome(kvm, supported):
     kinds = {"ok", "exception", "exit", "ioctl_error", "timeout", "rejected", "skip"}
     spec = parse("cpuid:0:0")
     counts: dict = {}
-    fds = _fds()
+    fds = open_fds()
     with Runner(kvm) as runner:
 
         @_settings(25)
@@ -175,7 +171,7 @@ def test_runner_turns_a_refused_configuration_into_an_outcome(kvm, supported):
         check()
         o = runner.run(VcpuConfig(CpuidTable(supported)), spec)
         assert o["kind"] == "ok"
-    assert _fds() == fds                        # the Runner closed (and joined) what it made
+    assert open_fds() == fds                        # the Runner closed (and joined) what it made
     assert counts.get("ioctl_error") and counts.get("ok"), counts
 
 
