@@ -14,11 +14,8 @@ so the ratio is measured, not assumed.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
-import os
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile

@@ -3,7 +3,6 @@
 import os
 import re
 import struct
-from pathlib import Path
 
 import pytest
 
