@@ -134,3 +134,12 @@ def test_ten_thousand_probes_leave_fds_and_rss_flat(runner, config):
         runner.run(config, probes[i % len(probes)])
     assert open_fds() == fds
     assert rss_kib() - rss < 2048, f"RSS grew from {rss} KiB to {rss_kib()} KiB"
+
+
+def test_a_refused_msr_preset_undoes_the_ones_before_it(runner, config):
+    # PAT (0x277) is set first, then an MSR no CPU has is refused: PAT must be back to its
+    # previous value for the next probe.
+    before = run(runner, config, "rdmsr:0x277")["regs"]
+    o = run(runner, config, "rdmsr:0x10@msr:0x277=0x0606060606060606,msr:0x12345678=0x1")
+    assert o == {"kind": "rejected", "ioctl": "KVM_SET_MSRS", "msr": "0x12345678"}
+    assert run(runner, config, "rdmsr:0x277")["regs"] == before

@@ -230,6 +230,7 @@ class Machine:
         for index, value in spec.msrs:
             self._save_msr(index)
             if self.vcpu.set_msrs({index: value}) != 1:
+                self._cleanup(frozenset())          # undo the MSRs this probe already set
                 return {"kind": "rejected", "ioctl": "KVM_SET_MSRS", "msr": oc.hexs(index)}
         return None
 
