@@ -4,7 +4,8 @@ Guest CPUID is frozen after the first KVM_RUN, so a Machine serves exactly one V
 reused for every probe of it; state a probe may change (CR0/CR4/EFER/segments, XCR0, an MSR) is
 put back by the host before the next probe. A probe never crashes the harness: whatever
 happens becomes an outcome dict (kvmharness/outcome.py). A machine that hit a timeout, a
-shutdown, an internal error or a failed entry is marked `broken`; the Runner replaces it.
+shutdown, a failed entry, an unexpected exit or an internal error other than an emulation
+failure is marked `broken`; the Runner replaces it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from .bodies import (DIRTY_MSR, DIRTY_SCRATCH, DIRTY_SREGS, DIRTY_TABLES, DIRTY_
 
 DEFAULT_TIMEOUT_MS = 1000.0
 _ZERO_PAGE = bytes(4096)
-MSR_EFER = 0xC0000080
 
 
 class ProbeTimeout(Exception):
