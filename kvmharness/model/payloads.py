@@ -63,68 +63,54 @@ def _needs(ctx: Ctx, ref, rule: str, effective: Callable[[], Expectation]) -> Ex
     return exp
 
 
-def _cp(code: int, what: str, rule: str, name: str) -> Expectation:
-    return Expectation(P.exc(P.CP, code), [Reason(f"{what} -> #CP (vector 21) error code {code}",
-                                                  F_HW)], rule, name)
+def _cet_rule(ref, pattern: dict, text: str) -> PayloadRule:
+    """A CET payload's rule: skipped unless `ref` is effective, else `pattern` for `text`."""
+    rule = "payload.cet.shstk" if ref == b.SHSTK else "payload.cet.ibt"
+
+    def fn(ctx: Ctx) -> Expectation:
+        return _needs(ctx, ref, rule, lambda: Expectation(
+            pattern, [Reason(text, F_HW)], rule, catalog.name_of(ref)))
+    return fn
 
 
-def _shstk_near_ret(ctx: Ctx) -> Expectation:
-    return _needs(ctx, b.SHSTK, "payload.cet.shstk", lambda: _cp(
-        b.CP_NEAR_RET, "near RET whose return address differs from the shadow stack's",
-        "payload.cet.shstk", catalog.name_of(b.SHSTK)))
+def _cp(ref, code: int, what: str) -> PayloadRule:
+    """A payload whose check must fire: #CP (vector 21) with `code`."""
+    return _cet_rule(ref, P.exc(P.CP, code), f"{what} -> #CP (vector 21) error code {code}")
 
 
-def _shstk_far_ret(ctx: Ctx) -> Expectation:
-    return _needs(ctx, b.SHSTK, "payload.cet.shstk", lambda: _cp(
-        b.CP_FAR_RET, "far RET/IRET whose CS:LIP differs from the shadow stack's",
-        "payload.cet.shstk", catalog.name_of(b.SHSTK)))
-
-
-def _ibt_no_endbr(ctx: Ctx) -> Expectation:
-    return _needs(ctx, b.IBT, "payload.cet.ibt", lambda: _cp(
-        b.CP_ENDBRANCH, "indirect JMP/CALL to a target without ENDBR64 (tracker in WAIT_FOR_ENDBRANCH)",
-        "payload.cet.ibt", catalog.name_of(b.IBT)))
-
-
-def _ibt_notrack(ctx: Ctx) -> Expectation:
-    return _needs(ctx, b.IBT, "payload.cet.ibt", lambda: Expectation(
-        P.ok(), [Reason("NOTRACK-prefixed indirect branch with NO_TRACK_EN set does not arm the "
-                        "tracker: no #CP", F_HW)], "payload.cet.ibt", catalog.name_of(b.IBT)))
-
-
-def _wrss(ctx: Ctx) -> Expectation:
-    return _needs(ctx, b.SHSTK, "payload.cet.shstk", lambda: Expectation(
-        P.ok({"rbx": L.WRSS_VALUE}), [Reason(
-            "WRSS with WR_SHSTK_EN set writes the shadow stack; an ordinary load reads the value "
-            f"back (rbx = {L.WRSS_VALUE:#x})", F_HW)],
-        "payload.cet.shstk", catalog.name_of(b.SHSTK)))
-
-
-def _sss_supervisor(ctx: Ctx) -> Expectation:
-    tok = L.SUPERVISOR_TOKEN
-    return _needs(ctx, b.SHSTK, "payload.cet.shstk", lambda: Expectation(
-        P.ok({"rax": tok, "rbx": tok | 1, "rcx": 1}), [Reason(
-            f"SETSSBSY takes the supervisor token at PL0_SSP ({tok:#x}): SSP = {tok:#x} and the "
-            "token's busy bit set; a matched CALL/RET pair then runs without fault (rcx = 1)", F_HW)],
-        "payload.cet.shstk", catalog.name_of(b.SHSTK)))
-
-
-def _sss_int_ssp_tab(ctx: Ctx) -> Expectation:
-    tok = L.IST_TOKEN
-    return _needs(ctx, b.SHSTK, "payload.cet.shstk", lambda: Expectation(
-        P.ok({"rax": tok - 24, "rbx": tok | 1}), [Reason(
-            "INT3 through an IST1 gate with supervisor shadow stacks on: SSP is loaded from "
-            f"INT_SSP_TAB[1] ({tok:#x}), the supervisor token there is checked and marked busy, "
-            f"then CS, LIP and the old SSP are pushed: the handler sees SSP = {tok - 24:#x}", F_HW)],
-        "payload.cet.shstk", catalog.name_of(b.SHSTK)))
-
-
-def _shstk_rstorssp(ctx: Ctx) -> Expectation:
-    return _needs(ctx, b.SHSTK, "payload.cet.shstk", lambda: Expectation(
-        P.ok({"rax": L.RESTORE_TOKEN}), [Reason(
-            f"RSTORSSP with a valid restore token at {L.RESTORE_TOKEN:#x} sets SSP to the token's "
-            "address; RDSSP reports it", F_HW)],
-        "payload.cet.shstk", catalog.name_of(b.SHSTK)))
+_SUP, _IST = L.SUPERVISOR_TOKEN, L.IST_TOKEN
+CET_RULES: dict[str, PayloadRule] = {
+    # payload              feature  expected outcome, and why
+    "shstk-near-ret":     _cp(b.SHSTK, b.CP_NEAR_RET,
+                              "near RET whose return address differs from the shadow stack's"),
+    "shstk-far-ret":      _cp(b.SHSTK, b.CP_FAR_RET,
+                              "far RET/IRET whose CS:LIP differs from the shadow stack's"),
+    "shstk-rstorssp-bad": _cp(b.SHSTK, b.CP_RSTORSSP, "RSTORSSP without a valid restore token"),
+    "ibt-no-endbr":       _cp(b.IBT, b.CP_ENDBRANCH, "indirect JMP/CALL to a target without ENDBR64 "
+                              "(tracker in WAIT_FOR_ENDBRANCH)"),
+    "ibt-notrack":        _cet_rule(b.IBT, P.ok(), "NOTRACK-prefixed indirect branch with NO_TRACK_EN "
+                                    "set does not arm the tracker: no #CP"),
+    "ibt-endbr":          _cet_rule(b.IBT, P.ok(), "indirect JMP to an ENDBR64 target satisfies the "
+                                    "tracker"),
+    "wrss":               _cet_rule(b.SHSTK, P.ok({"rbx": L.WRSS_VALUE}),
+                                    "WRSS with WR_SHSTK_EN set writes the shadow stack; an ordinary "
+                                    f"load reads the value back (rbx = {L.WRSS_VALUE:#x})"),
+    "shstk-rstorssp":     _cet_rule(b.SHSTK, P.ok({"rax": L.RESTORE_TOKEN}),
+                                    f"RSTORSSP with a valid restore token at {L.RESTORE_TOKEN:#x} "
+                                    "sets SSP to the token's address; RDSSP reports it"),
+    "shstk-write-fault":  _cet_rule(b.SHSTK, P.exc(14, 0x7),
+                                    "an ordinary store to a shadow-stack page (R/W=0, Dirty=1) is a "
+                                    "write-protection #PF: error code P|W|U = 0x7"),
+    "sss-supervisor":     _cet_rule(b.SHSTK, P.ok({"rax": _SUP, "rbx": _SUP | 1, "rcx": 1}),
+                                    f"SETSSBSY takes the supervisor token at PL0_SSP ({_SUP:#x}): SSP = "
+                                    f"{_SUP:#x} and the token's busy bit set; a matched CALL/RET pair "
+                                    "then runs without fault (rcx = 1)"),
+    "sss-int-ssp-tab":    _cet_rule(b.SHSTK, P.ok({"rax": _IST - 24, "rbx": _IST | 1}),
+                                    "INT3 through an IST1 gate with supervisor shadow stacks on: SSP is "
+                                    f"loaded from INT_SSP_TAB[1] ({_IST:#x}), the supervisor token there "
+                                    "is checked and marked busy, then CS, LIP and the old SSP are "
+                                    f"pushed: the handler sees SSP = {_IST - 24:#x}"),
+}
 
 
 def _runtime_bit(cr4_bit: int, leaf: int, reg: str, cpuid_bit: int, what: str):
@@ -161,25 +147,6 @@ def _xsave_size_runtime(ctx: Ctx) -> Expectation:
         F_UPDATE_RUNTIME)], "payload.runtime.xsave_size", "xsave")
 
 
-def _shstk_rstorssp_bad(ctx: Ctx) -> Expectation:
-    return _needs(ctx, b.SHSTK, "payload.cet.shstk", lambda: _cp(
-        b.CP_RSTORSSP, "RSTORSSP without a valid restore token", "payload.cet.shstk",
-        catalog.name_of(b.SHSTK)))
-
-
-def _shstk_write_fault(ctx: Ctx) -> Expectation:
-    return _needs(ctx, b.SHSTK, "payload.cet.shstk", lambda: Expectation(
-        P.exc(14, 0x7), [Reason("an ordinary store to a shadow-stack page (R/W=0, Dirty=1) is a "
-                                "write-protection #PF: error code P|W|U = 0x7", F_HW)],
-        "payload.cet.shstk", catalog.name_of(b.SHSTK)))
-
-
-def _ibt_endbr(ctx: Ctx) -> Expectation:
-    return _needs(ctx, b.IBT, "payload.cet.ibt", lambda: Expectation(
-        P.ok(), [Reason("indirect JMP to an ENDBR64 target satisfies the tracker", F_HW)],
-        "payload.cet.ibt", catalog.name_of(b.IBT)))
-
-
 def _triple_fault(ctx: Ctx) -> Expectation:
     return Expectation(P.exit_("SHUTDOWN"), [Reason(
         "UD2 with an IDT limit of 0: #UD -> #GP -> #DF cannot be delivered -> triple fault; KVM "
@@ -193,13 +160,8 @@ def _fixup_selftest(ctx: Ctx) -> Expectation:
         "payload.fixup_selftest")
 
 
-for _name, _fn in (("shstk-near-ret", _shstk_near_ret), ("shstk-far-ret", _shstk_far_ret),
-                   ("ibt-no-endbr", _ibt_no_endbr), ("ibt-notrack", _ibt_notrack),
-                   ("wrss", _wrss), ("sss-supervisor", _sss_supervisor),
-                   ("shstk-rstorssp", _shstk_rstorssp), ("shstk-rstorssp-bad", _shstk_rstorssp_bad),
-                   ("shstk-write-fault", _shstk_write_fault), ("ibt-endbr", _ibt_endbr),
+for _name, _fn in (*CET_RULES.items(),
                    ("triple-fault", _triple_fault), ("fixup-selftest", _fixup_selftest),
-                   ("sss-int-ssp-tab", _sss_int_ssp_tab),
                    ("osxsave-runtime", _runtime_bit(b.CR4_OSXSAVE, 0x1, "rcx", 27, "osxsave")),
                    ("ospke-runtime", _runtime_bit(b.CR4_PKE, 0x7, "rcx", 4, "ospke")),
                    ("xsave-size-runtime", _xsave_size_runtime)):
