@@ -5,7 +5,7 @@ Issue "Hardening: faults, load, hostile input, unprivileged use", items 1, 2 (wo
 from scripts/hangs.py, scripts/soak.py, scripts/parallel_runs.py and scripts/unprivileged.sh.
 
 Runs that must be interrupted or lose a worker are made slow without any product hook: the CLI
-is started through a small wrapper (WRAPPER below) that patches `Session.judge` to sleep per item
+is started through a small wrapper (WRAPPER below) that patches `Session.judge_group` to sleep per item
 and to drop a marker file when a worker starts judging, so the test acts only once every worker
 is demonstrably busy, never after a guessed delay.
 """
@@ -47,18 +47,18 @@ MARKS = os.environ.get("KVMH_TEST_MARK_DIR")
 PARTIAL_AT = int(os.environ.get("KVMH_TEST_PARTIAL_AT", "0"))
 SLOW_FSYNC = float(os.environ.get("KVMH_TEST_SLOW_FSYNC", "0"))
 _started = []
-_judge = Session.judge
+_judge_group = Session.judge_group
 
 
-def judge(self, item):
+def judge_group(self, items):
     if MARKS and not _started:
         _started.append(1)
         open(os.path.join(MARKS, f"started.{os.getpid()}"), "w").close()
-    time.sleep(SLEEP)
-    return _judge(self, item)
+    time.sleep(SLEEP * len(items))
+    return _judge_group(self, items)
 
 
-Session.judge = judge
+Session.judge_group = judge_group
 
 if PARTIAL_AT:
     # The first worker to report PARTIAL_AT results dies half-way through sending the next one.

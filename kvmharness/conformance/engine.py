@@ -1,8 +1,9 @@
 """The conformance engine: expand the matrix, run each configuration's probes on one vCPU, judge.
 
 One engine behind two front-ends (`kvmharness run` and the pytest plugin): both call
-`plan()` for the items and `Session.judge()` for one item's result dict (the report schema of
-kvmharness/report/schema.py).
+`plan()` for the items; `run` judges a configuration's items together (`Session.judge_group()`,
+so plain probes share the native loop), the plugin one item per test (`Session.judge()`). Both
+give each item the same result dict (the report schema of kvmharness/report/schema.py).
 """
 
 from __future__ import annotations
@@ -135,26 +136,69 @@ class Session:
         return v
 
     def judge(self, item: Item) -> dict:
-        start = time.perf_counter()
-        try:
-            result = self._judge(item)
-        except Exception as e:        # a harness failure is a verdict, never a crash
-            result = self._result(item, {"kind": "any"}, {"kind": "error", "message": f"{type(e).__name__}: {e}"},
-                                  "error", [f"the harness failed: {type(e).__name__}: {e}"])
-        result["duration_us"] = round((time.perf_counter() - start) * 1e6, 1)
-        return result
+        """One item's result: the model's expectation, the observation, the verdict."""
+        return self.judge_group([item])[0]
 
-    def _judge(self, item: Item) -> dict:
+    def judge_group(self, items: list[Item]) -> list[dict]:
+        """judge() of each item (all of one configuration, in order), with their probes run
+        through Runner.run_many so plain ones share the native loop. A harness failure is an
+        `error` verdict for the items it concerns, never a crash."""
+        results: list[dict | None] = [None] * len(items)
+        to_run: list[tuple[int, object, object, list[str]]] = []
+        cost = [0.0] * len(items)
+        for i, item in enumerate(items):
+            start = time.perf_counter()
+            try:
+                spec, exp, reasons, skipped = self._expect(item)
+            except Exception as e:
+                results[i] = self._error(item, e)
+            else:
+                if skipped is not None:
+                    results[i] = skipped
+                else:
+                    to_run.append((i, spec, exp, reasons))
+            cost[i] = time.perf_counter() - start
+        if to_run:
+            start = time.perf_counter()
+            try:
+                vcpu = self.vcpu(items[to_run[0][0]].config)
+                observed = self.runner.run_many(vcpu, [(spec, guest_code(spec)) for _, spec, _, _ in to_run],
+                                                self.timeout_ms)
+            except Exception as e:
+                observed = [e] * len(to_run)
+            share = (time.perf_counter() - start) / len(to_run)
+            for (i, spec, exp, reasons), obs in zip(to_run, observed):
+                start = time.perf_counter()
+                try:
+                    if isinstance(obs, Exception):
+                        raise obs
+                    results[i] = self._verdict(items[i], spec, exp, reasons, obs)
+                except Exception as e:
+                    results[i] = self._error(items[i], e)
+                cost[i] += share + time.perf_counter() - start
+        for r, c in zip(results, cost):
+            r["duration_us"] = round(c * 1e6, 1)
+        return results
+
+    def _error(self, item: Item, e: Exception) -> dict:
+        return self._result(item, {"kind": "any"}, {"kind": "error", "message": f"{type(e).__name__}: {e}"},
+                            "error", [f"the harness failed: {type(e).__name__}: {e}"])
+
+    def _expect(self, item: Item):
+        """(spec, expectation, reasons, None), or a finished `skip` result in the last place."""
         vcpu = self.vcpu(item.config)
-        from ..model.deviations import classify
         from ..model.expect import expect
         spec = parse(item.probe)
         exp = expect(self.profile, vcpu, spec, self.caps(vcpu))
         reasons = [str(r) for r in exp.reasons]
         if exp.pattern.get("kind") == "skip":
             why = exp.pattern.get("reason") or "; ".join(reasons) or "the model says this cannot run here"
-            return self._result(item, exp.pattern, oc.skip(why), "skip", reasons, skip_reason=why)
-        observed = self.runner.run(vcpu, spec, guest_code(spec), self.timeout_ms)
+            return spec, exp, reasons, self._result(item, exp.pattern, oc.skip(why), "skip", reasons,
+                                                    skip_reason=why)
+        return spec, exp, reasons, None
+
+    def _verdict(self, item: Item, spec, exp, reasons: list[str], observed: dict) -> dict:
+        from ..model.deviations import classify
         if observed.get("kind") == "skip":
             return self._result(item, exp.pattern, observed, "skip", reasons, skip_reason=observed["reason"])
         if oc.matches(exp.pattern, observed):

@@ -43,8 +43,8 @@ def run_groups(groups: list[list[Item]], profile: HostProfile, timeout_ms: float
     with Runner() as runner:
         session = Session(profile, runner, timeout_ms)
         for group in groups:
-            for item in group:
-                emit(session.judge(item))
+            for result in session.judge_group(group):
+                emit(result)
             runner.release(session.vcpu(group[0].config))
 
 

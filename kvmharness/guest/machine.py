@@ -14,6 +14,7 @@ import ctypes
 import errno
 import functools
 import mmap
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from ..kvm import structs as ks
 from ..model.profile import VcpuConfig
 from ..probes.spec import ProbeSpec
 from . import layout as L
+from . import native
 from .assemble import assemble
 from .bodies import (DIRTY_MSR, DIRTY_SCRATCH, DIRTY_SREGS, DIRTY_TABLES, DIRTY_XCR0, PORT_DONE,
                      PORT_FAULT, Body, body_for)
@@ -87,6 +89,23 @@ class GuestCode:
             image = self._images[cpl3] = _regs_image(tuple(sorted(regs.items())))
         return image
 
+    def loop_entry(self) -> bytes:
+        """This code's struct probe for the native loop (CPL0 entry), computed once. The bytes
+        objects whose addresses it holds live as long as this GuestCode."""
+        entry = self._images.get("loop")
+        if entry is None:
+            regs = self.regs_image(False, 0)
+            entry = self._images["loop"] = native.PROBE_ENTRY.pack(
+                self.base, len(self.code), native.buffer_address(self.code),
+                native.buffer_address(regs))
+        return entry
+
+    @property
+    def plain(self) -> bool:
+        """Nothing for the host to set up or undo, results in RAX..RDX: the native loop can run it."""
+        return (self.setup is None and not self.dirties
+                and all(r in native.RESULT_REGS for r in self.results))
+
 
 _baseline_image: bytes | None = None
 
@@ -121,6 +140,16 @@ def _regs_image(regs: tuple) -> bytes:
     return bytes(r)
 
 
+def _handle_signals() -> None:
+    """Nothing: calling a Python function lets CPython run the handlers of signals that arrived
+    while the GIL-free native loop ran (SIGALRM raises ProbeTimeout, SIGINT KeyboardInterrupt)."""
+
+
+def _baseline_entry(spec: ProbeSpec) -> bool:
+    """The probe starts from the baseline state at CPL0: no modifiers for the host to load."""
+    return not (spec.cpl3 or spec.control_mods or spec.msrs or spec.xcr0 is not None)
+
+
 @functools.lru_cache(maxsize=4096)
 def _basic_code(spec: ProbeSpec) -> GuestCode:
     body: Body = body_for(spec)
@@ -135,7 +164,7 @@ class Machine:
         self.config = config
         self._kvm = kvm
         self.broken: str | None = None
-        self.runs = 0
+        self.native_probes = 0              # probes the native loop ran (tests, benchmarks)
         self._vm = kvm.create_vm()
         try:
             self._setup(kvm)
@@ -150,6 +179,7 @@ class Machine:
         view = ctypes.c_char.from_buffer(self.mem)
         address = ctypes.addressof(view)
         del view                            # an exported buffer would keep mmap.close() from working
+        self._mem_address = address
         vm.set_user_memory_region(0, 0, L.MEM_SIZE, address)
         vm.set_tss_addr(0xFFFBD000)         # VMX needs it for real mode; harmless elsewhere
         # An in-kernel LAPIC (x2APIC, TSC deadline, APIC_BASE rules) without the PIC/IOAPIC:
@@ -176,6 +206,7 @@ class Machine:
             self._sync_addr = ctypes.addressof(vcpu.sync_regs)
         self._dirty: set[str] = set()
         self._restore_msrs: dict[int, int] = {}
+        self._batch: native.Batch | None = None
 
     # -- lifetime -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -203,8 +234,7 @@ class Machine:
             for gpa in (L.IDT, L.TSS):
                 self.mem[gpa:gpa + len(self._pieces[gpa])] = self._pieces[gpa]
             self._dirty.discard(DIRTY_TABLES)
-        mods = (spec.cr0_set or spec.cr0_clear or spec.cr4_set or spec.cr4_clear or spec.efer_set
-                or spec.efer_clear)
+        mods = spec.control_mods
         if DIRTY_SREGS in self._dirty or mods or spec.cpl3:
             s = ks.kvm_sregs.from_buffer_copy(self.baseline)
             s.cr0 = (s.cr0 | spec.cr0_set) & ~spec.cr0_clear
@@ -233,6 +263,12 @@ class Machine:
                 self._cleanup(frozenset())          # undo the MSRs this probe already set
                 return {"kind": "rejected", "ioctl": "KVM_SET_MSRS", "msr": oc.hexs(index)}
         return None
+
+    def _prepare_safely(self, spec: ProbeSpec) -> dict | None:
+        try:
+            return self._prepare(spec)
+        except kb.KvmError as e:
+            return oc.ioctl_error(e.ioctl, e.errno)
 
     def _save_msr(self, index: int) -> None:
         if index in self._restore_msrs:
@@ -300,10 +336,7 @@ class Machine:
         """Run one probe and return its outcome. `code` is given for named payloads."""
         if self.broken:
             raise RuntimeError(f"machine is broken ({self.broken}); replace it")
-        try:
-            refused = self._prepare(spec)
-        except kb.KvmError as e:
-            return oc.ioctl_error(e.ioctl, e.errno)
+        refused = self._prepare_safely(spec)
         if refused is not None:
             return refused
         if not spec.guest_code:
@@ -331,6 +364,81 @@ class Machine:
                 self.broken = f"restoring state failed: {e}"
         return result
 
+    def run_many(self, probes, timeout_ms: float = DEFAULT_TIMEOUT_MS) -> list[dict]:
+        """The outcomes of `probes` ((spec, code) pairs, code None for basic probes), in order,
+        exactly as run_probe gives them one by one. Consecutive plain CPL0 probes from the
+        baseline state run in the native loop (kvmharness/guest/native.py). Returns a shorter
+        list if the machine breaks: the caller goes on with a new machine."""
+        codes = [c if c is not None or not s.guest_code else _basic_code(s) for s, c in probes]
+        loop = native.probe_loop() if self.sync else None
+        out: list[dict] = []
+        n = len(probes)
+        while len(out) < n and not self.broken:
+            i = j = len(out)
+            if loop is not None:
+                while j < n and codes[j] is not None and codes[j].plain and _baseline_entry(probes[j][0]):
+                    j += 1
+            if j == i:
+                out.append(self.run_probe(probes[i][0], codes[i], timeout_ms))
+                continue
+            refused = self._prepare_safely(probes[i][0])    # the baseline state back, if changed
+            if refused is not None:
+                out.append(refused)
+                continue
+            out += self._run_native(loop, codes[i:j], timeout_ms)
+        return out
+
+    def _run_native(self, loop, codes: list[GuestCode], timeout_ms: float) -> list[dict]:
+        """Run plain probes in the native loop until one ends in something other than DONE; that
+        one is decoded here, as _enter would, and ends the list."""
+        b = self._batch
+        if b is None:
+            b = self._batch = native.Batch(fd=self.vcpu.fd, run=ctypes.addressof(self.run_struct),
+                                           mem=self._mem_address)
+        entries = b"".join(c.loop_entry() for c in codes)
+        results = (ctypes.c_char * (native.RESULT.size * len(codes)))()
+        b.probes, b.out = native.buffer_address(entries), ctypes.addressof(results)
+        b.count, b.next, b.resume = len(codes), 0, 0
+        b.set_timeout(timeout_ms)
+        _install_alarm()
+        status, first, start = -1, 0, time.monotonic()
+        try:
+            try:
+                while True:
+                    first, start = b.next, time.monotonic()
+                    status = loop(b)
+                    if status >= 0:
+                        break
+                    _handle_signals()           # the probe timer or Ctrl-C raises here
+                    if status != -errno.EINTR or not b.resume:
+                        break                   # KVM_RUN (or setitimer) failed
+                    # Another signal interrupted KVM_RUN: the guest is intact, enter it again.
+            finally:
+                if b.resume:                    # KVM_RUN did not return: the timer may be armed
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+        except ProbeTimeout:
+            status = -errno.ETIME
+        done = b.next
+        self.native_probes += done + (status != 0)
+        out = []
+        for k in range(done):
+            values = native.RESULT.unpack_from(results, native.RESULT.size * k)
+            out.append({"kind": "ok", "regs": {name: hex(values[native.RESULT_REGS.index(name)])
+                                               for name in codes[k].results}})
+        if status == 0:
+            return out
+        if status == native.STOPPED:
+            out.append(self._after_run(self.run_struct, codes[done].results, timeout_ms))
+        elif status == -errno.ETIME:
+            self.broken = "timeout"
+            out.append(oc.timeout((time.monotonic() - start) * 1000 if done == first else timeout_ms))
+        elif b.resume:
+            self.broken = f"KVM_RUN failed: {os.strerror(-status)}"
+            out.append(oc.ioctl_error("KVM_RUN", -status))
+        else:
+            raise OSError(-status, f"setitimer: {os.strerror(-status)}")
+        return out
+
     def _load_regs(self, image: bytes) -> None:
         if self.sync:
             ctypes.memmove(self._sync_addr, image, len(image))
@@ -343,7 +451,6 @@ class Machine:
 
     def _enter(self, regs_image: bytes, results: tuple, timeout_ms: float) -> dict:
         self._load_regs(regs_image)
-        self.runs += 1
         run = self.run_struct
         _install_alarm()
         start = time.monotonic()
@@ -367,6 +474,10 @@ class Machine:
         except kb.KvmError as e:
             self.broken = f"KVM_RUN failed: {e}"
             return oc.ioctl_error("KVM_RUN", e.errno)
+        return self._after_run(run, results, timeout_ms)
+
+    def _after_run(self, run, results: tuple, timeout_ms: float) -> dict:
+        """The outcome of the exit KVM_RUN returned with."""
         if run.exit_reason in (kc.KVM_EXIT_X86_RDMSR, kc.KVM_EXIT_X86_WRMSR):
             return self._user_space_msr_exit(run, timeout_ms)
         return self._decode_exit(run, results)

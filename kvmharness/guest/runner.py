@@ -66,10 +66,8 @@ class Runner:
             self.machines_created += 1
         return m
 
-    def run(self, config: VcpuConfig, spec: ProbeSpec, code: GuestCode | None = None,
-            timeout_ms: float = DEFAULT_TIMEOUT_MS) -> dict:
-        """The probe's outcome. If KVM refuses the configuration itself (e.g. KVM_SET_CPUID2
-        rejecting a dynamic xfeature without permission), that refusal is the outcome."""
+    def _live(self, config: VcpuConfig) -> Machine | dict:
+        """The working machine of `config`, or KVM's refusal to build it (an outcome dict)."""
         last_config, machine = self._last
         if config is not last_config or machine.broken:
             refused = self._refused.get(config)
@@ -81,7 +79,28 @@ class Runner:
                 refused = self._refused[config] = oc.ioctl_error(e.ioctl, e.errno)
                 return refused
             self._last = (config, machine)
+        return machine
+
+    def run(self, config: VcpuConfig, spec: ProbeSpec, code: GuestCode | None = None,
+            timeout_ms: float = DEFAULT_TIMEOUT_MS) -> dict:
+        """The probe's outcome. If KVM refuses the configuration itself (e.g. KVM_SET_CPUID2
+        rejecting a dynamic xfeature without permission), that refusal is the outcome."""
+        machine = self._live(config)
+        if isinstance(machine, dict):
+            return machine
         return machine.run_probe(spec, code, timeout_ms)
+
+    def run_many(self, config: VcpuConfig, probes: list[tuple[ProbeSpec, GuestCode | None]],
+                 timeout_ms: float = DEFAULT_TIMEOUT_MS) -> list[dict]:
+        """run() of each (spec, code) in order, with plain probes batched (Machine.run_many);
+        a machine that breaks on the way is replaced for the probes after it."""
+        out: list[dict] = []
+        while len(out) < len(probes):
+            machine = self._live(config)
+            if isinstance(machine, dict):
+                return out + [machine] * (len(probes) - len(out))
+            out += machine.run_many(probes[len(out):], timeout_ms)
+        return out
 
     def release(self, config: VcpuConfig) -> None:
         """Close the machine of a configuration that will not be used again."""

@@ -74,6 +74,12 @@ class ProbeSpec:
         return self.kind == "payload" or KINDS[self.kind][1]
 
     @property
+    def control_mods(self) -> bool:
+        """CR0/CR4/EFER modifiers: the host loads them with KVM_SET_SREGS before the probe."""
+        return bool(self.cr0_set or self.cr0_clear or self.cr4_set or self.cr4_clear
+                    or self.efer_set or self.efer_clear)
+
+    @property
     def name(self) -> str:
         return self.args[0] if self.kind == "payload" else self.kind
 

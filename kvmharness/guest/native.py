@@ -1,0 +1,95 @@
+"""The host probe loop (guests/probe_loop.S): plain probes run back to back without Python between
+two KVM_RUNs; Python plans them before and decodes them after.
+
+Loaded once per process: assembled like the guest payloads, copied into an anonymous mapping
+that is then made read+execute (never writable and executable at once), and called through
+ctypes. Where that is impossible (no executable anonymous memory, e.g. an SELinux `execmem`
+denial, or KVMHARNESS_NATIVE_LOOP=0), `probe_loop()` returns None and the Machine runs every
+probe through its Python path; results are identical either way (tests/test_native_loop.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import struct
+
+from ..kvm import structs as ks
+from .assemble import assemble
+
+# struct probe (guests/probe_loop.S): guest address, length and host address of the body, host
+# address of its kvm_regs image.
+PROBE_ENTRY = struct.Struct("4Q")
+RESULT = struct.Struct("4Q")                    # RAX, RBX, RCX, RDX when the probe ended in DONE
+RESULT_REGS = ("rax", "rbx", "rcx", "rdx")
+
+STOPPED = 1                                     # probe `next` ended in another exit: decode it
+
+
+class itimerval(ctypes.Structure):
+    _fields_ = [("interval_sec", ctypes.c_long), ("interval_usec", ctypes.c_long),
+                ("value_sec", ctypes.c_long), ("value_usec", ctypes.c_long)]
+
+
+class Batch(ctypes.Structure):
+    """struct batch of guests/probe_loop.S (the B_* offsets there)."""
+    _fields_ = [("fd", ctypes.c_uint64), ("run", ctypes.c_uint64), ("mem", ctypes.c_uint64),
+                ("probes", ctypes.c_uint64), ("count", ctypes.c_uint64), ("next", ctypes.c_uint64),
+                ("resume", ctypes.c_uint64), ("arm", itimerval), ("disarm", itimerval),
+                ("out", ctypes.c_uint64)]
+
+    def set_timeout(self, timeout_ms: float) -> None:
+        usec = max(1, round(timeout_ms * 1000))
+        self.arm.value_sec, self.arm.value_usec = divmod(usec, 1_000_000)
+
+
+# The kvm_run offsets the loop hard-codes, by name, for the test that holds them to structs.py.
+RUN_OFFSETS = {
+    "RUN_EXIT_REASON": ks.kvm_run.exit_reason.offset,
+    "RUN_IO_DIRECTION": ks.kvm_run._exit.offset + ks.kvm_run_exit.io.offset,
+    "RUN_IO_PORT": ks.kvm_run._exit.offset + ks.kvm_run_exit.io.offset + 2,
+    "RUN_DIRTY_REGS": ks.kvm_run.kvm_dirty_regs.offset,
+    "RUN_SYNC_REGS": ks.kvm_run.s.offset,
+}
+
+_PROT_RX = mmap.PROT_READ | mmap.PROT_EXEC
+_libc = ctypes.CDLL(None, use_errno=True)
+_loaded: tuple | None = None                    # (function or None, why not)
+_code_mapping: mmap.mmap | None = None          # kept for the life of the process
+
+
+def probe_loop():
+    """The loop as a ctypes function `f(Batch*) -> long`, or None if it cannot run here."""
+    global _loaded
+    if _loaded is None:
+        _loaded = _load()
+    return _loaded[0]
+
+
+def unavailable_reason() -> str | None:
+    """Why the Python path runs every probe, or None when the native loop is in use."""
+    probe_loop()
+    return _loaded[1]
+
+
+def _load() -> tuple:
+    global _code_mapping
+    if os.environ.get("KVMHARNESS_NATIVE_LOOP", "1") == "0":
+        return None, "KVMHARNESS_NATIVE_LOOP=0"
+    image = assemble("probe_loop", 0)
+    size = -(-len(image.code) // mmap.PAGESIZE) * mmap.PAGESIZE
+    mem = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, mmap.PROT_READ | mmap.PROT_WRITE)
+    mem[:len(image.code)] = image.code
+    address = ctypes.addressof(ctypes.c_char.from_buffer(mem))
+    _code_mapping = mem
+    if _libc.mprotect(ctypes.c_void_p(address), ctypes.c_size_t(size), _PROT_RX) != 0:
+        err = ctypes.get_errno()
+        return None, f"executable memory refused (mprotect: {os.strerror(err)})"
+    fn = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.POINTER(Batch))(address + image.sym("probe_loop"))
+    return fn, None
+
+
+def buffer_address(data: bytes) -> int:
+    """The address of an immutable bytes object's contents (valid while `data` is alive)."""
+    return ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
