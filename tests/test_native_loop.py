@@ -13,7 +13,7 @@ import pytest
 from kvmharness.guest import layout as L
 from kvmharness.guest import native
 from kvmharness.guest.assemble import sources_dir
-from kvmharness.guest.machine import GuestCode, Machine, _basic_code, _baseline_entry
+from kvmharness.guest.machine import GuestCode, Machine
 from kvmharness.guest.runner import Runner
 from kvmharness.kvm import structs as ks
 from kvmharness.model.profile import VcpuConfig
@@ -75,18 +75,17 @@ def test_the_timeout_is_split_into_seconds_and_microseconds():
 ])
 def test_plain_probes_are_the_stateless_cpl0_bodies(text, plain):
     spec = parse(text)
-    code = guest_code(spec) or _basic_code(spec)
-    assert (code.plain and _baseline_entry(spec)) is plain
+    assert (guest_code(spec).plain and spec.from_baseline) is plain
 
 
 def test_the_loop_entry_points_at_the_code_and_its_registers():
-    code = _basic_code(parse("cpuid:0x7:0"))
-    gpa, length, code_at, regs_at = native.PROBE_ENTRY.unpack(code.loop_entry())
+    code = guest_code(parse("cpuid:0x7:0"))
+    gpa, length, code_at, regs_at = native.PROBE_ENTRY.unpack(code.loop_entry)
     assert (gpa, length) == (L.KERNEL_PAYLOAD, len(code.code))
     assert ctypes.string_at(code_at, length) == code.code
     regs = ks.kvm_regs.from_buffer_copy(ctypes.string_at(regs_at, ctypes.sizeof(ks.kvm_regs)))
     assert (regs.rax, regs.rcx, regs.rip, regs.rsp) == (7, 0, L.KERNEL_PAYLOAD, L.KERNEL_STACK_TOP)
-    assert code.loop_entry() is code.loop_entry()
+    assert code.loop_entry is code.loop_entry
 
 
 # -- on /dev/kvm ----------------------------------------------------------------------------------

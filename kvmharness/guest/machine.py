@@ -89,22 +89,23 @@ class GuestCode:
             image = self._images[cpl3] = _regs_image(tuple(sorted(regs.items())))
         return image
 
+    @functools.cached_property
     def loop_entry(self) -> bytes:
-        """This code's struct probe for the native loop (CPL0 entry), computed once. The bytes
-        objects whose addresses it holds live as long as this GuestCode."""
-        entry = self._images.get("loop")
-        if entry is None:
-            regs = self.regs_image(False, 0)
-            entry = self._images["loop"] = native.PROBE_ENTRY.pack(
-                self.base, len(self.code), native.buffer_address(self.code),
-                native.buffer_address(regs))
-        return entry
+        """This code's struct probe for the native loop (CPL0 entry). The bytes objects whose
+        addresses it holds live as long as this GuestCode."""
+        return native.PROBE_ENTRY.pack(self.base, len(self.code), native.buffer_address(self.code),
+                                       native.buffer_address(self.regs_image(False, 0)))
 
-    @property
+    @functools.cached_property
     def plain(self) -> bool:
         """Nothing for the host to set up or undo, results in RAX..RDX: the native loop can run it."""
         return (self.setup is None and not self.dirties
                 and all(r in native.RESULT_REGS for r in self.results))
+
+    @functools.cached_property
+    def result_slots(self) -> tuple[tuple[str, int], ...]:
+        """(register, index in the native loop's result record) for each result register."""
+        return tuple((r, native.RESULT_REGS.index(r)) for r in self.results)
 
 
 _baseline_image: bytes | None = None
@@ -140,18 +141,26 @@ def _regs_image(regs: tuple) -> bytes:
     return bytes(r)
 
 
+def _decode_done(codes: list[GuestCode], records) -> list[dict]:
+    """The "ok" outcomes of probes the native loop ran to DONE, from its result records."""
+    out = []
+    for code, values in zip(codes, native.RESULT.iter_unpack(records)):
+        if code.results == native.RESULT_REGS:       # the common case, spelt out: ~2x faster
+            a, b, c, d = values
+            out.append({"kind": "ok", "regs": {"rax": hex(a), "rbx": hex(b), "rcx": hex(c), "rdx": hex(d)}})
+        else:
+            out.append({"kind": "ok", "regs": {name: hex(values[i]) for name, i in code.result_slots}})
+    return out
+
+
 def _handle_signals() -> None:
     """Nothing: calling a Python function lets CPython run the handlers of signals that arrived
     while the GIL-free native loop ran (SIGALRM raises ProbeTimeout, SIGINT KeyboardInterrupt)."""
 
 
-def _baseline_entry(spec: ProbeSpec) -> bool:
-    """The probe starts from the baseline state at CPL0: no modifiers for the host to load."""
-    return not (spec.cpl3 or spec.control_mods or spec.msrs or spec.xcr0 is not None)
-
-
 @functools.lru_cache(maxsize=4096)
-def _basic_code(spec: ProbeSpec) -> GuestCode:
+def basic_code(spec: ProbeSpec) -> GuestCode:
+    """The GuestCode of a basic (non-payload) guest probe."""
     body: Body = body_for(spec)
     base = L.payload_base(spec.cpl3)
     return GuestCode(body.code, base, base, body.regs, body.results, body.dirties)
@@ -345,7 +354,7 @@ class Machine:
             except kb.KvmError as e:
                 return oc.ioctl_error(e.ioctl, e.errno)
         if code is None:
-            code = _basic_code(spec)
+            code = basic_code(spec)
         if spec.kind == "wrmsr":
             self._save_msr(spec.args[0])
         if code.setup is not None:
@@ -369,43 +378,72 @@ class Machine:
         exactly as run_probe gives them one by one. Consecutive plain CPL0 probes from the
         baseline state run in the native loop (kvmharness/guest/native.py). Returns a shorter
         list if the machine breaks: the caller goes on with a new machine."""
-        codes = [c if c is not None or not s.guest_code else _basic_code(s) for s, c in probes]
+        codes = [c if c is not None or not s.guest_code else basic_code(s) for s, c in probes]
         loop = native.probe_loop() if self.sync else None
+        native_ok = [loop is not None and c is not None and c.plain and s.from_baseline
+                     for (s, _), c in zip(probes, codes)]
         out: list[dict] = []
         n = len(probes)
         while len(out) < n and not self.broken:
             i = j = len(out)
-            if loop is not None:
-                while j < n and codes[j] is not None and codes[j].plain and _baseline_entry(probes[j][0]):
-                    j += 1
+            while j < n and native_ok[j]:
+                j += 1
             if j == i:
                 out.append(self.run_probe(probes[i][0], codes[i], timeout_ms))
-                continue
-            refused = self._prepare_safely(probes[i][0])    # the baseline state back, if changed
-            if refused is not None:
-                out.append(refused)
-                continue
-            out += self._run_native(loop, codes[i:j], timeout_ms)
+            else:
+                out += self._run_native(loop, probes[i:j], codes[i:j], timeout_ms)
         return out
 
-    def _run_native(self, loop, codes: list[GuestCode], timeout_ms: float) -> list[dict]:
-        """Run plain probes in the native loop until one ends in something other than DONE; that
-        one is decoded here, as _enter would, and ends the list."""
+    def _run_native(self, loop, probes, codes: list[GuestCode], timeout_ms: float) -> list[dict]:
+        """Run plain probes in the native loop. An exit other than DONE is decoded here, as
+        _enter would, and the loop goes on after it (from the baseline state, put back if the
+        exit changed it); a timeout or a failed KVM_RUN ends the list."""
         b = self._batch
         if b is None:
             b = self._batch = native.Batch(fd=self.vcpu.fd, run=ctypes.addressof(self.run_struct),
                                            mem=self._mem_address)
-        entries = b"".join(c.loop_entry() for c in codes)
+        entries = b"".join([c.loop_entry for c in codes])
         results = (ctypes.c_char * (native.RESULT.size * len(codes)))()
         b.probes, b.out = native.buffer_address(entries), ctypes.addressof(results)
         b.count, b.next, b.resume = len(codes), 0, 0
         b.set_timeout(timeout_ms)
         _install_alarm()
-        status, first, start = -1, 0, time.monotonic()
+        out: list[dict] = []
+        size = native.RESULT.size
+        while len(out) < len(codes) and not self.broken:
+            if self._dirty:                     # the state an earlier exit changed, put back
+                refused = self._prepare_safely(probes[b.next][0])
+                if refused is not None:
+                    out.append(refused)
+                    b.next += 1
+                    continue
+            status, after_ms = self._call_loop(loop, b)
+            out += _decode_done(codes[len(out):b.next], memoryview(results)[size * len(out):size * b.next])
+            if status == 0:
+                break
+            if status == native.STOPPED:
+                out.append(self._after_run(self.run_struct, codes[b.next].results, timeout_ms))
+                b.next += 1
+            elif status == -errno.ETIME:
+                self.broken = "timeout"
+                out.append(oc.timeout(after_ms if after_ms is not None else timeout_ms))
+            elif b.resume:
+                self.broken = f"KVM_RUN failed: {os.strerror(-status)}"
+                out.append(oc.ioctl_error("KVM_RUN", -status))
+            else:
+                raise OSError(-status, f"setitimer: {os.strerror(-status)}")
+        self.native_probes += len(out)
+        return out
+
+    @staticmethod
+    def _call_loop(loop, b) -> tuple[int, float | None]:
+        """One native loop call, re-entered after signals other than the probe timer. Returns its
+        status (-ETIME: the probe timer expired) and, for a timeout, how long the stuck probe
+        ran if known (None: it started inside the native loop, which keeps no clock)."""
+        first, start, status = b.next, time.monotonic(), -1
         try:
             try:
                 while True:
-                    first, start = b.next, time.monotonic()
                     status = loop(b)
                     if status >= 0:
                         break
@@ -417,27 +455,8 @@ class Machine:
                 if b.resume:                    # KVM_RUN did not return: the timer may be armed
                     signal.setitimer(signal.ITIMER_REAL, 0)
         except ProbeTimeout:
-            status = -errno.ETIME
-        done = b.next
-        self.native_probes += done + (status != 0)
-        out = []
-        for k in range(done):
-            values = native.RESULT.unpack_from(results, native.RESULT.size * k)
-            out.append({"kind": "ok", "regs": {name: hex(values[native.RESULT_REGS.index(name)])
-                                               for name in codes[k].results}})
-        if status == 0:
-            return out
-        if status == native.STOPPED:
-            out.append(self._after_run(self.run_struct, codes[done].results, timeout_ms))
-        elif status == -errno.ETIME:
-            self.broken = "timeout"
-            out.append(oc.timeout((time.monotonic() - start) * 1000 if done == first else timeout_ms))
-        elif b.resume:
-            self.broken = f"KVM_RUN failed: {os.strerror(-status)}"
-            out.append(oc.ioctl_error("KVM_RUN", -status))
-        else:
-            raise OSError(-status, f"setitimer: {os.strerror(-status)}")
-        return out
+            return -errno.ETIME, (time.monotonic() - start) * 1000 if b.next == first else None
+        return status, None
 
     def _load_regs(self, image: bytes) -> None:
         if self.sync:

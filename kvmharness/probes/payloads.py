@@ -15,7 +15,7 @@ from ..cpu.registers import (CET_ENDBR_EN, CET_NO_TRACK_EN, CET_SHSTK_EN, CET_WR
 from ..guest import layout as L
 from ..guest.assemble import assemble
 from ..guest.bodies import DIRTY_SREGS, DIRTY_TABLES, DIRTY_XCR0
-from ..guest.machine import GuestCode
+from ..guest.machine import GuestCode, basic_code
 from .spec import ProbeSpec, parse_probe
 
 ALL_DIRTY = frozenset({DIRTY_SREGS, DIRTY_XCR0})
@@ -143,5 +143,7 @@ def parse(text: str) -> ProbeSpec:
 
 
 def guest_code(spec: ProbeSpec) -> GuestCode | None:
-    """The GuestCode of a named payload (None for basic probes, whose bodies the machine builds)."""
-    return PAYLOADS[spec.args[0]].code(spec.cpl3) if spec.kind == "payload" else None
+    """What runs in the guest for this probe (None for host-side probes)."""
+    if spec.kind == "payload":
+        return PAYLOADS[spec.args[0]].code(spec.cpl3)
+    return basic_code(spec) if spec.guest_code else None

@@ -27,6 +27,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -78,6 +79,11 @@ class ProbeSpec:
         """CR0/CR4/EFER modifiers: the host loads them with KVM_SET_SREGS before the probe."""
         return bool(self.cr0_set or self.cr0_clear or self.cr4_set or self.cr4_clear
                     or self.efer_set or self.efer_clear)
+
+    @functools.cached_property
+    def from_baseline(self) -> bool:
+        """No modifiers: the probe starts from the machine's baseline state, at CPL0."""
+        return not (self.cpl3 or self.control_mods or self.msrs or self.xcr0 is not None)
 
     @property
     def name(self) -> str:
