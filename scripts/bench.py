@@ -1,20 +1,24 @@
 #!/usr/bin/env python3
 """Benchmark: µs per probe on a live vCPU and ms per new configuration, against plain C.
 
-    python3 scripts/bench.py [--probes N] [--rounds R] [--configs N] [--json]
+    python3 scripts/bench.py [--probes N] [--rounds R] [--configs N] [--max-ratio X] [--json]
 
-The C baseline (compiled here with gcc) replays exactly what the harness does for a probe:
-copy the body into guest memory, load the registers through kvm_run's sync regs, arm and
-disarm the timeout timer (setitimer), KVM_RUN, read the exit and the registers. For a new
-configuration: KVM_CREATE_VM, memory slot, split irqchip, vCPU, KVM_SET_CPUID2, the same memory
-image and sregs, one probe, then close.
+The C baseline (compiled here with gcc, kept running like the harness, its vCPU warm) replays
+exactly what the harness does for a probe: copy the body into guest memory, load the registers
+through kvm_run's sync regs, arm and disarm the timeout timer (setitimer), KVM_RUN, read the exit
+and the registers. Two probes are compared: CPUID.1 (ends in DONE) and RDMSR of an MSR no CPU
+has (#GP delivered through the guest's IDT and reported by its stub). For a new configuration:
+KVM_CREATE_VM, memory slot, split irqchip, vCPU, KVM_SET_CPUID2, the same memory image and
+sregs, one probe, then close.
 
 This host's timing drifts by ±30% from one second to the next (it is itself a guest), so the
-probe comparison is interleaved: each of R rounds times the C program and then the harness on
-N probes, and the ratio is taken per round; the report gives the median ratio and its range.
-The harness figure is the engine's path, Runner.run_many (plain probes in the native loop); the
-Python path (Runner.run, one probe at a time, as `kvmharness probe` and the pytest plugin use)
-is reported beside it for several probe kinds.
+comparison is interleaved: each of R rounds times one block of N probes in C and one in the
+harness, alternating which goes first, and the ratio is taken per round; the report gives the
+median ratio and its range. The harness figure is the engine's path, Runner.run_many (plain
+probes in the native loop, guests/probe_loop.S); the Python path (Runner.run, one probe per
+call, as `kvmharness probe` and the pytest plugin use, and every probe with host-side state)
+is reported beside it for several probe kinds. --max-ratio X exits 1 when a median ratio is
+above X (a speed check for CI; never a timed test).
 """
 
 from __future__ import annotations
@@ -86,7 +90,7 @@ static struct vm make(int kvm, int mmap_size) {
     return v;
 }
 
-static void probe(struct vm *v, const unsigned char *body, int len, uint64_t rax, uint64_t rcx) {
+static void probe(struct vm *v, const unsigned char *body, int len, uint64_t rax, uint64_t rcx, int port) {
     static const struct itimerval arm = { {0, 0}, {1, 0} }, disarm = { {0, 0}, {0, 0} };
     memcpy(v->mem + PAYLOAD, body, len);
     struct kvm_regs *r = &v->run->s.regs.regs;
@@ -96,12 +100,12 @@ static void probe(struct vm *v, const unsigned char *body, int len, uint64_t rax
     setitimer(ITIMER_REAL, &arm, 0);
     if (ioctl(v->vcpu, KVM_RUN, 0)) die("run");
     setitimer(ITIMER_REAL, &disarm, 0);
-    if (v->run->exit_reason != KVM_EXIT_IO || v->run->io.port != 0xf1) { fprintf(stderr, "exit %%d\n", v->run->exit_reason); exit(1); }
-    volatile uint64_t out = r->rax + r->rbx + r->rcx + r->rdx; (void)out;
+    if (v->run->exit_reason != KVM_EXIT_IO || v->run->io.port != port) { fprintf(stderr, "exit %%d\n", v->run->exit_reason); exit(1); }
+    volatile uint64_t out = r->rax + r->rbx + r->rcx + r->rdx + r->rsi; (void)out;
 }
 
 /* A long-lived process, like the harness: its vCPU stays warm between commands on stdin,
- * "probes N" (prints µs per probe) and "configs N" (prints ms per new configuration). */
+ * "cpuid N" or "gp N" (prints µs per probe) and "configs N" (prints ms per new configuration). */
 int main(int argc, char **argv) {
     load(argv[1], image, MEM_SIZE); load(argv[2], &sregs, sizeof sregs); load(argv[3], cpuid_buf, sizeof cpuid_buf);
     for (int off = 0; off < MEM_SIZE; off += 4096)
@@ -110,20 +114,26 @@ int main(int argc, char **argv) {
     int kvm = open("/dev/kvm", O_RDWR); if (kvm < 0) die("/dev/kvm");
     int mmap_size = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
     static const unsigned char cpuid_body[] = { 0x0f, 0xa2, 0xe6, 0xf1 };
+    static const unsigned char rdmsr_body[] = { 0x0f, 0x32, 0xe6, 0xf1 };
     struct vm v = make(kvm, mmap_size);
     char cmd[16];
     int n;
     while (scanf("%%15s %%d", cmd, &n) == 2) {
-        if (!strcmp(cmd, "probes")) {
-            for (int i = 0; i < 200; i++) probe(&v, cpuid_body, 4, 1, 0);
+        if (!strcmp(cmd, "cpuid") || !strcmp(cmd, "gp")) {
+            /* CPUID.1 to DONE, or RDMSR of an MSR no CPU has: #GP through the guest's IDT stub */
+            int gp = !strcmp(cmd, "gp");
+            const unsigned char *body = gp ? rdmsr_body : cpuid_body;
+            uint64_t rax = gp ? 0 : 1, rcx = gp ? 0x12345678 : 0;
+            int port = gp ? 0xf0 : 0xf1;
+            for (int i = 0; i < 200; i++) probe(&v, body, 4, rax, rcx, port);
             double t = now();
-            for (int i = 0; i < n; i++) probe(&v, cpuid_body, 4, 1, 0);
+            for (int i = 0; i < n; i++) probe(&v, body, 4, rax, rcx, port);
             printf("%%.3f\n", (now() - t) / n * 1e6);
         } else {
             double t = now();
             for (int i = 0; i < n; i++) {
                 struct vm w = make(kvm, mmap_size);
-                probe(&w, cpuid_body, 4, 1, 0);
+                probe(&w, cpuid_body, 4, 1, 0, 0xf1);
                 munmap(w.run, mmap_size); close(w.vcpu); close(w.vm); munmap(w.mem, MEM_SIZE);
             }
             printf("%%.4f\n", (now() - t) / n * 1e3);
@@ -165,8 +175,9 @@ class CBaseline:
             sys.exit(f"the C baseline exited ({self.proc.wait()})")
         return float(line)
 
-    def probes(self, n: int) -> float:
-        return self._ask("probes", n)
+    def probes(self, kind: str, n: int) -> float:
+        """µs per probe of `kind`: "cpuid" (CPUID.1, DONE) or "gp" (RDMSR 0x12345678, #GP)."""
+        return self._ask(kind, n)
 
     def configs(self, n: int) -> float:
         return self._ask("configs", n)
@@ -230,6 +241,24 @@ def python_config_sync(kvm: kb.Kvm, n: int) -> float:
     return statistics.median(times)
 
 
+# Probes timed against the C program: the kind it runs, and the same probe for the harness.
+COMPARED = {"cpuid": "cpuid:0x1:0", "gp": "rdmsr:0x12345678"}
+
+
+def interleaved(c_program: CBaseline, kind: str, engine_path, args) -> dict:
+    """R rounds of one C block and one harness block, alternating which goes first so a drift
+    within a round favours neither; the ratio is taken per round."""
+    c_us, harness_us, ratios = [], [], []
+    for r in range(args.rounds):
+        if r % 2:
+            harness_us.append(per_probe_us(engine_path, args.probes))
+        c_us.append(c_program.probes(kind, args.probes))
+        if not r % 2:
+            harness_us.append(per_probe_us(engine_path, args.probes))
+        ratios.append(harness_us[-1] / c_us[-1])
+    return {"harness_us": spread(harness_us), "c_us": spread(c_us), "ratio": spread(ratios)}
+
+
 def spread(values: list[float]) -> dict:
     return {"median": round(statistics.median(values), 2), "min": round(min(values), 2),
             "max": round(max(values), 2)}
@@ -240,33 +269,21 @@ def main() -> int:
     ap.add_argument("--probes", type=int, default=3000, help="probes per timed block")
     ap.add_argument("--rounds", type=int, default=15, help="interleaved C/harness rounds")
     ap.add_argument("--configs", type=int, default=200)
+    ap.add_argument("--max-ratio", type=float, default=None, metavar="X",
+                    help="exit 1 if a median harness/C ratio is above X")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     with kb.Kvm.open() as kvm, tempfile.TemporaryDirectory(prefix="kvmharness-bench-") as tmp:
         c_program = CBaseline(kvm, Path(tmp))
         with Runner(kvm) as runner:
             config = VcpuConfig(kvm.supported_cpuid())
-            engine_path = batched(runner, config, "cpuid:0x1:0")
-            engine_path(1000)                                       # warm up both
-            c_program.probes(1000)
-            c_us, engine_us, ratios = [], [], []
-            for r in range(args.rounds):
-                # Alternate which side goes first, so a drift within a round favours neither.
-                if r % 2:
-                    engine_us.append(per_probe_us(engine_path, args.probes))
-                c_us.append(c_program.probes(args.probes))
-                if not r % 2:
-                    engine_us.append(per_probe_us(engine_path, args.probes))
-                ratios.append(engine_us[-1] / c_us[-1])
+            compared = {kind: interleaved(c_program, kind, batched(runner, config, text), args)
+                        for kind, text in COMPARED.items()}
             native_ran = runner.machine(config).native_probes
             python_path = {}
             for text in PROBES:
                 fn = one_by_one(runner, config, text)
-                fn(200)
                 python_path[text] = spread([per_probe_us(fn, args.probes // 5) for _ in range(3)])
-            fault = batched(runner, config, "rdmsr:0x12345678")
-            fault(200)
-            fault_batched = spread([per_probe_us(fault, args.probes // 5) for _ in range(3)])
         c_config = c_program.configs(args.configs)
         c_program.close()
         per_config = round(python_config(kvm, args.configs), 3)
@@ -275,31 +292,31 @@ def main() -> int:
     result = {
         "rounds": args.rounds, "probes_per_block": args.probes,
         "native_loop": native.unavailable_reason() or "in use", "native_probes": native_ran,
-        "cpuid_probe_us": {"harness_engine_path": spread(engine_us), "c": spread(c_us)},
-        "ratio_cpuid_probe": spread(ratios),
+        "engine_path_vs_c": compared,
         "python_path_us": python_path,
-        "fault_probe_engine_path_us": fault_batched,
         "python_ms_per_config": per_config, "python_ms_per_config_with_close": per_config_sync,
         "c_ms_per_config": c_config,
         "ratio_config_with_close": round(per_config_sync / c_config, 2)}
+    over = [k for k, v in compared.items() if args.max_ratio is not None and v["ratio"]["median"] > args.max_ratio]
+    status = 1 if over else 0
     if args.json:
         print(json.dumps(result, indent=2))
-        return 0
-    r = result["ratio_cpuid_probe"]
-    e, c = result["cpuid_probe_us"]["harness_engine_path"], result["cpuid_probe_us"]["c"]
-    print(f"CPUID probe, {args.rounds} interleaved rounds of {args.probes} probes "
-          f"(native loop: {result['native_loop']}):")
-    print(f"  harness (Runner.run_many)  median {e['median']:6.2f} µs  ({e['min']}–{e['max']})")
-    print(f"  C, same syscalls           median {c['median']:6.2f} µs  ({c['min']}–{c['max']})")
-    print(f"  harness/C per round        median {r['median']:.2f}  ({r['min']}–{r['max']})")
+        return status
+    print(f"{args.rounds} interleaved rounds of {args.probes} probes (native loop: {result['native_loop']}):")
+    for kind, text in COMPARED.items():
+        e, c, r = (compared[kind][k] for k in ("harness_us", "c_us", "ratio"))
+        print(f"  {text:<18} harness (Runner.run_many) {e['median']:6.2f} µs ({e['min']}–{e['max']})   "
+              f"C {c['median']:6.2f} µs ({c['min']}–{c['max']})   "
+              f"harness/C per round: median {r['median']:.2f} ({r['min']}–{r['max']})")
     print("Python path (Runner.run, one probe per call):")
     for p, v in python_path.items():
         print(f"  {p:<24} {v['median']:8.2f} µs/probe  ({v['min']}–{v['max']})")
-    print(f"#GP probe through run_many (each exit decoded by Python): {fault_batched['median']:.2f} µs/probe")
     print(f"new configuration: {per_config:.3f} ms (teardown on the closer thread); "
           f"{per_config_sync:.3f} ms (create, probe, close inline); C {c_config:.3f} ms "
           f"(python/C = {result['ratio_config_with_close']})")
-    return 0
+    if over:
+        print(f"median harness/C ratio above {args.max_ratio} for: {', '.join(over)}")
+    return status
 
 
 if __name__ == "__main__":

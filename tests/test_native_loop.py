@@ -31,7 +31,7 @@ def test_kvm_run_offsets_in_the_loop_are_those_of_the_uapi_struct():
     for name, offset in native.RUN_OFFSETS.items():
         assert equs[name] == offset, name
     assert equs["KVM_REGS_QWORDS"] * 8 == ctypes.sizeof(ks.kvm_regs)
-    assert [n for n, _ in ks.kvm_regs._fields_][:4] == list(native.RESULT_REGS)
+    assert [n for n, _ in ks.kvm_regs._fields_][:5] == [*native.RESULT_REGS, "rsi"]
     assert equs["KVM_SYNC_X86_REGS"] == ks.KVM_SYNC_X86_REGS
     assert equs["KVM_EXIT_IO_OUT"] == ks.KVM_EXIT_IO_OUT
 
@@ -39,17 +39,26 @@ def test_kvm_run_offsets_in_the_loop_are_those_of_the_uapi_struct():
 def test_batch_and_probe_entry_offsets_match_the_ctypes_side():
     equs = _equs()
     fields = {"fd": "B_FD", "run": "B_RUN", "mem": "B_MEM", "probes": "B_PROBES", "count": "B_COUNT",
-              "next": "B_NEXT", "resume": "B_RESUME", "arm": "B_ARM", "disarm": "B_DISARM", "out": "B_OUT"}
+              "next": "B_NEXT", "resume": "B_RESUME", "arm": "B_ARM", "disarm": "B_DISARM", "out": "B_OUT",
+              "scratch": "B_SCRATCH", "sregs": "B_SREGS", "xcrs": "B_XCRS", "msrs": "B_MSRS",
+              "saved": "B_SAVED", "err_ioctl": "B_ERR_IOCTL", "errno": "B_ERRNO"}
     for field, equ in fields.items():
         assert getattr(native.Batch, field).offset == equs[equ], field
-    assert native.PROBE_ENTRY.size == 1 << equs["P_SHIFT"] == native.RESULT.size
+    assert native.PROBE_ENTRY.size == 1 << equs["P_SHIFT"]
+    assert [equs[k] for k in ("P_FLAGS", "P_MSR")] == [32, 40]
+    assert [equs[f"F_{k}"] for k in ("ZERO_SCRATCH", "RESET_SREGS", "RESET_XCRS", "MSR")] == [
+        native.F_ZERO_SCRATCH, native.F_RESET_SREGS, native.F_RESET_XCRS, native.F_MSR]
+    assert [equs[f"ST_{k}"] for k in ("DONE", "STOPPED", "HOST_IOCTL", "MSR_NOT_RESTORED", "MSR_LOST")] == [
+        native.ST_DONE, native.ST_STOPPED, native.ST_HOST_IOCTL, native.ST_MSR_NOT_RESTORED, native.ST_MSR_LOST]
+    assert native.RESULT.size == equs["R_SIZE"]
     assert [equs[k] for k in ("P_GPA", "P_LEN", "P_CODE", "P_REGS")] == [0, 8, 16, 24]
 
 
 def test_ioctl_and_syscall_numbers_in_the_loop():
-    from kvmharness.kvm.ioctls import KVM_RUN
+    from kvmharness.kvm import ioctls
     equs = _equs()
-    assert equs["KVM_RUN"] == KVM_RUN
+    for name in ("KVM_RUN", "KVM_GET_MSRS", "KVM_SET_MSRS", "KVM_SET_SREGS", "KVM_SET_XCRS"):
+        assert equs[name] == getattr(ioctls, name), name
     assert (equs["SYS_ioctl"], equs["SYS_setitimer"], equs["ITIMER_REAL"]) == (16, 38, signal.ITIMER_REAL)
 
 
@@ -62,25 +71,39 @@ def test_the_timeout_is_split_into_seconds_and_microseconds():
     assert (b.arm.value_sec, b.arm.value_usec) == (0, 1)       # never 0: that would disarm
 
 
-# -- which probes are plain ---------------------------------------------------------------------
-@pytest.mark.parametrize("text,plain", [
+# -- which probes the loop takes ---------------------------------------------------------------
+@pytest.mark.parametrize("text,loopable", [
     ("cpuid:0x1:0", True), ("rdmsr:0x10", True), ("xgetbv:0", True),
-    ("cpuid:0x1:0@cpl3", False),                  # sregs must be reset after a CPL3 probe
+    ("cr4:2", True), ("xsetbv:0:0x1", True), ("insn:90", True),   # sregs/XCR0/scratch put back
+    ("wrmsr:0x10:0x1", True),                     # the MSR saved before, restored after
+    ("triple-fault", True), ("osxsave-runtime", True),             # CPL0 payloads, no setup
+    ("cpuid:0x1:0@cpl3", False),                  # entered through the CPL3 trampoline
     ("cpuid:0x1:0@cr4+18", False),                # the host loads CR4 first
     ("rdmsr:0x10@msr:0x10=0x5", False),           # the host writes and restores the MSR
     ("xgetbv:0@xcr0=0x3", False),
-    ("cr4:2", False), ("wrmsr:0x10:0x1", False), ("xsetbv:0:0x1", False),   # they dirty state
-    ("insn:90", False),                          # scratch page and any state
-    ("triple-fault", False), ("shstk-near-ret", False),                       # payloads
+    ("shstk-near-ret", False),                    # host-side setup, CPL3
+    ("sss-int-ssp-tab", False),                   # rewrites the IDT and TSS
 ])
-def test_plain_probes_are_the_stateless_cpl0_bodies(text, plain):
+def test_the_loop_takes_cpl0_probes_from_the_baseline_whose_changes_it_can_undo(text, loopable):
     spec = parse(text)
-    assert (guest_code(spec).plain and spec.from_baseline) is plain
+    assert (guest_code(spec).loopable and spec.from_baseline) is loopable
+
+
+@pytest.mark.parametrize("text,flags,msr", [
+    ("cpuid:0x1:0", 0, 0),
+    ("cr4:2", native.F_RESET_SREGS, 0),
+    ("xsetbv:0:0x1", native.F_RESET_XCRS, 0),
+    ("insn:90", native.F_ZERO_SCRATCH | native.F_RESET_SREGS | native.F_RESET_XCRS, 0),
+    ("wrmsr:0x10:0x1", native.F_MSR | native.F_RESET_SREGS, 0x10),
+])
+def test_the_entry_flags_say_what_the_loop_puts_back(text, flags, msr):
+    entry = native.PROBE_ENTRY.unpack(guest_code(parse(text)).loop_entry)
+    assert entry[4:] == (flags, msr)
 
 
 def test_the_loop_entry_points_at_the_code_and_its_registers():
     code = guest_code(parse("cpuid:0x7:0"))
-    gpa, length, code_at, regs_at = native.PROBE_ENTRY.unpack(code.loop_entry)
+    gpa, length, code_at, regs_at, _, _ = native.PROBE_ENTRY.unpack(code.loop_entry)
     assert (gpa, length) == (L.KERNEL_PAYLOAD, len(code.code))
     assert ctypes.string_at(code_at, length) == code.code
     regs = ks.kvm_regs.from_buffer_copy(ctypes.string_at(regs_at, ctypes.sizeof(ks.kvm_regs)))
@@ -115,9 +138,14 @@ def _plain_code(hex_bytes: str, results=("rax",)) -> GuestCode:
 
 # Stateless probes whose outcome does not vary between runs (no TSC reads), plain or not, with
 # exits the loop must hand back: a #GP (fault port), an emulation failure, a CR4 write.
+# Each state-changing probe is followed by one that would see the change if it were not put back.
+KERNEL_GS_BASE = 0xC0000102
 MIXED = ["cpuid:0x0:0", "cpuid:0x1:0", "cpuid:0x7:0", "rdmsr:0x12345678", "cpuid:0xd:0", "xgetbv:0",
-         "cr4:2", "cpuid:0x80000001:0", "rdmsr:0xc0000080", "insn:f30fb8c0", "xgetbv:1",
-         "cpuid:0x1:0@cr4+18", "cpuid:0x40000000:0", "rdmsr:0x1b", "xsetbv:0:0x1@cr4+18", "cpuid:0x1:0"]
+         "cr4:2", "insn:0f20e0", "cpuid:0x80000001:0", "rdmsr:0xc0000080", "insn:f30fb8c0", "xgetbv:1",
+         "cpuid:0x1:0@cr4+18", "cpuid:0x40000000:0", "rdmsr:0x1b", "xsetbv:0:0x1@cr4+18", "xgetbv:0",
+         f"wrmsr:{KERNEL_GS_BASE:#x}:0x1234", f"rdmsr:{KERNEL_GS_BASE:#x}", "wrmsr:0x12345678:0x1",
+         "insn:48c70705000000488b07", "insn:488b07",           # store to the scratch page, then load
+         "insn:0f20d8", "cpuid:0x1:0"]
 
 
 @pytest.mark.kvm
@@ -126,18 +154,40 @@ def test_run_many_gives_exactly_the_outcomes_of_probes_run_one_by_one(kvm, confi
     with Machine(kvm, config) as one, Machine(kvm, config) as many:
         expected = [one.run_probe(s, c) for s, c in pairs]
         got = many.run_many(pairs)
+        assert not one.broken and not many.broken
         if native.probe_loop() is not None:
-            assert many.native_probes == 12
+            assert many.native_probes == len(MIXED) - 2
     assert got == expected
+    by_probe = dict(zip(MIXED, got))
+    assert by_probe["insn:488b07"]["regs"]["rax"] == "0x0"               # the scratch page zeroed
+    assert by_probe[f"rdmsr:{KERNEL_GS_BASE:#x}"]["regs"]["rax"] != "0x1234"  # the MSR restored
+    assert by_probe["insn:0f20e0"]["regs"]["rax"] == hex(L.CR4_BASELINE)     # CR4 put back
 
 
 @pytest.mark.kvm
-def test_an_exit_the_loop_does_not_own_is_decoded_and_the_batch_goes_on(kvm, config):
-    pairs = _pairs(["cpuid:0x1:0", "rdmsr:0x12345678", "cpuid:0x1:0"])
+def test_a_fault_is_recorded_in_the_loop_and_the_batch_goes_on(kvm, config):
+    pairs = _pairs(["cpuid:0x1:0", "rdmsr:0x12345678", "cpuid:0x1:0", "insn:0f0b"])
+    pairs[3] = (pairs[3][0], _plain_code("0f0b"))                  # ud2, as a plain body
     with Machine(kvm, config) as m:
         got = m.run_many(pairs)
-    assert [o["kind"] for o in got] == ["ok", "exception", "ok"]
-    assert got[1]["name"] == "GP" and got[0] == got[2]
+        if native.probe_loop() is not None:
+            assert m.native_probes == 4
+    assert [o["kind"] for o in got] == ["ok", "exception", "ok", "exception"]
+    assert got[1]["name"] == "GP" and got[1]["error_code"] == 0 and got[0] == got[2]
+    assert got[3]["name"] == "UD" and got[3]["error_code"] is None
+    assert int(got[3]["rip"], 16) == L.KERNEL_PAYLOAD
+
+
+@pytest.mark.kvm
+def test_a_page_fault_in_the_loop_carries_cr2(kvm, config):
+    # mov rax, [GUARD_PAGE]: a not-present page.
+    body = "488b0425" + L.GUARD_PAGE.to_bytes(4, "little").hex() + "e6f1"
+    pairs = [(parse("insn:90"), _plain_code(body))]
+    with Machine(kvm, config) as one, Machine(kvm, config) as many:
+        expected = one.run_probe(*pairs[0])
+        got = many.run_many(pairs)
+    assert got == [expected]
+    assert got[0]["name"] == "PF" and int(got[0]["cr2"], 16) == L.GUARD_PAGE
 
 
 @pytest.mark.kvm
@@ -223,3 +273,64 @@ def test_without_the_native_loop_every_probe_takes_the_python_path(kvm, config, 
         assert m.run_many(pairs) == expected
         assert m.native_probes == 0
     monkeypatch.setattr(native, "_loaded", None)       # the next user loads it again
+
+
+# -- the Python side of each status the loop can return (a stand-in loop, the real machine) ------
+def _fake_loop(status: int, recorded: int, **batch):
+    """A loop that records `recorded` DONE probes (RAX = 7) and returns `status`."""
+    def loop(b):
+        b = b._obj if hasattr(b, "_obj") else b
+        for k in range(recorded):
+            ctypes.memmove(b.out + native.RESULT.size * k, native.RESULT.pack(0, 7, 0, 0, 0, 0),
+                           native.RESULT.size)
+        b.next = recorded
+        for name, value in batch.items():
+            setattr(b, name, value)
+        return status
+    return loop
+
+
+@pytest.mark.kvm
+@pytest.mark.parametrize("status,recorded,batch,broken", [
+    (native.ST_MSR_NOT_RESTORED, 1, {}, "an MSR written by a probe could not be restored"),
+    (native.ST_MSR_LOST, 1, {}, "MSR 0xc0000102 written by a probe cannot be read back by the host"),
+    (native.ST_HOST_IOCTL, 1, {"err_ioctl": "KVM_SET_SREGS", "errno": -22},
+     "restoring state failed: KVM_SET_SREGS failed: EINVAL (Invalid argument)"),
+    (-14, 0, {"resume": 1}, "KVM_RUN failed: Bad address"),
+])
+def test_each_loop_status_becomes_the_outcome_and_state_run_probe_would_give(
+        kvm, config, status, recorded, batch, broken):
+    from kvmharness.kvm import ioctls
+    if "err_ioctl" in batch:
+        batch["err_ioctl"] = getattr(ioctls, batch["err_ioctl"])
+    codes = [guest_code(parse("wrmsr:0xc0000102:0x1234")), guest_code(parse("cpuid:0x1:0"))]
+    with Machine(kvm, config) as m:
+        m._batch = m._new_batch()
+        out = m._run_native(_fake_loop(status, recorded, **batch), [(parse("cpuid:0x1:0"), None)] * 2,
+                            codes, 1000)
+        assert m.broken == broken
+    if recorded:
+        assert out == [{"kind": "ok", "regs": {"rax": "0x7", "rdx": "0x0"}}]
+    else:
+        assert out == [{"kind": "ioctl_error", "ioctl": "KVM_RUN", "errno": 14, "error": "EFAULT"}]
+
+
+@pytest.mark.kvm
+def test_a_failure_to_save_the_msr_is_that_probes_outcome_and_the_batch_goes_on(kvm, config):
+    from kvmharness.kvm import ioctls
+    calls = []
+
+    def loop(b):
+        b = b._obj if hasattr(b, "_obj") else b
+        calls.append(b.next)
+        if len(calls) == 1:                             # probe 0 recorded, probe 1 fails to save
+            return _fake_loop(native.ST_HOST_IOCTL, 1, err_ioctl=ioctls.KVM_GET_MSRS, errno=-5)(b)
+        return _fake_loop(native.ST_DONE, 3)(b)
+    texts = ["cpuid:0x1:0", "wrmsr:0x10:0x1", "cpuid:0x1:0"]
+    with Machine(kvm, config) as m:
+        m._batch = m._new_batch()
+        out = m._run_native(loop, [(parse(t), None) for t in texts], [guest_code(parse(t)) for t in texts], 1000)
+        assert not m.broken
+    assert calls == [0, 2]
+    assert out[1] == {"kind": "ioctl_error", "ioctl": "KVM_GET_MSRS", "errno": 5, "error": "EIO"}
+    assert out[0]["kind"] == out[2]["kind"] == "ok"

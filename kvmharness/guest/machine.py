@@ -23,6 +23,7 @@ from .. import outcome as oc
 from ..kvm import binding as kb
 from ..kvm import constants as kc
 from ..kvm import structs as ks
+from ..kvm.ioctls import IOCTL_NAMES, KVM_GET_MSRS
 from ..model.profile import VcpuConfig
 from ..probes.spec import ProbeSpec
 from . import layout as L
@@ -75,6 +76,7 @@ class GuestCode:
     results: tuple[str, ...]
     dirties: frozenset
     setup: object = None        # callable(machine) run before the probe (payloads), or None
+    saved_msr: int | None = None    # the MSR the body writes: the host saves and restores it
     _images: dict = field(default_factory=dict, repr=False, compare=False)
 
     def regs_image(self, cpl3: bool, to_user: int) -> bytes:
@@ -93,13 +95,17 @@ class GuestCode:
     def loop_entry(self) -> bytes:
         """This code's struct probe for the native loop (CPL0 entry). The bytes objects whose
         addresses it holds live as long as this GuestCode."""
+        flags = sum(f for d, f in _LOOP_FLAGS.items() if d in self.dirties)
         return native.PROBE_ENTRY.pack(self.base, len(self.code), native.buffer_address(self.code),
-                                       native.buffer_address(self.regs_image(False, 0)))
+                                       native.buffer_address(self.regs_image(False, 0)), flags,
+                                       self.saved_msr or 0)
 
     @functools.cached_property
-    def plain(self) -> bool:
-        """Nothing for the host to set up or undo, results in RAX..RDX: the native loop can run it."""
-        return (self.setup is None and not self.dirties
+    def loopable(self) -> bool:
+        """The native loop can run it (at CPL0, from the baseline state): no host-side setup,
+        nothing to undo but what the loop puts back itself, results in RAX..RDX."""
+        return (self.setup is None and self.dirties <= _LOOP_FLAGS.keys()
+                and (DIRTY_MSR not in self.dirties or self.saved_msr is not None)
                 and all(r in native.RESULT_REGS for r in self.results))
 
     @functools.cached_property
@@ -141,16 +147,25 @@ def _regs_image(regs: tuple) -> bytes:
     return bytes(r)
 
 
-def _decode_done(codes: list[GuestCode], records) -> list[dict]:
-    """The "ok" outcomes of probes the native loop ran to DONE, from its result records."""
+def _decode_records(codes: list[GuestCode], records) -> list[dict]:
+    """The outcomes of probes the native loop recorded (DONE or a reported fault)."""
     out = []
-    for code, values in zip(codes, native.RESULT.iter_unpack(records)):
-        if code.results == native.RESULT_REGS:       # the common case, spelt out: ~2x faster
-            a, b, c, d = values
+    for code, (tag, a, b, c, d, si) in zip(codes, native.RESULT.iter_unpack(records)):
+        if tag != native.TAG_DONE:
+            out.append(_fault(a, b, c, d, si))
+        elif code.results == native.RESULT_REGS:     # the common case, spelt out: ~2x faster
             out.append({"kind": "ok", "regs": {"rax": hex(a), "rbx": hex(b), "rcx": hex(c), "rdx": hex(d)}})
         else:
+            values = (a, b, c, d)
             out.append({"kind": "ok", "regs": {name: hex(values[i]) for name, i in code.result_slots}})
     return out
+
+
+def _fault(rax: int, rbx: int, rcx: int, rdx: int, rsi: int) -> dict:
+    """The outcome of a fault the guest's IDT stub reported at PORT_FAULT (guests/runtime.S)."""
+    vector = rax & 0xFF
+    return oc.exception(vector, rbx if vector in oc.ERROR_CODE_VECTORS else None, rcx, rdx,
+                        rsi if vector == 14 else None)
 
 
 def _handle_signals() -> None:
@@ -163,7 +178,13 @@ def basic_code(spec: ProbeSpec) -> GuestCode:
     """The GuestCode of a basic (non-payload) guest probe."""
     body: Body = body_for(spec)
     base = L.payload_base(spec.cpl3)
-    return GuestCode(body.code, base, base, body.regs, body.results, body.dirties)
+    return GuestCode(body.code, base, base, body.regs, body.results, body.dirties,
+                     saved_msr=spec.args[0] if DIRTY_MSR in body.dirties else None)
+
+
+# What a body dirties -> what the native loop does about it (guests/probe_loop.S, F_*).
+_LOOP_FLAGS = {DIRTY_SCRATCH: native.F_ZERO_SCRATCH, DIRTY_SREGS: native.F_RESET_SREGS,
+               DIRTY_XCR0: native.F_RESET_XCRS, DIRTY_MSR: native.F_MSR}
 
 
 class Machine:
@@ -355,8 +376,11 @@ class Machine:
                 return oc.ioctl_error(e.ioctl, e.errno)
         if code is None:
             code = basic_code(spec)
-        if spec.kind == "wrmsr":
-            self._save_msr(spec.args[0])
+        if code.saved_msr is not None:
+            try:
+                self._save_msr(code.saved_msr)
+            except kb.KvmError as e:
+                return oc.ioctl_error(e.ioctl, e.errno)
         if code.setup is not None:
             code.setup(self)
         if DIRTY_SCRATCH in code.dirties:
@@ -380,7 +404,7 @@ class Machine:
         list if the machine breaks: the caller goes on with a new machine."""
         codes = [c if c is not None or not s.guest_code else basic_code(s) for s, c in probes]
         loop = native.probe_loop() if self.sync else None
-        native_ok = [loop is not None and c is not None and c.plain and s.from_baseline
+        native_ok = [loop is not None and c is not None and c.loopable and s.from_baseline
                      for (s, _), c in zip(probes, codes)]
         out: list[dict] = []
         n = len(probes)
@@ -400,8 +424,7 @@ class Machine:
         exit changed it); a timeout or a failed KVM_RUN ends the list."""
         b = self._batch
         if b is None:
-            b = self._batch = native.Batch(fd=self.vcpu.fd, run=ctypes.addressof(self.run_struct),
-                                           mem=self._mem_address)
+            b = self._batch = self._new_batch()
         entries = b"".join([c.loop_entry for c in codes])
         results = (ctypes.c_char * (native.RESULT.size * len(codes)))()
         b.probes, b.out = native.buffer_address(entries), ctypes.addressof(results)
@@ -418,12 +441,24 @@ class Machine:
                     b.next += 1
                     continue
             status, after_ms = self._call_loop(loop, b)
-            out += _decode_done(codes[len(out):b.next], memoryview(results)[size * len(out):size * b.next])
-            if status == 0:
+            out += _decode_records(codes[len(out):b.next], memoryview(results)[size * len(out):size * b.next])
+            if status == native.ST_DONE:
                 break
-            if status == native.STOPPED:
-                out.append(self._after_run(self.run_struct, codes[b.next].results, timeout_ms))
+            if status == native.ST_STOPPED:
+                out.append(self._stopped(codes[b.next], timeout_ms))
                 b.next += 1
+            elif status == native.ST_HOST_IOCTL:
+                failed = kb.KvmError(-b.errno, IOCTL_NAMES.get(b.err_ioctl, hex(b.err_ioctl)))
+                if b.err_ioctl == KVM_GET_MSRS:     # saving the MSR, before the run: as run_probe
+                    out.append(oc.ioctl_error(failed.ioctl, failed.errno))
+                    b.next += 1
+                else:
+                    self.broken = f"restoring state failed: {failed}"
+            elif status == native.ST_MSR_NOT_RESTORED:
+                self.broken = "an MSR written by a probe could not be restored"
+            elif status == native.ST_MSR_LOST:
+                self.broken = (f"MSR {codes[b.next - 1].saved_msr:#x} written by a probe cannot be "
+                               "read back by the host")
             elif status == -errno.ETIME:
                 self.broken = "timeout"
                 out.append(oc.timeout(after_ms if after_ms is not None else timeout_ms))
@@ -434,6 +469,30 @@ class Machine:
                 raise OSError(-status, f"setitimer: {os.strerror(-status)}")
         self.native_probes += len(out)
         return out
+
+    def _new_batch(self) -> native.Batch:
+        """The loop's struct batch for this machine, with the baseline state it puts back."""
+        xcrs = self._loop_xcrs = ks.kvm_xcrs(nr_xcrs=1)
+        xcrs.xcrs[0].xcr, xcrs.xcrs[0].value = 0, L.XCR0_BASELINE
+        self._loop_msrs = native.OneMsr()
+        return native.Batch(fd=self.vcpu.fd, run=ctypes.addressof(self.run_struct),
+                            mem=self._mem_address, scratch=self._mem_address + L.scratch(False),
+                            sregs=ctypes.addressof(self.baseline), xcrs=ctypes.addressof(xcrs),
+                            msrs=ctypes.addressof(self._loop_msrs))
+
+    def _stopped(self, code: GuestCode, timeout_ms: float) -> dict:
+        """A probe the loop stopped at: decode its exit and undo its changes, as run_probe would
+        (the loop saved its MSR, if any, and put nothing back)."""
+        outcome = self._after_run(self.run_struct, code.results, timeout_ms)
+        if code.saved_msr is not None:
+            saved = self._batch.saved == 1
+            self._restore_msrs[code.saved_msr] = self._loop_msrs.entries[0].data if saved else None
+        if not self.broken:
+            try:
+                self._cleanup(code.dirties, written=outcome["kind"] == "ok")
+            except kb.KvmError as e:
+                self.broken = f"restoring state failed: {e}"
+        return outcome
 
     @staticmethod
     def _call_loop(loop, b) -> tuple[int, float | None]:
@@ -533,9 +592,7 @@ class Machine:
                 return {"kind": "ok", "regs": {name: hex(getattr(r, name)) for name in results}}
             if io.port == PORT_FAULT and io.direction == 1:
                 r = self._regs()
-                vector = r.rax & 0xFF
-                return oc.exception(vector, r.rbx if vector in oc.ERROR_CODE_VECTORS else None,
-                                    r.rcx, r.rdx, r.rsi if vector == 14 else None)
+                return _fault(r.rax, r.rbx, r.rcx, r.rdx, r.rsi)
             self.broken = "unexpected port I/O"
             return oc.vm_exit("IO", port=oc.hexs(io.port), direction="out" if io.direction else "in",
                               size=io.size, rip=oc.hexs(self._regs().rip))

@@ -19,12 +19,17 @@ from ..kvm import structs as ks
 from .assemble import assemble
 
 # struct probe (guests/probe_loop.S): guest address, length and host address of the body, host
-# address of its kvm_regs image.
-PROBE_ENTRY = struct.Struct("4Q")
-RESULT = struct.Struct("4Q")                    # RAX, RBX, RCX, RDX when the probe ended in DONE
-RESULT_REGS = ("rax", "rbx", "rcx", "rdx")
+# address of its kvm_regs image, F_* flags, the MSR to save and restore, two spare qwords.
+PROBE_ENTRY = struct.Struct("6Q16x")
+F_ZERO_SCRATCH, F_RESET_SREGS, F_RESET_XCRS, F_MSR = 1, 2, 4, 8
+# The result record of a probe that ended in DONE (tag 0) or in a fault the guest reported
+# (tag 1): the tag, then RAX, RBX, RCX, RDX, RSI.
+RESULT = struct.Struct("6Q")
+RESULT_REGS = ("rax", "rbx", "rcx", "rdx")     # the ones a DONE record carries for the outcome
+TAG_DONE, TAG_FAULT = 0, 1
 
-STOPPED = 1                                     # probe `next` ended in another exit: decode it
+# What probe_loop returns (besides -errno from KVM_RUN or setitimer): see guests/probe_loop.S.
+ST_DONE, ST_STOPPED, ST_HOST_IOCTL, ST_MSR_NOT_RESTORED, ST_MSR_LOST = 0, 1, 2, 3, 4
 
 
 class itimerval(ctypes.Structure):
@@ -37,20 +42,27 @@ class Batch(ctypes.Structure):
     _fields_ = [("fd", ctypes.c_uint64), ("run", ctypes.c_uint64), ("mem", ctypes.c_uint64),
                 ("probes", ctypes.c_uint64), ("count", ctypes.c_uint64), ("next", ctypes.c_uint64),
                 ("resume", ctypes.c_uint64), ("arm", itimerval), ("disarm", itimerval),
-                ("out", ctypes.c_uint64)]
+                ("out", ctypes.c_uint64), ("scratch", ctypes.c_uint64), ("sregs", ctypes.c_uint64),
+                ("xcrs", ctypes.c_uint64), ("msrs", ctypes.c_uint64), ("saved", ctypes.c_uint64),
+                ("err_ioctl", ctypes.c_uint64), ("errno", ctypes.c_int64)]
 
     def set_timeout(self, timeout_ms: float) -> None:
         usec = max(1, round(timeout_ms * 1000))
         self.arm.value_sec, self.arm.value_usec = divmod(usec, 1_000_000)
 
 
-# The kvm_run offsets the loop hard-codes, by name, for the test that holds them to structs.py.
+OneMsr = ks.with_flex(ks.kvm_msrs, 1)           # the loop's KVM_GET/SET_MSRS buffer
+
+# The kvm_run and kvm_msrs offsets the loop hard-codes, by name, for the test that holds them to structs.py.
 RUN_OFFSETS = {
     "RUN_EXIT_REASON": ks.kvm_run.exit_reason.offset,
     "RUN_IO_DIRECTION": ks.kvm_run._exit.offset + ks.kvm_run_exit.io.offset,
     "RUN_IO_PORT": ks.kvm_run._exit.offset + ks.kvm_run_exit.io.offset + 2,
     "RUN_DIRTY_REGS": ks.kvm_run.kvm_dirty_regs.offset,
     "RUN_SYNC_REGS": ks.kvm_run.s.offset,
+    "MSRS_NMSRS": ks.kvm_msrs.nmsrs.offset,
+    "MSRS_INDEX": OneMsr.entries.offset + ks.kvm_msr_entry.index.offset,
+    "MSRS_DATA": OneMsr.entries.offset + ks.kvm_msr_entry.data.offset,
 }
 
 _PROT_RX = mmap.PROT_READ | mmap.PROT_EXEC
