@@ -6,8 +6,10 @@
 The C baseline (compiled here with gcc, kept running like the harness, its vCPU warm) replays
 exactly what the harness does for a probe: copy the body into guest memory, load the registers
 through kvm_run's sync regs, arm and disarm the timeout timer (setitimer), KVM_RUN, read the exit
-and the registers. Two probes are compared: CPUID.1 (ends in DONE) and RDMSR of an MSR no CPU
-has (#GP delivered through the guest's IDT and reported by its stub). For a new configuration:
+and the registers, plus the host ioctls around probes that change state (KVM_GET_MSRS and
+KVM_SET_MSRS around a WRMSR, KVM_SET_SREGS after it and after a CR4 write). Four probes are
+compared: CPUID.1 (DONE), RDMSR of an MSR no CPU has (#GP delivered through the guest's IDT and
+reported by its stub), WRMSR of KERNEL_GS_BASE, and a guest write of CR4.TSD. For a new configuration:
 KVM_CREATE_VM, memory slot, split irqchip, vCPU, KVM_SET_CPUID2, the same memory image and
 sregs, one probe, then close.
 
@@ -90,22 +92,41 @@ static struct vm make(int kvm, int mmap_size) {
     return v;
 }
 
-static void probe(struct vm *v, const unsigned char *body, int len, uint64_t rax, uint64_t rcx, int port) {
+/* A probe as the harness runs it: the same bodies, registers and host ioctls around them. */
+struct kind {
+    const char *name; unsigned char body[16]; int len; uint64_t rax, rcx, rdx; int port;
+    uint32_t msr;           /* saved with KVM_GET_MSRS before, restored with KVM_SET_MSRS after */
+    int reset_sregs;        /* KVM_SET_SREGS of the baseline after */
+};
+static const struct kind kinds[] = {
+    { "cpuid", { 0x0f, 0xa2, 0xe6, 0xf1 }, 4, 1, 0, 0, 0xf1, 0, 0 },               /* CPUID.1 */
+    { "gp", { 0x0f, 0x32, 0xe6, 0xf1 }, 4, 0, 0x12345678, 0, 0xf0, 0, 0 },        /* RDMSR: #GP */
+    { "wrmsr", { 0x0f, 0x30, 0x0f, 0x32, 0xe6, 0xf1 }, 6, 0x1234, 0xc0000102, 0, 0xf1, 0xc0000102, 1 },
+    { "cr4", { 0x0f, 0x20, 0xe0, 0x48, 0x09, 0xd0, 0x0f, 0x22, 0xe0, 0x0f, 0x20, 0xe0, 0xe6, 0xf1 }, 14,
+      0, 0, 1 << 2, 0xf1, 0, 1 },                                                   /* CR4.TSD */
+};
+
+static void probe(struct vm *v, const struct kind *k) {
     static const struct itimerval arm = { {0, 0}, {1, 0} }, disarm = { {0, 0}, {0, 0} };
-    memcpy(v->mem + PAYLOAD, body, len);
+    struct { struct kvm_msrs h; struct kvm_msr_entry e; } msrs = { { 1 }, { k->msr } };
+    int saved = 0;
+    if (k->msr && (saved = ioctl(v->vcpu, KVM_GET_MSRS, &msrs)) < 0) die("get msrs");
+    memcpy(v->mem + PAYLOAD, k->body, k->len);
     struct kvm_regs *r = &v->run->s.regs.regs;
     memset(r, 0, sizeof *r);
-    r->rip = PAYLOAD; r->rsp = KSTACK; r->rflags = 2; r->rax = rax; r->rcx = rcx;
+    r->rip = PAYLOAD; r->rsp = KSTACK; r->rflags = 2; r->rax = k->rax; r->rcx = k->rcx; r->rdx = k->rdx;
     v->run->kvm_dirty_regs = KVM_SYNC_X86_REGS;
     setitimer(ITIMER_REAL, &arm, 0);
     if (ioctl(v->vcpu, KVM_RUN, 0)) die("run");
     setitimer(ITIMER_REAL, &disarm, 0);
-    if (v->run->exit_reason != KVM_EXIT_IO || v->run->io.port != port) { fprintf(stderr, "exit %%d\n", v->run->exit_reason); exit(1); }
+    if (v->run->exit_reason != KVM_EXIT_IO || v->run->io.port != k->port) { fprintf(stderr, "exit %%d\n", v->run->exit_reason); exit(1); }
     volatile uint64_t out = r->rax + r->rbx + r->rcx + r->rdx + r->rsi; (void)out;
+    if (saved == 1 && ioctl(v->vcpu, KVM_SET_MSRS, &msrs) != 1) die("set msrs");
+    if (k->reset_sregs && ioctl(v->vcpu, KVM_SET_SREGS, &sregs)) die("sregs");
 }
 
 /* A long-lived process, like the harness: its vCPU stays warm between commands on stdin,
- * "cpuid N" or "gp N" (prints µs per probe) and "configs N" (prints ms per new configuration). */
+ * "KIND N" (prints µs per probe of a kinds[] entry) and "configs N" (ms per new configuration). */
 int main(int argc, char **argv) {
     load(argv[1], image, MEM_SIZE); load(argv[2], &sregs, sizeof sregs); load(argv[3], cpuid_buf, sizeof cpuid_buf);
     for (int off = 0; off < MEM_SIZE; off += 4096)
@@ -113,27 +134,23 @@ int main(int argc, char **argv) {
             if (image[off + i]) { pages[npages++] = off; break; }
     int kvm = open("/dev/kvm", O_RDWR); if (kvm < 0) die("/dev/kvm");
     int mmap_size = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
-    static const unsigned char cpuid_body[] = { 0x0f, 0xa2, 0xe6, 0xf1 };
-    static const unsigned char rdmsr_body[] = { 0x0f, 0x32, 0xe6, 0xf1 };
     struct vm v = make(kvm, mmap_size);
     char cmd[16];
     int n;
     while (scanf("%%15s %%d", cmd, &n) == 2) {
-        if (!strcmp(cmd, "cpuid") || !strcmp(cmd, "gp")) {
-            /* CPUID.1 to DONE, or RDMSR of an MSR no CPU has: #GP through the guest's IDT stub */
-            int gp = !strcmp(cmd, "gp");
-            const unsigned char *body = gp ? rdmsr_body : cpuid_body;
-            uint64_t rax = gp ? 0 : 1, rcx = gp ? 0x12345678 : 0;
-            int port = gp ? 0xf0 : 0xf1;
-            for (int i = 0; i < 200; i++) probe(&v, body, 4, rax, rcx, port);
+        const struct kind *k = 0;
+        for (unsigned i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+            if (!strcmp(cmd, kinds[i].name)) k = &kinds[i];
+        if (k) {
+            for (int i = 0; i < 200; i++) probe(&v, k);
             double t = now();
-            for (int i = 0; i < n; i++) probe(&v, body, 4, rax, rcx, port);
+            for (int i = 0; i < n; i++) probe(&v, k);
             printf("%%.3f\n", (now() - t) / n * 1e6);
         } else {
             double t = now();
             for (int i = 0; i < n; i++) {
                 struct vm w = make(kvm, mmap_size);
-                probe(&w, cpuid_body, 4, 1, 0, 0xf1);
+                probe(&w, &kinds[0]);
                 munmap(w.run, mmap_size); close(w.vcpu); close(w.vm); munmap(w.mem, MEM_SIZE);
             }
             printf("%%.4f\n", (now() - t) / n * 1e3);
@@ -176,7 +193,7 @@ class CBaseline:
         return float(line)
 
     def probes(self, kind: str, n: int) -> float:
-        """µs per probe of `kind`: "cpuid" (CPUID.1, DONE) or "gp" (RDMSR 0x12345678, #GP)."""
+        """µs per probe of `kind`, a name in the C program's kinds[] (COMPARED)."""
         return self._ask(kind, n)
 
     def configs(self, n: int) -> float:
@@ -242,7 +259,8 @@ def python_config_sync(kvm: kb.Kvm, n: int) -> float:
 
 
 # Probes timed against the C program: the kind it runs, and the same probe for the harness.
-COMPARED = {"cpuid": "cpuid:0x1:0", "gp": "rdmsr:0x12345678"}
+COMPARED = {"cpuid": "cpuid:0x1:0", "gp": "rdmsr:0x12345678", "wrmsr": "wrmsr:0xc0000102:0x1234",
+            "cr4": "cr4:2"}
 
 
 def interleaved(c_program: CBaseline, kind: str, engine_path, args) -> dict:
