@@ -156,7 +156,11 @@ def cmd_info(args) -> int:
     if args.json:
         print(json.dumps(facts.to_json(), indent=2))
     else:
+        from .guest import native
+        why_not = native.unavailable_reason()
         print(render_info(facts))
+        print(f"{'probe loop':<22}" + ("native (guests/probe_loop.S): CPL0 probes from the baseline run back to back"
+                                       if why_not is None else f"Python, one probe per KVM_RUN call ({why_not})"))
     return EXIT_OK
 
 

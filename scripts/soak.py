@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """100,000 probes in one process, on one Runner: fds and RSS must stay flat.
 
-    python scripts/soak.py [--probes 100000] [--every 20000] [--rss-limit-kib 4096]
+    python scripts/soak.py [--probes 100000] [--every 20000] [--rss-limit-kib 4096] [--batched]
 
 The mix (one guest configuration: KVM_GET_SUPPORTED_CPUID):
     cpuid:1:0                         CPUID at CPL0
@@ -81,6 +81,8 @@ def main() -> int:
     ap.add_argument("--rss-limit-kib", type=int, default=4096)
     ap.add_argument("--churn-every", type=int, default=100,
                     help="every N-th probe is a triple fault (machine replaced); 0: never")
+    ap.add_argument("--batched", action="store_true",
+                    help="run the probes 1,000 at a time through Runner.run_many (the native loop)")
     args = ap.parse_args()
 
     specs = [parse(t) for t in MIX]
@@ -95,14 +97,17 @@ def main() -> int:
     with Runner() as runner:
         config = VcpuConfig(runner.kvm.supported_cpuid())
 
-        def one(i: int) -> None:
+        def probe(i: int) -> tuple:
             if args.churn_every and i % args.churn_every == args.churn_every - 1:
-                o = runner.run(config, churn, churn_code, 1000)
+                return churn, churn_code
+            return specs[i % len(specs)], codes[i % len(specs)]
+
+        def check(i: int, o: dict) -> None:
+            if probe(i)[0] is churn:
                 if o != {"kind": "exit", "reason": "SHUTDOWN"}:
                     failures.append(f"probe {i} (triple-fault): {describe(o)}")
                 return
             k = i % len(specs)
-            o = runner.run(config, specs[k], codes[k], 1000)
             sig = signature(o)
             if k not in first:
                 first[k] = sig
@@ -112,8 +117,17 @@ def main() -> int:
                     failures.append(f"probe {i} ({MIX[k]}): {describe(o)}, first {first[k]}")
                 changed[k] = changed.get(k, 0) + 1
 
-        for i in range(WARMUP):
-            one(i)
+        def run(start: int, n: int) -> None:
+            """Probes start..start+n-1: through Runner.run_many (as the engine runs them) with
+            --batched, else one Runner.run each."""
+            if args.batched:
+                outcomes = runner.run_many(config, [probe(i) for i in range(start, start + n)], 1000)
+            else:
+                outcomes = [runner.run(config, *probe(i), 1000) for i in range(start, start + n)]
+            for k, o in enumerate(outcomes):
+                check(start + k, o)
+
+        run(0, WARMUP)
         time.sleep(0.2)                             # let the closer thread finish
         base_fds, base_rss = fds(), rss_kib()
         print(f"after {WARMUP} warm-up probes: fds {base_fds}, RSS {base_rss} KiB "
@@ -121,7 +135,8 @@ def main() -> int:
         max_rss, fd_drift = base_rss, 0
         t1 = time.monotonic()
         for i in range(1, args.probes + 1):
-            one(WARMUP + i)
+            if i % 1000 == 1:
+                run(WARMUP + i, min(1000, args.probes + 1 - i))
             if i % 1000 == 0:
                 f, r = settled_fds(base_fds), rss_kib()
                 max_rss = max(max_rss, r)

@@ -114,3 +114,24 @@ def test_info_names_features():
     p = cli("info")
     assert p.returncode == 0, p.stderr
     assert "supported features" in p.stdout and " fpu " in p.stdout
+
+
+@pytest.mark.kvm
+def test_info_says_which_probe_loop_runs():
+    assert "probe loop            native (guests/probe_loop.S)" in cli("info").stdout
+    off = cli("info", env={"KVMHARNESS_NATIVE_LOOP": "0"})
+    assert off.returncode == 0, off.stderr
+    assert "probe loop            Python, one probe per KVM_RUN call (KVMHARNESS_NATIVE_LOOP=0)" in off.stdout
+
+
+@pytest.mark.kvm
+def test_run_gives_the_same_report_with_and_without_the_native_loop(tmp_path):
+    reports = []
+    for flag in ("1", "0"):
+        out = tmp_path / f"native-{flag}.json"
+        p = cli("run", "--feature", "xsave", "--feature", "rdtscp", "--feature", "pku", "--json", str(out),
+                env={"KVMHARNESS_NATIVE_LOOP": flag})
+        assert p.returncode in (0, 1), p.stderr
+        reports.append(out)
+    d = cli("diff", str(reports[0]), str(reports[1]))
+    assert d.returncode == 0 and "no changes" in d.stdout, d.stdout

@@ -16,6 +16,7 @@ import os
 import struct
 
 from ..kvm import structs as ks
+from ..errors import HarnessError
 from .assemble import assemble
 
 # struct probe (guests/probe_loop.S): guest address, length and host address of the body, host
@@ -89,7 +90,10 @@ def _load() -> tuple:
     global _code_mapping
     if os.environ.get("KVMHARNESS_NATIVE_LOOP", "1") == "0":
         return None, "KVMHARNESS_NATIVE_LOOP=0"
-    image = assemble("probe_loop", 0)
+    try:
+        image = assemble("probe_loop", 0)
+    except HarnessError as e:                   # no binutils: nothing else runs either
+        return None, str(e)
     size = -(-len(image.code) // mmap.PAGESIZE) * mmap.PAGESIZE
     mem = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, mmap.PROT_READ | mmap.PROT_WRITE)
     mem[:len(image.code)] = image.code
