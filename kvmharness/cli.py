@@ -177,10 +177,9 @@ def cmd_probe(args) -> int:
                          args.disable_quirks, args.user_space_msr)
     with Runner() as runner:
         vcpu = config.vcpu(runner.kvm.supported_cpuid())     # resolves feature names: errors first
-        results = []
-        for spec in specs:
-            outcome = runner.run(vcpu, spec, guest_code(spec), args.timeout)
-            results.append({"probe": str(spec), "config": config.to_json(), "outcome": outcome})
+        outcomes = runner.run_many(vcpu, [(spec, guest_code(spec)) for spec in specs], args.timeout)
+        results = [{"probe": str(spec), "config": config.to_json(), "outcome": outcome}
+                   for spec, outcome in zip(specs, outcomes)]
     if args.json:
         print(json.dumps(results, indent=2))
     else:
