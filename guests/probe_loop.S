@@ -5,7 +5,7 @@
 # hundred interpreter instructions Python runs between two KVM_RUNs then cost ~4 µs instead of
 # ~0.3 µs; the probe itself costs ~8 µs. Running a batch of probes back to back from here, with
 # exactly the system calls the Python path makes, and decoding the results in Python afterwards
-# takes that cost out (figures: scripts/bench.py, README "Speed").
+# takes that cost out (figures: scripts/bench.py, README "Performance").
 #
 # Per probe, the system calls Machine.run_probe makes: zero the scratch page if the body uses it,
 # save the MSR a WRMSR body writes (KVM_GET_MSRS), copy the body into guest memory, load the

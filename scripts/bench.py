@@ -16,11 +16,11 @@ sregs, one probe, then close.
 This host's timing drifts by ±30% from one second to the next (it is itself a guest), so the
 comparison is interleaved: each of R rounds times one block of N probes in C and one in the
 harness, alternating which goes first, and the ratio is taken per round; the report gives the
-median ratio and its range. The harness figure is the engine's path, Runner.run_many (plain
+median ratio and its range. The harness figure is the engine's path, Runner.run_many (CPL0
 probes in the native loop, guests/probe_loop.S); the Python path (Runner.run, one probe per
 call: what runs the probes the loop does not take, those with host-side modifiers, CPL3 or a
-payload's setup) is reported beside it for several probe kinds. --max-ratio X exits 1 when a median ratio is
-above X (a speed check for CI; never a timed test).
+payload's setup) is reported beside it for several probe kinds. --max-ratio X exits 1 when a
+median ratio is above X (a speed check for CI; never a timed test).
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ def per_probe_us(fn, n: int) -> float:
 
 
 def batched(runner: Runner, config: VcpuConfig, text: str):
-    """n probes through the engine's path: Runner.run_many (plain probes in the native loop)."""
+    """n probes through the engine's path: Runner.run_many (the native loop where it can)."""
     spec = parse(text)
     pair = (spec, guest_code(spec))
     return lambda n: runner.run_many(config, [pair] * n)

@@ -1,5 +1,7 @@
 """Guest memory layout, page-table encodings, CET tokens and payload assembly: pure, no /dev/kvm."""
 
+import hashlib
+import json
 import os
 import re
 import struct
@@ -124,6 +126,24 @@ def test_cached_payload_with_a_bad_hash_is_rebuilt_not_run(private_cache):
     entry.write_text(tampered)
     again = A.assemble("basic", L.PAYLOAD_BASE)
     assert again.code == good.code
+
+
+@pytest.mark.parametrize("loosen", ["entry", "directory"])
+def test_a_cache_entry_others_could_write_is_rebuilt_not_run(private_cache, loosen):
+    """A consistent (code + hash) but foreign entry: only the permissions give it away. The
+    native probe loop runs in the host process, so this matters beyond the guest."""
+    good = A.assemble("probe_loop", 0)
+    A._memo.clear()
+    [entry] = list(private_cache.glob("*.json"))
+    meta = json.loads(entry.read_text())
+    evil = bytes.fromhex("cc") * len(good.code)
+    meta["code"], meta["code_sha256"] = evil.hex(), hashlib.sha256(evil).hexdigest()
+    entry.write_text(json.dumps(meta))
+    (entry if loosen == "entry" else private_cache).chmod(0o666 if loosen == "entry" else 0o777)
+    assert A.assemble("probe_loop", 0).code == good.code
+    if loosen == "entry":                                   # replaced by the rebuilt, private one
+        assert bytes.fromhex(json.loads(entry.read_text())["code"]) == good.code
+        assert entry.stat().st_mode & 0o777 == 0o600
 
 
 def test_missing_assembler_is_one_line_naming_the_package(private_cache, monkeypatch):

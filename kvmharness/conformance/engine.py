@@ -2,7 +2,7 @@
 
 One engine behind two front-ends (`kvmharness run` and the pytest plugin): both call
 `plan()` for the items; `run` judges a configuration's items together (`Session.judge_group()`,
-so plain probes share the native loop), the plugin one item per test (`Session.judge()`). Both
+so their probes share the native loop), the plugin one item per test (`Session.judge()`). Both
 give each item the same result dict (the report schema of kvmharness/report/schema.py).
 """
 
@@ -141,7 +141,7 @@ class Session:
 
     def judge_group(self, items: list[Item]) -> list[dict]:
         """judge() of each item (all of one configuration, in order), with their probes run
-        through Runner.run_many so plain ones share the native loop. A harness failure is an
+        through Runner.run_many so they share the native loop. A harness failure is an
         `error` verdict for the items it concerns, never a crash."""
         results: list[dict | None] = [None] * len(items)
         to_run: list[tuple[int, object, object, list[str]]] = []

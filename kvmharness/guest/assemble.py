@@ -1,8 +1,10 @@
-"""Assemble guest payload sources (GNU as, `guests/*.S`) into flat binaries, cached by content hash.
+"""Assemble `guests/*.S` (GNU as) into flat binaries, cached by content hash: the guest payloads,
+and the host's native probe loop (probe_loop.S, linked at 0 and position independent).
 
 A payload is linked at a fixed guest address; the result is the flat image plus its symbol table.
 The cache lives in $XDG_CACHE_HOME/kvmharness (or ~/.cache/kvmharness), created private to the
-user (0700). Entries are keyed by the SHA-256 of (tool version of this recipe, source text, link
+user (0700); entries in a directory, or files, that another user could write are ignored and
+rebuilt. Entries are keyed by the SHA-256 of (tool version of this recipe, source text, link
 address), written to a temporary name and renamed into place, so xdist workers building at once
 never see half a file; an entry whose content no longer matches its recorded hash is rebuilt,
 never run.
@@ -96,8 +98,21 @@ def _assemble(name: str, base: int) -> Image:
     return Image(name, base, code, symbols)
 
 
+def _private(path: Path) -> bool:
+    """Owned by this user and writable by nobody else: the cache holds code this process runs
+    (the native probe loop runs in the host process itself)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
 def _load_cached(digest: str) -> tuple[bytes, dict] | None:
-    entry = cache_dir() / f"{digest}.json"
+    directory = cache_dir()
+    entry = directory / f"{digest}.json"
+    if not (_private(directory) and _private(entry)):
+        return None                          # someone else could have written it: rebuild
     try:
         meta = json.loads(entry.read_text())
         code = bytes.fromhex(meta["code"])
@@ -110,6 +125,8 @@ def _load_cached(digest: str) -> tuple[bytes, dict] | None:
 
 def _store_cached(digest: str, code: bytes, symbols: dict) -> None:
     directory = cache_dir()
+    if not _private(directory):
+        return
     meta = {"key": digest, "code": code.hex(), "code_sha256": hashlib.sha256(code).hexdigest(),
             "symbols": symbols}
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")

@@ -399,9 +399,9 @@ class Machine:
 
     def run_many(self, probes, timeout_ms: float = DEFAULT_TIMEOUT_MS) -> list[dict]:
         """The outcomes of `probes` ((spec, code) pairs, code None for basic probes), in order,
-        exactly as run_probe gives them one by one. Consecutive plain CPL0 probes from the
-        baseline state run in the native loop (kvmharness/guest/native.py). Returns a shorter
-        list if the machine breaks: the caller goes on with a new machine."""
+        exactly as run_probe gives them one by one. Consecutive probes the native loop can take
+        (GuestCode.loopable, from the baseline state) run in it (kvmharness/guest/native.py).
+        Returns a shorter list if the machine breaks: the caller goes on with a new machine."""
         codes = [c if c is not None or not s.guest_code else basic_code(s) for s, c in probes]
         loop = native.probe_loop() if self.sync else None
         native_ok = [loop is not None and c is not None and c.loopable and s.from_baseline
@@ -419,9 +419,9 @@ class Machine:
         return out
 
     def _run_native(self, loop, probes, codes: list[GuestCode], timeout_ms: float) -> list[dict]:
-        """Run plain probes in the native loop. An exit other than DONE is decoded here, as
-        _enter would, and the loop goes on after it (from the baseline state, put back if the
-        exit changed it); a timeout or a failed KVM_RUN ends the list."""
+        """Run loopable probes in the native loop. An exit it does not record is decoded and
+        cleaned up here, as run_probe would, and the loop goes on after it (from the baseline
+        state, put back if the exit changed it); a timeout or a failed KVM_RUN ends the list."""
         b = self._batch
         if b is None:
             b = self._batch = self._new_batch()

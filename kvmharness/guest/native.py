@@ -1,5 +1,5 @@
-"""The host probe loop (guests/probe_loop.S): plain probes run back to back without Python between
-two KVM_RUNs; Python plans them before and decodes them after.
+"""The host probe loop (guests/probe_loop.S): CPL0 probes from the baseline state run back to back
+without Python between two KVM_RUNs; Python plans them before and decodes them after.
 
 Loaded once per process: assembled like the guest payloads, copied into an anonymous mapping
 that is then made read+execute (never writable and executable at once), and called through

@@ -92,7 +92,7 @@ class Runner:
 
     def run_many(self, config: VcpuConfig, probes: list[tuple[ProbeSpec, GuestCode | None]],
                  timeout_ms: float = DEFAULT_TIMEOUT_MS) -> list[dict]:
-        """run() of each (spec, code) in order, with plain probes batched (Machine.run_many);
+        """run() of each (spec, code) in order, through the native loop where it can (Machine.run_many);
         a machine that breaks on the way is replaced for the probes after it."""
         out: list[dict] = []
         while len(out) < len(probes):
