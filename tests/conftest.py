@@ -45,6 +45,15 @@ def require_kvm() -> None:
     pytest.skip(problem)
 
 
+@pytest.fixture(scope="module")
+def kvm():
+    """One /dev/kvm handle per test module (modules that count fds define their own per test)."""
+    require_kvm()
+    from kvmharness.guest.runner import open_kvm
+    with open_kvm() as k:
+        yield k
+
+
 @pytest.fixture(autouse=True)
 def _kvm_marker(request):
     """Tests marked @pytest.mark.kvm need /dev/kvm (skip, or fail under KVMHARNESS_REQUIRE_KVM=1)."""

@@ -84,15 +84,6 @@ def mutated(draw, base: list[CpuidEntry], max_extra: int = 8) -> list[CpuidEntry
 
 
 @pytest.fixture(scope="module")
-def kvm():
-    from tests.conftest import require_kvm
-    require_kvm()
-    from kvmharness.guest.runner import open_kvm
-    with open_kvm() as k:
-        yield k
-
-
-@pytest.fixture(scope="module")
 def supported(kvm):
     return list(kvm.supported_cpuid())
 

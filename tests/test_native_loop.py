@@ -113,15 +113,6 @@ def test_the_loop_entry_points_at_the_code_and_its_registers():
 
 # -- on /dev/kvm ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def kvm():
-    from tests.conftest import require_kvm
-    require_kvm()
-    from kvmharness.guest.runner import open_kvm
-    with open_kvm() as k:
-        yield k
-
-
-@pytest.fixture(scope="module")
 def config(kvm):
     return VcpuConfig(kvm.supported_cpuid())
 
