@@ -114,3 +114,23 @@ def test_every_insn_row_is_an_instruction_the_model_knows():
 def test_payload_rows_have_registered_payloads():
     names = {r.probe for r in matrix.ROWS if ":" not in r.probe.split("@")[0]}
     assert names <= set(PAYLOADS)
+
+
+class _FailingRunner:
+    """Stands in for the Runner to give judge_group a harness failure (pure engine logic)."""
+
+    def run_many(self, vcpu, probes, timeout_ms):
+        raise RuntimeError("the runner broke")
+
+
+def test_a_failing_run_is_an_error_verdict_for_its_items_and_skips_stay_skips():
+    from kvmharness.conformance.engine import Session
+    items = [it for it in plan(GENOA, ["xsave"]) if it.config.name == "on"]
+    results = Session(GENOA, _FailingRunner()).judge_group(items)
+    assert [r["id"] for r in results] == [it.id for it in items]
+    verdicts = {r["verdict"] for r in results}
+    assert verdicts <= {"error", "skip"} and "error" in verdicts
+    for r in results:
+        if r["verdict"] == "error":
+            assert r["observed"] == {"kind": "error", "message": "RuntimeError: the runner broke"}
+        assert r["duration_us"] >= 0

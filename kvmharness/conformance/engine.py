@@ -160,19 +160,19 @@ class Session:
             cost[i] = time.perf_counter() - start
         if to_run:
             start = time.perf_counter()
+            failed: Exception | None = None
             try:
-                vcpu = self.vcpu(items[to_run[0][0]].config)
-                observed = self.runner.run_many(vcpu, [(spec, guest_code(spec)) for _, spec, _, _ in to_run],
+                observed = self.runner.run_many(self.vcpu(items[0].config),
+                                                [(spec, guest_code(spec)) for _, spec, _, _ in to_run],
                                                 self.timeout_ms)
-            except Exception as e:
-                observed = [e] * len(to_run)
+            except Exception as e:              # the run itself failed: every item it carried
+                observed, failed = [None] * len(to_run), e
             share = (time.perf_counter() - start) / len(to_run)
             for (i, spec, exp, reasons), obs in zip(to_run, observed):
                 start = time.perf_counter()
                 try:
-                    if isinstance(obs, Exception):
-                        raise obs
-                    results[i] = self._verdict(items[i], spec, exp, reasons, obs)
+                    results[i] = (self._error(items[i], failed) if failed is not None
+                                  else self._verdict(items[i], spec, exp, reasons, obs))
                 except Exception as e:
                     results[i] = self._error(items[i], e)
                 cost[i] += share + time.perf_counter() - start
