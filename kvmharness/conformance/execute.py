@@ -29,10 +29,13 @@ ITEM_COST_US = 60
 
 
 def _warm_payload_cache() -> None:
-    """Assemble every payload once before forking, so workers only read the cache."""
+    """Assemble every payload once before forking, so workers only read the cache, and map the
+    native probe loop, which the workers inherit."""
+    from ..guest import native
     from ..guest.machine import runtime_image
     from ..probes.payloads import PAYLOADS
     runtime_image()
+    native.probe_loop()
     for p in PAYLOADS.values():
         p.code(cpl3=False)
         p.code(cpl3=True)
