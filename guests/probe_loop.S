@@ -61,6 +61,8 @@
         .equ B_SAVED, 160               # out: KVM_GET_MSRS's count for the current probe's MSR
         .equ B_ERR_IOCTL, 168           # out: the request of the host ioctl that failed
         .equ B_ERRNO, 176               # out: its -errno
+        .equ B_STATUS, 184              # out: what the call returned
+        .equ B_OLD, 192                 # out: struct itimerval the disarm found (it_value at +16)
         .equ P_GPA, 0
         .equ P_LEN, 8
         .equ P_CODE, 16                 # host address of the body's bytes
@@ -80,6 +82,7 @@
         .equ ST_HOST_IOCTL, 2
         .equ ST_MSR_NOT_RESTORED, 3
         .equ ST_MSR_LOST, 4
+        .equ ST_EXPIRED, 5
 
 # long probe_loop(struct batch *b)
 #   Runs probes b->next .. b->count-1 and advances b->next past each one it recorded. Returns
@@ -87,13 +90,19 @@
 #     ST_STOPPED          probe b->next ended in another exit, left in kvm_run (its registers in
 #                         the sync regs, its MSR save in b->saved and the msrs buffer, nothing put
 #                         back yet) for the caller to decode and clean up;
-#     ST_HOST_IOCTL       a host ioctl around a probe failed: b->err_ioctl, b->errno (before the
-#                         run if b->next did not advance, else while putting state back);
+#     ST_HOST_IOCTL       a host ioctl around a probe failed: b->err_ioctl, b->errno (KVM_GET_MSRS
+#                         before the run, else putting state back after b->next - 1);
 #     ST_MSR_NOT_RESTORED KVM_SET_MSRS did not take the saved value back (after b->next - 1);
 #     ST_MSR_LOST         the MSR could not be read before, and the WRMSR reached DONE;
+#     ST_EXPIRED          probe b->next's timer expired though KVM_RUN returned (between its
+#                         return and the disarm): a timeout, as on the Python path; not recorded;
 #     -errno              KVM_RUN or setitimer failed. Then b->resume is 1 if it was KVM_RUN, and
 #                         the timer may still be armed: after -EINTR the guest is intact and a
 #                         new call re-enters it without reloading anything, under the same timer.
+#   The status is also left in b->status (the caller may lose the return value to a signal).
+#   The caller blocks asynchronous signals around the call and gives the vCPU its own mask with
+#   KVM_SET_SIGNAL_MASK: a signal that arrives between two KVM_RUNs stays pending and makes the
+#   next KVM_RUN return -EINTR at once, so none is noticed late.
         .globl probe_loop
 probe_loop:
         push rbx
@@ -140,6 +149,7 @@ next_probe:
         rep movsq
         mov qword ptr [r13 + RUN_DIRTY_REGS], KVM_SYNC_X86_REGS
         lea rsi, [rbx + B_ARM]
+        xor edx, edx
         call set_timer
         test rax, rax
         jnz done
@@ -154,7 +164,11 @@ enter:
         jnz done                        # -errno; b->resume stays 1
         mov qword ptr [rbx + B_RESUME], 0
         lea rsi, [rbx + B_DISARM]
+        lea rdx, [rbx + B_OLD]
         call set_timer
+        mov rax, [rbx + B_OLD + 16]     # it_value left: 0 if the timer already expired
+        or rax, [rbx + B_OLD + 24]
+        jz expired
         cmp dword ptr [r13 + RUN_EXIT_REASON], KVM_EXIT_IO
         jne stopped
         cmp byte ptr [r13 + RUN_IO_DIRECTION], KVM_EXIT_IO_OUT
@@ -221,10 +235,14 @@ all_done:
 stopped:
         mov eax, ST_STOPPED
         jmp done
+expired:
+        mov eax, ST_EXPIRED
+        jmp done
 host_failed:
         mov [rbx + B_ERRNO], rax
         mov eax, ST_HOST_IOCTL
 done:
+        mov [rbx + B_STATUS], rax
         pop r14
         pop r13
         pop r12
@@ -239,10 +257,9 @@ host_ioctl:
         syscall
         ret
 
-# rax = setitimer(ITIMER_REAL, rsi, NULL)
+# rax = setitimer(ITIMER_REAL, rsi, rdx)
 set_timer:
         mov eax, SYS_setitimer
         mov edi, ITIMER_REAL
-        xor edx, edx
         syscall
         ret

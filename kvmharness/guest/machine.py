@@ -23,7 +23,7 @@ from .. import outcome as oc
 from ..kvm import binding as kb
 from ..kvm import constants as kc
 from ..kvm import structs as ks
-from ..kvm.ioctls import IOCTL_NAMES, KVM_GET_MSRS
+from ..kvm.ioctls import IOCTL_NAMES, KVM_GET_MSRS, KVM_SET_MSRS
 from ..model.profile import VcpuConfig
 from ..probes.spec import ProbeSpec
 from . import layout as L
@@ -40,8 +40,24 @@ class ProbeTimeout(Exception):
     """Raised from SIGALRM while KVM_RUN is blocked: the guest did not exit in time."""
 
 
+class _ProbeTimer:
+    """SIGALRM is the probe timer. Its handler raises ProbeTimeout only while `armed`: an alarm
+    whose handler runs later (after Ctrl-C was raised first, say) is stale and must neither
+    hide that exception nor surface elsewhere. `armed` is cleared by plain stores, never by a
+    call, so no handler can run in between."""
+    armed = False
+
+
+_TIMER = _ProbeTimer()
+
+# Blocked around the native loop (guests/probe_loop.S): every signal but the synchronous ones.
+_ASYNC_SIGNALS = signal.valid_signals() - {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE,
+                                           signal.SIGTRAP, signal.SIGSYS, signal.SIGKILL, signal.SIGSTOP}
+
+
 def _on_alarm(signum, frame):
-    raise ProbeTimeout()
+    if _TIMER.armed:
+        raise ProbeTimeout()
 
 
 _alarm_installed = False
@@ -105,8 +121,13 @@ class GuestCode:
         """The native loop can run it (at CPL0, from the baseline state): no host-side setup,
         nothing to undo but what the loop puts back itself, results in RAX..RDX."""
         return (self.setup is None and self.dirties <= _LOOP_FLAGS.keys()
-                and (DIRTY_MSR not in self.dirties or self.saved_msr is not None)
+                and (DIRTY_MSR in self.dirties) == (self.saved_msr is not None)
                 and all(r in native.RESULT_REGS for r in self.results))
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("loop_entry", None)       # host addresses: meaningless in another process
+        return state
 
     @functools.cached_property
     def result_slots(self) -> tuple[tuple[str, int], ...]:
@@ -166,11 +187,6 @@ def _fault(rax: int, rbx: int, rcx: int, rdx: int, rsi: int) -> dict:
     vector = rax & 0xFF
     return oc.exception(vector, rbx if vector in oc.ERROR_CODE_VECTORS else None, rcx, rdx,
                         rsi if vector == 14 else None)
-
-
-def _handle_signals() -> None:
-    """Nothing: calling a Python function lets CPython run the handlers of signals that arrived
-    while the GIL-free native loop ran (SIGALRM raises ProbeTimeout, SIGINT KeyboardInterrupt)."""
 
 
 @functools.lru_cache(maxsize=4096)
@@ -237,6 +253,7 @@ class Machine:
         self._dirty: set[str] = set()
         self._restore_msrs: dict[int, int] = {}
         self._batch: native.Batch | None = None
+        self._vcpu_sigmask: set | None = None   # what KVM_SET_SIGNAL_MASK last gave the vCPU
 
     # -- lifetime -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -434,6 +451,12 @@ class Machine:
         out: list[dict] = []
         size = native.RESULT.size
         while len(out) < len(codes) and not self.broken:
+            if self._restore_msrs:              # saved by a _prepare that failed half-way
+                try:
+                    self._cleanup(frozenset())
+                except kb.KvmError as e:
+                    self.broken = f"restoring state failed: {e}"
+                    break
             if self._dirty:                     # the state an earlier exit changed, put back
                 refused = self._prepare_safely(probes[b.next][0])
                 if refused is not None:
@@ -452,8 +475,10 @@ class Machine:
                 if b.err_ioctl == KVM_GET_MSRS:     # saving the MSR, before the run: as run_probe
                     out.append(oc.ioctl_error(failed.ioctl, failed.errno))
                     b.next += 1
-                else:
+                elif b.err_ioctl == KVM_SET_MSRS:   # as run_probe's _cleanup
                     self.broken = f"restoring state failed: {failed}"
+                else:       # KVM_SET_SREGS/XCRS: left dirty, for the next probe's _prepare to retry
+                    self._dirty |= codes[b.next - 1].dirties & {DIRTY_SREGS, DIRTY_XCR0}
             elif status == native.ST_MSR_NOT_RESTORED:
                 self.broken = "an MSR written by a probe could not be restored"
             elif status == native.ST_MSR_LOST:
@@ -486,7 +511,7 @@ class Machine:
         outcome = self._after_run(self.run_struct, code.results, timeout_ms)
         if code.saved_msr is not None:
             saved = self._batch.saved == 1
-            self._restore_msrs[code.saved_msr] = self._loop_msrs.entries[0].data if saved else None
+            self._restore_msrs.setdefault(code.saved_msr, self._loop_msrs.entries[0].data if saved else None)
         if not self.broken:
             try:
                 self._cleanup(code.dirties, written=outcome["kind"] == "ok")
@@ -494,28 +519,41 @@ class Machine:
                 self.broken = f"restoring state failed: {e}"
         return outcome
 
-    @staticmethod
-    def _call_loop(loop, b) -> tuple[int, float | None]:
-        """One native loop call, re-entered after signals other than the probe timer. Returns its
-        status (-ETIME: the probe timer expired) and, for a timeout, how long the stuck probe
-        ran if known (None: it started inside the native loop, which keeps no clock)."""
+    def _call_loop(self, loop, b) -> tuple[int, float | None]:
+        """One native loop call, re-entered after signals other than the probe timer. Outside
+        KVM_RUN the asynchronous signals are blocked (inside, the vCPU's mask applies), so one
+        that arrives between two KVM_RUNs stays pending and ends the next at once instead of
+        waiting in CPython for the whole batch; their handlers run when the mask comes back.
+        The probe timer is read, not raised: its handler stays unarmed here, so it can never
+        hide a Ctrl-C that arrived with it. Returns the status (-ETIME: the probe timer expired)
+        and, for a timeout, how long the stuck probe ran if known (None: it started inside the
+        native call, which keeps no clock)."""
         first, start, status = b.next, time.monotonic(), -1
+        _install_alarm()
         try:
-            try:
-                while True:
+            while True:
+                old = signal.pthread_sigmask(signal.SIG_BLOCK, _ASYNC_SIGNALS)
+                try:
+                    if old != self._vcpu_sigmask:
+                        self.vcpu.set_signal_mask(old)
+                        self._vcpu_sigmask = old
                     status = loop(b)
-                    if status >= 0:
-                        break
-                    _handle_signals()           # the probe timer or Ctrl-C raises here
-                    if status != -errno.EINTR or not b.resume:
-                        break                   # KVM_RUN (or setitimer) failed
-                    # Another signal interrupted KVM_RUN: the guest is intact, enter it again.
-            finally:
-                if b.resume:                    # KVM_RUN did not return: the timer may be armed
-                    signal.setitimer(signal.ITIMER_REAL, 0)
-        except ProbeTimeout:
-            return -errno.ETIME, (time.monotonic() - start) * 1000 if b.next == first else None
-        return status, None
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, old)     # handlers run here
+                expired = status == native.ST_EXPIRED or (
+                    status == -errno.EINTR and b.resume and signal.getitimer(signal.ITIMER_REAL)[0] == 0)
+                if expired:
+                    return -errno.ETIME, (time.monotonic() - start) * 1000 if b.next == first else None
+                if status != -errno.EINTR or not b.resume:
+                    return status, None
+                # Another signal's handler returned: the guest is intact, enter it again.
+        except BaseException:
+            if b.resume:                        # Ctrl-C, say, in the middle of a probe
+                self.broken = "interrupted in the middle of a probe"
+            raise
+        finally:
+            if b.resume:                        # KVM_RUN did not return: the timer may be armed
+                signal.setitimer(signal.ITIMER_REAL, 0)
 
     def _load_regs(self, image: bytes) -> None:
         if self.sync:
@@ -533,8 +571,9 @@ class Machine:
         _install_alarm()
         start = time.monotonic()
         try:
-            signal.setitimer(signal.ITIMER_REAL, timeout_ms / 1000.0)
             try:
+                _TIMER.armed = True
+                signal.setitimer(signal.ITIMER_REAL, timeout_ms / 1000.0)
                 while True:
                     try:
                         self.vcpu.run()
@@ -545,6 +584,7 @@ class Machine:
                         if e.errno != errno.EINTR:
                             raise
             finally:
+                _TIMER.armed = False
                 signal.setitimer(signal.ITIMER_REAL, 0)
         except ProbeTimeout:
             self.broken = "timeout"
@@ -552,6 +592,9 @@ class Machine:
         except kb.KvmError as e:
             self.broken = f"KVM_RUN failed: {e}"
             return oc.ioctl_error("KVM_RUN", e.errno)
+        except BaseException:
+            self.broken = "interrupted in the middle of a probe"
+            raise
         return self._after_run(run, results, timeout_ms)
 
     def _after_run(self, run, results: tuple, timeout_ms: float) -> dict:
@@ -572,13 +615,16 @@ class Machine:
         if run.exit_reason == kc.KVM_EXIT_X86_WRMSR:
             out["data"] = oc.hexs(msr.data)
         msr.error = 1
-        signal.setitimer(signal.ITIMER_REAL, timeout_ms / 1000.0)
         try:
-            self.vcpu.run()
+            try:
+                _TIMER.armed = True
+                signal.setitimer(signal.ITIMER_REAL, timeout_ms / 1000.0)
+                self.vcpu.run()
+            finally:
+                _TIMER.armed = False
+                signal.setitimer(signal.ITIMER_REAL, 0)
         except (ProbeTimeout, kb.KvmError):
             self.broken = "completing a user-space MSR exit failed"
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
         if not self.broken and not (run.exit_reason == kc.KVM_EXIT_IO and run.io.port == PORT_FAULT):
             self.broken = "the guest did not take the #GP after a user-space MSR exit"
         return out

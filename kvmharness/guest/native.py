@@ -30,7 +30,7 @@ RESULT_REGS = ("rax", "rbx", "rcx", "rdx")     # the ones a DONE record carries 
 TAG_DONE, TAG_FAULT = 0, 1
 
 # What probe_loop returns (besides -errno from KVM_RUN or setitimer): see guests/probe_loop.S.
-ST_DONE, ST_STOPPED, ST_HOST_IOCTL, ST_MSR_NOT_RESTORED, ST_MSR_LOST = 0, 1, 2, 3, 4
+ST_DONE, ST_STOPPED, ST_HOST_IOCTL, ST_MSR_NOT_RESTORED, ST_MSR_LOST, ST_EXPIRED = range(6)
 
 
 class itimerval(ctypes.Structure):
@@ -45,7 +45,8 @@ class Batch(ctypes.Structure):
                 ("resume", ctypes.c_uint64), ("arm", itimerval), ("disarm", itimerval),
                 ("out", ctypes.c_uint64), ("scratch", ctypes.c_uint64), ("sregs", ctypes.c_uint64),
                 ("xcrs", ctypes.c_uint64), ("msrs", ctypes.c_uint64), ("saved", ctypes.c_uint64),
-                ("err_ioctl", ctypes.c_uint64), ("errno", ctypes.c_int64)]
+                ("err_ioctl", ctypes.c_uint64), ("errno", ctypes.c_int64), ("status", ctypes.c_int64),
+                ("old", itimerval)]
 
     def set_timeout(self, timeout_ms: float) -> None:
         usec = max(1, round(timeout_ms * 1000))
@@ -69,7 +70,7 @@ RUN_OFFSETS = {
 _PROT_RX = mmap.PROT_READ | mmap.PROT_EXEC
 _libc = ctypes.CDLL(None, use_errno=True)
 _loaded: tuple | None = None                    # (function or None, why not)
-_code_mapping: mmap.mmap | None = None          # kept for the life of the process
+_mappings: list[mmap.mmap] = []                 # never unmapped: a loaded function may outlive a reload
 
 
 def probe_loop():
@@ -87,7 +88,6 @@ def unavailable_reason() -> str | None:
 
 
 def _load() -> tuple:
-    global _code_mapping
     if os.environ.get("KVMHARNESS_NATIVE_LOOP", "1") == "0":
         return None, "KVMHARNESS_NATIVE_LOOP=0"
     try:
@@ -98,7 +98,7 @@ def _load() -> tuple:
     mem = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, mmap.PROT_READ | mmap.PROT_WRITE)
     mem[:len(image.code)] = image.code
     address = ctypes.addressof(ctypes.c_char.from_buffer(mem))
-    _code_mapping = mem
+    _mappings.append(mem)
     if _libc.mprotect(ctypes.c_void_p(address), ctypes.c_size_t(size), _PROT_RX) != 0:
         err = ctypes.get_errno()
         return None, f"executable memory refused (mprotect: {os.strerror(err)})"

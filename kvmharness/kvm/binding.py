@@ -25,16 +25,18 @@ from .ioctls import (IOCTL_NAMES, KVM_CHECK_EXTENSION, KVM_CREATE_IRQCHIP, KVM_C
                      KVM_GET_SREGS2, KVM_GET_SUPPORTED_CPUID, KVM_GET_VCPU_EVENTS,
                      KVM_GET_VCPU_MMAP_SIZE, KVM_GET_XCRS, KVM_HAS_DEVICE_ATTR, KVM_RUN,
                      KVM_SET_CPUID2, KVM_SET_IDENTITY_MAP_ADDR, KVM_SET_MSRS, KVM_SET_REGS,
+                     KVM_SET_SIGNAL_MASK,
                      KVM_SET_SREGS, KVM_SET_SREGS2, KVM_SET_TSS_ADDR, KVM_SET_USER_MEMORY_REGION,
                      KVM_SET_VCPU_EVENTS, KVM_SET_XCRS, KVM_X86_SET_MSR_FILTER)
 from .structs import (KVM_MAX_CPUID_ENTRIES, KVM_MAX_XCRS, KVM_MSR_FILTER_MAX_RANGES, kvm_cpuid2,
                       kvm_device_attr, kvm_enable_cap, kvm_msr_filter, kvm_msr_list, kvm_msrs,
-                      kvm_regs, kvm_run, kvm_sregs, kvm_sregs2, kvm_sync_regs,
+                      kvm_regs, kvm_run, kvm_signal_mask, kvm_sregs, kvm_sregs2, kvm_sync_regs,
                       kvm_userspace_memory_region, kvm_vcpu_events, kvm_xcrs, with_flex)
 
 __all__ = ["KvmError", "Kvm", "Vm", "Vcpu", "cpuid_to_struct", "cpuid_from_struct"]
 
 _ioctl = fcntl.ioctl
+KERNEL_SIGSET_SIZE = 8          # the kernel's sigset_t on x86-64: KVM_SET_SIGNAL_MASK wants exactly this
 
 
 class KvmError(OSError):
@@ -477,6 +479,17 @@ class Vcpu(_Fd):
         for dst, (i, v) in zip(x.xcrs, values.items()):
             dst.xcr, dst.value = i, v
         _call(self._fd, KVM_SET_XCRS, x)
+
+    # -- signals --
+    def set_signal_mask(self, blocked: Iterable[int]) -> None:
+        """KVM_SET_SIGNAL_MASK: the signals blocked while this vCPU is in KVM_RUN (the thread's
+        own mask applies everywhere else)."""
+        bits = 0
+        for sig in blocked:
+            bits |= 1 << (int(sig) - 1)
+        buf = with_flex(kvm_signal_mask, KERNEL_SIGSET_SIZE)(len=KERNEL_SIGSET_SIZE)
+        buf.sigset[:] = list(bits.to_bytes(KERNEL_SIGSET_SIZE, "little"))
+        _call(self._fd, KVM_SET_SIGNAL_MASK, buf)
 
     def enable_cap(self, cap: int, *args: int, flags: int = 0) -> None:
         _enable_cap(self._fd, cap, args, flags)

@@ -14,8 +14,8 @@ from ctypes import c_uint64
 from ioctl_opt import IO, IOR, IOW, IOWR
 
 from .structs import (kvm_cpuid2, kvm_device_attr, kvm_enable_cap, kvm_msr_filter, kvm_msr_list,
-                      kvm_msrs, kvm_regs, kvm_sregs, kvm_sregs2, kvm_userspace_memory_region,
-                      kvm_vcpu_events, kvm_xcrs)
+                      kvm_msrs, kvm_regs, kvm_signal_mask, kvm_sregs, kvm_sregs2,
+                      kvm_userspace_memory_region, kvm_vcpu_events, kvm_xcrs)
 
 KVMIO = 0xAE
 
@@ -45,6 +45,7 @@ KVM_GET_SREGS = IOR(KVMIO, 0x83, kvm_sregs)
 KVM_SET_SREGS = IOW(KVMIO, 0x84, kvm_sregs)
 KVM_GET_MSRS = IOWR(KVMIO, 0x88, kvm_msrs)                             # also on /dev/kvm
 KVM_SET_MSRS = IOW(KVMIO, 0x89, kvm_msrs)
+KVM_SET_SIGNAL_MASK = IOW(KVMIO, 0x8B, kvm_signal_mask)
 KVM_SET_CPUID2 = IOW(KVMIO, 0x90, kvm_cpuid2)
 KVM_GET_CPUID2 = IOWR(KVMIO, 0x91, kvm_cpuid2)
 KVM_GET_VCPU_EVENTS = IOR(KVMIO, 0x9F, kvm_vcpu_events)

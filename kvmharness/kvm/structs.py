@@ -176,6 +176,13 @@ class kvm_msrs(_S):
     _flex_ = ("entries", kvm_msr_entry)
 
 
+class kvm_signal_mask(_S):
+    """Header only; `with_flex(kvm_signal_mask, 8)` adds the kernel sigset (`sigset[8]`)."""
+    _c_name_ = "struct kvm_signal_mask"
+    _fields_ = [("len", u32)]
+    _flex_ = ("sigset", u8)
+
+
 class kvm_msr_list(_S):
     """Header only; `with_flex(kvm_msr_list, n)` adds `indices[n]`."""
     _c_name_ = "struct kvm_msr_list"
@@ -338,7 +345,7 @@ class kvm_run(_S):
 # The structs a C program can name, for the uAPI cross-check.
 C_STRUCTS = (kvm_cpuid_entry2, kvm_cpuid2, kvm_regs, kvm_segment, kvm_dtable, kvm_sregs,
              kvm_sregs2, kvm_xcr, kvm_xcrs, kvm_vcpu_events, kvm_sync_regs, kvm_msr_entry,
-             kvm_msrs, kvm_msr_list, kvm_msr_filter_range, kvm_msr_filter,
+             kvm_msrs, kvm_signal_mask, kvm_msr_list, kvm_msr_filter_range, kvm_msr_filter,
              kvm_userspace_memory_region, kvm_enable_cap, kvm_device_attr, kvm_debug_exit_arch,
              kvm_run)
 
