@@ -77,6 +77,13 @@
         .equ R_SIZE, 48                 # result record: tag, RAX, RBX, RCX, RDX, RSI
         .equ TAG_FAULT, 1
 
+# Sizes native.py checks before it calls the loop: a probe_loop.S and a native.py that do not
+# belong together (a stale install, say) must not write past each other's structs.
+        .globl batch_size, probe_entry_size, result_size
+        .set batch_size, B_OLD + 32
+        .set probe_entry_size, 1 << P_SHIFT
+        .set result_size, R_SIZE
+
         .equ ST_DONE, 0
         .equ ST_STOPPED, 1
         .equ ST_HOST_IOCTL, 2

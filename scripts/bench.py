@@ -7,11 +7,12 @@ The C baseline (compiled here with gcc, kept running like the harness, its vCPU 
 exactly what the harness does for a probe: copy the body into guest memory, load the registers
 through kvm_run's sync regs, arm and disarm the timeout timer (setitimer), KVM_RUN, read the exit
 and the registers, plus the host ioctls around probes that change state (KVM_GET_MSRS and
-KVM_SET_MSRS around a WRMSR, KVM_SET_SREGS after it and after a CR4 write). Four probes are
-compared: CPUID.1 (DONE), RDMSR of an MSR no CPU has (#GP delivered through the guest's IDT and
-reported by its stub), WRMSR of KERNEL_GS_BASE, and a guest write of CR4.TSD. For a new configuration:
-KVM_CREATE_VM, memory slot, split irqchip, vCPU, KVM_SET_CPUID2, the same memory image and
-sregs, one probe, then close.
+KVM_SET_MSRS around a WRMSR, KVM_SET_SREGS after it and after a CR4 write), and once per vCPU
+the KVM_SET_SIGNAL_MASK the native loop gives it. Four probes are compared: CPUID.1 (DONE),
+RDMSR of an MSR no CPU has (#GP delivered through the guest's IDT and reported by its stub),
+WRMSR of KERNEL_GS_BASE, and a guest write of CR4.TSD. For a new configuration: KVM_CREATE_VM,
+memory slot, split irqchip, vCPU, KVM_SET_CPUID2, the same memory image and sregs, one probe,
+then close.
 
 This host's timing drifts by ±30% from one second to the next (it is itself a guest), so the
 comparison is interleaved: each of R rounds times one block of N probes in C and one in the
@@ -87,6 +88,8 @@ static struct vm make(int kvm, int mmap_size) {
     for (int p = 0; p < npages; p++)                    /* write the pieces, as the harness does */
         memcpy(v.mem + pages[p], image + pages[p], 4096);
     if (ioctl(v.vcpu, KVM_SET_SREGS, &sregs)) die("sregs");
+    struct { struct kvm_signal_mask h; unsigned char set[8]; } mask = { { 8 } };   /* as the harness */
+    if (ioctl(v.vcpu, KVM_SET_SIGNAL_MASK, &mask)) die("signal mask");
     v.run = mmap(0, mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, v.vcpu, 0);
     v.run->kvm_valid_regs = KVM_SYNC_X86_REGS;
     return v;

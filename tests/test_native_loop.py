@@ -71,6 +71,14 @@ def test_ioctl_and_syscall_numbers_in_the_loop():
     assert (equs["SYS_ioctl"], equs["SYS_setitimer"], equs["ITIMER_REAL"]) == (16, 38, signal.ITIMER_REAL)
 
 
+def test_a_loop_whose_structs_do_not_match_is_refused_not_called(monkeypatch):
+    import struct
+    monkeypatch.setattr(native, "_loaded", None)
+    monkeypatch.setattr(native, "RESULT", struct.Struct("4Q"))      # as an older native.py had
+    assert native.probe_loop() is None
+    assert "guests/probe_loop.S does not match" in native.unavailable_reason()
+
+
 def test_the_timeout_is_split_into_seconds_and_microseconds():
     b = native.Batch()
     b.set_timeout(2500.25)

@@ -94,6 +94,11 @@ def _load() -> tuple:
         image = assemble("probe_loop", 0)
     except HarnessError as e:                   # no binutils: nothing else runs either
         return None, str(e)
+    expected = {"batch_size": ctypes.sizeof(Batch), "probe_entry_size": PROBE_ENTRY.size,
+                "result_size": RESULT.size}
+    found = {name: image.symbols.get(name) for name in expected}
+    if found != expected:
+        return None, f"guests/probe_loop.S does not match kvmharness/guest/native.py ({found} != {expected})"
     size = -(-len(image.code) // mmap.PAGESIZE) * mmap.PAGESIZE
     mem = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, mmap.PROT_READ | mmap.PROT_WRITE)
     mem[:len(image.code)] = image.code
