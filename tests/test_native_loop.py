@@ -280,7 +280,7 @@ def test_another_signal_during_a_batch_reenters_the_guest_where_it_was(kvm, conf
 
 
 @pytest.mark.kvm
-def test_ctrl_c_during_a_batch_raises_and_disarms_the_timer(kvm, config):
+def test_ctrl_c_during_a_batch_raises_and_disarms_the_timer(kvm, config, no_gc_callbacks):
     hung = (parse("insn:ebfe"), _plain_code("ebfe"))
     timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
     with Machine(kvm, config) as m:
@@ -291,9 +291,21 @@ def test_ctrl_c_during_a_batch_raises_and_disarms_the_timer(kvm, config):
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
 
+@pytest.fixture
+def no_gc_callbacks():
+    """CPython swallows an exception raised in a gc callback: a Ctrl-C whose handler happens to
+    run inside one (hypothesis installs one when its tests ran earlier in this process) is lost
+    whatever the harness does. Not what these tests are about: take the callbacks out."""
+    import gc
+    saved = gc.callbacks[:]
+    gc.callbacks.clear()
+    yield
+    gc.callbacks[:] = saved
+
+
 @pytest.mark.kvm
 @pytest.mark.parametrize("delay_ms", [2, 7, 15, 25])
-def test_ctrl_c_between_two_kvm_runs_is_not_lost_behind_a_later_hang(kvm, config, delay_ms):
+def test_ctrl_c_between_two_kvm_runs_is_not_lost_behind_a_later_hang(kvm, config, delay_ms, no_gc_callbacks):
     """SIGINT landing between two KVM_RUNs of a batch must end the batch at once, not wait for
     (or be swallowed by) the timeout of a hang further on. Sent to the probing thread, as the
     terminal's Ctrl-C reaches a single-threaded `kvmharness run`. (A process-directed signal goes
@@ -307,10 +319,12 @@ def test_ctrl_c_between_two_kvm_runs_is_not_lost_behind_a_later_hang(kvm, config
         timer.start()
         with pytest.raises(KeyboardInterrupt):
             m.run_many(fast + [hung], timeout_ms=3000)
-        assert time.monotonic() - start < 1.5
+        took = time.monotonic() - start
+        assert took < 1.5, f"Ctrl-C took {took:.2f} s to end the batch"
         assert m.broken in (None, "interrupted in the middle of a probe")
     timer.join()
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, ()) == set()       # nothing left blocked
 
 
 @pytest.mark.kvm

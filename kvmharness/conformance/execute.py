@@ -153,8 +153,9 @@ def _run_parallel(groups, profile, jobs, timeout_ms, emit) -> None:
         # Block Ctrl-C/SIGTERM while forking: no child runs the parent's handlers, and every
         # worker is in `running` (so it gets stopped) before a signal that arrived meanwhile
         # is delivered here, at the unblock.
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
         try:
+            signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
             for share in shares:
                 if share:
                     running.append(_start(ctx, share, profile, timeout_ms))

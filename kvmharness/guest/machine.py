@@ -532,8 +532,11 @@ class Machine:
         _install_alarm()
         try:
             while True:
-                old = signal.pthread_sigmask(signal.SIG_BLOCK, _ASYNC_SIGNALS)
+                # Read the mask first, block in the try: a handler raising between the two calls
+                # (Ctrl-C) must not leave this thread with its signals blocked.
+                old = signal.pthread_sigmask(signal.SIG_BLOCK, ())
                 try:
+                    signal.pthread_sigmask(signal.SIG_BLOCK, _ASYNC_SIGNALS)
                     if old != self._vcpu_sigmask:
                         self.vcpu.set_signal_mask(old)
                         self._vcpu_sigmask = old
