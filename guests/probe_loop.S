@@ -61,8 +61,6 @@
         .equ B_SAVED, 160               # out: KVM_GET_MSRS's count for the current probe's MSR
         .equ B_ERR_IOCTL, 168           # out: the request of the host ioctl that failed
         .equ B_ERRNO, 176               # out: its -errno
-        .equ B_STATUS, 184              # out: what the call returned
-        .equ B_OLD, 192                 # out: struct itimerval the disarm found (it_value at +16)
         .equ P_GPA, 0
         .equ P_LEN, 8
         .equ P_CODE, 16                 # host address of the body's bytes
@@ -80,7 +78,7 @@
 # Sizes native.py checks before it calls the loop: a probe_loop.S and a native.py that do not
 # belong together (a stale install, say) must not write past each other's structs.
         .globl batch_size, probe_entry_size, result_size
-        .set batch_size, B_OLD + 32
+        .set batch_size, B_ERRNO + 8
         .set probe_entry_size, 1 << P_SHIFT
         .set result_size, R_SIZE
 
@@ -89,7 +87,6 @@
         .equ ST_HOST_IOCTL, 2
         .equ ST_MSR_NOT_RESTORED, 3
         .equ ST_MSR_LOST, 4
-        .equ ST_EXPIRED, 5
 
 # long probe_loop(struct batch *b)
 #   Runs probes b->next .. b->count-1 and advances b->next past each one it recorded. Returns
@@ -101,15 +98,14 @@
 #                         before the run, else putting state back after b->next - 1);
 #     ST_MSR_NOT_RESTORED KVM_SET_MSRS did not take the saved value back (after b->next - 1);
 #     ST_MSR_LOST         the MSR could not be read before, and the WRMSR reached DONE;
-#     ST_EXPIRED          probe b->next's timer expired though KVM_RUN returned (between its
-#                         return and the disarm): a timeout, as on the Python path; not recorded;
 #     -errno              KVM_RUN or setitimer failed. Then b->resume is 1 if it was KVM_RUN, and
 #                         the timer may still be armed: after -EINTR the guest is intact and a
 #                         new call re-enters it without reloading anything, under the same timer.
-#   The status is also left in b->status (the caller may lose the return value to a signal).
 #   The caller blocks asynchronous signals around the call and gives the vCPU its own mask with
 #   KVM_SET_SIGNAL_MASK: a signal that arrives between two KVM_RUNs stays pending and makes the
-#   next KVM_RUN return -EINTR at once, so none is noticed late.
+#   next KVM_RUN return -EINTR at once, so none is noticed late. That includes a probe timer that
+#   expired just after its KVM_RUN returned: the next probe's KVM_RUN returns -EINTR with that
+#   probe's own timer still running, and the caller simply enters it again.
         .globl probe_loop
 probe_loop:
         push rbx
@@ -171,11 +167,8 @@ enter:
         jnz done                        # -errno; b->resume stays 1
         mov qword ptr [rbx + B_RESUME], 0
         lea rsi, [rbx + B_DISARM]
-        lea rdx, [rbx + B_OLD]
+        xor edx, edx
         call set_timer
-        mov rax, [rbx + B_OLD + 16]     # it_value left: 0 if the timer already expired
-        or rax, [rbx + B_OLD + 24]
-        jz expired
         cmp dword ptr [r13 + RUN_EXIT_REASON], KVM_EXIT_IO
         jne stopped
         cmp byte ptr [r13 + RUN_IO_DIRECTION], KVM_EXIT_IO_OUT
@@ -242,14 +235,10 @@ all_done:
 stopped:
         mov eax, ST_STOPPED
         jmp done
-expired:
-        mov eax, ST_EXPIRED
-        jmp done
 host_failed:
         mov [rbx + B_ERRNO], rax
         mov eax, ST_HOST_IOCTL
 done:
-        mov [rbx + B_STATUS], rax
         pop r14
         pop r13
         pop r12

@@ -47,16 +47,14 @@ def test_batch_and_probe_entry_offsets_match_the_ctypes_side():
     fields = {"fd": "B_FD", "run": "B_RUN", "mem": "B_MEM", "probes": "B_PROBES", "count": "B_COUNT",
               "next": "B_NEXT", "resume": "B_RESUME", "arm": "B_ARM", "disarm": "B_DISARM", "out": "B_OUT",
               "scratch": "B_SCRATCH", "sregs": "B_SREGS", "xcrs": "B_XCRS", "msrs": "B_MSRS",
-              "saved": "B_SAVED", "err_ioctl": "B_ERR_IOCTL", "errno": "B_ERRNO", "status": "B_STATUS",
-              "old": "B_OLD"}
+              "saved": "B_SAVED", "err_ioctl": "B_ERR_IOCTL", "errno": "B_ERRNO"}
     for field, equ in fields.items():
         assert getattr(native.Batch, field).offset == equs[equ], field
     assert native.PROBE_ENTRY.size == 1 << equs["P_SHIFT"]
     assert [equs[k] for k in ("P_FLAGS", "P_MSR")] == [32, 40]
     assert [equs[f"F_{k}"] for k in ("ZERO_SCRATCH", "RESET_SREGS", "RESET_XCRS", "MSR")] == [
         native.F_ZERO_SCRATCH, native.F_RESET_SREGS, native.F_RESET_XCRS, native.F_MSR]
-    assert native.itimerval.value_sec.offset == 16                     # B_OLD + 16: it_value
-    names = ("DONE", "STOPPED", "HOST_IOCTL", "MSR_NOT_RESTORED", "MSR_LOST", "EXPIRED")
+    names = ("DONE", "STOPPED", "HOST_IOCTL", "MSR_NOT_RESTORED", "MSR_LOST")
     assert [equs[f"ST_{k}"] for k in names] == [getattr(native, f"ST_{k}") for k in names]
     assert equs["TAG_FAULT"] == native.TAG_FAULT
     assert native.RESULT.size == equs["R_SIZE"]
@@ -327,20 +325,41 @@ def test_ctrl_c_between_two_kvm_runs_is_not_lost_behind_a_later_hang(kvm, config
     assert signal.pthread_sigmask(signal.SIG_BLOCK, ()) == set()       # nothing left blocked
 
 
-@pytest.mark.kvm
-def test_a_timer_expiring_outside_kvm_run_times_out_that_probe_and_no_other(kvm, config):
-    """A timeout so short that the timer often expires between KVM_RUN's return and the disarm:
-    one outcome per probe, each a timeout as run_probe gives, and a host-side probe after the
-    native block still runs."""
-    cpuid = _pairs(["cpuid:0x1:0"])[0]
-    probes = [cpuid] * 3 + [(parse("host-rdmsr:0x10"), None), cpuid]
+_EXPIRY_SCRIPT = r"""
+import json, sys
+from kvmharness.guest.machine import Machine
+from kvmharness.guest.runner import Runner, open_kvm
+from kvmharness.model.profile import VcpuConfig
+from kvmharness.probes.payloads import guest_code, parse
+cpuid = parse("cpuid:0x1:0")
+probes = [(cpuid, guest_code(cpuid))] * 3 + [(parse("host-rdmsr:0x10"), None), (cpuid, guest_code(cpuid))]
+with open_kvm() as kvm:
+    config = VcpuConfig(kvm.supported_cpuid())
     with Machine(kvm, config) as m:
-        assert m.run_probe(*cpuid, timeout_ms=0.001)["kind"] == "timeout"
+        single = m.run_probe(cpuid, guest_code(cpuid), timeout_ms=0.001)["kind"]
+    runs = []
     for _ in range(20):
         with Runner(kvm) as r:
-            got = r.run_many(config, probes, timeout_ms=0.001)
-        assert len(got) == len(probes)
-        assert [o["kind"] for o in got] == ["timeout"] * 3 + ["ok", "timeout"]
+            runs.append([o["kind"] for o in r.run_many(config, probes, timeout_ms=0.001)])
+print(json.dumps({"single": single, "runs": runs}))
+"""
+
+
+@pytest.mark.kvm
+def test_a_timer_expiring_outside_kvm_run_times_out_that_probe_and_no_other(kvm):
+    """A timeout so short that the timer expires before or around KVM_RUN: one outcome per
+    probe, each a timeout as run_probe gives, and a host-side probe after the native block still
+    runs. In a process of its own: the probe timer (ITIMER_REAL) is process-directed, and while
+    the probing thread has it blocked between two KVM_RUNs another thread that does not block
+    it (pytest-xdist has some) could take it (see the README's note on threads)."""
+    import json
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-c", _EXPIRY_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    got = json.loads(p.stdout)
+    assert got["single"] == "timeout"
+    assert all(run == ["timeout"] * 3 + ["ok", "timeout"] for run in got["runs"]), got["runs"]
 
 
 @pytest.mark.kvm
@@ -423,9 +442,32 @@ def test_a_failed_kvm_run_is_that_probes_outcome_and_breaks_the_machine(kvm, con
 
 
 @pytest.mark.kvm
-def test_an_expired_timer_reported_by_the_loop_is_that_probes_timeout(kvm, config):
-    out, broken, _ = _run_scripted(kvm, config, _scripted_loop((native.ST_EXPIRED, 1, {})))
-    assert out == [OK7, {"kind": "timeout", "after_ms": 1000}] and broken == "timeout"
+@pytest.mark.parametrize("timer_s,kinds,broken", [(30.0, ["ok", "ok"], None),
+                                                  (0.001, ["ok", "timeout"], "timeout")],
+                         ids=["timer-running", "timer-spent"])
+def test_eintr_re_enters_the_probe_unless_its_timer_is_spent(kvm, config, timer_s, kinds, broken):
+    """-EINTR with the probe's own timer still running (another signal, or the previous probe's
+    timer expiring just after its KVM_RUN returned, pending until now): enter the guest again.
+    With that timer spent: the probe timed out."""
+    calls = []
+
+    def loop(b):
+        calls.append(b.next)
+        if len(calls) > 1:                                  # re-entered: probe 1 finishes
+            ctypes.memmove(b.out + native.RESULT.size, native.RESULT.pack(0, 7, 0, 0, 0, 0), native.RESULT.size)
+            b.next, b.resume = 2, 0
+            signal.setitimer(signal.ITIMER_REAL, 0)         # as the loop disarms after KVM_RUN
+            return native.ST_DONE
+        ctypes.memmove(b.out, native.RESULT.pack(0, 7, 0, 0, 0, 0), native.RESULT.size)
+        b.next, b.resume = 1, 1                             # probe 1 entered, interrupted
+        signal.setitimer(signal.ITIMER_REAL, timer_s)
+        signal.pthread_kill(threading.get_ident(), signal.SIGALRM)     # pending: blocked here
+        time.sleep(0.005)
+        return -errno.EINTR
+    out, got_broken, _ = _run_scripted(kvm, config, loop)
+    assert [o["kind"] for o in out] == kinds and got_broken == broken
+    assert calls == ([0, 1] if broken is None else [0])
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
 
 @pytest.mark.kvm

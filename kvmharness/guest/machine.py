@@ -492,6 +492,8 @@ class Machine:
                 out.append(oc.ioctl_error("KVM_RUN", -status))
             else:
                 raise OSError(-status, f"setitimer: {os.strerror(-status)}")
+        # The buffers die with this call: leave no pointer to them behind.
+        b.probes = b.out = b.count = b.next = 0
         self.native_probes += len(out)
         return out
 
@@ -543,13 +545,12 @@ class Machine:
                     status = loop(b)
                 finally:
                     signal.pthread_sigmask(signal.SIG_SETMASK, old)     # handlers run here
-                expired = status == native.ST_EXPIRED or (
-                    status == -errno.EINTR and b.resume and signal.getitimer(signal.ITIMER_REAL)[0] == 0)
-                if expired:
+                if status == -errno.EINTR and b.resume and signal.getitimer(signal.ITIMER_REAL)[0] == 0:
                     return -errno.ETIME, (time.monotonic() - start) * 1000 if b.next == first else None
                 if status != -errno.EINTR or not b.resume:
                     return status, None
-                # Another signal's handler returned: the guest is intact, enter it again.
+                # Another signal (or a stale alarm: the previous probe's timer expiring just after
+                # its KVM_RUN returned) and its handler returned: the guest is intact, enter it again.
         except BaseException:
             if b.resume:                        # Ctrl-C, say, in the middle of a probe
                 self.broken = "interrupted in the middle of a probe"

@@ -30,7 +30,7 @@ RESULT_REGS = ("rax", "rbx", "rcx", "rdx")     # the ones a DONE record carries 
 TAG_DONE, TAG_FAULT = 0, 1
 
 # What probe_loop returns (besides -errno from KVM_RUN or setitimer): see guests/probe_loop.S.
-ST_DONE, ST_STOPPED, ST_HOST_IOCTL, ST_MSR_NOT_RESTORED, ST_MSR_LOST, ST_EXPIRED = range(6)
+ST_DONE, ST_STOPPED, ST_HOST_IOCTL, ST_MSR_NOT_RESTORED, ST_MSR_LOST = range(5)
 
 
 class itimerval(ctypes.Structure):
@@ -45,8 +45,7 @@ class Batch(ctypes.Structure):
                 ("resume", ctypes.c_uint64), ("arm", itimerval), ("disarm", itimerval),
                 ("out", ctypes.c_uint64), ("scratch", ctypes.c_uint64), ("sregs", ctypes.c_uint64),
                 ("xcrs", ctypes.c_uint64), ("msrs", ctypes.c_uint64), ("saved", ctypes.c_uint64),
-                ("err_ioctl", ctypes.c_uint64), ("errno", ctypes.c_int64), ("status", ctypes.c_int64),
-                ("old", itimerval)]
+                ("err_ioctl", ctypes.c_uint64), ("errno", ctypes.c_int64)]
 
     def set_timeout(self, timeout_ms: float) -> None:
         usec = max(1, round(timeout_ms * 1000))

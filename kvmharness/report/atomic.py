@@ -64,8 +64,9 @@ def write_atomic(path, data: str | bytes) -> None:
     except OSError as e:
         raise UsageError(f"{path}: cannot write: {e.strerror}") from None
 
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())     # read first: see Machine._call_loop
     try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
         _write_replace(path, target, directory, payload, mode)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)    # a deferred signal lands here
