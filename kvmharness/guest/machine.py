@@ -33,6 +33,10 @@ from .bodies import (DIRTY_MSR, DIRTY_SCRATCH, DIRTY_SREGS, DIRTY_TABLES, DIRTY_
                      PORT_FAULT, Body, body_for)
 
 DEFAULT_TIMEOUT_MS = 1000.0
+# Fewer consecutive loopable probes than this take the Python path: a native call costs ~20 µs
+# more than a Python probe (signal masks, buffers, the call), each probe in it ~10-30 µs less
+# (scripts/bench.py measures both paths).
+NATIVE_MIN_RUN = 3
 _ZERO_PAGE = bytes(4096)
 
 
@@ -49,11 +53,6 @@ class _ProbeTimer:
 
 
 _TIMER = _ProbeTimer()
-
-# Blocked around the native loop (guests/probe_loop.S): every signal but the synchronous ones.
-_ASYNC_SIGNALS = signal.valid_signals() - {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE,
-                                           signal.SIGTRAP, signal.SIGSYS, signal.SIGKILL, signal.SIGSTOP}
-
 
 def _on_alarm(signum, frame):
     if _TIMER.armed:
@@ -253,7 +252,7 @@ class Machine:
         self._dirty: set[str] = set()
         self._restore_msrs: dict[int, int] = {}
         self._batch: native.Batch | None = None
-        self._vcpu_sigmask: set | None = None   # what KVM_SET_SIGNAL_MASK last gave the vCPU
+        self._vcpu_sigmask: int | None = None   # what KVM_SET_SIGNAL_MASK last gave the vCPU
 
     # -- lifetime -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -429,7 +428,7 @@ class Machine:
             i = j = len(out)
             while j < n and native_ok[j]:
                 j += 1
-            if j == i:
+            if j - i < NATIVE_MIN_RUN:
                 out.append(self.run_probe(probes[i][0], codes[i], timeout_ms))
             else:
                 out += self._run_native(loop, probes[i:j], codes[i:j], timeout_ms)
@@ -536,15 +535,15 @@ class Machine:
             while True:
                 # Read the mask first, block in the try: a handler raising between the two calls
                 # (Ctrl-C) must not leave this thread with its signals blocked.
-                old = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+                old = native.current_mask()
                 try:
-                    signal.pthread_sigmask(signal.SIG_BLOCK, _ASYNC_SIGNALS)
-                    if old != self._vcpu_sigmask:
-                        self.vcpu.set_signal_mask(old)
-                        self._vcpu_sigmask = old
+                    native.block_async_signals()
+                    if old[0] != self._vcpu_sigmask:
+                        self.vcpu.set_signal_mask(native.kernel_signals(old))
+                        self._vcpu_sigmask = old[0]
                     status = loop(b)
                 finally:
-                    signal.pthread_sigmask(signal.SIG_SETMASK, old)     # handlers run here
+                    native.restore_mask(old)            # handlers run after this call
                 if status == -errno.EINTR and b.resume and signal.getitimer(signal.ITIMER_REAL)[0] == 0:
                     return -errno.ETIME, (time.monotonic() - start) * 1000 if b.next == first else None
                 if status != -errno.EINTR or not b.resume:
