@@ -446,7 +446,6 @@ class Machine:
         b.probes, b.out = native.buffer_address(entries), ctypes.addressof(results)
         b.count, b.next, b.resume = len(codes), 0, 0
         b.set_timeout(timeout_ms)
-        _install_alarm()
         out: list[dict] = []
         size = native.RESULT.size
         while len(out) < len(codes) and not self.broken:
@@ -529,7 +528,7 @@ class Machine:
         hide a Ctrl-C that arrived with it. Returns the status (-ETIME: the probe timer expired)
         and, for a timeout, how long the stuck probe ran if known (None: it started inside the
         native call, which keeps no clock)."""
-        first, start, status = b.next, time.monotonic(), -1
+        first, start = b.next, time.monotonic()
         _install_alarm()
         try:
             while True:

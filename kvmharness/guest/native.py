@@ -58,8 +58,8 @@ OneMsr = ks.with_flex(ks.kvm_msrs, 1)           # the loop's KVM_GET/SET_MSRS bu
 # The kvm_run and kvm_msrs offsets the loop hard-codes, by name, for the test that holds them to structs.py.
 RUN_OFFSETS = {
     "RUN_EXIT_REASON": ks.kvm_run.exit_reason.offset,
-    "RUN_IO_DIRECTION": ks.kvm_run._exit.offset + ks.kvm_run_exit.io.offset,
-    "RUN_IO_PORT": ks.kvm_run._exit.offset + ks.kvm_run_exit.io.offset + 2,
+    "RUN_IO_DIRECTION": ks.kvm_run._exit.offset + ks.kvm_run_exit.io.offset + ks.kvm_run_io.direction.offset,
+    "RUN_IO_PORT": ks.kvm_run._exit.offset + ks.kvm_run_exit.io.offset + ks.kvm_run_io.port.offset,
     "RUN_DIRTY_REGS": ks.kvm_run.kvm_dirty_regs.offset,
     "RUN_SYNC_REGS": ks.kvm_run.s.offset,
     "MSRS_NMSRS": ks.kvm_msrs.nmsrs.offset,
