@@ -444,3 +444,21 @@ def test_msr_lookup_helpers():
     assert "IA32_U_CET" in str(exc.value) and "\n" not in str(exc.value)
     with pytest.raises(UsageError):
         regs.msr_index(-1)
+
+
+@pytest.mark.parametrize("profile", ["fc-intel-sapphire-rapids-6.1host", "fc-amd-genoa-6.1host"])
+def test_table_edits_equal_a_table_built_from_scratch(profile):
+    """with_entry's replace-in-place path (no re-sort) and its new-key path both give exactly the
+    table a fresh CpuidTable of the same entries gives: same lookups, order, hash and equality."""
+    table = _profile(profile)
+    edited = (table.with_bit(0x7, 0, "ecx", 7, False)          # an existing entry: replaced
+                   .with_bit(0x1, 0, "ecx", 31, True)
+                   .with_bit(0x4000_0099, 3, "eax", 0, True))  # a new entry: sorted in
+    entries = {e.key: e for e in table}
+    for e in (edited.entry(0x7, 0), edited.entry(0x1, 0), edited.entry(0x4000_0099, 3)):
+        entries[e.key] = e
+    fresh = CpuidTable(entries.values())
+    assert [e.key for e in edited] == [e.key for e in fresh] == sorted(entries)
+    assert list(edited) == list(fresh) and edited == fresh and hash(edited) == hash(fresh)
+    assert not edited.bit(0x7, 0, "ecx", 7) and edited.bit(0x1, 0, "ecx", 31)
+    assert len(edited) == len(table) + 1

@@ -61,15 +61,15 @@ def judge_group(self, items):
 Session.judge_group = judge_group
 
 if PARTIAL_AT:
-    # The first worker to report PARTIAL_AT results dies half-way through sending the next one.
+    # The first worker to reach PARTIAL_AT results dies half-way through sending that group.
     _run_groups = ex.run_groups
 
     def run_groups(groups, profile, timeout_ms, emit):
         n = [0]
 
-        def emit2(r):
-            n[0] += 1
-            if n[0] == PARTIAL_AT:
+        def emit2(group):
+            n[0] += len(group)
+            if n[0] >= PARTIAL_AT:
                 try:
                     os.close(os.open(os.path.join(MARKS, "partial"), os.O_CREAT | os.O_EXCL))
                 except FileExistsError:
@@ -78,7 +78,7 @@ if PARTIAL_AT:
                     conn = emit.__self__
                     os.write(conn.fileno(), struct.pack("!i", 4000) + b"\x80\x04\x95half a frame")
                     os.kill(os.getpid(), signal.SIGKILL)
-            emit(r)
+            emit(group)
         _run_groups(groups, profile, timeout_ms, emit2)
     ex.run_groups = run_groups
 

@@ -186,6 +186,23 @@ def test_invalid_cr4_is_kvm_set_sregs_einval(real_mode):
     assert (again.ioctl, again.errno, str(again)) == (e.ioctl, e.errno, str(e))
 
 
+def test_cpuid_struct_packing_matches_the_ctypes_fields():
+    """cpuid_to_struct packs bytes with struct.Struct: every ctypes field, the header and the
+    padding must come out as field-by-field assignment would set them, and back again."""
+    from kvmharness.kvm.structs import kvm_cpuid_entry2
+    assert binding._CPUID_ENTRY.size == ctypes.sizeof(kvm_cpuid_entry2)
+    entries = [CpuidEntry(0, 0, 0, 0x1F, 0x756E6547, 0x6C65746E, 0x49656E69),
+               CpuidEntry(0x7, 1, 1, 0xFFFFFFFF, 2, 3, 4), CpuidEntry(0x8000_0008, 0, 0, 1, 0, 0, 0x8000_0000)]
+    buf = binding.cpuid_to_struct(CpuidTable(entries))
+    assert buf.nent == 3 and buf.padding == 0
+    for dst, e in zip(buf.entries, sorted(entries, key=lambda e: e.key)):
+        assert (dst.function, dst.index, dst.flags, dst.eax, dst.ebx, dst.ecx, dst.edx) == (
+            e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx)
+        assert list(dst.padding) == [0, 0, 0]
+    assert binding.cpuid_from_struct(buf) == CpuidTable(entries)
+    assert binding.cpuid_from_struct(binding.cpuid_to_struct(CpuidTable())) == CpuidTable()
+
+
 @kvm_test
 def test_set_get_cpuid2_round_trip(real_mode, kvm):
     m = real_mode(HLT)

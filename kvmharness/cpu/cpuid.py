@@ -119,7 +119,13 @@ class CpuidTable:
 
     # -- edits (return new tables) ------------------------------------------------------------
     def with_entry(self, entry: CpuidEntry) -> "CpuidTable":
-        return CpuidTable([*self._entries.values(), entry])
+        if entry.key not in self._entries:         # a new key: the entries must be sorted again
+            return CpuidTable([*self._entries.values(), entry])
+        # Replacing keeps the order: skip the sort (configurations make hundreds of these edits).
+        table = CpuidTable.__new__(CpuidTable)
+        table._entries = {**self._entries, entry.key: entry}
+        table._hash = None
+        return table
 
     def without_leaf(self, function: int, index: int | None = None) -> "CpuidTable":
         return CpuidTable(e for e in self if not (e.function == function and

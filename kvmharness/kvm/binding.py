@@ -13,6 +13,7 @@ import errno as _errno
 import fcntl
 import mmap
 import os
+import struct
 import weakref
 from typing import Iterable, Mapping
 
@@ -96,19 +97,22 @@ def _close_fd(fd: int) -> None:
 
 
 # -- CPUID tables <-> struct kvm_cpuid2 -----------------------------------------------------------
+# struct kvm_cpuid_entry2 as bytes: packing a whole table at once is ~5x faster than setting
+# ctypes fields one by one, and every new configuration packs one (tests check it against ctypes).
+_CPUID_ENTRY = struct.Struct("=7I12x")
+
+
 def cpuid_to_struct(table: CpuidTable | Iterable[CpuidEntry]):
     entries = list(table)
-    buf = with_flex(kvm_cpuid2, len(entries))()
-    buf.nent = len(entries)
-    for dst, e in zip(buf.entries, entries):
-        dst.function, dst.index, dst.flags = e.function, e.index, e.flags
-        dst.eax, dst.ebx, dst.ecx, dst.edx = e.eax, e.ebx, e.ecx, e.edx
-    return buf
+    raw = b"".join([struct.pack("=II", len(entries), 0)] +
+                   [_CPUID_ENTRY.pack(e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx)
+                    for e in entries])
+    return with_flex(kvm_cpuid2, len(entries)).from_buffer_copy(raw)
 
 
 def cpuid_from_struct(buf) -> CpuidTable:
-    return CpuidTable(CpuidEntry(e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx)
-                      for e in buf.entries[:buf.nent])
+    raw = memoryview(buf.entries).cast("B")[:buf.nent * _CPUID_ENTRY.size]
+    return CpuidTable(CpuidEntry(*fields) for fields in _CPUID_ENTRY.iter_unpack(raw))
 
 
 def _get_cpuid(fd: int, req: int, nent: int = KVM_MAX_CPUID_ENTRIES) -> CpuidTable:

@@ -195,6 +195,7 @@ class EffectiveCaps:
     xcr0_reasons: list = field(default_factory=list)
     xss_reasons: list = field(default_factory=list)
     _cache: dict = field(default_factory=dict, repr=False)
+    memo: dict = field(default_factory=dict, repr=False)     # other pure functions of these caps
 
     @property
     def kernel(self) -> tuple[int, int]:

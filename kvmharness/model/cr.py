@@ -183,7 +183,20 @@ def check_efer(ctx: Ctx, efer: int, host_initiated: bool) -> tuple[bool, list[Re
 
 
 def check_sregs(ctx: Ctx, cr0: int, cr4: int, efer: int) -> tuple[bool, list[Reason], dict]:
-    """kvm_is_valid_sregs(): what KVM_SET_SREGS refuses with EINVAL. Returns (ok, reasons, facts)."""
+    """kvm_is_valid_sregs(): what KVM_SET_SREGS refuses with EINVAL. Returns (ok, reasons, facts).
+    A function of the vCPU's caps and the host alone, asked for nearly every probe with the same
+    few register values: computed once per vCPU (it was a third of the model's time in a run)."""
+    if ctx.host is not ctx.caps.host:
+        return _check_sregs(ctx, cr0, cr4, efer)
+    key = ("check_sregs", cr0, cr4, efer)
+    hit = ctx.caps.memo.get(key)
+    if hit is None:
+        hit = ctx.caps.memo[key] = _check_sregs(ctx, cr0, cr4, efer)
+    ok, why, facts = hit
+    return ok, list(why), dict(facts)
+
+
+def _check_sregs(ctx: Ctx, cr0: int, cr4: int, efer: int) -> tuple[bool, list[Reason], dict]:
     lme, lma = efer >> b.EFER_LME & 1, efer >> b.EFER_LMA & 1
     pg, pae = cr0 >> b.CR0_PG & 1, cr4 >> b.CR4_PAE & 1
     if lme and pg:

@@ -132,8 +132,10 @@ def payload_names() -> frozenset[str]:
     return frozenset(PAYLOADS)
 
 
+@functools.lru_cache(maxsize=8192)
 def parse(text: str) -> ProbeSpec:
-    """Parse a probe string; a named payload gets its default modifiers, then the user's."""
+    """Parse a probe string; a named payload gets its default modifiers, then the user's.
+    Cached: a run parses each row's probe once per configuration (ProbeSpec is frozen)."""
     names = payload_names()
     spec = parse_probe(text, names)
     if spec.kind == "payload" and PAYLOADS[spec.args[0]].mods:
