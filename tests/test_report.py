@@ -50,6 +50,20 @@ def test_build_report_sorts_counts_and_validates():
     assert validate_report(json.loads(dumps_report(rep)), "x.json") == rep
 
 
+def test_dumped_report_has_one_result_per_line():
+    """dumps_report: an indented header, then each result alone on one line (grep/jq -c work),
+    ASCII only, newline-terminated; an empty result list is still valid JSON."""
+    rep = make_report()
+    text = dumps_report(rep)
+    assert text.endswith("}\n") and text.isascii()
+    lines = text.splitlines()
+    rows = [json.loads(line.strip().rstrip(",")) for line in lines if line.startswith('    {"id": ')]
+    assert rows == rep["results"]
+    assert '  "schema": "kvmharness-report/1",' in lines and '  "results": [' in lines
+    empty = dict(rep, results=[], summary=dict.fromkeys(rep["summary"], 0))
+    assert json.loads(dumps_report(empty)) == empty
+
+
 def test_build_report_accepts_datetime():
     import datetime as dt
     rep = build_report(HOST, [], dt.datetime(2026, 11, 25, 10, 0, 0, 123), 0, {})

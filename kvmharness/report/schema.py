@@ -27,6 +27,9 @@ Compatibility rules for `/1`: every key above is required (null where shown); re
 they do not know, so adding a key is not a version change; removing or re-meaning one is, and
 bumps the number after the slash. A reader refuses any other number.
 
+On disk (dumps_report) the header is indented and each result takes one line, so a report can
+be read with `grep` and `jq -c '.results[]'`, and two reports compared line by line.
+
 Ids are unique, non-empty, and contain no whitespace, control characters or '#', so they can be
 used verbatim as KTAP test names and JUnit names. The summary must equal the counts of the
 results (a hand-edited report has to keep them in step).
