@@ -178,7 +178,7 @@ def cmd_probe(args) -> int:
     with Runner() as runner:
         vcpu = config.vcpu(runner.kvm.supported_cpuid())     # resolves feature names: errors first
         outcomes = runner.run_many(vcpu, [(spec, guest_code(spec)) for spec in specs], args.timeout)
-        results = [{"probe": str(spec), "config": config.to_json(), "outcome": outcome}
+        results = [{"probe": str(spec), "config": config.to_json(), "outcome": oc.to_json(outcome)}
                    for spec, outcome in zip(specs, outcomes)]
     if args.json:
         print(json.dumps(results, indent=2))

@@ -9,6 +9,7 @@ from kvmharness.model.instructions import INSTRUCTIONS, hex_of
 from kvmharness.model.payloads import payload_names
 from kvmharness.model.profile import VcpuConfig
 from kvmharness.model.reason import Reason
+from kvmharness import outcome as oc
 from kvmharness.outcome import matches
 from kvmharness.probes.spec import parse_probe
 
@@ -25,7 +26,8 @@ def ex(host, probe, v=None, **kw):
 
 
 def obs_ok(**regs):
-    return {"kind": "ok", "regs": {k: hex(x) for k, x in regs.items()}}
+    """An ok observation as the machine gives it (register ints; reports hold hex strings)."""
+    return oc.ok(regs)
 
 
 def obs_exc(vector, ec=None):
@@ -525,3 +527,33 @@ def test_deviations_file_is_valid():
     from kvmharness.model import deviations
     ids = [d.id for d in deviations.entries()]
     assert len(ids) == len(set(ids)) and all(i.startswith("pvm-") for i in ids)
+
+
+@pytest.mark.parametrize("pattern", [
+    {"kind": "ok", "regs": {"rax": "0x800620"}},
+    {"kind": "ok", "regs": {"rax": {"value": "0x800000", "mask": "0xff0000"}}},
+    {"kind": "ok", "regs": {"rax": "0x800620", "rdx": "0x0"}},
+    {"any_of": [{"kind": "exception"}, {"kind": "ok", "regs": {"rax": "0x800620"}}]},
+])
+def test_registers_match_alike_as_ints_in_memory_and_as_hex_strings_from_a_report(pattern):
+    """The engine matches observations with register ints; `diff`, baselines and deviations see
+    them as reports hold them (hex strings, via to_json). Every pattern must judge both alike."""
+    for regs, want in (({"rax": 0x800620, "rdx": 0}, True), ({"rax": 0x620, "rdx": 0}, False),
+                       ({"rax": 0x800620, "rdx": 1}, "rdx" not in str(pattern))):
+        observed = oc.ok(regs)
+        assert matches(pattern, observed) is want
+        assert matches(pattern, oc.to_json(observed)) is want
+
+
+def test_to_json_formats_only_an_ok_outcomes_registers():
+    observed = oc.ok({"rax": -1, "rbx": 0, "rcx": 0x7B})
+    assert observed["regs"] == {"rax": 0xFFFFFFFFFFFFFFFF, "rbx": 0, "rcx": 0x7B}
+    assert oc.to_json(observed) == {"kind": "ok", "regs": {"rax": "0xffffffffffffffff",
+                                                           "rbx": "0x0", "rcx": "0x7b"}}
+    assert observed["regs"]["rbx"] == 0                     # not changed in place
+    assert oc.to_json(oc.to_json(observed)) == oc.to_json(observed)
+    exc = oc.exception(13, 0, 0x14000, 8)
+    assert oc.to_json(exc) is exc and oc.to_json(oc.skip("x")) == oc.skip("x")
+    assert oc.describe(observed) == oc.describe(oc.to_json(observed)) == (
+        "ok rax=0xffffffffffffffff rbx=0x0 rcx=0x7b")
+    assert not matches({"kind": "ok", "regs": {"rax": "0x1"}}, {"kind": "ok", "regs": {"rax": True}})

@@ -183,9 +183,9 @@ def test_run_many_gives_exactly_the_outcomes_of_probes_run_one_by_one(kvm, confi
             assert many.native_probes == len(MIXED) - 4
     assert got == expected
     by_probe = dict(zip(MIXED, got))
-    assert by_probe["insn:488b07"]["regs"]["rax"] == "0x0"               # the scratch page zeroed
-    assert by_probe[f"rdmsr:{KERNEL_GS_BASE:#x}"]["regs"]["rax"] != "0x1234"  # the MSR restored
-    assert by_probe["insn:0f20e0"]["regs"]["rax"] == hex(L.CR4_BASELINE)     # CR4 put back
+    assert by_probe["insn:488b07"]["regs"]["rax"] == 0               # the scratch page zeroed
+    assert by_probe[f"rdmsr:{KERNEL_GS_BASE:#x}"]["regs"]["rax"] != 0x1234  # the MSR restored
+    assert by_probe["insn:0f20e0"]["regs"]["rax"] == L.CR4_BASELINE     # CR4 put back
 
 
 @pytest.mark.kvm
@@ -272,7 +272,7 @@ def test_another_signal_during_a_batch_reenters_the_guest_where_it_was(kvm, conf
             assert not m.broken
     finally:
         signal.signal(signal.SIGUSR1, old)
-    assert got[0] == {"kind": "ok", "regs": {"rcx": "0x0"}}
+    assert got[0] == {"kind": "ok", "regs": {"rcx": 0}}
     assert got[1]["kind"] == "ok" and len(seen) == 5
     if not any(status == -errno.EINTR for _, status in loop_calls):
         pytest.skip("the guest loop ended before the first signal: nothing was re-entered")
@@ -399,7 +399,7 @@ def _scripted_loop(*steps):
     return loop
 
 
-OK7 = {"kind": "ok", "regs": {"rax": "0x7", "rdx": "0x0"}}
+OK7 = {"kind": "ok", "regs": {"rax": 7, "rdx": 0}}
 WRMSR_THEN_CPUID = [f"wrmsr:{KERNEL_GS_BASE:#x}:0x1234", "cpuid:0x1:0"]
 
 
@@ -421,7 +421,7 @@ def test_a_failed_msr_restore_breaks_the_machine_as_on_the_python_path(kvm, conf
     from kvmharness.kvm import ioctls
     fields = {k: getattr(ioctls, v) if k == "err_ioctl" else v for k, v in fields.items()}
     out, got_broken, _ = _run_scripted(kvm, config, _scripted_loop((status, 1, fields)))
-    assert out == [{"kind": "ok", "regs": {"rax": "0x7", "rdx": "0x0"}}] and got_broken == broken
+    assert out == [OK7] and got_broken == broken
 
 
 @pytest.mark.kvm
@@ -431,7 +431,7 @@ def test_a_failed_sregs_reset_is_left_for_the_next_probes_prepare(kvm, config):
     from kvmharness.kvm import ioctls
     loop = _scripted_loop((native.ST_HOST_IOCTL, 1, {"err_ioctl": ioctls.KVM_SET_SREGS, "errno": -22}))
     out, broken, dirty = _run_scripted(kvm, config, loop)
-    assert out == [OK7, {"kind": "ok", "regs": {"rax": "0x7", "rbx": "0x0", "rcx": "0x0", "rdx": "0x0"}}]
+    assert out == [OK7, {"kind": "ok", "regs": {"rax": 7, "rbx": 0, "rcx": 0, "rdx": 0}}]
     assert broken is None and dirty == set() and loop.calls == [0, 1]
 
 

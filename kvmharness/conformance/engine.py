@@ -213,7 +213,7 @@ class Session:
     def _result(item: Item, expected, observed, verdict, reasons, known=None, skip_reason=None) -> dict:
         return {"id": item.id, "feature": item.feature, "config": item.config.to_json(),
                 "probe": item.probe, "label": item.label, "category": item.category,
-                "expected": expected, "observed": observed, "verdict": verdict, "reason": reasons,
+                "expected": expected, "observed": oc.to_json(observed), "verdict": verdict, "reason": reasons,
                 "known": known, "skip_reason": skip_reason, "reproduce": item.reproduce}
 
 

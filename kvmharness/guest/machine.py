@@ -174,10 +174,10 @@ def _decode_records(codes: list[GuestCode], records) -> list[dict]:
         if tag != native.TAG_DONE:
             out.append(_fault(a, b, c, d, si))
         elif code.results == native.RESULT_REGS:     # the common case, spelt out: ~2x faster
-            out.append({"kind": "ok", "regs": {"rax": hex(a), "rbx": hex(b), "rcx": hex(c), "rdx": hex(d)}})
+            out.append({"kind": "ok", "regs": {"rax": a, "rbx": b, "rcx": c, "rdx": d}})
         else:
             values = (a, b, c, d)
-            out.append({"kind": "ok", "regs": {name: hex(values[i]) for name, i in code.result_slots}})
+            out.append({"kind": "ok", "regs": {name: values[i] for name, i in code.result_slots}})
     return out
 
 
@@ -637,7 +637,7 @@ class Machine:
             io = run.io
             if io.port == PORT_DONE and io.direction == 1:
                 r = self._regs()
-                return {"kind": "ok", "regs": {name: hex(getattr(r, name)) for name in results}}
+                return {"kind": "ok", "regs": {name: getattr(r, name) for name in results}}
             if io.port == PORT_FAULT and io.direction == 1:
                 r = self._regs()
                 return _fault(r.rax, r.rbx, r.rcx, r.rdx, r.rsi)
