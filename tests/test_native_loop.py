@@ -68,6 +68,30 @@ def test_ioctl_and_syscall_numbers_in_the_loop():
     assert (equs["SYS_ioctl"], equs["SYS_setitimer"], equs["ITIMER_REAL"]) == (16, 38, signal.ITIMER_REAL)
 
 
+def test_records_decode_alike_on_the_all_done_fast_path_and_the_general_one():
+    """_decode_records: a batch of DONE records with RAX..RDX takes one comprehension; a fault or
+    a probe with other result registers anywhere in it takes the per-record path. Both must give
+    what run_probe would: register ints, only the probe's own result registers, faults decoded."""
+    from kvmharness.guest.machine import _decode_records, basic_code
+    cpuid, rdmsr = basic_code(parse("cpuid:0x1:0")), basic_code(parse("rdmsr:0x10"))
+    assert cpuid.results == native.RESULT_REGS and rdmsr.results != native.RESULT_REGS
+    done = [native.RESULT.pack(native.TAG_DONE, 1 + i, 2 + i, 3 + i, 2**64 - 1 - i, 9) for i in range(3)]
+    fault = native.RESULT.pack(native.TAG_FAULT, 13, 0, L.KERNEL_PAYLOAD, L.KERNEL_CS, 0)
+    regs = [{"rax": 1 + i, "rbx": 2 + i, "rcx": 3 + i, "rdx": 2**64 - 1 - i} for i in range(3)]
+
+    def decode(codes, records):
+        return _decode_records(codes, memoryview((ctypes.c_char * len(records)).from_buffer_copy(records)))
+    fast = decode([cpuid] * 3, b"".join(done))
+    assert fast == [{"kind": "ok", "regs": r} for r in regs]
+    mixed = decode([cpuid, cpuid, cpuid], done[0] + fault + done[2])
+    assert mixed[0] == fast[0] and mixed[2] == fast[2]
+    assert mixed[1]["name"] == "GP" and mixed[1]["error_code"] == 0
+    other = decode([cpuid, rdmsr, cpuid], b"".join(done))
+    assert other[0] == fast[0] and other[2] == fast[2]
+    assert other[1] == {"kind": "ok", "regs": {r: regs[1][r] for r in rdmsr.results}}
+    assert decode([], b"") == []
+
+
 def test_a_loop_whose_structs_do_not_match_is_refused_not_called(monkeypatch):
     import struct
     monkeypatch.setattr(native, "_loaded", None)
