@@ -58,7 +58,7 @@ def main() -> int:
 
         def follow_up(after):
             o = runner.run(config, normal, None, 1000)
-            if o.get("kind") != "ok" or o["regs"].get("rax") != "0x7b":
+            if o.get("kind") != "ok" or o["regs"].get("rax") != 0x7b:
                 failures.append(f"after {after}: the next probe gave {describe(o)}")
 
         follow_up("start")
