@@ -88,12 +88,19 @@ def _value_matches(want, got) -> bool:
         return (g & mask) == (value & mask)
     if isinstance(want, dict):
         return isinstance(got, dict) and all(_value_matches(v, got.get(k)) for k, v in want.items())
-    if isinstance(want, str) and want.startswith("0x"):
-        if isinstance(got, int) and not isinstance(got, bool):      # registers, in memory
-            return int(want, 16) == got
-        if isinstance(got, str) and got.startswith("0x"):           # read back from a report
-            return int(want, 16) == int(got, 16)
+    w, g = _register_value(want), _register_value(got)
+    if w is not None and g is not None:
+        return w == g
     return want == got
+
+
+def _register_value(v) -> int | None:
+    """A register value in either form (an int in memory, a hex string in a report)."""
+    if isinstance(v, str) and v.startswith("0x"):
+        return int(v, 16)
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    return None
 
 
 def matches(pattern: dict, outcome: dict) -> bool:

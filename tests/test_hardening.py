@@ -61,24 +61,27 @@ def judge_group(self, items):
 Session.judge_group = judge_group
 
 if PARTIAL_AT:
-    # The first worker to reach PARTIAL_AT results dies half-way through sending that group.
+    # The first worker to send its PARTIAL_AT-th configuration dies half-way through sending it;
+    # MARKS/sent lists the ids of the results it had sent before.
     _run_groups = ex.run_groups
 
     def run_groups(groups, profile, timeout_ms, emit):
-        n = [0]
+        sent = []
 
         def emit2(group):
-            n[0] += len(group)
-            if n[0] >= PARTIAL_AT:
+            if len(sent) == PARTIAL_AT - 1:
                 try:
                     os.close(os.open(os.path.join(MARKS, "partial"), os.O_CREAT | os.O_EXCL))
                 except FileExistsError:
                     pass
                 else:
+                    with open(os.path.join(MARKS, "sent"), "w") as f:
+                        f.write("\n".join(i for g in sent for i in g))
                     conn = emit.__self__
                     os.write(conn.fileno(), struct.pack("!i", 4000) + b"\x80\x04\x95half a frame")
                     os.kill(os.getpid(), signal.SIGKILL)
             emit(group)
+            sent.append([r["id"] for r in group])
         _run_groups(groups, profile, timeout_ms, emit2)
     ex.run_groups = run_groups
 
@@ -400,21 +403,24 @@ def test_run_j2_with_a_worker_sigkilled_reports_its_items_as_error(slow_run, slo
 @pytest.mark.kvm
 def test_a_worker_dying_in_the_middle_of_a_message_costs_only_its_own_items(slow_run, slow_plan,
                                                                             tmp_path):
-    """The worker writes half a result frame and is SIGKILLed. With one shared multiprocessing
-    queue (the executor before this issue) a worker killed inside the queue's write lock hung
-    the whole run forever; each worker now has its own pipe."""
+    """The worker sends one configuration's results, then writes half a frame of its second and
+    is SIGKILLed: what it sent is kept, only what it had not sent becomes `error`. With one shared
+    multiprocessing queue (the executor before this issue) a worker killed inside the queue's
+    write lock hung the whole run forever; each worker now has its own pipe."""
     out = tmp_path / "report.json"
     run = slow_run(["-j", "2", *_features_args(), "--json", str(out)],
-                   KVMH_TEST_ITEM_SLEEP="0.005", KVMH_TEST_PARTIAL_AT="5")
+                   KVMH_TEST_ITEM_SLEEP="0.005", KVMH_TEST_PARTIAL_AT="2")
     rc, stdout, stderr = run.wait(timeout=60)
     assert rc == 1, stderr
     assert (run.marks / "partial").exists()
+    sent = set((run.marks / "sent").read_text().split())
     from kvmharness.report import load_report
     rep = load_report(str(out))
     assert sorted(r["id"] for r in rep["results"]) == sorted(it.id for it in slow_plan)
     errors = [r for r in rep["results"] if r["verdict"] == "error"]
     assert errors and all("died (signal 9)" in r["observed"]["message"] for r in errors)
-    assert len(errors) < len(rep["results"])
+    assert sent and not sent & {r["id"] for r in errors}          # delivered before the death
+    assert len(errors) < len(rep["results"]) - len(sent)          # and the survivor's judged
 
 
 @pytest.mark.kvm

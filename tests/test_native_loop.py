@@ -89,6 +89,10 @@ def test_records_decode_alike_on_the_all_done_fast_path_and_the_general_one():
     other = decode([cpuid, rdmsr, cpuid], b"".join(done))
     assert other[0] == fast[0] and other[2] == fast[2]
     assert other[1] == {"kind": "ok", "regs": {r: regs[1][r] for r in rdmsr.results}}
+    last = decode([cpuid] * 3, done[0] + done[1] + fault)           # a fault in the last record
+    assert last[:2] == fast[:2] and last[2]["name"] == "GP"
+    assert decode([rdmsr] * 3, b"".join(done)) == [               # no probe with RAX..RDX
+        {"kind": "ok", "regs": {r: regs[i][r] for r in rdmsr.results}} for i in range(3)]
     assert decode([], b"") == []
 
 

@@ -194,8 +194,8 @@ class EffectiveCaps:
     guest_supported_xss: int = 0
     xcr0_reasons: list = field(default_factory=list)
     xss_reasons: list = field(default_factory=list)
-    _cache: dict = field(default_factory=dict, repr=False)
-    memo: dict = field(default_factory=dict, repr=False)     # other pure functions of these caps
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    memo: dict = field(default_factory=dict, repr=False, compare=False)  # other pure functions of these caps
 
     @property
     def kernel(self) -> tuple[int, int]:

@@ -192,8 +192,8 @@ def check_sregs(ctx: Ctx, cr0: int, cr4: int, efer: int) -> tuple[bool, list[Rea
     hit = ctx.caps.memo.get(key)
     if hit is None:
         hit = ctx.caps.memo[key] = _check_sregs(ctx, cr0, cr4, efer)
-    ok, why, facts = hit
-    return ok, list(why), dict(facts)
+    ok, why, facts = hit                   # copies: callers may extend them
+    return ok, list(why), {k: list(v) if isinstance(v, list) else v for k, v in facts.items()}
 
 
 def _check_sregs(ctx: Ctx, cr0: int, cr4: int, efer: int) -> tuple[bool, list[Reason], dict]:
