@@ -281,6 +281,37 @@ def test_a_hang_inside_a_batch_times_out_and_the_runner_goes_on(kvm, config, han
 
 
 @pytest.mark.kvm
+def test_guest_probes_from_another_thread_are_refused_before_changing_anything(kvm, config):
+    """The probe timer is process-directed SIGALRM, handled on the main thread: from another
+    thread a hung guest would run unbounded, so guest probes there are refused in one line (host
+    probes, which never enter the guest, still run), and the machine stays usable."""
+    from kvmharness.errors import HarnessError
+    caught = []
+
+    def in_thread(fn):
+        def run():
+            try:
+                caught.append(fn())
+            except HarnessError as e:
+                caught.append(e)
+        t = threading.Thread(target=run)
+        t.start()
+        t.join()
+        return caught.pop()
+
+    with Machine(kvm, config) as m:
+        cpuid = (parse("cpuid:0x1:0"), None)
+        for attempt in (lambda: m.run_probe(parse("cpuid:0x1:0")), lambda: m.run_many([cpuid] * 4),
+                        lambda: m.run_probe(parse("cr4:2@cr4+9"))):
+            e = in_thread(attempt)
+            assert isinstance(e, HarnessError) and "main thread" in str(e) and "\n" not in str(e)
+        host = in_thread(lambda: m.run_many([(parse("host-rdmsr:0x10"), None)]))
+        assert host[0]["kind"] == "ok" and "value" in host[0]
+        assert not m.broken and m.native_probes == 0
+        assert m.run_many([cpuid] * 4)[3]["kind"] == "ok"
+
+
+@pytest.mark.kvm
 def test_another_signal_during_a_batch_reenters_the_guest_where_it_was(kvm, config, loop_calls):
     # mov ecx, 200000; loop $; out 0xF1: ~100 ms of emulated loop on kvm_pvm, less elsewhere.
     slow = (parse("insn:90"), _plain_code("b9400d0300e2fee6f1", ("rcx",)))

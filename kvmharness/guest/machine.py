@@ -16,10 +16,12 @@ import functools
 import mmap
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 
 from .. import outcome as oc
+from ..errors import HarnessError
 from ..kvm import binding as kb
 from ..kvm import constants as kc
 from ..kvm import structs as ks
@@ -60,6 +62,15 @@ def _on_alarm(signum, frame):
 
 
 _alarm_installed = False
+
+
+def _require_main_thread() -> None:
+    """Guest probes run on the main thread only: the probe timer is process-directed SIGALRM
+    (ITIMER_REAL) and Python runs signal handlers there, so on another thread a hung guest would
+    never be stopped. Checked before a probe changes anything."""
+    if threading.current_thread() is not threading.main_thread():
+        raise HarnessError("guest probes run on the main thread only (the probe timer is "
+                           "SIGALRM, which would not stop a hung guest on another thread)")
 
 
 def _install_alarm() -> None:
@@ -387,6 +398,8 @@ class Machine:
         """Run one probe and return its outcome. `code` is given for named payloads."""
         if self.broken:
             raise RuntimeError(f"machine is broken ({self.broken}); replace it")
+        if spec.guest_code:
+            _require_main_thread()
         refused = self._prepare_safely(spec)
         if refused is not None:
             return refused
@@ -424,6 +437,8 @@ class Machine:
         (GuestCode.loopable, from the baseline state) run in it (kvmharness/guest/native.py).
         Returns a shorter list if the machine breaks: the caller goes on with a new machine."""
         codes = [c if c is not None or not s.guest_code else basic_code(s) for s, c in probes]
+        if any(c is not None for c in codes):
+            _require_main_thread()
         loop = native.probe_loop() if self.sync else None
         native_ok = [loop is not None and c is not None and c.loopable and s.from_baseline
                      for (s, _), c in zip(probes, codes)]
