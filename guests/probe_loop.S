@@ -10,17 +10,17 @@
 # Per probe, the system calls Machine.run_probe makes: zero the scratch page if the body uses it,
 # save the MSR a WRMSR body writes (KVM_GET_MSRS), copy the body into guest memory, load the
 # entry registers through kvm_run's sync regs (kvm_dirty_regs = KVM_SYNC_X86_REGS), arm the probe
-# timer (setitimer), KVM_RUN, disarm; if the exit is DONE (`out 0xF1`) or a fault the guest's IDT
-# stub reported (`out 0xF0`), record the registers that carry the result, then put back what the
-# body may have changed (KVM_SET_MSRS, KVM_SET_SREGS, KVM_SET_XCRS from the baseline).
+# timer (timer_settime of the calling thread's timer: kvmharness/guest/timer.py), KVM_RUN, disarm;
+# if the exit is DONE (`out 0xF1`) or a fault the guest's IDT stub reported (`out 0xF0`), record
+# the registers that carry the result, then put back what the body may have changed
+# (KVM_SET_MSRS, KVM_SET_SREGS, KVM_SET_XCRS from the baseline).
         .intel_syntax noprefix
         .code64
         .include "harness.inc"
         .text
 
         .equ SYS_ioctl, 16
-        .equ SYS_setitimer, 38
-        .equ ITIMER_REAL, 0
+        .equ SYS_timer_settime, 223
         .equ KVM_RUN, 0xAE80
         .equ KVM_GET_MSRS, 0xC008AE88
         .equ KVM_SET_MSRS, 0x4008AE89
@@ -51,8 +51,8 @@
         .equ B_COUNT, 32
         .equ B_NEXT, 40
         .equ B_RESUME, 48
-        .equ B_ARM, 56                  # struct itimerval: the probe timeout
-        .equ B_DISARM, 88               # struct itimerval: zero
+        .equ B_ARM, 56                  # struct itimerspec: the probe timeout
+        .equ B_DISARM, 88               # struct itimerspec: zero
         .equ B_OUT, 120                 # a result record per probe (R_SIZE bytes)
         .equ B_SCRATCH, 128             # host address of the CPL0 scratch page
         .equ B_SREGS, 136               # address of the baseline struct kvm_sregs
@@ -61,6 +61,7 @@
         .equ B_SAVED, 160               # out: KVM_GET_MSRS's count for the current probe's MSR
         .equ B_ERR_IOCTL, 168           # out: the request of the host ioctl that failed
         .equ B_ERRNO, 176               # out: its -errno
+        .equ B_TIMER, 184               # the calling thread's timer id (timer_create)
         .equ P_GPA, 0
         .equ P_LEN, 8
         .equ P_CODE, 16                 # host address of the body's bytes
@@ -78,7 +79,7 @@
 # Sizes native.py checks before it calls the loop: a probe_loop.S and a native.py that do not
 # belong together (a stale install, say) must not write past each other's structs.
         .globl batch_size, probe_entry_size, result_size
-        .set batch_size, B_ERRNO + 8
+        .set batch_size, B_TIMER + 8
         .set probe_entry_size, 1 << P_SHIFT
         .set result_size, R_SIZE
 
@@ -98,7 +99,7 @@
 #                         before the run, else putting state back after b->next - 1);
 #     ST_MSR_NOT_RESTORED KVM_SET_MSRS did not take the saved value back (after b->next - 1);
 #     ST_MSR_LOST         the MSR could not be read before, and the WRMSR reached DONE;
-#     -errno              KVM_RUN or setitimer failed. Then b->resume is 1 if it was KVM_RUN, and
+#     -errno              KVM_RUN or timer_settime failed. Then b->resume is 1 if it was KVM_RUN, and
 #                         the timer may still be armed: after -EINTR the guest is intact and a
 #                         new call re-enters it without reloading anything, under the same timer.
 #   The caller blocks asynchronous signals around the call and gives the vCPU its own mask with
@@ -151,8 +152,7 @@ next_probe:
         mov ecx, KVM_REGS_QWORDS
         rep movsq
         mov qword ptr [r13 + RUN_DIRTY_REGS], KVM_SYNC_X86_REGS
-        lea rsi, [rbx + B_ARM]
-        xor edx, edx
+        lea rdx, [rbx + B_ARM]
         call set_timer
         test rax, rax
         jnz done
@@ -166,8 +166,7 @@ enter:
         test rax, rax
         jnz done                        # -errno; b->resume stays 1
         mov qword ptr [rbx + B_RESUME], 0
-        lea rsi, [rbx + B_DISARM]
-        xor edx, edx
+        lea rdx, [rbx + B_DISARM]
         call set_timer
         cmp dword ptr [r13 + RUN_EXIT_REASON], KVM_EXIT_IO
         jne stopped
@@ -253,9 +252,11 @@ host_ioctl:
         syscall
         ret
 
-# rax = setitimer(ITIMER_REAL, rsi, rdx)
+# rax = timer_settime(b->timer, 0, rdx, NULL)
 set_timer:
-        mov eax, SYS_setitimer
-        mov edi, ITIMER_REAL
+        mov eax, SYS_timer_settime
+        mov rdi, [rbx + B_TIMER]
+        xor esi, esi
+        xor r10d, r10d
         syscall
         ret

@@ -5,7 +5,8 @@
 
 The C baseline (compiled here with gcc, kept running like the harness, its vCPU warm) replays
 exactly what the harness does for a probe: copy the body into guest memory, load the registers
-through kvm_run's sync regs, arm and disarm the timeout timer (setitimer), KVM_RUN, read the exit
+through kvm_run's sync regs, arm and disarm the probe timer (timer_settime of a timer sending SIGALRM
+to this thread, as kvmharness/guest/timer.py creates), KVM_RUN, read the exit
 and the registers, plus the host ioctls around probes that change state (KVM_GET_MSRS and
 KVM_SET_MSRS around a WRMSR, KVM_SET_SREGS after it and after a CR4 write), and once per vCPU
 the KVM_SET_SIGNAL_MASK the native loop gives it. Four probes are compared: CPUID.1 (DONE),
@@ -54,7 +55,9 @@ C_SOURCE = r"""
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -66,6 +69,7 @@ static unsigned char image[MEM_SIZE];
 static struct kvm_sregs sregs;
 static char cpuid_buf[8 + 40 * 256];
 static int pages[MEM_SIZE / 4096], npages;             /* the non-zero pages of the image */
+static int timer_id;                                   /* a thread-directed probe timer, as the harness's */
 
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec / 1e9; }
 static void die(const char *m) { perror(m); exit(1); }
@@ -110,7 +114,7 @@ static const struct kind kinds[] = {
 };
 
 static void probe(struct vm *v, const struct kind *k) {
-    static const struct itimerval arm = { {0, 0}, {1, 0} }, disarm = { {0, 0}, {0, 0} };
+    static const struct itimerspec arm = { {0, 0}, {1, 0} }, disarm = { {0, 0}, {0, 0} };
     struct { struct kvm_msrs h; struct kvm_msr_entry e; } msrs = { { 1 }, { k->msr } };
     int saved = 0;
     if (k->msr && (saved = ioctl(v->vcpu, KVM_GET_MSRS, &msrs)) < 0) die("get msrs");
@@ -119,9 +123,9 @@ static void probe(struct vm *v, const struct kind *k) {
     memset(r, 0, sizeof *r);
     r->rip = PAYLOAD; r->rsp = KSTACK; r->rflags = 2; r->rax = k->rax; r->rcx = k->rcx; r->rdx = k->rdx;
     v->run->kvm_dirty_regs = KVM_SYNC_X86_REGS;
-    setitimer(ITIMER_REAL, &arm, 0);
+    syscall(SYS_timer_settime, timer_id, 0, &arm, 0);
     if (ioctl(v->vcpu, KVM_RUN, 0)) die("run");
-    setitimer(ITIMER_REAL, &disarm, 0);
+    syscall(SYS_timer_settime, timer_id, 0, &disarm, 0);
     if (v->run->exit_reason != KVM_EXIT_IO || v->run->io.port != k->port) { fprintf(stderr, "exit %%d\n", v->run->exit_reason); exit(1); }
     volatile uint64_t out = r->rax + r->rbx + r->rcx + r->rdx + r->rsi; (void)out;
     if (saved == 1 && ioctl(v->vcpu, KVM_SET_MSRS, &msrs) != 1) die("set msrs");
@@ -135,6 +139,9 @@ int main(int argc, char **argv) {
     for (int off = 0; off < MEM_SIZE; off += 4096)
         for (int i = 0; i < 4096; i++)
             if (image[off + i]) { pages[npages++] = off; break; }
+    struct sigevent sev = { .sigev_signo = SIGALRM, .sigev_notify = SIGEV_THREAD_ID };
+    sev._sigev_un._tid = syscall(SYS_gettid);
+    if (syscall(SYS_timer_create, CLOCK_MONOTONIC, &sev, &timer_id)) die("timer_create");
     int kvm = open("/dev/kvm", O_RDWR); if (kvm < 0) die("/dev/kvm");
     int mmap_size = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
     struct vm v = make(kvm, mmap_size);

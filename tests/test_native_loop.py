@@ -16,6 +16,7 @@ from kvmharness.guest import native
 from kvmharness.guest.assemble import sources_dir
 from kvmharness.guest.machine import GuestCode, Machine
 from kvmharness.guest.runner import Runner
+from kvmharness.guest.timer import thread_timer
 from kvmharness.kvm import structs as ks
 from kvmharness.model.profile import VcpuConfig
 from kvmharness.probes.payloads import guest_code, parse
@@ -46,7 +47,7 @@ def test_batch_and_probe_entry_offsets_match_the_ctypes_side():
     fields = {"fd": "B_FD", "run": "B_RUN", "mem": "B_MEM", "probes": "B_PROBES", "count": "B_COUNT",
               "next": "B_NEXT", "resume": "B_RESUME", "arm": "B_ARM", "disarm": "B_DISARM", "out": "B_OUT",
               "scratch": "B_SCRATCH", "sregs": "B_SREGS", "xcrs": "B_XCRS", "msrs": "B_MSRS",
-              "saved": "B_SAVED", "err_ioctl": "B_ERR_IOCTL", "errno": "B_ERRNO"}
+              "saved": "B_SAVED", "err_ioctl": "B_ERR_IOCTL", "errno": "B_ERRNO", "timer": "B_TIMER"}
     for field, equ in fields.items():
         assert getattr(native.Batch, field).offset == equs[equ], field
     assert native.PROBE_ENTRY.size == 1 << equs["P_SHIFT"]
@@ -65,7 +66,8 @@ def test_ioctl_and_syscall_numbers_in_the_loop():
     equs = _equs()
     for name in ("KVM_RUN", "KVM_GET_MSRS", "KVM_SET_MSRS", "KVM_SET_SREGS", "KVM_SET_XCRS"):
         assert equs[name] == getattr(ioctls, name), name
-    assert (equs["SYS_ioctl"], equs["SYS_setitimer"], equs["ITIMER_REAL"]) == (16, 38, signal.ITIMER_REAL)
+    from kvmharness.guest import timer
+    assert (equs["SYS_ioctl"], equs["SYS_timer_settime"]) == (16, timer.SYS_timer_settime) == (16, 223)
 
 
 def test_records_decode_alike_on_the_all_done_fast_path_and_the_general_one():
@@ -104,13 +106,14 @@ def test_a_loop_whose_structs_do_not_match_is_refused_not_called(monkeypatch):
     assert "guests/probe_loop.S does not match" in native.unavailable_reason()
 
 
-def test_the_timeout_is_split_into_seconds_and_microseconds():
+def test_the_timeout_is_split_into_seconds_and_nanoseconds():
     b = native.Batch()
-    b.set_timeout(2500.25)
-    assert (b.arm.value_sec, b.arm.value_usec) == (2, 500250)
-    assert (b.arm.interval_sec, b.arm.interval_usec) == (0, 0)
-    b.set_timeout(0.0001)
-    assert (b.arm.value_sec, b.arm.value_usec) == (0, 1)       # never 0: that would disarm
+    b.arm.set_ms(2500.25)
+    assert (b.arm.value_sec, b.arm.value_nsec) == (2, 500_250_000)
+    assert (b.arm.interval_sec, b.arm.interval_nsec) == (0, 0)
+    b.arm.set_ms(0.000_000_1)
+    assert (b.arm.value_sec, b.arm.value_nsec) == (0, 1)       # never 0: that would disarm
+    assert ctypes.sizeof(b.arm) == 32 and native.Batch.disarm.offset - native.Batch.arm.offset == 32
 
 
 # -- which probes the loop takes ---------------------------------------------------------------
@@ -277,38 +280,68 @@ def test_a_hang_inside_a_batch_times_out_and_the_runner_goes_on(kvm, config, han
         assert got[0] == got[2] == got[3]
         assert 100 <= took_ms < 1000
         assert r.machines_created == 2                  # the hung machine was replaced
-    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert not thread_timer().running()
 
 
 @pytest.mark.kvm
-def test_guest_probes_from_another_thread_are_refused_before_changing_anything(kvm, config):
-    """The probe timer is process-directed SIGALRM, handled on the main thread: from another
-    thread a hung guest would run unbounded, so guest probes there are refused in one line (host
-    probes, which never enter the guest, still run), and the machine stays usable."""
-    from kvmharness.errors import HarnessError
-    caught = []
+@pytest.mark.parametrize("native_loop", [True, False], ids=["native", "python"])
+def test_a_hang_on_another_thread_times_out_on_that_thread(kvm, config, native_loop, monkeypatch):
+    """Each thread has its own probe timer (SIGALRM sent to that thread alone): probes run from
+    a second thread while the main thread waits, a hang there ends as a timeout within its
+    bound, and both threads' timers end disarmed."""
+    if not native_loop:
+        monkeypatch.setattr(native, "_loaded", (None, "test"))
+    thread_timer()                                  # the main thread installs the handler
+    hung = (parse("insn:ebfe"), _plain_code("ebfe"))
+    cpuid = (parse("cpuid:0x1:0"), None)
+    got = {}
 
-    def in_thread(fn):
-        def run():
-            try:
-                caught.append(fn())
-            except HarnessError as e:
-                caught.append(e)
-        t = threading.Thread(target=run)
-        t.start()
-        t.join()
-        return caught.pop()
+    def probe():
+        with Runner(kvm) as r:
+            start = time.monotonic()
+            got["outcomes"] = r.run_many(config, [cpuid] * 3 + [hung] + [cpuid] * 3, timeout_ms=100)
+            got["ms"] = (time.monotonic() - start) * 1000
+            got["timer"] = thread_timer().running()
+            got["native"] = r.machine(config).native_probes
+    t = threading.Thread(target=probe)
+    t.start()
+    t.join(timeout=30)
+    assert not t.is_alive(), "the hang on the second thread was never stopped"
+    assert [o["kind"] for o in got["outcomes"]] == ["ok"] * 3 + ["timeout"] + ["ok"] * 3
+    assert 100 <= got["ms"] < 2000 and got["timer"] is False
+    assert (got["native"] > 0) == native_loop
+    assert not thread_timer().running()
 
-    with Machine(kvm, config) as m:
-        cpuid = (parse("cpuid:0x1:0"), None)
-        for attempt in (lambda: m.run_probe(parse("cpuid:0x1:0")), lambda: m.run_many([cpuid] * 4),
-                        lambda: m.run_probe(parse("cr4:2@cr4+9"))):
-            e = in_thread(attempt)
-            assert isinstance(e, HarnessError) and "main thread" in str(e) and "\n" not in str(e)
-        host = in_thread(lambda: m.run_many([(parse("host-rdmsr:0x10"), None)]))
-        assert host[0]["kind"] == "ok" and "value" in host[0]
-        assert not m.broken and m.native_probes == 0
-        assert m.run_many([cpuid] * 4)[3]["kind"] == "ok"
+
+_NO_HANDLER_SCRIPT = r"""
+import sys, threading
+from kvmharness.errors import HarnessError
+from kvmharness.guest.runner import Runner
+from kvmharness.model.profile import VcpuConfig
+from kvmharness.probes.payloads import guest_code, parse
+out = []
+def probe():
+    try:
+        with Runner() as r:
+            spec = parse("cpuid:0x1:0")
+            out.append(r.run(VcpuConfig(r.kvm.supported_cpuid()), spec, guest_code(spec)))
+    except HarnessError as e:
+        out.append(str(e))
+t = threading.Thread(target=probe)
+t.start(); t.join()
+print(out[0])
+"""
+
+
+@pytest.mark.kvm
+def test_a_first_probe_off_the_main_thread_says_what_to_do(kvm):
+    """Python installs signal handlers from the main thread only: without the probe timer's
+    handler a SIGALRM would end the process, so a thread that probes first gets one line."""
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-c", _NO_HANDLER_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "main thread" in p.stdout and p.stdout.count("\n") == 1
 
 
 @pytest.mark.kvm
@@ -347,7 +380,7 @@ def test_ctrl_c_during_a_batch_raises_and_disarms_the_timer(kvm, config, no_gc_c
         with pytest.raises(KeyboardInterrupt):
             m.run_many(_pairs(["cpuid:0x1:0"] * 2) + [hung], timeout_ms=5000)
     timer.join()
-    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert not thread_timer().running()
 
 
 @pytest.fixture
@@ -382,7 +415,7 @@ def test_ctrl_c_between_two_kvm_runs_is_not_lost_behind_a_later_hang(kvm, config
         assert took < 1.5, f"Ctrl-C took {took:.2f} s to end the batch"
         assert m.broken in (None, "interrupted in the middle of a probe")
     timer.join()
-    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert not thread_timer().running()
     assert signal.pthread_sigmask(signal.SIG_BLOCK, ()) == set()       # nothing left blocked
 
 
@@ -410,9 +443,7 @@ print(json.dumps({"single": single, "runs": runs}))
 def test_a_timer_expiring_outside_kvm_run_times_out_that_probe_and_no_other(kvm):
     """A timeout so short that the timer expires before or around KVM_RUN: one outcome per
     probe, each a timeout as run_probe gives, and a host-side probe after the native block still
-    runs. In a process of its own: the probe timer (ITIMER_REAL) is process-directed, and while
-    the probing thread has it blocked between two KVM_RUNs another thread that does not block
-    it (pytest-xdist has some) could take it (see the README's note on threads)."""
+    runs. In a process of its own, with nothing else going on."""
     import json
     import subprocess
     import sys
@@ -516,18 +547,18 @@ def test_eintr_re_enters_the_probe_unless_its_timer_is_spent(kvm, config, timer_
         if len(calls) > 1:                                  # re-entered: probe 1 finishes
             ctypes.memmove(b.out + native.RESULT.size, native.RESULT.pack(0, 7, 0, 0, 0, 0), native.RESULT.size)
             b.next, b.resume = 2, 0
-            signal.setitimer(signal.ITIMER_REAL, 0)         # as the loop disarms after KVM_RUN
+            thread_timer().disarm()                         # as the loop disarms after KVM_RUN
             return native.ST_DONE
         ctypes.memmove(b.out, native.RESULT.pack(0, 7, 0, 0, 0, 0), native.RESULT.size)
         b.next, b.resume = 1, 1                             # probe 1 entered, interrupted
-        signal.setitimer(signal.ITIMER_REAL, timer_s)
+        thread_timer().arm(timer_s * 1000)
         signal.pthread_kill(threading.get_ident(), signal.SIGALRM)     # pending: blocked here
         time.sleep(0.005)
         return -errno.EINTR
     out, got_broken, _ = _run_scripted(kvm, config, loop)
     assert [o["kind"] for o in out] == kinds and got_broken == broken
     assert calls == ([0, 1] if broken is None else [0])
-    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert not thread_timer().running()
 
 
 @pytest.mark.kvm

@@ -15,13 +15,10 @@ import errno
 import functools
 import mmap
 import os
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 
 from .. import outcome as oc
-from ..errors import HarnessError
 from ..kvm import binding as kb
 from ..kvm import constants as kc
 from ..kvm import structs as ks
@@ -31,6 +28,7 @@ from ..probes.spec import ProbeSpec
 from . import layout as L
 from . import native
 from .assemble import assemble
+from .timer import PROBE_SIGNAL, thread_timer
 from .bodies import (DIRTY_MSR, DIRTY_SCRATCH, DIRTY_SREGS, DIRTY_TABLES, DIRTY_XCR0, PORT_DONE,
                      PORT_FAULT, Body, body_for)
 
@@ -40,45 +38,6 @@ DEFAULT_TIMEOUT_MS = 1000.0
 # (scripts/bench.py measures both paths).
 NATIVE_MIN_RUN = 3
 _ZERO_PAGE = bytes(4096)
-
-
-class ProbeTimeout(Exception):
-    """Raised from SIGALRM while KVM_RUN is blocked: the guest did not exit in time."""
-
-
-class _ProbeTimer:
-    """SIGALRM is the probe timer. Its handler raises ProbeTimeout only while `armed`: an alarm
-    whose handler runs later (after Ctrl-C was raised first, say) is stale and must neither
-    hide that exception nor surface elsewhere. `armed` is cleared by plain stores, never by a
-    call, so no handler can run in between."""
-    armed = False
-
-
-_TIMER = _ProbeTimer()
-
-def _on_alarm(signum, frame):
-    if _TIMER.armed:
-        raise ProbeTimeout()
-
-
-_alarm_installed = False
-
-
-def _require_main_thread() -> None:
-    """Guest probes run on the main thread only: the probe timer is process-directed SIGALRM
-    (ITIMER_REAL) and Python runs signal handlers there, so on another thread a hung guest would
-    never be stopped. Checked before a probe changes anything."""
-    if threading.current_thread() is not threading.main_thread():
-        raise HarnessError("guest probes run on the main thread only (the probe timer is "
-                           "SIGALRM, which would not stop a hung guest on another thread)")
-
-
-def _install_alarm() -> None:
-    """SIGALRM is the harness's probe timer: installed once (from the main thread) and kept."""
-    global _alarm_installed
-    if not _alarm_installed:
-        signal.signal(signal.SIGALRM, _on_alarm)
-        _alarm_installed = True
 
 
 def runtime_image():
@@ -398,8 +357,6 @@ class Machine:
         """Run one probe and return its outcome. `code` is given for named payloads."""
         if self.broken:
             raise RuntimeError(f"machine is broken ({self.broken}); replace it")
-        if spec.guest_code:
-            _require_main_thread()
         refused = self._prepare_safely(spec)
         if refused is not None:
             return refused
@@ -437,8 +394,6 @@ class Machine:
         (GuestCode.loopable, from the baseline state) run in it (kvmharness/guest/native.py).
         Returns a shorter list if the machine breaks: the caller goes on with a new machine."""
         codes = [c if c is not None or not s.guest_code else basic_code(s) for s, c in probes]
-        if any(c is not None for c in codes):
-            _require_main_thread()
         loop = native.probe_loop() if self.sync else None
         native_ok = [loop is not None and c is not None and c.loopable and s.from_baseline
                      for (s, _), c in zip(probes, codes)]
@@ -465,7 +420,7 @@ class Machine:
         results = (ctypes.c_char * (native.RESULT.size * len(codes)))()
         b.probes, b.out = native.buffer_address(entries), ctypes.addressof(results)
         b.count, b.next, b.resume = len(codes), 0, 0
-        b.set_timeout(timeout_ms)
+        b.arm.set_ms(timeout_ms)
         out: list[dict] = []
         size = native.RESULT.size
         while len(out) < len(codes) and not self.broken:
@@ -509,7 +464,7 @@ class Machine:
                 self.broken = f"KVM_RUN failed: {os.strerror(-status)}"
                 out.append(oc.ioctl_error("KVM_RUN", -status))
             else:
-                raise OSError(-status, f"setitimer: {os.strerror(-status)}")
+                raise OSError(-status, f"timer_settime: {os.strerror(-status)}")
         # The buffers die with this call: leave no pointer to them behind.
         b.probes = b.out = b.count = b.next = 0
         self.native_probes += len(out)
@@ -544,12 +499,12 @@ class Machine:
         KVM_RUN the asynchronous signals are blocked (inside, the vCPU's mask applies), so one
         that arrives between two KVM_RUNs stays pending and ends the next at once instead of
         waiting in CPython for the whole batch; their handlers run when the mask comes back.
-        The probe timer is read, not raised: its handler stays unarmed here, so it can never
-        hide a Ctrl-C that arrived with it. Returns the status (-ETIME: the probe timer expired)
-        and, for a timeout, how long the stuck probe ran if known (None: it started inside the
-        native call, which keeps no clock)."""
+        The probe timer is read, not raised (guest/timer.py). Returns the status (-ETIME: the
+        probe timer expired) and, for a timeout, how long the stuck probe ran if known (None: it
+        started inside the native call, which keeps no clock)."""
         first, start = b.next, time.monotonic()
-        _install_alarm()
+        timer = thread_timer()
+        b.timer = timer.id
         try:
             while True:
                 # Read the mask first, block in the try: a handler raising between the two calls
@@ -557,13 +512,11 @@ class Machine:
                 old = native.current_mask()
                 try:
                     native.block_async_signals()
-                    if old[0] != self._vcpu_sigmask:
-                        self.vcpu.set_signal_mask(native.kernel_signals(old))
-                        self._vcpu_sigmask = old[0]
+                    self._give_vcpu_mask(old)
                     status = loop(b)
                 finally:
                     native.restore_mask(old)            # handlers run after this call
-                if status == -errno.EINTR and b.resume and signal.getitimer(signal.ITIMER_REAL)[0] == 0:
+                if status == -errno.EINTR and b.resume and not timer.running():
                     return -errno.ETIME, (time.monotonic() - start) * 1000 if b.next == first else None
                 if status != -errno.EINTR or not b.resume:
                     return status, None
@@ -575,7 +528,40 @@ class Machine:
             raise
         finally:
             if b.resume:                        # KVM_RUN did not return: the timer may be armed
-                signal.setitimer(signal.ITIMER_REAL, 0)
+                timer.disarm()
+
+    def _give_vcpu_mask(self, thread_mask) -> None:
+        """KVM_SET_SIGNAL_MASK: inside KVM_RUN the thread's usual mask applies, but never with the
+        probe timer's signal blocked (that would leave a hung guest unbounded)."""
+        if thread_mask[0] != self._vcpu_sigmask:
+            self.vcpu.set_signal_mask(native.kernel_signals(thread_mask) - {PROBE_SIGNAL})
+            self._vcpu_sigmask = thread_mask[0]
+
+    def _kvm_run(self, timeout_ms: float) -> bool:
+        """The Python path's KVM_RUN under this thread's probe timer, entered again after other
+        signals (whose handlers have run). False if the timer expired first. The timer's signal
+        is blocked in this thread outside KVM_RUN and let through inside (the vCPU's mask): one
+        that fires before the guest is entered makes KVM_RUN return -EINTR at once, not lost."""
+        timer = thread_timer()
+        old = native.current_mask()
+        try:
+            native.block_probe_signal()
+            self._give_vcpu_mask(old)
+            timer.arm(timeout_ms)
+            try:
+                while True:
+                    try:
+                        self.vcpu.run()
+                        return True
+                    except kb.KvmError as e:
+                        if e.errno != errno.EINTR:
+                            raise
+                        if not timer.running():
+                            return False
+            finally:
+                timer.disarm()
+        finally:
+            native.restore_mask(old)                    # a late timer signal: its no-op handler
 
     def _load_regs(self, image: bytes) -> None:
         if self.sync:
@@ -590,27 +576,11 @@ class Machine:
     def _enter(self, regs_image: bytes, results: tuple, timeout_ms: float) -> dict:
         self._load_regs(regs_image)
         run = self.run_struct
-        _install_alarm()
         start = time.monotonic()
         try:
-            try:
-                _TIMER.armed = True
-                signal.setitimer(signal.ITIMER_REAL, timeout_ms / 1000.0)
-                while True:
-                    try:
-                        self.vcpu.run()
-                        break
-                    except kb.KvmError as e:
-                        # Another signal (not our timer) interrupted KVM_RUN: the guest is intact,
-                        # enter it again; the timer still bounds the whole probe.
-                        if e.errno != errno.EINTR:
-                            raise
-            finally:
-                _TIMER.armed = False
-                signal.setitimer(signal.ITIMER_REAL, 0)
-        except ProbeTimeout:
-            self.broken = "timeout"
-            return oc.timeout((time.monotonic() - start) * 1000)
+            if not self._kvm_run(timeout_ms):
+                self.broken = "timeout"
+                return oc.timeout((time.monotonic() - start) * 1000)
         except kb.KvmError as e:
             self.broken = f"KVM_RUN failed: {e}"
             return oc.ioctl_error("KVM_RUN", e.errno)
@@ -638,14 +608,9 @@ class Machine:
             out["data"] = oc.hexs(msr.data)
         msr.error = 1
         try:
-            try:
-                _TIMER.armed = True
-                signal.setitimer(signal.ITIMER_REAL, timeout_ms / 1000.0)
-                self.vcpu.run()
-            finally:
-                _TIMER.armed = False
-                signal.setitimer(signal.ITIMER_REAL, 0)
-        except (ProbeTimeout, kb.KvmError):
+            if not self._kvm_run(timeout_ms):
+                self.broken = "completing a user-space MSR exit timed out"
+        except kb.KvmError:
             self.broken = "completing a user-space MSR exit failed"
         if not self.broken and not (run.exit_reason == kc.KVM_EXIT_IO and run.io.port == PORT_FAULT):
             self.broken = "the guest did not take the #GP after a user-space MSR exit"

@@ -19,6 +19,7 @@ import struct
 from ..kvm import structs as ks
 from ..errors import HarnessError
 from .assemble import assemble
+from .timer import PROBE_SIGNAL, itimerspec
 
 # struct probe (guests/probe_loop.S): guest address, length and host address of the body, host
 # address of its kvm_regs image, F_* flags, the MSR to save and restore, two spare qwords.
@@ -30,27 +31,19 @@ RESULT = struct.Struct("6Q")
 RESULT_REGS = ("rax", "rbx", "rcx", "rdx")     # the ones a DONE record carries for the outcome
 TAG_DONE, TAG_FAULT = 0, 1
 
-# What probe_loop returns (besides -errno from KVM_RUN or setitimer): see guests/probe_loop.S.
+# What probe_loop returns (besides -errno from KVM_RUN or timer_settime): see guests/probe_loop.S.
 ST_DONE, ST_STOPPED, ST_HOST_IOCTL, ST_MSR_NOT_RESTORED, ST_MSR_LOST = range(5)
-
-
-class itimerval(ctypes.Structure):
-    _fields_ = [("interval_sec", ctypes.c_long), ("interval_usec", ctypes.c_long),
-                ("value_sec", ctypes.c_long), ("value_usec", ctypes.c_long)]
 
 
 class Batch(ctypes.Structure):
     """struct batch of guests/probe_loop.S (the B_* offsets there)."""
     _fields_ = [("fd", ctypes.c_uint64), ("run", ctypes.c_uint64), ("mem", ctypes.c_uint64),
                 ("probes", ctypes.c_uint64), ("count", ctypes.c_uint64), ("next", ctypes.c_uint64),
-                ("resume", ctypes.c_uint64), ("arm", itimerval), ("disarm", itimerval),
+                ("resume", ctypes.c_uint64), ("arm", itimerspec), ("disarm", itimerspec),
                 ("out", ctypes.c_uint64), ("scratch", ctypes.c_uint64), ("sregs", ctypes.c_uint64),
                 ("xcrs", ctypes.c_uint64), ("msrs", ctypes.c_uint64), ("saved", ctypes.c_uint64),
-                ("err_ioctl", ctypes.c_uint64), ("errno", ctypes.c_int64)]
-
-    def set_timeout(self, timeout_ms: float) -> None:
-        usec = max(1, round(timeout_ms * 1000))
-        self.arm.value_sec, self.arm.value_usec = divmod(usec, 1_000_000)
+                ("err_ioctl", ctypes.c_uint64), ("errno", ctypes.c_int64),
+                ("timer", ctypes.c_int64)]      # the calling thread's probe timer (guest/timer.py)
 
 
 OneMsr = ks.with_flex(ks.kvm_msrs, 1)           # the loop's KVM_GET/SET_MSRS buffer
@@ -131,6 +124,7 @@ ASYNC_SIGNALS = frozenset(signal.valid_signals() - {
     signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGTRAP, signal.SIGSYS,
     signal.SIGKILL, signal.SIGSTOP})
 _ASYNC_SET = _sigset(ASYNC_SIGNALS)
+_PROBE_SET = _sigset({PROBE_SIGNAL})
 
 
 def current_mask() -> _Sigset:
@@ -144,6 +138,11 @@ def block_async_signals() -> None:
     """Block ASYNC_SIGNALS in this thread. Read current_mask() first and restore it in a
     `finally`: a handler that raises between two calls must not leave them blocked."""
     _libc.pthread_sigmask(_SIG_BLOCK, _ASYNC_SET, None)
+
+
+def block_probe_signal() -> None:
+    """Block only the probe timer's signal in this thread (the Python path around KVM_RUN)."""
+    _libc.pthread_sigmask(_SIG_BLOCK, _PROBE_SET, None)
 
 
 def restore_mask(mask: _Sigset) -> None:

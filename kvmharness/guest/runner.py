@@ -34,7 +34,8 @@ class _Closer:
         self._q.put(machine)
 
     def _loop(self) -> None:
-        # The probe timer (SIGALRM) and Ctrl-C must reach the main thread, never this one.
+        # Ctrl-C and SIGTERM must reach the main thread, never this one (the probe timer's
+        # SIGALRM is sent to the probing thread alone; blocked here all the same).
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGINT, signal.SIGTERM})
         while (m := self._q.get()) is not None:
             m.close()
