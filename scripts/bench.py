@@ -5,8 +5,8 @@
 
 The C baseline (compiled here with gcc, kept running like the harness, its vCPU warm) replays
 exactly what the harness does for a probe: copy the body into guest memory, load the registers
-through kvm_run's sync regs, arm and disarm the probe timer (timer_settime of a timer sending SIGALRM
-to this thread, as kvmharness/guest/timer.py creates), KVM_RUN, read the exit
+through kvm_run's sync regs, arm and disarm the probe timer (timer_settime of a timer signalling this
+thread alone, as kvmharness/guest/timer.py creates), KVM_RUN, read the exit
 and the registers, plus the host ioctls around probes that change state (KVM_GET_MSRS and
 KVM_SET_MSRS around a WRMSR, KVM_SET_SREGS after it and after a CR4 write), and once per vCPU
 the KVM_SET_SIGNAL_MASK the native loop gives it. Four probes are compared: CPUID.1 (DONE),
@@ -139,7 +139,7 @@ int main(int argc, char **argv) {
     for (int off = 0; off < MEM_SIZE; off += 4096)
         for (int i = 0; i < 4096; i++)
             if (image[off + i]) { pages[npages++] = off; break; }
-    struct sigevent sev = { .sigev_signo = SIGALRM, .sigev_notify = SIGEV_THREAD_ID };
+    struct sigevent sev = { .sigev_signo = SIGRTMAX - 3, .sigev_notify = SIGEV_THREAD_ID };
     sev._sigev_un._tid = syscall(SYS_gettid);
     if (syscall(SYS_timer_create, CLOCK_MONOTONIC, &sev, &timer_id)) die("timer_create");
     int kvm = open("/dev/kvm", O_RDWR); if (kvm < 0) die("/dev/kvm");

@@ -4,7 +4,7 @@
     python scripts/hangs.py [--count 100] [--timeout-ms 100]
 
 The hangs cycle through `insn:ebfe` (jmp $), `insn:0f01c1` (VMCALL) and `insn:0f01d9` (VMMCALL);
-on kvm_pvm the latter two never return from KVM_RUN: only the SIGALRM timer gets the thread out.
+on kvm_pvm the latter two never return from KVM_RUN: only the probe timer's signal gets the thread out.
 Hangs alternate between the Python path (Runner.run) and the native loop (Runner.run_many, the
 engine's path, where the timer interrupts the loop's KVM_RUN); latency is reported per path.
 After every hang a normal probe must work (on a new machine: the hung one is discarded). Then a

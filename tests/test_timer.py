@@ -1,5 +1,5 @@
-"""The probe timer (kvmharness/guest/timer.py): one POSIX timer per thread, SIGALRM to that
-thread alone, read rather than raised; a forked child gets its own."""
+"""The probe timer (kvmharness/guest/timer.py): one POSIX timer per thread, its signal to that
+thread alone, read rather than raised; a forked child gets its own; a thread's dies with it."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_struct_layouts_are_the_kernels():
 
 def test_one_timer_per_thread_armed_running_expired_disarmed():
     main = T.thread_timer()
-    assert T.thread_timer() is main and signal.getsignal(signal.SIGALRM) is T._on_probe_signal
+    assert T.thread_timer() is main and signal.getsignal(T.PROBE_SIGNAL) is T._on_probe_signal
     other = []
     t = threading.Thread(target=lambda: other.append(T.thread_timer().id))
     t.start()
@@ -38,38 +38,62 @@ def test_one_timer_per_thread_armed_running_expired_disarmed():
 
 
 def test_the_signal_goes_to_the_thread_that_armed_the_timer():
-    """A thread with SIGALRM blocked arms its timer and waits for the signal itself: it arrives
+    """A thread with the signal blocked arms its timer and waits for the signal itself: it arrives
     there, not at the main thread (which does not block it and would otherwise take it)."""
     T.thread_timer()                    # the handler, from the main thread
     got = []
 
     def waiter():
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        signal.pthread_sigmask(signal.SIG_BLOCK, {T.PROBE_SIGNAL})
         T.thread_timer().arm(20)
-        got.append(signal.sigtimedwait({signal.SIGALRM}, 2.0))
+        got.append(signal.sigtimedwait({T.PROBE_SIGNAL}, 2.0))
     t = threading.Thread(target=waiter)
     t.start()
     t.join()
-    assert got[0] is not None and got[0].si_signo == signal.SIGALRM
+    assert got[0] is not None and got[0].si_signo == T.PROBE_SIGNAL
 
 
 def test_a_forked_child_gets_its_own_timer_and_leaves_the_parents_alone():
+    """In the child the inherited id may name the child's own first timer (ids restart at 0):
+    closing the inherited object there must not delete it."""
     parent = T.thread_timer()
     parent.arm(10_000)
     r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:                        # the child: a new timer, the inherited id not deleted
+    if pid == 0:
         try:
             child = T.thread_timer()
-            child.arm(10_000)
-            ok = child is not parent and child.running() and child.pid == os.getpid()
-            child.close()
+            ok = child is not parent and child.pid == os.getpid() and child.id == parent.id
+            parent.close()                      # what the inherited object's __del__ does
+            child.arm(10_000)                   # still the child's: not deleted by that close
+            ok = ok and child.running()
             os.write(w, b"1" if ok else b"0")
+        except Exception:
+            os.write(w, b"0")
         finally:
             os._exit(0)
     os.close(w)
     assert os.read(r, 1) == b"1"
     os.waitpid(pid, 0)
     os.close(r)
-    assert parent.running()             # the child's close did not touch the parent's timer
+    assert parent.running()
     parent.disarm()
+
+
+def _timers() -> int:
+    with open("/proc/self/timers") as f:
+        return sum(line.startswith("ID:") for line in f)
+
+
+def test_a_threads_timer_is_deleted_when_the_thread_ends_and_a_closed_one_replaced():
+    T.thread_timer()
+    before = _timers()
+    for _ in range(20):
+        t = threading.Thread(target=lambda: T.thread_timer().arm(10_000))
+        t.start()
+        t.join()
+    assert _timers() == before
+    main = T.thread_timer()
+    main.close()
+    again = T.thread_timer()
+    assert again is not main and again.id is not None and _timers() == before

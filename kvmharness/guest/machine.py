@@ -28,7 +28,7 @@ from ..probes.spec import ProbeSpec
 from . import layout as L
 from . import native
 from .assemble import assemble
-from .timer import PROBE_SIGNAL, thread_timer
+from .timer import PROBE_SIGNAL, drain, thread_timer
 from .bodies import (DIRTY_MSR, DIRTY_SCRATCH, DIRTY_SREGS, DIRTY_TABLES, DIRTY_XCR0, PORT_DONE,
                      PORT_FAULT, Body, body_for)
 
@@ -357,6 +357,8 @@ class Machine:
         """Run one probe and return its outcome. `code` is given for named payloads."""
         if self.broken:
             raise RuntimeError(f"machine is broken ({self.broken}); replace it")
+        if spec.guest_code:
+            thread_timer()                  # a thread that cannot probe is refused before any change
         refused = self._prepare_safely(spec)
         if refused is not None:
             return refused
@@ -394,6 +396,8 @@ class Machine:
         (GuestCode.loopable, from the baseline state) run in it (kvmharness/guest/native.py).
         Returns a shorter list if the machine breaks: the caller goes on with a new machine."""
         codes = [c if c is not None or not s.guest_code else basic_code(s) for s, c in probes]
+        if any(c is not None for c in codes):
+            thread_timer()                  # a thread that cannot probe is refused before any change
         loop = native.probe_loop() if self.sync else None
         native_ok = [loop is not None and c is not None and c.loopable and s.from_baseline
                      for (s, _), c in zip(probes, codes)]
@@ -512,10 +516,12 @@ class Machine:
                 old = native.current_mask()
                 try:
                     native.block_async_signals()
+                    if native.blocks(old, PROBE_SIGNAL):
+                        drain()                         # left pending by the caller's own mask
                     self._give_vcpu_mask(old)
                     status = loop(b)
-                finally:
-                    native.restore_mask(old)            # handlers run after this call
+                finally:                                # handlers run after this call
+                    native.sigmask(native.SIG_SETMASK, old, None)
                 if status == -errno.EINTR and b.resume and not timer.running():
                     return -errno.ETIME, (time.monotonic() - start) * 1000 if b.next == first else None
                 if status != -errno.EINTR or not b.resume:
@@ -546,6 +552,8 @@ class Machine:
         old = native.current_mask()
         try:
             native.block_probe_signal()
+            if native.blocks(old, PROBE_SIGNAL):
+                drain()                                 # left pending by the caller's own mask
             self._give_vcpu_mask(old)
             timer.arm(timeout_ms)
             try:
@@ -558,10 +566,14 @@ class Machine:
                             raise
                         if not timer.running():
                             return False
+                        # Another signal (its handler has run), or an instance of the probe
+                        # signal that is not this timer's: blocked here, it would end every
+                        # KVM_RUN at once until the timer ran out.
+                        drain()
             finally:
                 timer.disarm()
-        finally:
-            native.restore_mask(old)                    # a late timer signal: its no-op handler
+        finally:                                        # a late timer signal: its no-op handler
+            native.sigmask(native.SIG_SETMASK, old, None)
 
     def _load_regs(self, image: bytes) -> None:
         if self.sync:
@@ -581,9 +593,9 @@ class Machine:
             if not self._kvm_run(timeout_ms):
                 self.broken = "timeout"
                 return oc.timeout((time.monotonic() - start) * 1000)
-        except kb.KvmError as e:
-            self.broken = f"KVM_RUN failed: {e}"
-            return oc.ioctl_error("KVM_RUN", e.errno)
+        except kb.KvmError as e:                # KVM_RUN, or KVM_SET_SIGNAL_MASK before it
+            self.broken = f"{e.ioctl} failed: {e.strerror}"
+            return oc.ioctl_error(e.ioctl, e.errno)
         except BaseException:
             self.broken = "interrupted in the middle of a probe"
             raise
@@ -610,7 +622,7 @@ class Machine:
         try:
             if not self._kvm_run(timeout_ms):
                 self.broken = "completing a user-space MSR exit timed out"
-        except kb.KvmError:
+        except OSError:                         # KvmError, or the timer's system calls
             self.broken = "completing a user-space MSR exit failed"
         if not self.broken and not (run.exit_reason == kc.KVM_EXIT_IO and run.io.port == PORT_FAULT):
             self.broken = "the guest did not take the #GP after a user-space MSR exit"

@@ -140,14 +140,21 @@ def block_async_signals() -> None:
     _libc.pthread_sigmask(_SIG_BLOCK, _ASYNC_SET, None)
 
 
+# Putting a mask from current_mask() back, in `finally` clauses: `sigmask(SIG_SETMASK, mask,
+# None)`, the ctypes function itself, so that no Python frame (whose entry a signal handler could
+# interrupt) stands between the clause and the mask coming back. Pending signals are delivered
+# on the way out.
+sigmask = _libc.pthread_sigmask
+SIG_SETMASK = _SIG_SETMASK
+
+
+def blocks(mask: _Sigset, sig: int) -> bool:
+    return bool(mask[(sig - 1) // 64] >> ((sig - 1) % 64) & 1)
+
+
 def block_probe_signal() -> None:
     """Block only the probe timer's signal in this thread (the Python path around KVM_RUN)."""
     _libc.pthread_sigmask(_SIG_BLOCK, _PROBE_SET, None)
-
-
-def restore_mask(mask: _Sigset) -> None:
-    """Put a mask from current_mask() back; pending signals are delivered on the way out."""
-    _libc.pthread_sigmask(_SIG_SETMASK, mask, None)
 
 
 def kernel_signals(mask: _Sigset) -> frozenset[int]:

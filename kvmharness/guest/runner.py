@@ -35,8 +35,8 @@ class _Closer:
 
     def _loop(self) -> None:
         # Ctrl-C and SIGTERM must reach the main thread, never this one (the probe timer's
-        # SIGALRM is sent to the probing thread alone; blocked here all the same).
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGINT, signal.SIGTERM})
+        # signal only ever goes to the thread that probes).
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         while (m := self._q.get()) is not None:
             m.close()
 

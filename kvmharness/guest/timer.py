@@ -1,18 +1,24 @@
-"""The probe timer: one POSIX timer per thread that sends SIGALRM to that thread alone.
+"""The probe timer: one POSIX timer per thread that signals that thread alone.
 
 A hung guest never leaves KVM_RUN by itself; a signal does (KVM_RUN returns -EINTR). The
 signal must reach the thread that is inside KVM_RUN, so each thread that probes gets its own
 timer_create(CLOCK_MONOTONIC, SIGEV_THREAD_ID) timer, armed around each KVM_RUN (by Python on
 the Python path, by guests/probe_loop.S with the same timer_settime system call in the native
 loop). After -EINTR both paths read the timer: expired means the probe timed out, still running
-means another signal interrupted the guest and it is entered again. The SIGALRM handler does
-nothing; it only has to exist (the default action ends the process), and Python installs
-handlers from the main thread, which therefore has to run the first probe or import
-kvmharness.guest.machine.
+means another signal interrupted the guest and it is entered again.
+
+The signal is a real-time one of the harness's own (PROBE_SIGNAL, SIGRTMAX-3), not SIGALRM: a
+program's alarm() and pytest-timeout's signal method keep theirs. Its handler does nothing; it
+only has to exist (the default action ends the process), and Python installs handlers from the
+main thread only, so the first probe runs there or install_handler() is called there first.
+Outside KVM_RUN the probing thread keeps the signal blocked (machine.py): an instance that is
+still pending then (the timer fired just after KVM_RUN returned, or the caller's own mask
+blocks the signal) is drained before the next KVM_RUN, which would otherwise return -EINTR at
+once until that probe's timer ran out.
 
 Raw system calls, not glibc's timer_create: glibc hands back its own timer_t, while the loop
 needs the kernel's timer id. POSIX timers are not inherited by fork(): a forked worker gets a
-new timer the first time it probes.
+new timer the first time it probes. A thread's timer is deleted when the thread ends.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from ..errors import HarnessError
 SYS_timer_create, SYS_timer_settime, SYS_timer_gettime, SYS_timer_delete = 222, 223, 224, 226
 CLOCK_MONOTONIC = 1
 SIGEV_THREAD_ID = 4
-PROBE_SIGNAL = signal.SIGALRM
+PROBE_SIGNAL = int(signal.SIGRTMAX) - 3       # 61 on Linux x86-64
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -60,11 +66,15 @@ def _check(ret: int, what: str) -> int:
 class ProbeTimer:
     """The calling thread's timer (get it with thread_timer())."""
 
+    id: int | None = None
+
     def __init__(self):
         ev = sigevent(signo=PROBE_SIGNAL, notify=SIGEV_THREAD_ID, tid=threading.get_native_id())
         timer_id = ctypes.c_int()
-        _check(_syscall(SYS_timer_create, CLOCK_MONOTONIC, ctypes.byref(ev), ctypes.byref(timer_id)),
-               "timer_create")
+        if _syscall(SYS_timer_create, CLOCK_MONOTONIC, ctypes.byref(ev), ctypes.byref(timer_id)) < 0:
+            err = ctypes.get_errno()
+            raise HarnessError(f"cannot create the probe timer: timer_create: {os.strerror(err)}"
+                               + (" (RLIMIT_SIGPENDING reached?)" if err == 11 else ""))
         self.id = timer_id.value
         self.pid, self.fork = os.getpid(), _forks[0]
         self._arm, self._zero, self._now = itimerspec(), itimerspec(), itimerspec()
@@ -81,12 +91,12 @@ class ProbeTimer:
         _check(_syscall(SYS_timer_gettime, self.id, ctypes.byref(self._now)), "timer_gettime")
         return bool(self._now.value_sec or self._now.value_nsec)
 
-    def close(self, _syscall=_syscall, _getpid=os.getpid) -> None:
+    def close(self, _syscall=_syscall, _delete=SYS_timer_delete, _getpid=os.getpid) -> None:
         # Bound as defaults: __del__ may run while the interpreter tears the module down.
         # Only the process that created it owns the id: after fork() the same number may name
         # another timer of the child's.
         if self.id is not None and self.pid == _getpid():
-            _syscall(SYS_timer_delete, self.id)
+            _syscall(_delete, self.id)
         self.id = None
 
     def __del__(self):                  # the thread ended (its threading.local went away)
@@ -99,16 +109,24 @@ os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
 
 
 def thread_timer() -> ProbeTimer:
-    """This thread's probe timer, created on first use (and again in a forked child)."""
+    """This thread's probe timer, created on first use (and again in a forked child, or after
+    close()). Raises HarnessError (one line) if it cannot be used here."""
     t = getattr(_local, "timer", None)
-    if t is None or t.fork != _forks[0]:
+    if t is None or t.id is None or t.fork != _forks[0]:
         if threading.current_thread() is threading.main_thread():
             install_handler()
         elif signal.getsignal(PROBE_SIGNAL) is not _on_probe_signal:
-            raise HarnessError("the probe timer's SIGALRM handler is not installed: run the first "
-                               "guest probe on the main thread, or import kvmharness.guest.machine there")
+            raise HarnessError("the probe timer's signal handler is not installed: run the first "
+                               "guest probe on the main thread, or call "
+                               "kvmharness.guest.timer.install_handler() there first")
         t = _local.timer = ProbeTimer()
     return t
+
+
+def drain() -> None:
+    """Discard pending instances of PROBE_SIGNAL in this thread (call it with the signal blocked)."""
+    while signal.sigtimedwait((PROBE_SIGNAL,), 0) is not None:
+        pass
 
 
 def _on_probe_signal(signum, frame):
@@ -118,6 +136,6 @@ def _on_probe_signal(signum, frame):
 
 
 def install_handler() -> None:
-    """Install the SIGALRM handler (main thread only, as Python requires)."""
+    """Install PROBE_SIGNAL's handler (main thread only, as Python requires)."""
     if signal.getsignal(PROBE_SIGNAL) is not _on_probe_signal:
         signal.signal(PROBE_SIGNAL, _on_probe_signal)
