@@ -28,9 +28,9 @@ from ..probes.spec import ProbeSpec
 from . import layout as L
 from . import native
 from .assemble import assemble
-from .timer import PROBE_SIGNAL, drain, thread_timer
 from .bodies import (DIRTY_MSR, DIRTY_SCRATCH, DIRTY_SREGS, DIRTY_TABLES, DIRTY_XCR0, PORT_DONE,
                      PORT_FAULT, Body, body_for)
+from .timer import PROBE_SIGNAL, drain, thread_timer
 
 DEFAULT_TIMEOUT_MS = 1000.0
 # Fewer consecutive loopable probes than this take the Python path: a native call costs ~20 µs
