@@ -515,10 +515,7 @@ class Machine:
                 # (Ctrl-C) must not leave this thread with its signals blocked.
                 old = native.current_mask()
                 try:
-                    native.block_async_signals()
-                    if native.blocks(old, PROBE_SIGNAL):
-                        drain()                         # left pending by the caller's own mask
-                    self._give_vcpu_mask(old)
+                    self._signals_for_kvm_run(old, native.block_async_signals)
                     status = loop(b)
                 finally:                                # handlers run after this call
                     native.sigmask(native.SIG_SETMASK, old, None)
@@ -536,9 +533,14 @@ class Machine:
             if b.resume:                        # KVM_RUN did not return: the timer may be armed
                 timer.disarm()
 
-    def _give_vcpu_mask(self, thread_mask) -> None:
-        """KVM_SET_SIGNAL_MASK: inside KVM_RUN the thread's usual mask applies, but never with the
-        probe timer's signal blocked (that would leave a hung guest unbounded)."""
+    def _signals_for_kvm_run(self, thread_mask, block) -> None:
+        """Both paths, before KVM_RUN: block() signals in this thread (the caller read its mask
+        first and puts it back in a `finally`), drain a probe-signal instance the caller's own
+        mask left pending, and give the vCPU the thread's usual mask with KVM_SET_SIGNAL_MASK,
+        never with the probe timer's signal blocked (a hung guest would be unbounded)."""
+        block()
+        if native.blocks(thread_mask, PROBE_SIGNAL):
+            drain()
         if thread_mask[0] != self._vcpu_sigmask:
             self.vcpu.set_signal_mask(native.kernel_signals(thread_mask) - {PROBE_SIGNAL})
             self._vcpu_sigmask = thread_mask[0]
@@ -551,10 +553,7 @@ class Machine:
         timer = thread_timer()
         old = native.current_mask()
         try:
-            native.block_probe_signal()
-            if native.blocks(old, PROBE_SIGNAL):
-                drain()                                 # left pending by the caller's own mask
-            self._give_vcpu_mask(old)
+            self._signals_for_kvm_run(old, native.block_probe_signal)
             timer.arm(timeout_ms)
             try:
                 while True:
