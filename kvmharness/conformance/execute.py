@@ -66,7 +66,10 @@ def execute(items: list[Item], profile: HostProfile, jobs: int = 1, timeout_ms: 
 
     jobs = max(1, min(jobs, len(groups)))
     if jobs == 1:
-        run_groups(groups, profile, timeout_ms, lambda group: [emit(r) for r in group])
+        def emit_group(group: list[dict]) -> None:
+            for result in group:
+                emit(result)
+        run_groups(groups, profile, timeout_ms, emit_group)
         return results
     _run_parallel(groups, profile, jobs, timeout_ms, emit)
     return results
