@@ -68,13 +68,16 @@
         .equ P_REGS, 24                 # host address of its struct kvm_regs image
         .equ P_FLAGS, 32
         .equ P_MSR, 40                  # F_MSR: the MSR saved before and restored after
+        .equ P_DONE_TAG, 48             # the record's tag when the probe ends DONE
         .equ P_SHIFT, 6                 # 64 bytes per probe entry
         .equ F_ZERO_SCRATCH, 1
         .equ F_RESET_SREGS, 2
         .equ F_RESET_XCRS, 4
         .equ F_MSR, 8
         .equ R_SIZE, 48                 # result record: tag, RAX, RBX, RCX, RDX, RSI
-        .equ TAG_FAULT, 1
+        .equ TAG_DONE, 0                # DONE, the result in RAX..RDX: a P_DONE_TAG value
+        .equ TAG_FAULT, 1               # a fault the guest's IDT stub reported
+        .equ TAG_DONE_NAMED, 2          # DONE, the result in other registers: a P_DONE_TAG value
 
 # Sizes native.py checks before it calls the loop: a probe_loop.S and a native.py that do not
 # belong together (a stale install, say) must not write past each other's structs.
@@ -172,7 +175,7 @@ enter:
         jne stopped
         cmp byte ptr [r13 + RUN_IO_DIRECTION], KVM_EXIT_IO_OUT
         jne stopped
-        xor r14d, r14d                  # the record's tag: 0 DONE, 1 FAULT
+        mov r14, [r12 + P_DONE_TAG]     # the record's tag: the probe's own for DONE, TAG_FAULT
         cmp word ptr [r13 + RUN_IO_PORT], PORT_DONE
         je record
         mov r14d, TAG_FAULT
@@ -208,8 +211,8 @@ record:                                 # tag, RAX, RBX, RCX, RDX, RSI at out + 
         je 4f
         mov eax, ST_MSR_NOT_RESTORED
         jmp done
-3:      test r14, r14                   # not saved: harmless unless the write took effect
-        jnz 4f
+3:      cmp r14, TAG_FAULT              # not saved: harmless unless the write took effect
+        je 4f
         mov eax, ST_MSR_LOST
         jmp done
 4:      test qword ptr [r12 + P_FLAGS], F_RESET_SREGS

@@ -51,12 +51,13 @@ def test_batch_and_probe_entry_offsets_match_the_ctypes_side():
     for field, equ in fields.items():
         assert getattr(native.Batch, field).offset == equs[equ], field
     assert native.PROBE_ENTRY.size == 1 << equs["P_SHIFT"]
-    assert [equs[k] for k in ("P_FLAGS", "P_MSR")] == [32, 40]
+    assert [equs[k] for k in ("P_FLAGS", "P_MSR", "P_DONE_TAG")] == [32, 40, 48]
     assert [equs[f"F_{k}"] for k in ("ZERO_SCRATCH", "RESET_SREGS", "RESET_XCRS", "MSR")] == [
         native.F_ZERO_SCRATCH, native.F_RESET_SREGS, native.F_RESET_XCRS, native.F_MSR]
     names = ("DONE", "STOPPED", "HOST_IOCTL", "MSR_NOT_RESTORED", "MSR_LOST")
     assert [equs[f"ST_{k}"] for k in names] == [getattr(native, f"ST_{k}") for k in names]
-    assert equs["TAG_FAULT"] == native.TAG_FAULT
+    assert [equs[f"TAG_{k}"] for k in ("DONE", "FAULT", "DONE_NAMED")] == [
+        native.TAG_DONE, native.TAG_FAULT, native.TAG_DONE_NAMED]
     assert native.RESULT.size == equs["R_SIZE"]
     assert [equs[k] for k in ("P_GPA", "P_LEN", "P_CODE", "P_REGS")] == [0, 8, 16, 24]
 
@@ -70,31 +71,45 @@ def test_ioctl_and_syscall_numbers_in_the_loop():
     assert (equs["SYS_ioctl"], equs["SYS_timer_settime"]) == (16, timer.SYS_timer_settime) == (16, 223)
 
 
+def _done_tag(code) -> int:
+    """The tag the loop writes for `code` ending DONE: the one its entry gives."""
+    return native.PROBE_ENTRY.unpack(code.loop_entry)[6]
+
+
+def test_a_done_record_is_tagged_by_its_probe_for_rax_to_rdx_or_other_registers():
+    assert _done_tag(guest_code(parse("cpuid:0x1:0"))) == native.TAG_DONE
+    assert _done_tag(guest_code(parse("rdmsr:0x10"))) == native.TAG_DONE_NAMED
+    assert guest_code(parse("rdmsr:0x10")).results != native.RESULT_REGS
+
+
 def test_records_decode_alike_on_the_all_done_fast_path_and_the_general_one():
-    """_decode_records: a batch of DONE records with RAX..RDX takes one comprehension; a fault or
-    a probe with other result registers anywhere in it takes the per-record path. Both must give
-    what run_probe would: register ints, only the probe's own result registers, faults decoded."""
-    from kvmharness.guest.machine import _decode_records, basic_code
-    cpuid, rdmsr = basic_code(parse("cpuid:0x1:0")), basic_code(parse("rdmsr:0x10"))
-    assert cpuid.results == native.RESULT_REGS and rdmsr.results != native.RESULT_REGS
-    done = [native.RESULT.pack(native.TAG_DONE, 1 + i, 2 + i, 3 + i, 2**64 - 1 - i, 9) for i in range(3)]
+    """_decode_records: a batch of all-zero tags (DONE with RAX..RDX) takes one comprehension; a
+    fault or a probe with other result registers anywhere in it takes the per-record path. Both
+    must give what run_probe would: register ints, only the probe's own result registers, faults
+    decoded."""
+    from kvmharness.guest.machine import _decode_records
+    cpuid, rdmsr = parse("cpuid:0x1:0"), parse("rdmsr:0x10")
+    cpuid, rdmsr = (cpuid, guest_code(cpuid)), (rdmsr, guest_code(rdmsr))
+
+    def done(i, probe=cpuid):
+        return native.RESULT.pack(_done_tag(probe[1]), 1 + i, 2 + i, 3 + i, 2**64 - 1 - i, 9)
     fault = native.RESULT.pack(native.TAG_FAULT, 13, 0, L.KERNEL_PAYLOAD, L.KERNEL_CS, 0)
     regs = [{"rax": 1 + i, "rbx": 2 + i, "rcx": 3 + i, "rdx": 2**64 - 1 - i} for i in range(3)]
 
-    def decode(codes, records):
-        return _decode_records(codes, memoryview((ctypes.c_char * len(records)).from_buffer_copy(records)))
-    fast = decode([cpuid] * 3, b"".join(done))
+    def decode(probes, records):
+        return _decode_records(probes, memoryview((ctypes.c_char * len(records)).from_buffer_copy(records)))
+    fast = decode([cpuid] * 3, b"".join(done(i) for i in range(3)))
     assert fast == [{"kind": "ok", "regs": r} for r in regs]
-    mixed = decode([cpuid, cpuid, cpuid], done[0] + fault + done[2])
+    mixed = decode([cpuid] * 3, done(0) + fault + done(2))
     assert mixed[0] == fast[0] and mixed[2] == fast[2]
     assert mixed[1]["name"] == "GP" and mixed[1]["error_code"] == 0
-    other = decode([cpuid, rdmsr, cpuid], b"".join(done))
+    other = decode([cpuid, rdmsr, cpuid], done(0) + done(1, rdmsr) + done(2))
     assert other[0] == fast[0] and other[2] == fast[2]
-    assert other[1] == {"kind": "ok", "regs": {r: regs[1][r] for r in rdmsr.results}}
-    last = decode([cpuid] * 3, done[0] + done[1] + fault)           # a fault in the last record
+    assert other[1] == {"kind": "ok", "regs": {r: regs[1][r] for r in rdmsr[1].results}}
+    last = decode([cpuid] * 3, done(0) + done(1) + fault)           # a fault in the last record
     assert last[:2] == fast[:2] and last[2]["name"] == "GP"
-    assert decode([rdmsr] * 3, b"".join(done)) == [               # no probe with RAX..RDX
-        {"kind": "ok", "regs": {r: regs[i][r] for r in rdmsr.results}} for i in range(3)]
+    assert decode([rdmsr] * 3, b"".join(done(i, rdmsr) for i in range(3))) == [   # no probe with RAX..RDX
+        {"kind": "ok", "regs": {r: regs[i][r] for r in rdmsr[1].results}} for i in range(3)]
     assert decode([], b"") == []
 
 
@@ -130,8 +145,13 @@ def test_the_timeout_is_split_into_seconds_and_nanoseconds():
     ("sss-int-ssp-tab", False),                   # rewrites the IDT and TSS
 ])
 def test_the_loop_takes_cpl0_probes_from_the_baseline_whose_changes_it_can_undo(text, loopable):
+    from kvmharness.guest.machine import _loop_entries
     spec = parse(text)
-    assert (guest_code(spec).loopable and spec.from_baseline) is loopable
+    code = guest_code(spec)
+    assert (code.loopable and spec.from_baseline) is loopable
+    assert (_loop_entries([(spec, code)])[0] is not None) is loopable
+    assert (code.loop_entry is None) is not code.loopable
+    assert _loop_entries([(spec, None)]) == [None]      # run_many finds the code first
 
 
 @pytest.mark.parametrize("text,flags,msr", [
@@ -143,12 +163,12 @@ def test_the_loop_takes_cpl0_probes_from_the_baseline_whose_changes_it_can_undo(
 ])
 def test_the_entry_flags_say_what_the_loop_puts_back(text, flags, msr):
     entry = native.PROBE_ENTRY.unpack(guest_code(parse(text)).loop_entry)
-    assert entry[4:] == (flags, msr)
+    assert entry[4:6] == (flags, msr)
 
 
 def test_the_loop_entry_points_at_the_code_and_its_registers():
     code = guest_code(parse("cpuid:0x7:0"))
-    gpa, length, code_at, regs_at, _, _ = native.PROBE_ENTRY.unpack(code.loop_entry)
+    gpa, length, code_at, regs_at, _, _, _ = native.PROBE_ENTRY.unpack(code.loop_entry)
     assert (gpa, length) == (L.KERNEL_PAYLOAD, len(code.code))
     assert ctypes.string_at(code_at, length) == code.code
     regs = ks.kvm_regs.from_buffer_copy(ctypes.string_at(regs_at, ctypes.sizeof(ks.kvm_regs)))
@@ -534,7 +554,8 @@ def test_without_the_native_loop_every_probe_takes_the_python_path(kvm, config, 
 
 # -- the Python side of each status the loop can return (a stand-in loop, the real machine) ------
 def _scripted_loop(*steps):
-    """A stand-in for the loop: call k records the probes up to steps[k][1] (DONE, RAX = 7), sets
+    """A stand-in for the loop: call k records the probes up to steps[k][1] (DONE with the tag their
+    entry gives, RAX = 7), sets
     steps[k][2] in the batch and returns steps[k][0]; later calls record the rest (ST_DONE)."""
     calls = []
 
@@ -542,7 +563,9 @@ def _scripted_loop(*steps):
         status, upto, fields = steps[len(calls)] if len(calls) < len(steps) else (native.ST_DONE, b.count, {})
         calls.append(b.next)
         for k in range(b.next, upto):
-            ctypes.memmove(b.out + native.RESULT.size * k, native.RESULT.pack(0, 7, 0, 0, 0, 0),
+            entry = native.PROBE_ENTRY.unpack(ctypes.string_at(b.probes + native.PROBE_ENTRY.size * k,
+                                                               native.PROBE_ENTRY.size))
+            ctypes.memmove(b.out + native.RESULT.size * k, native.RESULT.pack(entry[6], 7, 0, 0, 0, 0),
                            native.RESULT.size)
         b.next = upto
         for name, value in fields.items():
@@ -560,7 +583,8 @@ WRMSR_THEN_CPUID = [f"wrmsr:{KERNEL_GS_BASE:#x}:0x1234", "cpuid:0x1:0"]
 def _run_scripted(kvm, config, loop, texts=WRMSR_THEN_CPUID):
     with Machine(kvm, config) as m:
         m._batch = m._new_batch()
-        out = m._run_native(loop, [(parse(t), None) for t in texts], [guest_code(parse(t)) for t in texts], 1000)
+        probes = [(parse(t), guest_code(parse(t))) for t in texts]
+        out = m._run_native(loop, probes, [c.loop_entry for _, c in probes], 1000)
         return out, m.broken, set(m._dirty)
 
 

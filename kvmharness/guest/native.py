@@ -22,14 +22,17 @@ from .assemble import assemble
 from .timer import PROBE_SIGNAL, itimerspec
 
 # struct probe (guests/probe_loop.S): guest address, length and host address of the body, host
-# address of its kvm_regs image, F_* flags, the MSR to save and restore, two spare qwords.
-PROBE_ENTRY = struct.Struct("6Q16x")
+# address of its kvm_regs image, F_* flags, the MSR to save and restore, the record's tag if it
+# ends DONE, a spare qword.
+PROBE_ENTRY = struct.Struct("7Q8x")
 F_ZERO_SCRATCH, F_RESET_SREGS, F_RESET_XCRS, F_MSR = 1, 2, 4, 8
-# The result record of a probe that ended in DONE (tag 0) or in a fault the guest reported
-# (tag 1): the tag, then RAX, RBX, RCX, RDX, RSI.
+# The result record of a probe that ended in DONE or in a fault the guest reported: the tag, then
+# RAX, RBX, RCX, RDX, RSI. A DONE record's tag is the one its probe entry gives: TAG_DONE when its
+# result is exactly RESULT_REGS, TAG_DONE_NAMED when it is some of them, so that a batch of
+# all-zero tags decodes without looking at the probes (machine._decode_records).
 RESULT = struct.Struct("6Q")
 RESULT_REGS = ("rax", "rbx", "rcx", "rdx")     # the ones a DONE record carries for the outcome
-TAG_DONE, TAG_FAULT = 0, 1
+TAG_DONE, TAG_FAULT, TAG_DONE_NAMED = 0, 1, 2
 
 # What probe_loop returns (besides -errno from KVM_RUN or timer_settime): see guests/probe_loop.S.
 ST_DONE, ST_STOPPED, ST_HOST_IOCTL, ST_MSR_NOT_RESTORED, ST_MSR_LOST = range(5)
