@@ -304,6 +304,22 @@ def test_a_hang_inside_a_batch_times_out_and_the_runner_goes_on(kvm, config, han
 
 
 @pytest.mark.kvm
+def test_each_batch_runs_under_its_own_timeout_on_a_reused_machine(kvm, config):
+    """The batch struct (and its timer setting) is kept per machine: a batch's timeout must not
+    be the one an earlier batch on the same machine gave."""
+    hung = (parse("insn:ebfe"), _plain_code("ebfe"))
+    cpuid = (parse("cpuid:0x1:0"), None)
+    with Machine(kvm, config) as m:
+        assert [o["kind"] for o in m.run_many([cpuid] * 3, timeout_ms=60_000)] == ["ok"] * 3
+        start = time.monotonic()
+        got = m.run_many([cpuid] * 3 + [hung], timeout_ms=50)
+        took_ms = (time.monotonic() - start) * 1000
+    assert [o["kind"] for o in got] == ["ok"] * 3 + ["timeout"]
+    assert 50 <= took_ms < 5000
+    assert m.native_probes == 7
+
+
+@pytest.mark.kvm
 @pytest.mark.parametrize("native_loop", [True, False], ids=["native", "python"])
 def test_a_hang_on_another_thread_times_out_on_that_thread(kvm, config, native_loop, monkeypatch):
     """Each thread has its own probe timer (its signal sent to that thread alone): probes run from

@@ -234,6 +234,8 @@ class Machine:
         self._dirty: set[str] = set()
         self._restore_msrs: dict[int, int] = {}
         self._batch: native.Batch | None = None
+        self._batch_timeout_ms: float | None = None     # what the batch's timer arm says
+        self._records = (ctypes.c_char * 0)()           # the loop's result records, grown as needed
         self._vcpu_sigmask: int | None = None   # what KVM_SET_SIGNAL_MASK last gave the vCPU
 
     # -- lifetime -------------------------------------------------------------------------------
@@ -433,13 +435,17 @@ class Machine:
         b = self._batch
         if b is None:
             b = self._batch = self._new_batch()
+        size = native.RESULT.size
         table = b"".join(entries)
-        results = (ctypes.c_char * (native.RESULT.size * len(entries)))()
+        results = self._records
+        if len(results) < size * len(entries):     # kept between batches: only records 0..next are read
+            results = self._records = (ctypes.c_char * (size * len(entries)))()
         b.probes, b.out = native.buffer_address(table), ctypes.addressof(results)
         b.count, b.next, b.resume = len(entries), 0, 0
-        b.arm.set_ms(timeout_ms)
+        if timeout_ms != self._batch_timeout_ms:
+            b.arm.set_ms(timeout_ms)
+            self._batch_timeout_ms = timeout_ms
         out: list[dict] = []
-        size = native.RESULT.size
         while len(out) < len(entries) and not self.broken:
             if self._restore_msrs:              # saved by a _prepare that failed half-way
                 try:
