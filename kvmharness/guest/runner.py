@@ -100,7 +100,7 @@ class Runner:
             machine = self._live(config)
             if isinstance(machine, dict):
                 return out + [machine] * (len(probes) - len(out))
-            out += machine.run_many(probes[len(out):], timeout_ms)
+            out += machine.run_many(probes[len(out):] if out else probes, timeout_ms)
         return out
 
     def release(self, config: VcpuConfig) -> None:
