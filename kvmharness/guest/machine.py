@@ -488,7 +488,7 @@ class Machine:
                 out.append(oc.ioctl_error("KVM_RUN", -status))
             else:
                 raise OSError(-status, f"timer_settime: {os.strerror(-status)}")
-        # The buffers die with this call: leave no pointer to them behind.
+        # The probe table dies with this call: leave no pointer to it (or the records) behind.
         b.probes = b.out = b.count = b.next = 0
         self.native_probes += len(out)
         return out
