@@ -81,9 +81,10 @@
 
 # Sizes native.py checks before it calls the loop: a probe_loop.S and a native.py that do not
 # belong together (a stale install, say) must not write past each other's structs.
-        .globl batch_size, probe_entry_size, result_size
+        .globl batch_size, probe_entry_size, probe_done_tag, result_size
         .set batch_size, B_TIMER + 8
         .set probe_entry_size, 1 << P_SHIFT
+        .set probe_done_tag, P_DONE_TAG # an older loop wrote tag 0 for every DONE in the same size
         .set result_size, R_SIZE
 
         .equ ST_DONE, 0

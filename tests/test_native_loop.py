@@ -6,6 +6,7 @@ import errno
 import os
 import re
 import signal
+import struct
 import threading
 import time
 
@@ -51,7 +52,9 @@ def test_batch_and_probe_entry_offsets_match_the_ctypes_side():
     for field, equ in fields.items():
         assert getattr(native.Batch, field).offset == equs[equ], field
     assert native.PROBE_ENTRY.size == 1 << equs["P_SHIFT"]
-    assert [equs[k] for k in ("P_FLAGS", "P_MSR", "P_DONE_TAG")] == [32, 40, 48]
+    assert [equs[k] for k in ("P_FLAGS", "P_MSR", "P_DONE_TAG")] == [32, 40, native.PROBE_DONE_TAG]
+    assert native.PROBE_ENTRY.unpack(bytes(range(64)))[6] == int.from_bytes(
+        bytes(range(native.PROBE_DONE_TAG, native.PROBE_DONE_TAG + 8)), "little")
     assert [equs[f"F_{k}"] for k in ("ZERO_SCRATCH", "RESET_SREGS", "RESET_XCRS", "MSR")] == [
         native.F_ZERO_SCRATCH, native.F_RESET_SREGS, native.F_RESET_XCRS, native.F_MSR]
     names = ("DONE", "STOPPED", "HOST_IOCTL", "MSR_NOT_RESTORED", "MSR_LOST")
@@ -113,10 +116,11 @@ def test_records_decode_alike_on_the_all_done_fast_path_and_the_general_one():
     assert decode([], b"") == []
 
 
-def test_a_loop_whose_structs_do_not_match_is_refused_not_called(monkeypatch):
-    import struct
+@pytest.mark.parametrize("name,value", [("RESULT", struct.Struct("4Q")),    # as an older native.py had
+                                        ("PROBE_DONE_TAG", 56)])
+def test_a_loop_whose_structs_do_not_match_is_refused_not_called(monkeypatch, name, value):
     monkeypatch.setattr(native, "_loaded", None)
-    monkeypatch.setattr(native, "RESULT", struct.Struct("4Q"))      # as an older native.py had
+    monkeypatch.setattr(native, name, value)
     assert native.probe_loop() is None
     assert "guests/probe_loop.S does not match" in native.unavailable_reason()
 
@@ -317,6 +321,18 @@ def test_each_batch_runs_under_its_own_timeout_on_a_reused_machine(kvm, config):
     assert [o["kind"] for o in got] == ["ok"] * 3 + ["timeout"]
     assert 50 <= took_ms < 5000
     assert m.native_probes == 7
+
+
+@pytest.mark.kvm
+def test_a_new_batch_struct_gets_its_timer_set_even_for_the_same_timeout(kvm, config):
+    """A fresh struct batch has a zero arm (timer_settime would disarm: a hang unbounded)."""
+    cpuid = (parse("cpuid:0x1:0"), None)
+    with Machine(kvm, config) as m:
+        m.run_many([cpuid] * 3, timeout_ms=100)
+        m._batch = m._new_batch()
+        assert (m._batch.arm.value_sec, m._batch.arm.value_nsec) == (0, 0)
+        m.run_many([cpuid] * 3, timeout_ms=100)
+        assert (m._batch.arm.value_sec, m._batch.arm.value_nsec) == (0, 100_000_000)
 
 
 @pytest.mark.kvm
@@ -568,7 +584,40 @@ def test_without_the_native_loop_every_probe_takes_the_python_path(kvm, config, 
         assert m.native_probes == 0
 
 
+@pytest.mark.kvm
+@pytest.mark.parametrize("native_loop", [True, False], ids=["native", "python"])
+def test_an_msr_the_host_cannot_save_breaks_the_machine_only_when_the_body_ends_done(
+        kvm, config, native_loop, monkeypatch):
+    """ST_MSR_LOST in the loop itself, and its Python-path twin: a body whose MSR KVM_GET_MSRS
+    cannot read (so nothing could put it back) breaks the machine when it ends DONE, here with
+    a result in RAX only (a TAG_DONE_NAMED record), and not when it faults."""
+    if not native_loop:
+        monkeypatch.setattr(native, "_loaded", (None, "test"))
+    from kvmharness.guest.bodies import DIRTY_MSR
+    unreadable, base = 0x12345678, L.payload_base(False)     # no CPU has it: 0 entries read
+
+    def saving(hex_bytes):
+        return (parse("insn:90"), GuestCode(bytes.fromhex(hex_bytes), base, base, {"rcx": unreadable},
+                                            ("rax",), frozenset({DIRTY_MSR}), saved_msr=unreadable))
+    faults, done = saving("0f32e6f1"), saving("90e6f1")     # RDMSR of it (#GP); NOP, OUT DONE
+    with Machine(kvm, config) as m:
+        got = m.run_many([faults] * 3)
+        assert [o.get("name") for o in got] == ["GP"] * 3 and m.broken is None
+        got = m.run_many([faults, done, faults])
+        assert [o["kind"] for o in got] == ["exception", "ok"]
+        assert m.broken == f"MSR {unreadable:#x} written by a probe cannot be read back by the host"
+        assert (m.native_probes == 5) is native_loop
+
+
 # -- the Python side of each status the loop can return (a stand-in loop, the real machine) ------
+def _record_done(b, k):
+    """Record probe k of batch b as the loop records a DONE: RAX = 7, the tag its entry gives."""
+    entry = native.PROBE_ENTRY.unpack(ctypes.string_at(b.probes + native.PROBE_ENTRY.size * k,
+                                                       native.PROBE_ENTRY.size))
+    ctypes.memmove(b.out + native.RESULT.size * k, native.RESULT.pack(entry[6], 7, 0, 0, 0, 0),
+                   native.RESULT.size)
+
+
 def _scripted_loop(*steps):
     """A stand-in for the loop: call k records the probes up to steps[k][1] (DONE with the tag their
     entry gives, RAX = 7), sets
@@ -579,10 +628,7 @@ def _scripted_loop(*steps):
         status, upto, fields = steps[len(calls)] if len(calls) < len(steps) else (native.ST_DONE, b.count, {})
         calls.append(b.next)
         for k in range(b.next, upto):
-            entry = native.PROBE_ENTRY.unpack(ctypes.string_at(b.probes + native.PROBE_ENTRY.size * k,
-                                                               native.PROBE_ENTRY.size))
-            ctypes.memmove(b.out + native.RESULT.size * k, native.RESULT.pack(entry[6], 7, 0, 0, 0, 0),
-                           native.RESULT.size)
+            _record_done(b, k)
         b.next = upto
         for name, value in fields.items():
             setattr(b, name, value)
@@ -649,11 +695,11 @@ def test_eintr_re_enters_the_probe_unless_its_timer_is_spent(kvm, config, timer_
     def loop(b):
         calls.append(b.next)
         if len(calls) > 1:                                  # re-entered: probe 1 finishes
-            ctypes.memmove(b.out + native.RESULT.size, native.RESULT.pack(0, 7, 0, 0, 0, 0), native.RESULT.size)
+            _record_done(b, 1)
             b.next, b.resume = 2, 0
             thread_timer().disarm()                         # as the loop disarms after KVM_RUN
             return native.ST_DONE
-        ctypes.memmove(b.out, native.RESULT.pack(0, 7, 0, 0, 0, 0), native.RESULT.size)
+        _record_done(b, 0)
         b.next, b.resume = 1, 1                             # probe 1 entered, interrupted
         thread_timer().arm(timer_s * 1000)
         signal.pthread_kill(threading.get_ident(), PROBE_SIGNAL)       # pending: blocked here
@@ -661,6 +707,7 @@ def test_eintr_re_enters_the_probe_unless_its_timer_is_spent(kvm, config, timer_
         return -errno.EINTR
     out, got_broken, _ = _run_scripted(kvm, config, loop)
     assert [o["kind"] for o in out] == kinds and got_broken == broken
+    assert out[0] == OK7                                    # the WRMSR: RAX and RDX only
     assert calls == ([0, 1] if broken is None else [0])
     assert not thread_timer().running()
 

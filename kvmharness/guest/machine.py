@@ -495,6 +495,7 @@ class Machine:
 
     def _new_batch(self) -> native.Batch:
         """The loop's struct batch for this machine, with the baseline state it puts back."""
+        self._batch_timeout_ms = None       # its timer arm is zero: set it on first use
         xcrs = self._loop_xcrs = ks.kvm_xcrs(nr_xcrs=1)
         xcrs.xcrs[0].xcr, xcrs.xcrs[0].value = 0, L.XCR0_BASELINE
         self._loop_msrs = native.OneMsr()

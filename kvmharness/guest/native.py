@@ -25,6 +25,7 @@ from .timer import PROBE_SIGNAL, itimerspec
 # address of its kvm_regs image, F_* flags, the MSR to save and restore, the record's tag if it
 # ends DONE, a spare qword.
 PROBE_ENTRY = struct.Struct("7Q8x")
+PROBE_DONE_TAG = 6 * 8                          # the offset of the DONE tag in it
 F_ZERO_SCRATCH, F_RESET_SREGS, F_RESET_XCRS, F_MSR = 1, 2, 4, 8
 # The result record of a probe that ended in DONE or in a fault the guest reported: the tag, then
 # RAX, RBX, RCX, RDX, RSI. A DONE record's tag is the one its probe entry gives: TAG_DONE when its
@@ -91,7 +92,7 @@ def _load() -> tuple:
     except HarnessError as e:                   # no binutils: nothing else runs either
         return None, str(e)
     expected = {"batch_size": ctypes.sizeof(Batch), "probe_entry_size": PROBE_ENTRY.size,
-                "result_size": RESULT.size}
+                "probe_done_tag": PROBE_DONE_TAG, "result_size": RESULT.size}
     found = {name: image.symbols.get(name) for name in expected}
     if found != expected:
         return None, f"guests/probe_loop.S does not match kvmharness/guest/native.py ({found} != {expected})"
