@@ -30,6 +30,7 @@ from kvmharness.guest.runner import Runner                      # noqa: E402
 from kvmharness.model.profile import VcpuConfig                  # noqa: E402
 from kvmharness.outcome import describe                          # noqa: E402
 from kvmharness.probes.payloads import guest_code, parse         # noqa: E402
+from _verdict import finish                                      # noqa: E402
 
 HANGS = ("insn:ebfe", "insn:0f01c1", "insn:0f01d9")
 CRASHES = ("triple-fault", "insn:0f01f9", "insn:f3480fb8c1")     # SHUTDOWN, RDTSCP, POPCNT
@@ -97,10 +98,7 @@ def main() -> int:
     print(f"  machines created for the hangs and their follow-ups: {hang_machines} "
           f"(one per hang: every hung vCPU is discarded)")
     print(f"total time: {total:.2f} s")
-    for f in failures:
-        print(f"FAIL: {f}")
-    print("OK" if not failures else f"{len(failures)} failure(s)")
-    return 0 if not failures else 1
+    return finish(failures, "OK")
 
 
 if __name__ == "__main__":

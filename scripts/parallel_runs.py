@@ -27,6 +27,7 @@ REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, REPO)
 
 from kvmharness.report import load_report          # noqa: E402
+from _verdict import finish                         # noqa: E402
 
 VOLATILE = {"after_ms"}
 
@@ -121,10 +122,7 @@ def main() -> int:
         print(f"reports in {tmp}")
     else:
         shutil.rmtree(tmp, ignore_errors=True)
-    for f in failures:
-        print(f"FAIL: {f}")
-    print("IDENTICAL VERDICTS" if not failures else f"{len(failures)} failure(s)")
-    return 0 if not failures else 1
+    return finish(failures, "IDENTICAL VERDICTS")
 
 
 if __name__ == "__main__":

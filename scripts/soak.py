@@ -35,6 +35,7 @@ from kvmharness.guest.runner import Runner                      # noqa: E402
 from kvmharness.model.profile import VcpuConfig                  # noqa: E402
 from kvmharness.outcome import describe                          # noqa: E402
 from kvmharness.probes.payloads import guest_code, parse         # noqa: E402
+from _verdict import finish                                      # noqa: E402
 
 MIX = ("cpuid:1:0", "rdmsr:0x12345678", "cr4:2", "wrmsr:0x277:0x0007040600070406",
        "xsetbv:0:0x3@cr4+18", "insn:48c7c07b000000@cpl3", "fixup-selftest", "host-rdmsr:0x277")
@@ -158,10 +159,7 @@ def main() -> int:
         failures.append(f"RSS grew by {growth} KiB > {args.rss_limit_kib} KiB")
     for k, n in changed.items():
         failures.append(f"{MIX[k]}: outcome changed {n} times")
-    for f in failures:
-        print(f"FAIL: {f}")
-    print("FLAT" if not failures else f"{len(failures)} failure(s)")
-    return 0 if not failures else 1
+    return finish(failures, "FLAT")
 
 
 if __name__ == "__main__":
