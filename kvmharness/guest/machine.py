@@ -411,6 +411,8 @@ class Machine:
             if len(entries) >= NATIVE_MIN_RUN and all(entries):    # the common case, in one pass
                 thread_timer()              # a thread that cannot probe is refused before any change
                 return self._run_native(loop, probes, entries, timeout_ms)
+        # The general case: basic probes given without their code get it (and may still run in
+        # the loop), then the list is cut into runs for the loop and probes for the Python path.
         probes = [(s, basic_code(s)) if c is None and s.guest_code else (s, c) for s, c in probes]
         if any(c is not None for _, c in probes):
             thread_timer()
