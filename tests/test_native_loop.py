@@ -173,8 +173,8 @@ def test_the_entry_flags_say_what_the_loop_puts_back(text, flags, msr):
 def test_the_loop_entry_points_at_the_code_and_its_registers():
     code = guest_code(parse("cpuid:0x7:0"))
     gpa, length, code_at, regs_at, _, _, _ = native.PROBE_ENTRY.unpack(code.loop_entry)
-    assert (gpa, length) == (L.KERNEL_PAYLOAD, len(code.code))
-    assert ctypes.string_at(code_at, length) == code.code
+    assert (gpa, length) == (L.KERNEL_PAYLOAD, len(code.code) + 15)
+    assert ctypes.string_at(code_at, length) == code.code + bytes(15)      # GuestCode.image
     regs = ks.kvm_regs.from_buffer_copy(ctypes.string_at(regs_at, ctypes.sizeof(ks.kvm_regs)))
     assert (regs.rax, regs.rcx, regs.rip, regs.rsp) == (7, 0, L.KERNEL_PAYLOAD, L.KERNEL_STACK_TOP)
     assert code.loop_entry is code.loop_entry
@@ -305,6 +305,29 @@ def test_a_hang_inside_a_batch_times_out_and_the_runner_goes_on(kvm, config, han
         assert 100 <= took_ms < 1000
         assert r.machines_created == 2                  # the hung machine was replaced
     assert not thread_timer().running()
+
+
+@pytest.mark.kvm
+@pytest.mark.parametrize("native_loop", [True, False], ids=["native", "python"])
+def test_an_emulation_failure_reports_the_same_bytes_whatever_ran_before(kvm, config, native_loop,
+                                                                       monkeypatch):
+    """The exit data of an emulation failure carries the bytes fetched at RIP: those past a short
+    body are zeros (GuestCode.image), not what a longer earlier body left in guest memory, so a
+    reproduce line gives the report's observation."""
+    if not native_loop:
+        monkeypatch.setattr(native, "_loaded", (None, "test"))
+    failing = _plain_code("0f01ee")     # RDPKRU: kvm_pvm's emulator fails on it (KVM's: #UD)
+    long_body = _plain_code("48b8" + "ab" * 8 + "48b8" + "cd" * 8 + "e6f1")
+    seen = []
+    for before in ([], [(parse("insn:90"), long_body)] * 3):
+        with Machine(kvm, config) as m:
+            out = m.run_many(before + [(parse("insn:0f01ee"), failing)] * 3)
+        seen.append(out[-1])
+    if seen[0].get("reason") != "INTERNAL_ERROR":     # a KVM that emulates it: nothing to compare
+        pytest.skip(f"RDPKRU is not an emulation failure on this host ({seen[0]})")
+    assert seen[0] == seen[1]
+    # KVM packs the fetched length (15) and the bytes: 0f 01 ee, then the image's zeros.
+    assert seen[0]["data"][1:3] == ["0xee010f0f", "0x0"]
 
 
 @pytest.mark.kvm

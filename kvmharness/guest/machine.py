@@ -38,6 +38,7 @@ DEFAULT_TIMEOUT_MS = 1000.0
 # (scripts/bench.py measures both paths).
 NATIVE_MIN_RUN = 3
 _ZERO_PAGE = bytes(4096)
+_INSN_TAIL = bytes(15)                  # the longest x86 instruction
 
 
 def runtime_image():
@@ -77,6 +78,14 @@ class GuestCode:
         return image
 
     @functools.cached_property
+    def image(self) -> bytes:
+        """What is copied into guest memory: the code, then zeros for one instruction's length.
+        An emulation failure's exit data carries the instruction bytes fetched at RIP (up to
+        15); without the zeros, those past a short body would be whatever an earlier, longer
+        body left there, and the same probe would report different bytes run to run."""
+        return self.code + _INSN_TAIL
+
+    @functools.cached_property
     def loop_entry(self) -> bytes | None:
         """This code's struct probe for the native loop (CPL0 entry), None if the loop cannot run
         it (`loopable`). The bytes objects whose addresses it holds live as long as this GuestCode."""
@@ -84,7 +93,7 @@ class GuestCode:
             return None
         flags = sum(f for d, f in _LOOP_FLAGS.items() if d in self.dirties)
         done_tag = native.TAG_DONE if self.results == native.RESULT_REGS else native.TAG_DONE_NAMED
-        return native.PROBE_ENTRY.pack(self.base, len(self.code), native.buffer_address(self.code),
+        return native.PROBE_ENTRY.pack(self.base, len(self.image), native.buffer_address(self.image),
                                        native.buffer_address(self.regs_image(False, 0)), flags,
                                        self.saved_msr or 0, done_tag)
 
@@ -388,7 +397,7 @@ class Machine:
         if DIRTY_SCRATCH in code.dirties:
             page = L.scratch(spec.cpl3)
             self.mem[page:page + 4096] = _ZERO_PAGE
-        self.mem[code.base:code.base + len(code.code)] = code.code
+        self.mem[code.base:code.base + len(code.image)] = code.image
         # A CPL3 probe leaves CS/SS at CPL3: the sregs must be reset before the next one.
         dirties = code.dirties | {DIRTY_SREGS} if spec.cpl3 else code.dirties
         result = self._enter(code.regs_image(spec.cpl3, self.to_user), code.results, timeout_ms)
