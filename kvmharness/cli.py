@@ -13,7 +13,7 @@ import shlex
 import sys
 
 from . import __version__
-from .errors import EXIT_MISMATCH, EXIT_OK, HarnessError, UsageError
+from .errors import EXIT_MISMATCH, EXIT_OK, HarnessError, NoKvm, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -154,12 +154,12 @@ def cmd_info(args) -> int:
     with open_kvm() as kvm:
         facts = gather_facts(kvm)
     if args.json:
-        print(json.dumps(facts.to_json(), indent=2))
+        _emit(json.dumps(facts.to_json(), indent=2))
     else:
         from .guest import native
         why_not = native.unavailable_reason()
-        print(render_info(facts))
-        print(f"{'probe loop':<22}" + ("native (guests/probe_loop.S): CPL0 probes from the baseline run back to back"
+        _emit(render_info(facts))
+        _emit(f"{'probe loop':<22}" + ("native (guests/probe_loop.S): CPL0 probes from the baseline run back to back"
                                        if why_not is None else f"Python, one probe per KVM_RUN call ({why_not})"))
     return EXIT_OK
 
@@ -181,13 +181,13 @@ def cmd_probe(args) -> int:
         results = [{"probe": str(spec), "config": config.to_json(), "outcome": oc.to_json(outcome)}
                    for spec, outcome in zip(specs, outcomes)]
     if args.json:
-        print(json.dumps(results, indent=2))
+        _emit(json.dumps(results, indent=2))
     else:
         edits = " ".join([f"+{f}" for f in args.set] + [f"-{f}" for f in args.clear])
-        print(f"# guest CPUID: KVM_GET_SUPPORTED_CPUID {edits}".rstrip())
+        _emit(f"# guest CPUID: KVM_GET_SUPPORTED_CPUID {edits}".rstrip())
         width = max(len(r["probe"]) for r in results)
         for r in results:
-            print(f"{r['probe']:<{width}}  {oc.describe(r['outcome'])}")
+            _emit(f"{r['probe']:<{width}}  {oc.describe(r['outcome'])}")
     return EXIT_OK
 
 
@@ -208,27 +208,47 @@ def cmd_run(args) -> int:
     import datetime
     import time
 
-    from .conformance.engine import plan
+    from .conformance.engine import matrix_feature, plan
     from .conformance.execute import execute
     from .host import gather_facts
     from .guest.runner import open_kvm
-    from .report import (apply_baseline, build_report, dumps_report, exit_code, load_report,
-                         progress_line, render_diff, render_table, summary_line, to_junit, to_ktap,
-                         write_atomic)
+    from .report import (apply_baseline, build_report, dumps_report, exit_code, ktap_skip_all,
+                         load_report, progress_line, render_diff, render_table, summary_line,
+                         to_junit, to_ktap, write_atomic)
+    from .report.atomic import descriptor_of
     from .model.hostfile import parse_kernel
 
     if not 0 < args.timeout <= 600_000:
         raise UsageError(f"--timeout {args.timeout}: must be between 0 and 600000 ms")
     if args.jobs < 0:
         raise UsageError(f"--jobs {args.jobs}: must be 0 (all CPUs) or more")
-    show = ("pass", "mismatch", "known", "skip", "error") if args.show == "all" else tuple(
-        v.strip() for v in args.show.split(",") if v.strip())
+    verdicts = ("pass", "mismatch", "known", "skip", "error")
+    show = verdicts if args.show == "all" else tuple(v.strip() for v in args.show.split(",") if v.strip())
+    unknown = [v for v in show if v not in verdicts]
+    if unknown or not show:
+        raise UsageError(f"--show {args.show!r}: a comma-separated list of {', '.join(verdicts)}, or 'all'")
+    for option in ("json", "junit", "baseline"):
+        if getattr(args, option) == "":
+            raise UsageError(f"--{option}: the file name is empty")
+    # Standard output carries at most one machine format; the table and summary then go to stderr.
+    on_stdout = [name for name, on in (("--ktap", args.ktap),
+                                       ("--json", args.json and descriptor_of(args.json) == 1),
+                                       ("--junit", args.junit and descriptor_of(args.junit) == 1)) if on]
+    if len(on_stdout) > 1:
+        raise UsageError(f"{' and '.join(on_stdout)} both want standard output")
+    human = sys.stderr if on_stdout else sys.stdout
     baseline = load_report(args.baseline) if args.baseline else None     # bad input: fail early
+    selected = list(dict.fromkeys(matrix_feature(f) for f in args.feature))   # as the matrix names them
     kernel = parse_kernel(args.kernel) if args.kernel else None
-    with open_kvm() as kvm:
-        facts = gather_facts(kvm)
+    try:
+        with open_kvm() as kvm:
+            facts = gather_facts(kvm)
+    except NoKvm as e:
+        if args.ktap:                   # a KTAP consumer still gets a parseable "skipped" run
+            _emit(ktap_skip_all(str(e)), end="")
+        raise
     profile = facts.to_profile(kernel)
-    items = plan(profile, args.feature or None)
+    items = plan(profile, selected or None)
     jobs = args.jobs or os.cpu_count() or 1
 
     tty = sys.stderr.isatty()
@@ -246,36 +266,38 @@ def cmd_run(args) -> int:
     if tty:
         sys.stderr.write("\n")
     report = build_report(_report_host(facts), results, started, time.monotonic() - t0,
-                          {"features": args.feature, "jobs": jobs,
+                          {"features": selected, "jobs": jobs,
                            "kernel_rules": ".".join(map(str, profile.kernel))})
     if args.json:
         write_atomic(args.json, dumps_report(report))
     if args.junit:
         write_atomic(args.junit, to_junit(report))
+    d = apply_baseline(baseline, report) if baseline is not None else None
     if args.ktap:
-        print(to_ktap(report), end="")
+        _emit(to_ktap(report), end="")
     else:
         table = render_table(report, show=show)
         if table:
-            print(table)
-        print(summary_line(report))
-    if baseline is not None:
-        d = apply_baseline(baseline, report)
-        print(render_diff(d), file=sys.stderr if args.ktap else sys.stdout)
+            _emit(table, human)
+        _emit(summary_line(report), human)
+    if d is not None:
+        _emit(render_diff(d), human)
         return d.exit_code
     return exit_code(report)
 
 
 def cmd_explain(args) -> int:
     from .conformance.config import edit_cpuid
-    from .cpu.features import by_name
+    from .cpu.features import by_ref, resolve
     from .model.explain import explain, render_explain
     from .model.profile import VcpuConfig
-    by_name(args.feature)                       # unknown names fail before touching KVM
+    feature = by_ref(resolve(args.feature))     # unknown names fail before touching KVM
+    if feature is None:
+        raise UsageError(f"explain {args.feature!r}: no catalogued CPU feature at that bit")
     host = _host_profile(args)
     vcpu = VcpuConfig(edit_cpuid(host.supported, tuple(args.set), tuple(args.clear)))
-    d = explain(host, vcpu, args.feature)
-    print(json.dumps(d, indent=2) if args.json else render_explain(d).rstrip("\n"))
+    d = explain(host, vcpu, feature.name)
+    _emit(json.dumps(d, indent=2) if args.json else render_explain(d).rstrip("\n"))
     return EXIT_OK
 
 
@@ -284,7 +306,7 @@ def cmd_lint(args) -> int:
     from .model.lint import flagged, lint, render_lint
     table = CpuidTable.load(args.table)         # malformed input fails before touching KVM
     findings = lint(_host_profile(args), table)
-    print(json.dumps(findings, indent=2) if args.json else render_lint(findings).rstrip("\n"))
+    _emit(json.dumps(findings, indent=2) if args.json else render_lint(findings).rstrip("\n"))
     return EXIT_MISMATCH if flagged(findings) else EXIT_OK
 
 
@@ -292,12 +314,25 @@ def cmd_diff(args) -> int:
     from .report import diff_reports, load_report, render_diff
     old, new = load_report(args.old), load_report(args.new)
     d = diff_reports(old, new, args.old, args.new)
-    print(render_diff(d))
+    _emit(render_diff(d).rstrip("\n"))
     return d.exit_code
 
 
 COMMANDS = {"info": cmd_info, "probe": cmd_probe, "run": cmd_run, "explain": cmd_explain,
             "lint": cmd_lint, "diff": cmd_diff}
+
+
+def _emit(text: str, file=None, end: str = "\n") -> None:
+    """Command output. A reader that has gone away (`| head -1`) ends the output, not the
+    command: its exit status stays the one it computed (a mismatch must still exit 1 in CI)."""
+    file = file or sys.stdout
+    try:
+        file.write(text + end)
+        file.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, file.fileno())         # nor may Python's own flush at exit fail on it
+        os.close(devnull)
 
 
 def reproduce_line(config_args: list[str], probe: str) -> str:

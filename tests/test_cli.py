@@ -48,6 +48,13 @@ def test_help_and_version():
     (["probe"], "required"),
     (["frobnicate"], "invalid choice"),
     (["run", "--feature", "no_such_feature"], "not in the matrix"),
+    (["run", "--feature", "avx2"], "the CPU feature 'avx2' has no probes in the matrix"),
+    (["run", "--json", ""], "--json: the file name is empty"),
+    (["run", "--baseline", ""], "--baseline: the file name is empty"),
+    (["run", "--show", "mismatch,bogus"], "--show 'mismatch,bogus'"),
+    (["run", "--ktap", "--json", "-"], "--ktap and --json both want standard output"),
+    (["run", "--json", "/dev/stdout", "--junit", "-"], "--json and --junit both want standard output"),
+    (["explain", "7.0.ecx.31"], "no catalogued CPU feature at that bit"),
     (["diff", "/nonexistent/a.json", "/nonexistent/b.json"], "no such file"),
 ])
 def test_usage_errors_are_one_line_exit_2(args, needle):
@@ -67,6 +74,65 @@ def test_missing_device_exits_4(tmp_path):
     assert "does not exist" in one_line_error(p, 4)
     p = cli("info", env={"KVMHARNESS_DEVICE": str(tmp_path / "kvm")})
     one_line_error(p, 4)
+
+
+def test_a_device_that_is_not_kvm_exits_4():
+    p = cli("info", env={"KVMHARNESS_DEVICE": "/dev/null"})
+    assert "/dev/null is not a KVM device" in one_line_error(p, 4)
+
+
+def test_ktap_without_kvm_is_a_parseable_skip(tmp_path):
+    """kselftest's ksft_exit_skip(): a plan of 0 with the reason, and exit 4 (KSFT_SKIP)."""
+    p = cli("run", "--ktap", env={"KVMHARNESS_DEVICE": str(tmp_path / "kvm")})
+    assert p.returncode == 4
+    assert p.stdout == f"KTAP version 1\n1..0 # SKIP {tmp_path / 'kvm'} does not exist: load kvm_intel, kvm_amd or kvm_pvm\n"
+
+
+def test_a_reader_that_goes_away_does_not_change_the_exit_status(tmp_path):
+    """`kvmharness diff OLD NEW | head -0` with a regression: still exit 1 (CI must not pass)."""
+    from tests.reports import report, result
+    from kvmharness.report import dumps_report
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(dumps_report(report([result(f"shstk/base/probe{i}") for i in range(200)])))
+    new.write_text(dumps_report(report([result(f"shstk/base/probe{i}", "mismatch") for i in range(200)])))
+    e = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "kvmharness", "diff", str(old), str(new)], cwd=REPO,
+                            env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()                         # before it writes a byte
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=60) == 1 and stderr == "", stderr
+
+
+@pytest.mark.kvm
+def test_feature_names_select_as_for_set_and_the_report_records_the_matrix_name(tmp_path):
+    out = tmp_path / "r.json"
+    for spelling in ("shadow_stack", "7.0.ecx.7", "X86_FEATURE_SHSTK"):
+        p = cli("run", "--feature", spelling, "--feature", "shstk", "--json", str(out))
+        assert p.returncode in (0, 1), p.stderr
+        report = json.loads(out.read_text())
+        assert report["selection"]["features"] == ["shstk"]
+        assert {r["id"].split("/")[0] for r in report["results"]} == {"shstk"}
+
+
+@pytest.mark.kvm
+@pytest.mark.parametrize("target", ["-", "/dev/stdout"])
+def test_a_report_on_stdout_is_the_only_thing_there(target):
+    """`run --json - | jq`: the JSON alone on stdout, the table and summary on stderr."""
+    p = cli("run", "--feature", "pku", "--json", target)
+    assert p.returncode in (0, 1), p.stderr
+    assert len(json.loads(p.stdout)["results"]) > 0
+    assert p.stderr.strip().splitlines()[-1].startswith(f"{len(json.loads(p.stdout)['results'])} results: ")
+
+
+@pytest.mark.kvm
+def test_a_report_to_stdout_redirected_to_a_file_lands_in_that_file(tmp_path):
+    out = tmp_path / "out.txt"
+    with open(out, "w") as f:
+        e = dict(os.environ, PYTHONPATH=str(REPO))
+        p = subprocess.run([sys.executable, "-m", "kvmharness", "run", "--feature", "pku", "--json",
+                            "/dev/stdout"], cwd=REPO, env=e, stdout=f, stderr=subprocess.PIPE, text=True)
+    assert p.returncode in (0, 1), p.stderr
+    assert len(json.loads(out.read_text())["results"]) > 0
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to an unprivileged user")

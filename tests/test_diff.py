@@ -184,6 +184,16 @@ def test_header_fingerprint_is_context_not_change():
     assert "no changes" in text
 
 
+def test_the_kernel_rules_the_model_applied_are_context():
+    """`run --kernel 6.1` against a default run: verdicts may change with the model's input alone,
+    and the diff must say so."""
+    old = report(old_results(), selection={"features": [], "jobs": 1, "kernel_rules": "6.18"})
+    new = report(old_results(), selection={"features": [], "jobs": 2, "kernel_rules": "6.1"})
+    d = diff_reports(old, new)
+    assert d.context == ("model kernel rules: 6.18 -> 6.1",) and d.exit_code == 0
+    assert "  model kernel rules: 6.18 -> 6.1" in render_diff(d)
+
+
 def test_apply_baseline_same_rules(tmp_path):
     base, cur = report(old_results()), report(edited_results())
     path = tmp_path / "baseline.json"

@@ -97,6 +97,16 @@ if os.environ.get("KVMH_TEST_WORKER_RAISE"):
         raise RuntimeError("simulated worker failure")
     ex.run_groups = run_groups
 
+if os.environ.get("KVMH_TEST_SLOW_STOP"):
+    # Stopping the workers takes a while (MARKS/stopping says it has begun): room for a second signal.
+    _stop = ex._stop
+
+    def slow_stop(procs):
+        open(os.path.join(MARKS, "stopping"), "w").close()
+        time.sleep(float(os.environ["KVMH_TEST_SLOW_STOP"]))
+        return _stop(procs)
+    ex._stop = slow_stop
+
 if SLOW_FSYNC:
     # The first fsync of the process is write_atomic's, on the temporary report file.
     _fsync = os.fsync
@@ -579,6 +589,25 @@ def test_sigterm_stops_the_workers_too(slow_run, slow_plan, tmp_path):
     os.kill(run.proc.pid, signal.SIGTERM)
     rc, stdout, stderr = run.wait(timeout=10)
     assert rc == -signal.SIGTERM, (rc, stderr)
+    _wait_until(lambda: not any(_alive(p) for p in workers), 2, "the workers to die")
+    assert out.read_text() == OLD and _leftovers(tmp_path) == []
+
+
+@pytest.mark.kvm
+def test_a_second_sigterm_while_stopping_changes_nothing(slow_run, slow_plan, tmp_path):
+    """`timeout` signals the whole process group, and a user may press on: a SIGTERM that lands
+    while the workers are being stopped must not interrupt the stop (it used to print a
+    traceback of two chained exceptions and exit 1)."""
+    out = tmp_path / "report.json"
+    out.write_text(OLD)
+    run = slow_run(["-j", "2", *_features_args(), "--json", str(out)],
+                   KVMH_TEST_ITEM_SLEEP=str(ITEM_SLEEP_S), KVMH_TEST_SLOW_STOP="0.3")
+    workers = run.started_workers(2)
+    os.kill(run.proc.pid, signal.SIGTERM)
+    _wait_until(lambda: (run.marks / "stopping").exists(), 10, "the stop to begin", run.proc)
+    os.kill(run.proc.pid, signal.SIGTERM)
+    rc, stdout, stderr = run.wait(timeout=10)
+    assert rc == -signal.SIGTERM and "Traceback" not in stderr, (rc, stderr)
     _wait_until(lambda: not any(_alive(p) for p in workers), 2, "the workers to die")
     assert out.read_text() == OLD and _leftovers(tmp_path) == []
 

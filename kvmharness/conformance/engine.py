@@ -89,14 +89,32 @@ def cpuid_items(supported: CpuidTable) -> list[Item]:
     return items
 
 
-def plan(profile: HostProfile, selected: list[str] | None = None, cpuid: bool = True) -> list[Item]:
-    """Every item of the default matrix (or of the selected features), grouped by configuration."""
+def matrix_feature(text: str) -> str:
+    """The matrix feature `--feature TEXT` selects: one of features() or "cpuid" as spelt there,
+    or a CPU feature given by any name `--set` takes (alias, X86_FEATURE_ spelling,
+    LEAF.SUBLEAF.REG.BIT) that has rows in the matrix. UsageError (one line) otherwise."""
     known = features()
-    if selected:
-        unknown = [f for f in selected if f not in known and f != "cpuid"]
-        if unknown:
-            raise UsageError(f"--feature {unknown[0]!r}: not in the matrix "
-                             f"(features: cpuid, {', '.join(known)})")
+    t = text.strip() if isinstance(text, str) else ""
+    if t in known or t == "cpuid":
+        return t
+    listing = f"(features: cpuid, {', '.join(known)})"
+    try:
+        from ..cpu.features import by_ref
+        f = by_ref(resolve_feature(t))
+    except UsageError:
+        f = None
+    if f is None:
+        raise UsageError(f"--feature {text!r}: not in the matrix {listing}")
+    if f.name not in known:
+        raise UsageError(f"--feature {text!r}: the CPU feature {f.name!r} has no probes in the matrix {listing}")
+    return f.name
+
+
+def plan(profile: HostProfile, selected: list[str] | None = None, cpuid: bool = True) -> list[Item]:
+    """Every item of the default matrix (or of the selected features, see matrix_feature),
+    grouped by configuration."""
+    known = features()
+    selected = [matrix_feature(f) for f in selected] if selected else None
     wanted = [f for f in known if not selected or f in selected]
     by_feature: dict[str, list[Row]] = {}
     for row in ROWS:

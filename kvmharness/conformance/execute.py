@@ -130,6 +130,9 @@ class _Terminated(BaseException):
 
 
 def _on_sigterm(signum, frame):
+    # Stopping starts now: another SIGTERM (`timeout` signals the whole process group, a user
+    # may press on) must not interrupt the stop with a second exception.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise _Terminated()
 
 
@@ -183,7 +186,7 @@ def _run_parallel(groups, profile, jobs, timeout_ms, emit) -> None:
                     if w.pending.pop(result.get("id"), None) is not None:
                         emit(result)
     except _Terminated:
-        _stop([w.proc for w in running])
+        _stop([w.proc for w in running])            # SIGTERM is ignored meanwhile (_on_sigterm)
         signal.signal(signal.SIGTERM, old_term)
         if callable(old_term):                          # chain to the caller's handler
             old_term(signal.SIGTERM, None)
@@ -191,11 +194,13 @@ def _run_parallel(groups, profile, jobs, timeout_ms, emit) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
         raise SystemExit(128 + signal.SIGTERM) from None
     except BaseException:
+        if catch_term:              # stopping already (Ctrl-C, say): a SIGTERM must not cut it short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _stop([w.proc for w in running])
         raise
     finally:
-        if catch_term and signal.getsignal(signal.SIGTERM) is _on_sigterm:
-            signal.signal(signal.SIGTERM, old_term)
+        if catch_term and signal.getsignal(signal.SIGTERM) in (_on_sigterm, signal.SIG_IGN):
+            signal.signal(signal.SIGTERM, old_term)     # ours, or ignored while stopping
         for w in running:
             w.reader.close()
     _stop([w.proc for w in running])

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from kvmharness.conformance.engine import Item, Session, plan
-from kvmharness.errors import HarnessError
+from kvmharness.conformance.engine import Item, Session, matrix_feature, plan
+from kvmharness.errors import HarnessError, UsageError
 
 
 @functools.lru_cache(maxsize=1)
@@ -35,8 +35,12 @@ def pytest_generate_tests(metafunc):
         return
     config = metafunc.config
     try:
-        items = plan(_profile(config.getoption("kvmharness_kernel")),
-                     config.getoption("kvmharness_feature") or None)
+        selected = [matrix_feature(f) for f in config.getoption("kvmharness_feature")]
+    except UsageError as e:             # a typo must fail the run, not skip it
+        metafunc.parametrize("matrix_item", [pytest.param(str(e), id="usage-error")])
+        return
+    try:
+        items = plan(_profile(config.getoption("kvmharness_kernel")), selected or None)
     except HarnessError as e:
         reason = str(e)
         if os.environ.get("KVMHARNESS_REQUIRE_KVM") == "1":

@@ -8,15 +8,29 @@ import signal
 import threading
 
 from .. import outcome as oc
+from ..errors import NoKvm
 from ..kvm.binding import Kvm, KvmError
 from ..model.profile import VcpuConfig
 from ..probes.spec import ProbeSpec
 from .machine import DEFAULT_TIMEOUT_MS, GuestCode, Machine
 
 
+KVM_API_VERSION = 12                # the only one Linux has ever had (KVM_GET_API_VERSION)
+
+
 def open_kvm() -> Kvm:
-    """/dev/kvm, or the device KVMHARNESS_DEVICE names (tests use it to simulate a missing one)."""
-    return Kvm.open(os.environ.get("KVMHARNESS_DEVICE", "/dev/kvm"))
+    """/dev/kvm, or the device KVMHARNESS_DEVICE names (tests use it to simulate a missing one),
+    checked to be KVM: NoKvm (exit 4, one line) for anything else."""
+    kvm = Kvm.open(os.environ.get("KVMHARNESS_DEVICE", "/dev/kvm"))
+    try:
+        version = kvm.api_version()
+    except KvmError as e:
+        kvm.close()
+        raise NoKvm(f"{kvm.path} is not a KVM device (KVM_GET_API_VERSION: {e.strerror})") from None
+    if version != KVM_API_VERSION:
+        kvm.close()
+        raise NoKvm(f"{kvm.path}: KVM API version {version}, this tool speaks {KVM_API_VERSION}")
+    return kvm
 
 
 class _Closer:

@@ -12,14 +12,15 @@ Pure functions over plain dicts (no /dev/kvm). The pieces:
 from .atomic import write_atomic
 from .diff import Change, DiffResult, apply_baseline, diff_reports, render_diff
 from .junit import to_junit
-from .ktap import to_ktap
+from .ktap import ktap_skip_all, to_ktap
 from .schema import (CATEGORIES, SCHEMA, VERDICTS, build_report, count_verdicts, dumps_report,
                      exit_code, load_report, report_problem, validate_report)
 from .text import progress_line, render_table, summary_line
 
 __all__ = [
     "CATEGORIES", "SCHEMA", "VERDICTS", "Change", "DiffResult", "apply_baseline", "build_report",
-    "count_verdicts", "diff_reports", "dumps_report", "exit_code", "load_report", "progress_line",
-    "render_diff", "render_table", "report_problem", "summary_line", "to_junit", "to_ktap",
+    "count_verdicts", "diff_reports", "dumps_report", "exit_code", "ktap_skip_all", "load_report",
+    "progress_line", "render_diff", "render_table", "report_problem", "summary_line", "to_junit",
+    "to_ktap",
     "validate_report", "write_atomic",
 ]

@@ -17,8 +17,8 @@ regression (it was failing already). An improvement is mismatch or error becomin
 Every change carries the category ("table" or "behaviour") of its result (the new one if any).
 
 Differences in the header fingerprint (tool version, kernel, backend, host name, CPU model and
-microcode, nesting, module parameters, feature selection) are reported as context lines: they
-explain changes, they never count as regressions.
+microcode, nesting, module parameters, feature selection, the kernel whose rules the model
+applied) are reported as context lines: they explain changes, they never count as regressions.
 
 Exit code: 1 if there is any regression, else 0. A report diffed with itself has no changes, no
 context and exit code 0. `apply_baseline(baseline, current)` is the same comparison, for
@@ -178,9 +178,12 @@ def _fingerprint(report: dict) -> dict[str, object]:
     params: dict = {}
     _flat("", host.get("module_params") or {}, params)
     fp.update({f"module {k}": v for k, v in params.items()})
-    features = (report.get("selection") or {}).get("features")
+    selection = report.get("selection") if isinstance(report.get("selection"), dict) else {}
+    features = selection.get("features")
     if isinstance(features, list):
         fp["selected features"] = ",".join(sorted(map(str, features))) or "(all)"
+    # The kernel whose rules the model applied (`run --kernel`): a verdict can change with it alone.
+    fp["model kernel rules"] = selection.get("kernel_rules")
     return fp
 
 

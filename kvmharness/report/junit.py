@@ -20,7 +20,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from .schema import SCHEMA, count_verdicts
-from .text import describe_outcome, result_details
+from .text import describe_error, describe_outcome, result_details
 
 
 def _xml_char_ok(cp: int) -> bool:
@@ -110,7 +110,7 @@ def to_junit(report: dict) -> str:
         elif verdict == "known":
             _el(case, "system-out", _details(r))  # includes "known: ID: reason" and evidence
         elif verdict == "error":
-            _el(case, "error", _details(r), type="error", message=f"error: {observed}")
+            _el(case, "error", _details(r), type="error", message=f"error: {describe_error(r.get('observed'))}")
         elif verdict != "pass":  # mismatch (and anything unrecognised fails closed)
             _el(case, "failure", _details(r), type=str(verdict),
                 message=f"expected {expected}, observed {observed}")

@@ -34,7 +34,7 @@ Choices:
 from __future__ import annotations
 
 from .schema import SCHEMA, count_verdicts
-from .text import clean, describe_outcome, result_details
+from .text import clean, describe_error, describe_outcome, result_details
 
 
 def ktap_name(rid) -> str:
@@ -96,6 +96,12 @@ def _diagnostics(r: dict) -> list[str]:
     return ["# " + d.rstrip() for d in lines]
 
 
+def ktap_skip_all(reason: str) -> str:
+    """KTAP for a run that could not start (no usable /dev/kvm): kselftest's ksft_exit_skip()
+    without a plan, and exit code 4 (KSFT_SKIP) from the caller."""
+    return f"KTAP version 1\n1..0 # SKIP {_text(reason)}\n"
+
+
 def to_ktap(report: dict) -> str:
     """The report as KTAP version 1 text (ending in a newline), results in report order."""
     results = report.get("results", [])
@@ -120,7 +126,7 @@ def to_ktap(report: dict) -> str:
             out.append(f"ok {n} {name} # XFAIL {why}".rstrip())
         elif verdict == "error":
             out += _diagnostics(r)
-            out.append(f"not ok {n} {name} # ERROR {describe_outcome(r.get('observed'))}".rstrip())
+            out.append(f"not ok {n} {name} # ERROR {describe_error(r.get('observed'))}".rstrip())
         else:  # mismatch, and anything unrecognised: fail closed
             out += _diagnostics(r)
             out.append(f"not ok {n} {name}")

@@ -53,6 +53,14 @@ def describe_outcome(value) -> str:
         return clean(value)
 
 
+def describe_error(observed) -> str:
+    """What an `error` result observed, for a line that already says "error": the harness's
+    message as it is, any other outcome described."""
+    if isinstance(observed, dict) and observed.get("kind") == "error" and isinstance(observed.get("message"), str):
+        return clean(observed["message"])
+    return describe_outcome(observed)
+
+
 def result_details(r: dict) -> list[str]:
     """The explanatory lines for one result (no indentation): known, skip, reason, reproduce."""
     lines = []
