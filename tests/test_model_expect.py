@@ -122,10 +122,76 @@ def test_setup_sregs_refused_becomes_the_outcome():
     assert e.facts["cr4_bits"] == [18]
 
 
-def test_baseline_needs_lm():
-    """EFER.LME/LMA in the baseline need the LM cap (kvm_valid_efer in KVM_SET_SREGS)."""
-    e = ex(fc_profile(SPR_618), "cpuid:0:0", clear=["lm"])
-    assert e.rule == "setup.sregs"
+def test_kvm_set_sregs_does_not_check_efer_against_guest_cpuid():
+    """kvm_is_valid_sregs runs no kvm_valid_efer: the baseline's LME|LMA without LM, and EFER.NXE
+    without NX, are accepted (seen on 6.18.44); the guest's own WRMSR of EFER is still checked."""
+    h = fc_profile(SPR_618)
+    assert ex(h, "cpuid:0:0", clear=["lm"]).rule == "cpuid.entry"          # not setup.sregs
+    assert ex(h, "cpuid:0:0@efer+11", clear=["nx"]).rule != "setup.sregs"
+    assert ex(h, "wrmsr:0xc0000080:0xd00", clear=["nx"]).pattern == GP
+
+
+@pytest.mark.parametrize("mods", ["efer-8,efer-10", "cr0-31,efer-10", "cr0-31"])
+def test_kvm_set_sregs_refuses_a_64_bit_cs_outside_long_mode(mods):
+    """Not LME&PG: EFER.LMA and CS.L must both be 0, and the harness's CS is 64-bit (CS.L=1)."""
+    e = ex(fc_profile(SPR_618), f"cpuid:0:0@{mods}")
+    assert e.rule == "setup.sregs" and e.pattern["kind"] == "ioctl_error"
+    assert "CS.L" in " ".join(map(str, e.reasons))
+
+
+def test_model_baseline_is_the_machines_baseline():
+    from kvmharness.guest import layout as L
+    from kvmharness.model import state
+    assert (state.BASELINE_CR0, state.BASELINE_CR4, state.BASELINE_EFER, state.BASELINE_XCR0) == (
+        L.CR0_BASELINE, L.CR4_BASELINE, L.EFER_BASELINE, L.XCR0_BASELINE)
+    assert state.BASELINE_CS_L == L.baseline_segments()["cs"].l
+
+
+# -- MSRs kvm_get/set_msr_common answers with constants ------------------------------------------
+@pytest.mark.parametrize("index,value", [(0xCD, 3), (0x2C, 1 << 24), (0x198, 1000 | 4 << 40),
+                                         (0x11E, 0xBE702111), (0x1DB, 0), (0x1DE, 0), (0x17, 0)])
+def test_read_only_constant_msrs(index, value):
+    h = pvm_profile()
+    assert matches(ex(h, f"rdmsr:{index:#x}").pattern, obs_ok(rax=value & 0xFFFFFFFF, rdx=value >> 32))
+    assert ex(h, f"wrmsr:{index:#x}:0x0").pattern == GP
+    assert ex(h, f"host-rdmsr:{index:#x}").pattern == {"kind": "ok", "value": hex(value)}
+
+
+@pytest.mark.parametrize("index,value", [(0xC001001F, 0), (0xC001102A, 0), (0xC0011022, 0),
+                                         (0xC0011023, 0), (0xC001102C, 0), (0xC001001B, 0x20000000)])
+def test_write_ignored_msrs_read_their_constant_after_any_write(index, value):
+    h = pvm_profile()
+    assert matches(ex(h, f"wrmsr:{index:#x}:0x1").pattern, obs_ok(rax=value, rdx=0))
+    assert ex(h, f"host-wrmsr:{index:#x}:0x1").pattern == {"kind": "ok"}
+
+
+def test_mmio_conf_base_takes_only_zero():
+    h = pvm_profile()
+    assert matches(ex(h, "wrmsr:0xc0010058:0x0").pattern, obs_ok(rax=0, rdx=0))
+    assert ex(h, "wrmsr:0xc0010058:0x1").pattern == GP
+
+
+@pytest.mark.parametrize("index", [0xC1, 0xC2, 0x186, 0x187, 0xC0010000, 0xC0010007])
+def test_legacy_pmu_msrs_read_zero_and_drop_writes_without_a_vpmu(index):
+    h = pvm_profile()                                   # kvm.enable_pmu=N
+    assert matches(ex(h, f"wrmsr:{index:#x}:0x1").pattern, obs_ok(rax=0, rdx=0))
+    assert ex(h, "rdmsr:0xc3").pattern == GP            # IA32_PMC2: not one of them
+    assert ex(with_params(h, enable_pmu="Y"), f"rdmsr:{index:#x}").pattern == {"kind": "any"}
+
+
+def test_poll_control_resets_to_enabled():
+    """kvm_arch_vcpu_postcreate: msr_kvm_poll_control = 1 ("poll control enabled by default")."""
+    h = pvm_profile()
+    assert matches(ex(h, "rdmsr:0x4b564d05").pattern, obs_ok(rax=1, rdx=0))
+    assert ex(h, "host-rdmsr:0x4b564d05").pattern == {"kind": "ok", "value": "0x1"}
+
+
+def test_pv_eoi_address_alignment_is_checked_even_when_disabled():
+    """kvm_lapic_set_pv_eoi checks IS_ALIGNED(data & ~KVM_MSR_ENABLED, 4) first."""
+    h = pvm_profile()
+    assert ex(h, "wrmsr:0x4b564d04:0x2").pattern == GP
+    assert ex(h, "host-wrmsr:0x4b564d04:0x2").pattern["kind"] == "rejected"
+    assert matches(ex(h, "wrmsr:0x4b564d04:0x4").pattern, obs_ok(rax=4, rdx=0))
 
 
 # -- CET MSRs -------------------------------------------------------------------------------------

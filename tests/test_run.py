@@ -135,3 +135,36 @@ def test_explain_and_lint_on_this_host(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('[{"function": "x"}]')
     assert "bad.json" in one_line_error(cli("lint", str(bad)), 2)
+
+
+# MSRs kvm_get/set_msr_common answers with constants or drops writes to, the PV MSR rules and the
+# KVM_SET_SREGS checks a model review found wrong (no matrix feature carries them all): the model's
+# prediction for this host must match what its KVM does.
+LIVE_MODEL_PROBES = [
+    "rdmsr:0xcd", "wrmsr:0xcd:0x0", "rdmsr:0x2c", "rdmsr:0x198", "rdmsr:0x11e", "rdmsr:0x1db",
+    "wrmsr:0x1db:0x0", "rdmsr:0xc001001b", "wrmsr:0xc001001b:0x1", "wrmsr:0xc001001f:0x1",
+    "wrmsr:0xc0011022:0x1", "wrmsr:0xc0010058:0x0", "wrmsr:0xc0010058:0x1", "rdmsr:0xc1",
+    "wrmsr:0x186:0x1", "wrmsr:0xc0010004:0x1", "rdmsr:0xc3", "host-rdmsr:0xcd", "host-wrmsr:0xc1:0x1",
+    "rdmsr:0x4b564d05", "wrmsr:0x4b564d04:0x2", "host-wrmsr:0x4b564d04:0x2",
+    "cpuid:0:0@efer-8,efer-10", "cpuid:0:0@cr0-31,efer-10",
+]
+
+
+@pytest.mark.kvm
+@pytest.mark.parametrize("clear", [(), ("lm",), ("nx",)], ids=["base", "no-lm", "no-nx"])
+def test_the_model_predicts_these_msrs_and_sregs_as_this_kvm_behaves(clear):
+    from kvmharness.conformance.config import GuestConfig
+    from kvmharness.guest.runner import Runner, open_kvm
+    from kvmharness.host import gather_facts
+    from kvmharness.model.expect import expect
+    from kvmharness.probes.payloads import guest_code, parse
+    with open_kvm() as kvm:
+        profile = gather_facts(kvm).to_profile(None)
+    vcpu = GuestConfig("live", (), clear).vcpu(profile.supported)
+    probes = LIVE_MODEL_PROBES + ["cpuid:0:0@efer+11"]
+    with Runner() as runner:
+        specs = [parse(p) for p in probes]
+        seen = runner.run_many(vcpu, [(s, guest_code(s)) for s in specs])
+    wrong = [(p, expect(profile, vcpu, s).pattern, o) for p, s, o in zip(probes, specs, seen)
+             if not matches(expect(profile, vcpu, s).pattern, o)]
+    assert wrong == []

@@ -60,10 +60,25 @@ UNMODELLED_RANGES = [
 PMU_RANGES = [(0xC1, 0xC8), (0x186, 0x18F), (0x309, 0x30B), (0x38D, 0x392), (0x3F1, 0x3F2),
               (0x600, 0x600), (0xC0010000, 0xC0010007), (0xC0010200, 0xC001020B),
               (0xC0000300, 0xC0000303)]
-READ_ZERO = {0x17: "PLATFORM_ID", 0x2A: "EBL_CR_POWERON", 0xC0010010: "SYSCFG",
-             0xC0010112: "TSEG_ADDR", 0xC0010113: "TSEG_MASK", 0x199: "PERF_CTL",
-             0x606: "RAPL_POWER_UNIT", 0x611: "PKG_ENERGY_STATUS", 0x619: "DRAM_ENERGY_STATUS",
-             0x639: "PP0_ENERGY_STATUS", 0x641: "PP1_ENERGY_STATUS"}
+# kvm_get/set_msr_common's legacy counters (K7_EVNTSEL0-3, K7_PERFCTR0-3, P6_PERFCTR0-1,
+# P6_EVNTSEL0-1): when the vPMU does not claim them, reads give 0 and writes are dropped.
+LEGACY_PMU = frozenset([0xC1, 0xC2, 0x186, 0x187, *range(0xC0010000, 0xC0010008)])
+# Reads kvm_get_msr_common answers with a constant; writes reach its default case (unsupported).
+READ_CONSTANT = {0x17: (0, "PLATFORM_ID"), 0x2A: (0, "EBL_CR_POWERON"), 0xC0010010: (0, "SYSCFG"),
+                 0xC0010112: (0, "TSEG_ADDR"), 0xC0010113: (0, "TSEG_MASK"), 0x199: (0, "PERF_CTL"),
+                 0x606: (0, "RAPL_POWER_UNIT"), 0x611: (0, "PKG_ENERGY_STATUS"),
+                 0x619: (0, "DRAM_ENERGY_STATUS"), 0x639: (0, "PP0_ENERGY_STATUS"),
+                 0x641: (0, "PP1_ENERGY_STATUS"),
+                 0x1DB: (0, "LASTBRANCHFROMIP"), 0x1DC: (0, "LASTBRANCHTOIP"),
+                 0x1DD: (0, "LASTINTFROMIP"), 0x1DE: (0, "LASTINTTOIP"),
+                 0xCD: (3, "FSB_FREQ"), 0x2C: (1 << 24, "EBC_FREQUENCY_ID"),
+                 0x198: (1000 | 4 << 40, "PERF_STATUS"), 0x11E: (0xBE702111, "BBL_CR_CTL3")}
+# Reads give a constant and writes of any value are accepted and dropped (kvm_set_msr_common:
+# `break`): AMD NB_CFG, BU_CFG2, DC_CFG, TW_CFG, F15H_EX_CFG, and K7_CLK_CTL ("ignore all writes").
+WRITE_IGNORED = {0xC001001F: (0, "NB_CFG"), 0xC001102A: (0, "BU_CFG2"), 0xC0011022: (0, "DC_CFG"),
+                 0xC0011023: (0, "TW_CFG"), 0xC001102C: (0, "F15H_EX_CFG"),
+                 0xC001001B: (0x20000000, "K7_CLK_CTL")}
+MMIO_CONF_BASE = 0xC0010058         # FAM10H_MMIO_CONF_BASE: reads 0, only 0 may be written
 
 
 @dataclass
@@ -102,6 +117,8 @@ def reset_value(ctx: Ctx, index: int) -> int | None:
         return 0x80000000 if stuff else 0
     if index in (M["TSC"], M["UCODE_REV"], M["MISC_ENABLE"]):
         return None
+    if index == M["KVM_POLL_CONTROL"]:
+        return 1                # kvm_arch_vcpu_postcreate: "poll control enabled by default"
     return 0
 
 
@@ -458,10 +475,24 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
             return _err(f"{label}: guest writes are refused", F_SET_MSR_COMMON, "msr.smi_count")
         return _ok(data if write else current(ctx, msrs, idx), f"{label}: accessible",
                    F_SET_MSR_COMMON, "msr.smi_count")
-    if idx in READ_ZERO:
+    if idx in READ_CONSTANT:
+        value, name = READ_CONSTANT[idx]
         if write:
-            return _unsup(f"{label}: KVM only emulates reads", F_SET_MSR_COMMON, "msr.unknown")
-        return _ok(0, f"{label}: reads as 0", F_GET_MSR_COMMON, "msr.ok")
+            return _unsup(f"{label} ({name}): KVM only emulates reads", F_SET_MSR_COMMON, "msr.unknown")
+        return _ok(value, f"{label} ({name}): reads as {value:#x}", F_GET_MSR_COMMON, "msr.ok")
+    if idx in WRITE_IGNORED:
+        value, name = WRITE_IGNORED[idx]
+        return _ok(value, f"{label} ({name}): reads as {value:#x}; writes are accepted and dropped",
+                   F_SET_MSR_COMMON if write else F_GET_MSR_COMMON, "msr.ok")
+    if idx == MMIO_CONF_BASE:
+        if write and data:
+            return _err(f"{label} (MMIO_CONF_BASE): only 0 may be written", F_SET_MSR_COMMON, "msr.ok")
+        return _ok(0, f"{label} (MMIO_CONF_BASE): reads as 0, writes of 0 are dropped",
+                   F_SET_MSR_COMMON if write else F_GET_MSR_COMMON, "msr.ok")
+    if idx in LEGACY_PMU and not ctx.host.param_on("enable_pmu", True):
+        return _ok(0, f"{label}: a legacy PMU MSR the vPMU does not claim (kvm.enable_pmu=N): "
+                   "reads give 0, writes are dropped", F_SET_MSR_COMMON if write else F_GET_MSR_COMMON,
+                   "msr.ok")
     if idx == M["HWCR"]:
         if write:
             d = data & ~(0x40 | 0x100 | 0x8)
@@ -718,8 +749,8 @@ def _pv(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> M
             return err("reserved bits 5:1 (KVM_STEAL_RESERVED_MASK)")
         return ok("stored")
     if idx == b.MSR["KVM_PV_EOI_EN"]:
-        if data & 1 and data & 2:
-            return err("address must be 4-byte aligned")
+        if data & 2:            # kvm_lapic_set_pv_eoi checks the address before the enable bit
+            return err("address must be 4-byte aligned (checked whether or not bit 0 enables it)")
         if data & 1 and not gpa_ok:
             return _unmod(f"{label}: enabling needs a backed GPA (unknown beyond 2 MiB)")
         return ok("stored")

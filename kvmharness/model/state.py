@@ -38,6 +38,7 @@ BASELINE_CR0 = 0x80010033
 BASELINE_CR4 = 0x620
 BASELINE_EFER = 0x500
 BASELINE_XCR0 = 0x1
+BASELINE_CS_L = 1           # the harness's code segment is 64-bit (guest/layout.py baseline_segments)
 BASELINE_APIC_BASE = 0xFEE00900
 BASELINE_RFLAGS = 0x2
 GUEST_MEMORY_MIN = 2 << 20

@@ -191,6 +191,7 @@ ROWS: tuple[Row, ...] = (
     R("xfd",                "rdmsr.xfd_err",              "rdmsr:0x1c5"),
     R("osvw",               "rdmsr.osvw_id_length",       "rdmsr:0xc0010140"),
     R("nx",                 "wrmsr.efer.nxe",             "wrmsr:0xc0000080:0xd00"),
+    R("nx",                 "sregs.efer.nxe",             "cpuid:0:0@efer+11"),   # no EFER check
     R("svm",                "wrmsr.efer.svme",            "wrmsr:0xc0000080:0x1500"),
     R("fxsr_opt",           "wrmsr.efer.ffxsr",           "wrmsr:0xc0000080:0x4500"),
     R("autoibrs",           "wrmsr.efer.autoibrs",        "wrmsr:0xc0000080:0x200500"),
@@ -204,6 +205,8 @@ ROWS: tuple[Row, ...] = (
     R("async_pf",           "rdmsr.kvm_async_pf_en",      "rdmsr:0x4b564d02"),
     R("steal_time",         "rdmsr.kvm_steal_time",       "rdmsr:0x4b564d03"),
     R("pv_eoi",             "rdmsr.kvm_pv_eoi_en",        "rdmsr:0x4b564d04"),
+    R("pv_eoi",             "wrmsr.kvm_pv_eoi_en.misaligned", "wrmsr:0x4b564d04:0x2"),
+    R("poll_control",       "rdmsr.kvm_poll_control.reset", "rdmsr:0x4b564d05"),
     R("poll_control",       "wrmsr.kvm_poll_control",     "wrmsr:0x4b564d05:0x1"),
     R("poll_control",       "wrmsr.kvm_poll_control.bit1", "wrmsr:0x4b564d05:0x2"),
     R("async_pf_int",       "rdmsr.kvm_async_pf_int",     "rdmsr:0x4b564d06"),
