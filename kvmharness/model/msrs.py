@@ -617,11 +617,24 @@ def _cet(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> 
             return res
         if write:
             bad = []
+            # VMX passes U_CET/S_CET through to the guest once it has SHSTK or IBT
+            # (vmx_recalc_msr_intercepts, 6.18: intercept = !IBT && !SHSTK): its WRMSR is then
+            # judged by the CPU, which takes the bits of every CET feature it implements, not
+            # only the guest's. KVM's check (kvm_is_valid_u_s_cet) stays for host writes and SVM.
+            passthrough = not host and ctx.backend == "intel"
+            if passthrough:
+                sh_ok, ib_ok = caps.supported(b.SHSTK), caps.supported(b.IBT)
+                why = why + [Reason(f"{label}: not intercepted (the guest has SHSTK or IBT): "
+                                    "the CPU checks the value, with its own SHSTK/IBT support "
+                                    f"(SHSTK {int(sh_ok)}, IBT {int(ib_ok)})",
+                                    "vmx_recalc_msr_intercepts (arch/x86/kvm/vmx/vmx.c)", K618)]
+            else:
+                sh_ok, ib_ok = sh, ib
             if data & b.CET_RESERVED:
                 bad.append("reserved bits 9:6 set")
-            if not sh and data & b.CET_SHSTK_MASK:
+            if not sh_ok and data & b.CET_SHSTK_MASK:
                 bad.append("SH_STK_EN/WR_SHSTK_EN need the SHSTK cap")
-            if not ib and data & b.CET_IBT_MASK:
+            if not ib_ok and data & b.CET_IBT_MASK:
                 bad.append("IBT bits (5:2, 63:10) need the IBT cap")
             if (data >> 12) & 3:
                 bad.append("legacy bitmap base (bits 63:12) must be 4-aligned")
