@@ -4,7 +4,8 @@
     python3 scripts/bench.py [--probes N] [--rounds R] [--configs N] [--max-ratio X] [--json]
 
 The C baseline (compiled here with gcc, kept running like the harness, its vCPU warm) replays
-exactly what the harness does for a probe: copy the body into guest memory, load the registers
+exactly what the harness does for a probe: copy the body (and the 15 zero bytes after it) into
+guest memory, load the registers
 through kvm_run's sync regs, arm and disarm the probe timer (timer_settime of a timer signalling this
 thread alone, as kvmharness/guest/timer.py creates), KVM_RUN, read the exit
 and the registers, plus the host ioctls around probes that change state (KVM_GET_MSRS and
@@ -119,6 +120,7 @@ static void probe(struct vm *v, const struct kind *k) {
     int saved = 0;
     if (k->msr && (saved = ioctl(v->vcpu, KVM_GET_MSRS, &msrs)) < 0) die("get msrs");
     memcpy(v->mem + PAYLOAD, k->body, k->len);
+    memset(v->mem + PAYLOAD + k->len, 0, 15);          /* the harness's GuestCode.image tail */
     struct kvm_regs *r = &v->run->s.regs.regs;
     memset(r, 0, sizeof *r);
     r->rip = PAYLOAD; r->rsp = KSTACK; r->rflags = 2; r->rax = k->rax; r->rcx = k->rcx; r->rdx = k->rdx;
