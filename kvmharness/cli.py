@@ -108,9 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only this feature (repeatable); 'cpuid' selects the CPUID table checks")
     p.add_argument("-j", "--jobs", type=int, default=0, metavar="N",
                    help="worker processes (default: the number of CPUs)")
-    p.add_argument("--json", metavar="FILE", help="write the JSON report to FILE")
+    p.add_argument("--json", metavar="FILE", help="write the JSON report to FILE ('-': stdout, the "
+                   "table then goes to stderr)")
     p.add_argument("--ktap", action="store_true", help="print KTAP on stdout instead of the table")
-    p.add_argument("--junit", metavar="FILE", help="write JUnit XML to FILE")
+    p.add_argument("--junit", metavar="FILE", help="write JUnit XML to FILE ('-': stdout)")
     p.add_argument("--baseline", metavar="FILE",
                    help="compare with an earlier JSON report; exit 1 only on regressions")
     p.add_argument("--timeout", type=float, default=1000.0, metavar="MS",
@@ -214,7 +215,7 @@ def cmd_run(args) -> int:
     from .guest.runner import open_kvm
     from .report import (apply_baseline, build_report, dumps_report, exit_code, ktap_skip_all,
                          load_report, progress_line, render_diff, render_table, summary_line,
-                         to_junit, to_ktap, write_atomic)
+                         to_junit, to_ktap)
     from .report.atomic import descriptor_of
     from .model.hostfile import parse_kernel
 
@@ -269,9 +270,9 @@ def cmd_run(args) -> int:
                           {"features": selected, "jobs": jobs,
                            "kernel_rules": ".".join(map(str, profile.kernel))})
     if args.json:
-        write_atomic(args.json, dumps_report(report))
+        _write_report(args.json, dumps_report(report))
     if args.junit:
-        write_atomic(args.junit, to_junit(report))
+        _write_report(args.junit, to_junit(report))
     d = apply_baseline(baseline, report) if baseline is not None else None
     if args.ktap:
         _emit(to_ktap(report), end="")
@@ -281,7 +282,7 @@ def cmd_run(args) -> int:
             _emit(table, human)
         _emit(summary_line(report), human)
     if d is not None:
-        _emit(render_diff(d), human)
+        _emit(render_diff(d).rstrip("\n"), human)
         return d.exit_code
     return exit_code(report)
 
@@ -320,6 +321,21 @@ def cmd_diff(args) -> int:
 
 COMMANDS = {"info": cmd_info, "probe": cmd_probe, "run": cmd_run, "explain": cmd_explain,
             "lint": cmd_lint, "diff": cmd_diff}
+
+
+def _write_report(path: str, text: str) -> None:
+    """A report to FILE (see report/atomic.py); to a pipe whose reader has gone, like _emit: the
+    output ends, the command goes on to its verdict."""
+    from .report import write_atomic
+    from .report.atomic import descriptor_of
+    try:
+        write_atomic(path, text)
+    except BrokenPipeError:
+        fd = descriptor_of(path)
+        if fd is not None:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)            # nothing more for that reader, nor Python's exit flush
+            os.close(devnull)
 
 
 def _emit(text: str, file=None, end: str = "\n") -> None:

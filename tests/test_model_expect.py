@@ -129,6 +129,10 @@ def test_kvm_set_sregs_does_not_check_efer_against_guest_cpuid():
     assert ex(h, "cpuid:0:0", clear=["lm"]).rule == "cpuid.entry"          # not setup.sregs
     assert ex(h, "cpuid:0:0@efer+11", clear=["nx"]).rule != "setup.sregs"
     assert ex(h, "wrmsr:0xc0000080:0xd00", clear=["nx"]).pattern == GP
+    from dataclasses import replace
+    from kvmharness.model.cr import SREGS_EFER_CHECK_SINCE
+    later = replace(h, kernel=SREGS_EFER_CHECK_SINCE)                # upstream added the check
+    assert ex(later, "cpuid:0:0", clear=["lm"]).rule == "setup.sregs"
 
 
 @pytest.mark.parametrize("mods", ["efer-8,efer-10", "cr0-31,efer-10", "cr0-31"])
@@ -149,7 +153,7 @@ def test_model_baseline_is_the_machines_baseline():
 
 # -- MSRs kvm_get/set_msr_common answers with constants ------------------------------------------
 @pytest.mark.parametrize("index,value", [(0xCD, 3), (0x2C, 1 << 24), (0x198, 1000 | 4 << 40),
-                                         (0x11E, 0xBE702111), (0x1DB, 0), (0x1DE, 0), (0x17, 0)])
+                                         (0x1DB, 0), (0x1DE, 0), (0x17, 0)])
 def test_read_only_constant_msrs(index, value):
     h = pvm_profile()
     assert matches(ex(h, f"rdmsr:{index:#x}").pattern, obs_ok(rax=value & 0xFFFFFFFF, rdx=value >> 32))
@@ -158,7 +162,8 @@ def test_read_only_constant_msrs(index, value):
 
 
 @pytest.mark.parametrize("index,value", [(0xC001001F, 0), (0xC001102A, 0), (0xC0011022, 0),
-                                         (0xC0011023, 0), (0xC001102C, 0), (0xC001001B, 0x20000000)])
+                                         (0xC0011023, 0), (0xC001102C, 0), (0xC001001B, 0x20000000),
+                                         (0x11E, 0xBE702111)])
 def test_write_ignored_msrs_read_their_constant_after_any_write(index, value):
     h = pvm_profile()
     assert matches(ex(h, f"wrmsr:{index:#x}:0x1").pattern, obs_ok(rax=value, rdx=0))
@@ -332,6 +337,10 @@ def test_msr_efer_nx_needs_guest_nx():
     h = fc_profile(SPR_618)
     assert matches(ex(h, "wrmsr:0xc0000080:0xd00").pattern, obs_ok(rax=0xd00, rdx=0))
     assert ex(h, "wrmsr:0xc0000080:0xd00", clear=["nx"]).pattern == GP
+    from dataclasses import replace
+    from kvmharness.model.cr import SREGS_EFER_CHECK_SINCE
+    later = replace(h, kernel=SREGS_EFER_CHECK_SINCE)                # upstream added the check
+    assert ex(later, "cpuid:0:0", clear=["lm"]).rule == "setup.sregs"
     assert ex(h, "wrmsr:0xc0000080:0x400").pattern == GP          # LME change while paging
 
 

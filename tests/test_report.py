@@ -211,6 +211,17 @@ def test_descriptor_paths_name_this_processs_descriptors():
     assert [descriptor_of(p) for p in ("/tmp/x", "/dev/null", "/proc/1/fd/4", "fd/3")] == [None] * 4
 
 
+def test_every_spelling_of_a_descriptor_path_is_one(tmp_path):
+    """A path is a descriptor by where it leads, not by how it is spelt: a shell's `> out.txt`
+    must never be replaced behind its back."""
+    from kvmharness.report.atomic import descriptor_of
+    link = tmp_path / "out"
+    link.symlink_to("/dev/stdout")
+    spellings = ["/dev//stdout", "/dev/./stdout", "/proc/thread-self/fd/1", "/dev/fd/../fd/1", str(link)]
+    assert [descriptor_of(p) for p in spellings] == [1] * len(spellings)
+    assert descriptor_of(str(tmp_path / "plain.json")) is None
+
+
 def test_write_atomic_writes_through_a_descriptor_path(tmp_path):
     """/dev/fd/N (and so /dev/stdout in `| jq` or `> out.txt`): written through the descriptor,
     never a file put in place of what it points at."""
@@ -234,7 +245,7 @@ def test_write_atomic_writes_into_a_fifo_or_a_device_in_place(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     got = []
-    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
     reader.start()
     write_atomic(fifo, "through the pipe")
     reader.join(timeout=10)

@@ -11,8 +11,10 @@ Read in the 6.18-era x86.c/x86.h text:
     then only kvm_is_valid_cr4 + kvm_is_valid_cr0. It does NOT run the PCIDE, LA57-toggle or
     CET/WP checks of kvm_set_cr4/kvm_set_cr0, and not kvm_valid_efer either: __set_sregs_common
     hands EFER to the vendor's set_efer unchecked (seen on 6.18.44: `--clear lm` with the
-    baseline's LME|LMA, and EFER.NXE with NX cleared, are accepted). An EFER check on
-    KVM_SET_SREGS was proposed upstream in 2026; the model follows the kernels observed.
+    baseline's LME|LMA, and EFER.NXE with NX cleared, are accepted). Upstream added the
+    kvm_valid_efer call in 2026 (commit 184bd464, "Check EFER validity on KVM_SET_SREGS*"); the
+    model applies it from SREGS_EFER_CHECK_SINCE, the first mainline release after it as far as
+    known (not pinned; stable backports to older lines are not modelled).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from . import catalog
 from .reason import (F_CR4_RESERVED_BITS, F_CR4_RSVD, F_SET_CR0, F_SET_CR4, F_VALID_EFER,
                      F_VALID_SREGS, Reason)
 from .state import BASELINE_CS_L, Ctx
+
+SREGS_EFER_CHECK_SINCE = (7, 2)     # see the module docstring: not pinned
 
 # Bits outside CR4_RESERVED_BITS, with the first kernel that allows them (None: always).
 CR4_ALLOWED: dict[int, tuple[int, int] | None] = {
@@ -222,6 +226,14 @@ def _check_sregs(ctx: Ctx, cr0: int, cr4: int, efer: int) -> tuple[bool, list[Re
         return False, [Reason("CR0.NW without CR0.CD", "kvm_is_valid_cr0 (arch/x86/kvm/x86.c)")], {}
     if pg and not cr0 >> b.CR0_PE & 1:
         return False, [Reason("CR0.PG without CR0.PE", "kvm_is_valid_cr0 (arch/x86/kvm/x86.c)")], {}
+    if ctx.kernel >= SREGS_EFER_CHECK_SINCE:
+        ok, ewhy = check_efer(ctx, efer, host_initiated=False)
+        if not ok:
+            return False, ewhy + [Reason("KVM_SET_SREGS runs kvm_valid_efer (guest CPUID checks "
+                                         "included) -> EINVAL", F_VALID_SREGS,
+                                         SREGS_EFER_CHECK_SINCE)], {"efer": efer}
+        return True, [Reason(f"KVM_SET_SREGS accepts CR0={cr0:#x} CR4={cr4:#x} EFER={efer:#x}",
+                             F_VALID_SREGS)], {}
     return True, [Reason(f"KVM_SET_SREGS accepts CR0={cr0:#x} CR4={cr4:#x} EFER={efer:#x} "
                          "(kvm_is_valid_sregs does not run the PCIDE, LA57-toggle or CET/WP "
                          "checks of kvm_set_cr4/kvm_set_cr0, nor kvm_valid_efer: EFER bits the "

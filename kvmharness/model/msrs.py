@@ -72,12 +72,13 @@ READ_CONSTANT = {0x17: (0, "PLATFORM_ID"), 0x2A: (0, "EBL_CR_POWERON"), 0xC00100
                  0x1DB: (0, "LASTBRANCHFROMIP"), 0x1DC: (0, "LASTBRANCHTOIP"),
                  0x1DD: (0, "LASTINTFROMIP"), 0x1DE: (0, "LASTINTTOIP"),
                  0xCD: (3, "FSB_FREQ"), 0x2C: (1 << 24, "EBC_FREQUENCY_ID"),
-                 0x198: (1000 | 4 << 40, "PERF_STATUS"), 0x11E: (0xBE702111, "BBL_CR_CTL3")}
+                 0x198: (1000 | 4 << 40, "PERF_STATUS")}
 # Reads give a constant and writes of any value are accepted and dropped (kvm_set_msr_common:
-# `break`): AMD NB_CFG, BU_CFG2, DC_CFG, TW_CFG, F15H_EX_CFG, and K7_CLK_CTL ("ignore all writes").
+# `break`): AMD NB_CFG, BU_CFG2, DC_CFG, TW_CFG, F15H_EX_CFG, K7_CLK_CTL ("ignore all writes")
+# and BBL_CR_CTL3 ("drop writes to this legacy MSR").
 WRITE_IGNORED = {0xC001001F: (0, "NB_CFG"), 0xC001102A: (0, "BU_CFG2"), 0xC0011022: (0, "DC_CFG"),
                  0xC0011023: (0, "TW_CFG"), 0xC001102C: (0, "F15H_EX_CFG"),
-                 0xC001001B: (0x20000000, "K7_CLK_CTL")}
+                 0xC001001B: (0x20000000, "K7_CLK_CTL"), 0x11E: (0xBE702111, "BBL_CR_CTL3")}
 MMIO_CONF_BASE = 0xC0010058         # FAM10H_MMIO_CONF_BASE: reads 0, only 0 may be written
 
 
@@ -625,8 +626,9 @@ def _cet(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> 
             if passthrough:
                 sh_ok, ib_ok = caps.supported(b.SHSTK), caps.supported(b.IBT)
                 why = why + [Reason(f"{label}: not intercepted (the guest has SHSTK or IBT): "
-                                    "the CPU checks the value, with its own SHSTK/IBT support "
-                                    f"(SHSTK {int(sh_ok)}, IBT {int(ib_ok)})",
+                                    "the CPU checks the value against its own SHSTK/IBT support, "
+                                    "taken here as KVM's (the profile has no raw host CPUID): "
+                                    f"SHSTK {int(sh_ok)}, IBT {int(ib_ok)}",
                                     "vmx_recalc_msr_intercepts (arch/x86/kvm/vmx/vmx.c)", K618)]
             else:
                 sh_ok, ib_ok = sh, ib

@@ -6,9 +6,11 @@ directory is fsync'ed afterwards so the rename survives a crash. On any exceptio
 file is removed and the old file is left untouched.
 
 Anything else is written in place, as a shell redirection would, because replacing it would
-destroy it: "-" and /dev/stdout, /dev/stderr, /dev/fd/N, /proc/self/fd/N (this process's open
-descriptors: written through the descriptor itself, so a shell's `> out.txt` or `| jq` keeps
-working), and an existing device node, FIFO or socket (/dev/null, a named pipe).
+destroy it: "-" and every path to this process's open descriptors (/dev/stdout, /dev/fd/N,
+/proc/self/fd/N, however spelt: written through the descriptor itself, so a shell's
+`> out.txt` or `| jq` keeps working), and an existing device node or FIFO (/dev/null, a named
+pipe; opening a FIFO waits for its reader, as a shell redirection does). A reader that has gone
+away raises BrokenPipeError; any other failure is one UsageError line.
 
 SIGINT, SIGTERM and SIGHUP are blocked (in the calling thread) from the creation of the temporary
 file until it has been renamed or removed: a Ctrl-C or `kill` that arrives meanwhile takes effect
@@ -77,7 +79,8 @@ def write_atomic(path, data: str | bytes) -> None:
         raise UsageError(f"{path}: cannot write: {e.strerror}") from None
     else:
         if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):   # a device, FIFO, socket
-            _write_in_place(path, lambda: os.open(target, os.O_WRONLY | os.O_CLOEXEC), payload)
+            _write_in_place(path, lambda: os.open(target, os.O_WRONLY | os.O_CLOEXEC | os.O_NOCTTY),
+                            payload)
             return
         mode = st.st_mode & 0o7777
 
@@ -91,30 +94,43 @@ def write_atomic(path, data: str | bytes) -> None:
 
 
 _DEFERRED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-_STD_STREAMS = {"-": 1, "/dev/stdout": 1, "/dev/stderr": 2}
-_FD_PATH = re.compile(r"/(?:dev/fd|proc/self/fd|proc/(\d+)/fd)/(\d+)")
+_FD_DIR = re.compile(r"/proc/(\d+)(?:/task/\d+)?/fd")
 
 
 def descriptor_of(path: str) -> int | None:
-    """The open descriptor of this process that `path` names ("-" is stdout), else None."""
-    if path in _STD_STREAMS:
-        return _STD_STREAMS[path]
-    m = _FD_PATH.fullmatch(os.path.normpath(path))
-    if m is None or (m.group(1) is not None and int(m.group(1)) != os.getpid()):
-        return None
-    return int(m.group(2))
+    """The open descriptor of this process that `path` names, else None: "-" is stdout; so is
+    any spelling that leads, through symlinks (/dev/stdout, /dev/fd, /proc/self/fd,
+    /proc/thread-self/fd, a link of the user's), to an entry of this process's fd directory."""
+    if path == "-":
+        return 1
+    p = os.path.abspath(path)
+    for _ in range(40):                                  # as many links as the kernel follows
+        m = _FD_DIR.fullmatch(os.path.realpath(os.path.dirname(p)))
+        name = os.path.basename(p)
+        if m and int(m.group(1)) == os.getpid() and name.isdigit():
+            return int(name)
+        if not os.path.islink(p):
+            return None
+        try:
+            p = os.path.normpath(os.path.join(os.path.dirname(p), os.readlink(p)))
+        except OSError:
+            return None
+    return None
 
 
 def _write_in_place(path: str, opener, payload: bytes) -> None:
-    """Write to what cannot be replaced: through a descriptor `opener` returns, all of it."""
+    """Write to what cannot be replaced: through a descriptor `opener` returns, all of it. A
+    reader that has gone (a pipe, a FIFO) raises BrokenPipeError for the caller to decide."""
     try:
         fd = opener()
-    except OSError as e:
-        raise UsageError(f"{path}: cannot write: {e.strerror or e}") from None
+    except (OSError, OverflowError) as e:
+        raise UsageError(f"{path}: cannot write: {getattr(e, 'strerror', None) or e}") from None
     try:
         view = memoryview(payload)
         while view:
             view = view[os.write(fd, view):]
+    except BrokenPipeError:
+        raise
     except OSError as e:
         raise UsageError(f"{path}: cannot write: {e.strerror or e}") from None
     finally:
