@@ -333,9 +333,7 @@ def _write_report(path: str, text: str) -> None:
     except BrokenPipeError:
         fd = descriptor_of(path)
         if fd is not None:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, fd)            # nothing more for that reader, nor Python's exit flush
-            os.close(devnull)
+            _reader_gone(fd)
 
 
 def _emit(text: str, file=None, end: str = "\n") -> None:
@@ -346,9 +344,15 @@ def _emit(text: str, file=None, end: str = "\n") -> None:
         file.write(text + end)
         file.flush()
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, file.fileno())         # nor may Python's own flush at exit fail on it
-        os.close(devnull)
+        _reader_gone(file.fileno())
+
+
+def _reader_gone(fd: int) -> None:
+    """Point a descriptor whose reader has gone at /dev/null: nothing more is written for it,
+    and Python's own flush at exit cannot fail on it again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def reproduce_line(config_args: list[str], probe: str) -> str:
