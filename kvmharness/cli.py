@@ -213,9 +213,9 @@ def cmd_run(args) -> int:
     from .conformance.execute import execute
     from .host import gather_facts
     from .guest.runner import open_kvm
-    from .report import (apply_baseline, build_report, dumps_report, exit_code, ktap_skip_all,
-                         load_report, progress_line, render_diff, render_table, summary_line,
-                         to_junit, to_ktap)
+    from .report import (VERDICTS, apply_baseline, build_report, dumps_report, exit_code,
+                         ktap_skip_all, load_report, progress_line, render_diff, render_table,
+                         summary_line, to_junit, to_ktap)
     from .report.atomic import descriptor_of
     from .model.hostfile import parse_kernel
 
@@ -223,11 +223,9 @@ def cmd_run(args) -> int:
         raise UsageError(f"--timeout {args.timeout}: must be between 0 and 600000 ms")
     if args.jobs < 0:
         raise UsageError(f"--jobs {args.jobs}: must be 0 (all CPUs) or more")
-    verdicts = ("pass", "mismatch", "known", "skip", "error")
-    show = verdicts if args.show == "all" else tuple(v.strip() for v in args.show.split(",") if v.strip())
-    unknown = [v for v in show if v not in verdicts]
-    if unknown or not show:
-        raise UsageError(f"--show {args.show!r}: a comma-separated list of {', '.join(verdicts)}, or 'all'")
+    show = VERDICTS if args.show == "all" else tuple(v.strip() for v in args.show.split(",") if v.strip())
+    if not show or any(v not in VERDICTS for v in show):
+        raise UsageError(f"--show {args.show!r}: a comma-separated list of {', '.join(VERDICTS)}, or 'all'")
     for option in ("json", "junit", "baseline"):
         if getattr(args, option) == "":
             raise UsageError(f"--{option}: the file name is empty")
@@ -253,7 +251,7 @@ def cmd_run(args) -> int:
     jobs = args.jobs or os.cpu_count() or 1
 
     tty = sys.stderr.isatty()
-    counts = {v: 0 for v in ("pass", "mismatch", "known", "skip", "error")}
+    counts = {v: 0 for v in VERDICTS}
 
     def progress(result):
         counts[result["verdict"]] += 1

@@ -243,7 +243,6 @@ class Machine:
         self._dirty: set[str] = set()
         self._restore_msrs: dict[int, int] = {}
         self._batch: native.Batch | None = None
-        self._batch_timeout_ms: float | None = None     # what the batch's timer arm says
         self._records = (ctypes.c_char * 0)()           # the loop's result records, grown as needed
         self._vcpu_sigmask: int | None = None   # what KVM_SET_SIGNAL_MASK last gave the vCPU
 
@@ -506,7 +505,7 @@ class Machine:
 
     def _new_batch(self) -> native.Batch:
         """The loop's struct batch for this machine, with the baseline state it puts back."""
-        self._batch_timeout_ms = None       # its timer arm is zero: set it on first use
+        self._batch_timeout_ms: float | None = None     # what its timer arm says: zero, so far
         xcrs = self._loop_xcrs = ks.kvm_xcrs(nr_xcrs=1)
         xcrs.xcrs[0].xcr, xcrs.xcrs[0].value = 0, L.XCR0_BASELINE
         self._loop_msrs = native.OneMsr()

@@ -476,6 +476,7 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
             return _err(f"{label}: guest writes are refused", F_SET_MSR_COMMON, "msr.smi_count")
         return _ok(data if write else current(ctx, msrs, idx), f"{label}: accessible",
                    F_SET_MSR_COMMON, "msr.smi_count")
+    common = F_SET_MSR_COMMON if write else F_GET_MSR_COMMON
     if idx in READ_CONSTANT:
         value, name = READ_CONSTANT[idx]
         if write:
@@ -484,16 +485,15 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
     if idx in WRITE_IGNORED:
         value, name = WRITE_IGNORED[idx]
         return _ok(value, f"{label} ({name}): reads as {value:#x}; writes are accepted and dropped",
-                   F_SET_MSR_COMMON if write else F_GET_MSR_COMMON, "msr.ok")
+                   common, "msr.ok")
     if idx == MMIO_CONF_BASE:
         if write and data:
-            return _err(f"{label} (MMIO_CONF_BASE): only 0 may be written", F_SET_MSR_COMMON, "msr.ok")
-        return _ok(0, f"{label} (MMIO_CONF_BASE): reads as 0, writes of 0 are dropped",
-                   F_SET_MSR_COMMON if write else F_GET_MSR_COMMON, "msr.ok")
+            return _err(f"{label} (MMIO_CONF_BASE): only 0 may be written", common, "msr.mmio_conf_base")
+        return _ok(0, f"{label} (MMIO_CONF_BASE): reads as 0, writes of 0 are dropped", common,
+                   "msr.mmio_conf_base")
     if idx in LEGACY_PMU and not ctx.host.param_on("enable_pmu", True):
         return _ok(0, f"{label}: a legacy PMU MSR the vPMU does not claim (kvm.enable_pmu=N): "
-                   "reads give 0, writes are dropped", F_SET_MSR_COMMON if write else F_GET_MSR_COMMON,
-                   "msr.ok")
+                   "reads give 0, writes are dropped", common, "msr.ok")
     if idx == M["HWCR"]:
         if write:
             d = data & ~(0x40 | 0x100 | 0x8)

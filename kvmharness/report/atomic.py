@@ -78,7 +78,7 @@ def write_atomic(path, data: str | bytes) -> None:
     except OSError as e:
         raise UsageError(f"{path}: cannot write: {e.strerror}") from None
     else:
-        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):   # a device, FIFO, socket
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):   # a device or FIFO
             _write_in_place(path, lambda: os.open(target, os.O_WRONLY | os.O_CLOEXEC | os.O_NOCTTY),
                             payload)
             return
