@@ -11,6 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
+LINUX_TREES = REPO.parent / "shared" / "reference" / "linux"      # KVM x86 source by release
 PROFILES = Path(__file__).resolve().parent / "data" / "profiles"
 
 
