@@ -12,8 +12,9 @@
     not ok 2 ID                                          mismatch
     ok 3 ID # SKIP REASON                                skip (kselftest since 2020: "ok")
     ok 4 ID # XFAIL KNOWN-ID: REASON                     known deviation
+    ok 6 ID # SKIP unpredicted: REASON                   ran; the model has no rule to check it
     not ok 5 ID # ERROR MESSAGE                          error
-    # Totals: pass:N fail:N xfail:N xpass:0 skip:N error:N
+    # Totals: pass:N fail:N xfail:N xpass:0 skip:N error:N   (skip counts unpredicted too)
 
 Choices:
 - A known deviation is `ok ... # XFAIL`: ktap.rst lists XFAIL ("a test is expected to fail ...
@@ -94,7 +95,7 @@ def _header(report: dict) -> list[str]:
 def _diagnostics(r: dict) -> list[str]:
     lines = [f"expected: {describe_outcome(r.get('expected'))}",
              f"observed: {describe_outcome(r.get('observed'))}"]
-    lines += [d for d in result_details(r) if not d.startswith(("known:", "skip:"))]
+    lines += [d for d in result_details(r) if not d.startswith(("known:", "skip:", "unpredicted:"))]
     return ["# " + d.rstrip() for d in lines]
 
 
@@ -121,6 +122,9 @@ def to_ktap(report: dict) -> str:
             out.append(f"ok {n} {name}")
         elif verdict == "skip":
             out.append(f"ok {n} {name} # SKIP {_text(r.get('skip_reason') or '')}".rstrip())
+        elif verdict == "unpredicted":      # ran, but nothing could contradict it: not a pass
+            out += _diagnostics(r)
+            out.append(f"ok {n} {name} # SKIP unpredicted: {_text(r.get('skip_reason') or '')}".rstrip())
         elif verdict == "known":
             known = r.get("known") or {}
             out += _diagnostics(r)
@@ -133,5 +137,6 @@ def to_ktap(report: dict) -> str:
             out += _diagnostics(r)
             out.append(f"not ok {n} {name}")
     out.append(f"# Totals: pass:{counts['pass']} fail:{counts['mismatch']} "
-               f"xfail:{counts['known']} xpass:0 skip:{counts['skip']} error:{counts['error']}")
+               f"xfail:{counts['known']} xpass:0 skip:{counts['skip'] + counts['unpredicted']} "
+               f"error:{counts['error']}")
     return "\n".join(out) + "\n"
