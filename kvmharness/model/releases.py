@@ -152,12 +152,17 @@ class Behaviour:
                                  f"{kname(R_MIN)}..{kname(R_MAX)}")
 
     def at(self, kernel) -> Change:
-        k = tuple(kernel[:2])
-        current = self.changes[0]
-        for c in self.changes:
-            if c.since <= k:
-                current = c
-        return current
+        return _in_force(self.changes, kernel)
+
+
+def _in_force(entries, kernel):
+    """The last of `entries` (ascending by .since) whose release is not after `kernel`."""
+    k = tuple(kernel[:2])
+    current = entries[0]
+    for e in entries:
+        if e.since <= k:
+            current = e
+    return current
 
 
 B, C = Behaviour, Change
@@ -256,14 +261,7 @@ _CITATION_RE = re.compile(r"^(?P<names>[A-Za-z0-9_/ ]+?) \((?P<file>[^()]+)\)$")
 
 def locate(function: str, kernel) -> Location | None:
     locs = LOCATIONS.get(function)
-    if not locs:
-        return None
-    k = tuple(kernel[:2])
-    current = locs[0]
-    for loc in locs:
-        if loc.since <= k:
-            current = loc
-    return current
+    return _in_force(locs, kernel) if locs else None
 
 
 def cite(citation: str | None, kernel) -> str | None:
