@@ -21,11 +21,11 @@ from ..kvm.constants import (KVM_REG_ARCH_MASK, KVM_REG_GUEST_SSP, KVM_REG_SIZE_
                              KVM_REG_SIZE_U64, KVM_REG_X86, KVM_X86_REG_GUEST_SSP,
                              KVM_X86_REG_TYPE_KVM, KVM_X86_REG_TYPE_MSR)
 from . import bits as b
-from . import catalog
+from . import catalog, releases
 from .reason import Reason
 from .state import Ctx
 
-ONE_REG_SINCE = (6, 18)
+ONE_REG_SINCE = releases.first("one_reg")
 F_ONE_REG = "kvm_get_set_one_reg (arch/x86/kvm/x86.c)"
 F_TRANSLATE = "kvm_translate_kvm_reg (arch/x86/kvm/x86.c)"
 F_REG_LIST = "kvm_get_reg_list (arch/x86/kvm/x86.c)"
@@ -35,7 +35,7 @@ SHSTK_NAME = catalog.name_of(b.SHSTK)
 
 def absent(ctx: Ctx, ioctl: str) -> Reason | None:
     """Why the kernel has no such x86 ioctl (None when it has)."""
-    if ctx.kernel >= ONE_REG_SINCE:
+    if releases.value("one_reg", ctx.kernel):
         return None
     return Reason(f"kernel {ctx.kname}: x86 has no {ioctl} before 6.18; the default case of "
                   "the vCPU ioctl switch -> EINVAL", F_NO_IOCTL, ONE_REG_SINCE)
