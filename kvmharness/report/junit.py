@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from .schema import SCHEMA, count_verdicts
+from .schema import SCHEMA, count_verdicts, rules_note
 from .text import describe_error, describe_outcome, result_details
 
 
@@ -54,6 +54,8 @@ def _properties(report: dict) -> list[tuple[str, str]]:
     for key in ("kernel", "backend", "hostname"):
         if host.get(key) is not None:
             props.append((f"host.{key}", host[key]))
+    if rules_note(report):
+        props.append(("model.rules", rules_note(report)))
     for group in ("cpu", "nested"):
         values = host.get(group)
         if isinstance(values, dict):

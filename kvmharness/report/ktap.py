@@ -34,7 +34,7 @@ Choices:
 
 from __future__ import annotations
 
-from .schema import SCHEMA, count_verdicts
+from .schema import SCHEMA, count_verdicts, rules_note
 from .text import clean, describe_error, describe_outcome, result_details
 
 
@@ -60,6 +60,8 @@ def _header(report: dict) -> list[str]:
              f"schema {_text(report.get('schema', SCHEMA))}"]
     who = " ".join(f"{k} {_text(host[k])}" for k in ("kernel", "backend") if host.get(k))
     lines.append(f"host: {_text(host.get('hostname') or '?')} {who}".rstrip())
+    if rules_note(report):
+        lines.append(f"model: {_text(rules_note(report))}")
     cpu = host.get("cpu")
     if isinstance(cpu, dict) and cpu:
         fms = "/".join(str(cpu.get(k, "?")) for k in ("family", "model", "stepping"))

@@ -323,6 +323,14 @@ def _iso(started) -> str:
     return started
 
 
+def rules_note(report: dict) -> str:
+    """The header's 'rules of 7.3 applied to 7.4-rc2' (selection.rules_note), '' when the model
+    applied the kernel's own release's rules or the report does not say."""
+    selection = report.get("selection")
+    note = selection.get("rules_note") if isinstance(selection, dict) else None
+    return note if isinstance(note, str) else ""
+
+
 def build_report(host: dict, results, started, duration_s: float, selection: dict,
                  tool: dict | None = None) -> dict:
     """Assemble a report: results sorted by id, summary counted from them.

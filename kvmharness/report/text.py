@@ -7,7 +7,7 @@ write terminal escape sequences or break the layout with newlines.
 from __future__ import annotations
 
 from ..outcome import EXCEPTION_NAMES, describe
-from .schema import UNCHECKED, VERDICTS, count_verdicts
+from .schema import UNCHECKED, VERDICTS, count_verdicts, rules_note
 
 # Longest expected/observed column before a row is allowed to overflow (keeps others aligned).
 MAX_COLUMN = 44
@@ -89,6 +89,9 @@ def summary_line(report: dict) -> str:
     line = f"{counts['total']} results: {parts}"
     if isinstance(report.get("duration_s"), (int, float)):
         line += f" in {report['duration_s']:.1f} s"
+    note = clean(rules_note(report))
+    if note:
+        where = f"{where}; {note}" if where else note
     return line + (f" ({where})" if where else "")
 
 
