@@ -50,8 +50,9 @@ def _add_host_options(p: argparse.ArgumentParser) -> None:
 
 def _host_profile(args):
     """The model's HostProfile: a recorded host (--host) or this machine's KVM."""
-    from .model.hostfile import load_host_file, parse_kernel
-    kernel = parse_kernel(args.kernel) if args.kernel else None
+    from .model.hostfile import load_host_file
+    from .model.releases import parse_release
+    kernel = parse_release(args.kernel) if args.kernel else None
     if args.host:
         params = {}
         for kv in args.param:
@@ -234,7 +235,7 @@ def cmd_run(args) -> int:
     from .host import gather_facts
     from .guest.runner import open_kvm
     from .report import VERDICTS, build_report, ktap_skip_all, progress_line
-    from .model.hostfile import parse_kernel
+    from .model.releases import parse_release
 
     if not 0 < args.timeout <= 600_000:
         raise UsageError(f"--timeout {args.timeout}: must be between 0 and 600000 ms")
@@ -242,7 +243,7 @@ def cmd_run(args) -> int:
         raise UsageError(f"--jobs {args.jobs}: must be 0 (all CPUs) or more")
     out = _ReportOutputs(args)                                # bad options and input: fail early
     selected = list(dict.fromkeys(matrix_feature(f) for f in args.feature))   # as the matrix names them
-    kernel = parse_kernel(args.kernel) if args.kernel else None
+    kernel = parse_release(args.kernel) if args.kernel else None
     try:
         with open_kvm() as kvm:
             facts = gather_facts(kvm)
@@ -270,7 +271,8 @@ def cmd_run(args) -> int:
         sys.stderr.write("\n")
     report = build_report(_report_host(facts), results, started, time.monotonic() - t0,
                           {"features": selected, "jobs": jobs,
-                           "kernel_rules": ".".join(map(str, profile.kernel))})
+                           "kernel_rules": ".".join(map(str, profile.kernel)),
+                           "rules_note": profile.rules_note})
     return out.write(report)
 
 
@@ -323,11 +325,12 @@ class _ReportOutputs:
 def cmd_rejudge(args) -> int:
     from .conformance.rejudge import rejudge
     from .report import load_report
-    from .model.hostfile import parse_kernel
-    kernel = parse_kernel(args.kernel) if args.kernel else None
+    from .model.releases import parse_release
+    if args.kernel:
+        parse_release(args.kernel)                  # a bad --kernel fails before the file is read
     out = _ReportOutputs(args)
     report = load_report(args.report)
-    return out.write(rejudge(report, args.report, kernel))
+    return out.write(rejudge(report, args.report, args.kernel))
 
 
 def cmd_explain(args) -> int:
@@ -349,7 +352,10 @@ def cmd_lint(args) -> int:
     from .cpu.cpuid import CpuidTable
     from .model.lint import flagged, lint, render_lint
     table = CpuidTable.load(args.table)         # malformed input fails before touching KVM
-    findings = lint(_host_profile(args), table)
+    host = _host_profile(args)
+    findings = lint(host, table)
+    if host.rules_note:                 # never judged with other rules silently
+        _emit(f"lint: {host.rules_note}", sys.stderr if args.json else None)
     _emit(json.dumps(findings, indent=2) if args.json else render_lint(findings).rstrip("\n"))
     return EXIT_MISMATCH if flagged(findings) else EXIT_OK
 

@@ -33,7 +33,7 @@ from ..cpu.cpuid import CpuidEntry
 from ..errors import UsageError
 from ..probes.spec import ProbeSpec
 from . import bits as b
-from . import catalog
+from . import catalog, releases
 from . import instructions, msrs
 from . import patterns as P
 from .caps import EffectiveCaps, effective_caps
@@ -52,11 +52,20 @@ USER_SPACE_MSR_INVAL, USER_SPACE_MSR_UNKNOWN = 1, 2
 
 def expect(host: HostProfile, vcpu: VcpuConfig, probe: ProbeSpec,
            caps: EffectiveCaps | None = None) -> Expectation:
+    """The model's expectation for one probe; its citations name functions as they are in
+    host.kernel's tree (releases.localise)."""
     if not isinstance(probe, ProbeSpec):
         raise UsageError("expect: probe must be a ProbeSpec")
     caps = caps or effective_caps(host, vcpu)
+    exp = _expect(host, vcpu, probe, caps)
+    exp.reasons = releases.localise(exp.reasons, host.kernel)
+    return exp
+
+
+def _expect(host: HostProfile, vcpu: VcpuConfig, probe: ProbeSpec, caps: EffectiveCaps):
     ctx = Ctx(host, vcpu, probe, caps, requested_state(probe))
-    ctx.note(f"upstream KVM {ctx.kname}, backend {host.backend}, TDP {caps.tdp.kind}")
+    rules = f" ({host.rules_note})" if host.rules_note else ""
+    ctx.note(f"upstream KVM {ctx.kname}{rules}, backend {host.backend}, TDP {caps.tdp.kind}")
     kind = probe.kind
     if kind == "payload":
         # a payload the vCPU cannot support is skipped before any setup is attempted
@@ -229,7 +238,7 @@ def _cpuid_regs(ctx: Ctx, leaf: int, sub: int) -> tuple[dict, str, list[Reason]]
                                     f"{ctx.state.xcr0:#x}, standard) = {size:#x}", F_XSTATE_SIZE))
         if function == 0xD and e.index == 1 and e.eax & 0xA:
             xss = ctx.state.msrs.get(b.MSR["XSS"]) or 0
-            mask = ctx.state.xcr0 | (xss if ctx.kernel >= (6, 18) else 0)
+            mask = ctx.state.xcr0 | (xss if releases.value("cet", ctx.kernel) else 0)
             size = xstate_size(ctx, mask, True)
             if size is None:
                 masks["rbx"] = 0

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import bits as b
-from . import catalog
+from . import catalog, releases
 from .cr import check_efer
 from .reason import (F_APIC_SET_BASE, F_DO_SET_MSR, F_GET_MSR, F_GET_MSR_COMMON, F_MSR_ACCESS,
                      F_PV_HAS, F_SET_EFER, F_SET_MSR, F_SET_MSR_COMMON, F_VALID_CET,
@@ -33,7 +33,7 @@ from .reason import (F_APIC_SET_BASE, F_DO_SET_MSR, F_GET_MSR, F_GET_MSR_COMMON,
 from .state import BASELINE_APIC_BASE, GUEST_MEMORY_MIN, Ctx
 
 M = b.MSR
-K618 = (6, 18)
+K618 = releases.first("cet")
 
 OK, UNSUP, ERR, UNMOD = "ok", "unsupported", "error", "unmodelled"
 
@@ -604,7 +604,7 @@ def _cet(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> 
     label = msr_label(idx)
     us = idx in (b.MSR["U_CET"], b.MSR["S_CET"])
     feat = catalog.name_of(b.SHSTK)
-    if ctx.kernel < K618:
+    if not releases.value("cet", ctx.kernel):
         return _unsup(f"{label}: kernel {ctx.kname} has no CET MSR emulation", F_SET_MSR_COMMON,
                       "msr.cet.gate", feat, K618)
     sh, ib = caps.has(b.SHSTK), caps.has(b.IBT)
@@ -684,7 +684,7 @@ def _xss(ctx: Ctx, write: bool, data: int, host: bool, msrs: dict) -> MsrResult:
     g = caps.guest(b.XSAVES)
     gr = Reason(f"raw guest CPUID 0xD.1 EAX[3] (XSAVES) = {int(g)} (guest_cpuid_has, not the cap)",
                 "guest_cpuid_has (arch/x86/kvm/cpuid.h)", None, {"guest_xsaves": g})
-    if ctx.kernel < K618:
+    if not releases.value("cet", ctx.kernel):
         if not host and not g:
             return MsrResult(ERR, None, [gr, Reason(f"{label}: the guest has no XSAVES -> error",
                                                     F_SET_MSR_COMMON)], "msr.xss.gate", feat)
