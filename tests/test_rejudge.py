@@ -27,8 +27,8 @@ def _concrete(pattern: dict) -> dict | None:
     """An outcome that satisfies the pattern, as KVM would report it (None: not constructible)."""
     if "any_of" in pattern:
         return _concrete(pattern["any_of"][0])
-    if pattern.get("kind") == "exception":
-        return oc.exception(pattern["vector"], pattern.get("error_code"), 0x14000, 0x10)
+    if pattern.get("kind") == "exception":         # and whatever else the pattern pins (rip, step)
+        return {**oc.exception(pattern["vector"], pattern.get("error_code"), 0x14000, 0x10), **pattern}
     if pattern.get("kind") == "ok" and all(not isinstance(v, dict) or "value" in v
                                           for v in pattern.get("regs", {}).values()):
         return oc.to_json(oc.ok({r: _value(v) for r, v in pattern.get("regs", {}).items()}))
