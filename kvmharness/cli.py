@@ -83,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run probes in a guest whose CPUID is KVM_GET_SUPPORTED_CPUID "
                        "with the --set/--clear edits. PROBE is cpuid:LEAF:SUB, cr4:BIT, sregs-cr4:BIT, "
                        "rdmsr:INDEX, wrmsr:INDEX:VALUE, host-rdmsr:INDEX, host-wrmsr:INDEX:VALUE, "
-                       "xgetbv:INDEX, xsetbv:INDEX:VALUE, host-xcr0:VALUE, insn:HEXBYTES or a named "
+                       "xgetbv:INDEX, xsetbv:INDEX:VALUE, host-xcr0:VALUE, get-cpuid2:LEAF:SUB, "
+                       "msr-index:INDEX, host-get-reg:REG, host-set-reg:REG:VALUE, reg-list:N, "
+                       "insn:HEXBYTES or a named "
                        "payload, optionally followed by @MODS (cpl3, cr4+BIT, cr4-BIT, cr0±BIT, "
                        "efer±BIT, xcr0=V, msr:I=V).")
     _add_config_options(p)

@@ -116,8 +116,8 @@ def reset_value(ctx: Ctx, index: int) -> int | None:
         return ctx.host.feature_msrs.get(index)
     if index == M["PLATFORM_INFO"]:
         return 0x80000000 if stuff else 0
-    if index in (M["TSC"], M["UCODE_REV"], M["MISC_ENABLE"]):
-        return None
+    if index in (M["TSC"], M["UCODE_REV"], M["MISC_ENABLE"], M["KVM_INTERNAL_GUEST_SSP"]):
+        return None             # time, the CPU's, or (the SSP) moved by the probes' shadow stacks
     if index == M["KVM_POLL_CONTROL"]:
         return 1                # kvm_arch_vcpu_postcreate: "poll control enabled by default"
     return 0
@@ -271,7 +271,8 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
                    (" (host bypasses the CPUID gate)" if host else ""), F_GET_MSR, "msr.tsc_aux.gate",
                    feat)
 
-    if idx in (M["U_CET"], M["S_CET"]) or M["PL0_SSP"] <= idx <= M["INT_SSP_TAB"]:
+    if (idx in (M["U_CET"], M["S_CET"], M["KVM_INTERNAL_GUEST_SSP"])
+            or M["PL0_SSP"] <= idx <= M["INT_SSP_TAB"]):
         return _cet(ctx, idx, write, data, host, msrs)
 
     # --- vendor paths -----------------------------------------------------------------------------
@@ -610,6 +611,9 @@ def _cet(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> 
     sh, ib = caps.has(b.SHSTK), caps.has(b.IBT)
     why = caps.why(b.SHSTK) + (caps.why(b.IBT) if us else [])
     fn = F_SET_MSR if write else F_GET_MSR
+    if idx == b.MSR["KVM_INTERNAL_GUEST_SSP"] and not host:
+        return _err(f"{label}: KVM's own index for the guest SSP (KVM_REG_GUEST_SSP); only "
+                    "host-initiated accesses reach it", fn, "msr.cet.gate", feat, K618)
     if us:
         if not (sh or ib):
             res = _unsup(f"{label} exists only with the SHSTK or IBT cap (both 0)", fn,

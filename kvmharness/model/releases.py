@@ -189,6 +189,12 @@ _TABLE: tuple[Behaviour, ...] = (
     B("cet", "KVM virtualizes CET (SHSTK/IBT caps, CET MSRs, CR4.CET, XSS CET_U/CET_S)",
       (C((6, 1), False, "kvm_set_cpu_caps (arch/x86/kvm/cpuid.c), read in 6.17.8: no SHSTK/IBT"),
        C((6, 18), True, "kvm_set_cpu_caps (arch/x86/kvm/cpuid.c), read in 6.18.15"))),
+    B("one_reg", "x86 has KVM_GET_ONE_REG/KVM_SET_ONE_REG/KVM_GET_REG_LIST (KVM_REG_GUEST_SSP, "
+      "MSR ids)",
+      (C((6, 1), False, "kvm_arch_vcpu_ioctl (arch/x86/kvm/x86.c), read in 6.17.8: no case, the "
+         "default -EINVAL"),
+       C((6, 18), True, "kvm_get_set_one_reg / kvm_get_reg_list (arch/x86/kvm/x86.c), read in "
+         "6.18.15"))),
     B("sregs_efer_check", "KVM_SET_SREGS checks EFER with kvm_valid_efer (guest CPUID included)",
       (C((6, 1), False, "kvm_is_valid_sregs (arch/x86/kvm/x86.c), read in 6.18.15"),
        C((7, 2), True, "kvm_is_valid_sregs (arch/x86/kvm/regs.c), read in 7.2.8",
