@@ -149,20 +149,7 @@ def test_msr_canonical_width_between_known_612_points_accepts_either():
 
 
 # -- GP_ON_USER_CPUID (7.2) ---------------------------------------------------------------------------
-def _catalogue_has(name: str) -> bool:
-    from kvmharness.errors import UsageError
-    from kvmharness.model import catalog
-    try:
-        catalog.resolve(name)
-        return True
-    except UsageError:
-        return False
-
-
-@pytest.mark.parametrize("release", [
-    "7.1.13", pytest.param("7.2.8", marks=pytest.mark.skipif(
-        not _catalogue_has("gp_on_user_cpuid"),
-        reason="the catalogue does not know GP_ON_USER_CPUID's 7.2 class yet (issue 14, i14a)"))])
+@pytest.mark.parametrize("release", ["7.1.13", "7.2.8"])
 def test_hwcr_cpuid_user_dis_needs_gp_on_user_cpuid_from_72(release):
     """kvm_set_msr_common (7.2.8): HWCR bit 35 is valid iff guest_cpu_cap_has(GP_ON_USER_CPUID)
     (EMULATED_F: the guest bit), and then CPUID at CPL3 faults (cpuid_fault_enabled); 7.1.13
