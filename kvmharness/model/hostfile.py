@@ -14,14 +14,17 @@ wrong is one UsageError line.
 
 from __future__ import annotations
 
+import functools
+import json
 import re
+from importlib import resources
 from pathlib import Path
 
-from ..cpu.cpuid import CpuidTable, load_json_file
-from ..errors import UsageError
+from ..cpu.cpuid import MAX_TABLE_BYTES, MAX_TABLE_TOKENS, CpuidTable, load_json_file
+from ..errors import UsageError, did_you_mean, printable, shown
 from .profile import BACKENDS, HostProfile
 
-_KERNEL_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:[.\-+_~].*)?\s*$")
+_KERNEL_RE = re.compile(r"^\s*v?(\d{1,4})\.(\d{1,4})(?:[.\-+_~].*)?\s*$", re.S)
 _KEYS = {"supported", "emulated", "backend", "kernel", "params", "xcr0", "xss", "quirks_disabled",
          "msr_index_list", "feature_msrs", "host_vendor", "name", "caps"}
 
@@ -32,13 +35,13 @@ def parse_kernel(text) -> tuple[int, int]:
             isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in text):
         return (text[0], text[1])
     if not isinstance(text, str):
-        raise UsageError(f"kernel version {text!r}: expected MAJOR.MINOR such as 6.18")
+        raise UsageError(f"kernel version {shown(text)}: expected MAJOR.MINOR such as 6.18")
     m = _KERNEL_RE.match(text)
     if not m:
-        raise UsageError(f"kernel version {text!r}: expected MAJOR.MINOR such as 6.18")
+        raise UsageError(f"kernel version {shown(text)}: expected MAJOR.MINOR such as 6.18")
     major, minor = int(m.group(1)), int(m.group(2))
     if not 2 <= major <= 99 or minor > 99:
-        raise UsageError(f"kernel version {text!r}: {major}.{minor} is not a plausible kernel")
+        raise UsageError(f"kernel version {shown(text)}: {major}.{minor} is not a plausible kernel")
     return (major, minor)
 
 
@@ -53,7 +56,7 @@ def _num(value, where: str) -> int:
         try:
             v = int(value, 0)
         except ValueError:
-            raise UsageError(f"{where}: {value!r} is not a number") from None
+            raise UsageError(f"{where}: {shown(value)} is not a number") from None
         if v < 0:
             raise UsageError(f"{where}: must not be negative")
         return v
@@ -71,15 +74,17 @@ def _vendor_of(table: CpuidTable) -> str:
 
 def load_host_file(path, backend: str | None = None, kernel=None,
                    params: dict | None = None) -> HostProfile:
-    where = str(path)
-    data = load_json_file(where)
+    if not str(path):
+        raise UsageError("--host: the file name is empty (leave --host out for this machine's KVM)")
+    where = printable(path)
+    data = load_json_file(str(path), MAX_TABLE_BYTES, MAX_TABLE_TOKENS, "recorded host")
     fields: dict = {}
     if isinstance(data, list):
         supported = CpuidTable.from_json(data, where)
     elif isinstance(data, dict):
         unknown = sorted(set(data) - _KEYS)
         if unknown:
-            raise UsageError(f"{where}: unknown field(s) {', '.join(unknown)} "
+            raise UsageError(f"{where}: unknown field(s) {', '.join(map(shown, unknown))} "
                              f"(known: {', '.join(sorted(_KEYS))})")
         if "supported" not in data:
             raise UsageError(f"{where}: missing field 'supported' (the KVM_GET_SUPPORTED_CPUID table)")
@@ -112,13 +117,13 @@ def load_host_file(path, backend: str | None = None, kernel=None,
             fields["feature_msrs"] = {_num(k, f"{where}: feature_msrs key"):
                                       _num(v, f"{where}: feature_msrs[{k}]") for k, v in fm.items()}
         if "host_vendor" in data:
-            fields["host_vendor"] = str(data["host_vendor"])
+            fields["host_vendor"] = printable(data["host_vendor"], 40)
         if "caps" in data:
             if not isinstance(data["caps"], dict):
                 raise UsageError(f"{where}: 'caps' must be an object")
             fields["caps"] = dict(data["caps"])
         if "name" in data:
-            fields["name"] = str(data["name"])
+            fields["name"] = printable(data["name"], 80)
     else:
         raise UsageError(f"{where}: expected a JSON list of CPUID entries or an object with "
                          f"'supported', got {type(data).__name__}")
@@ -126,13 +131,39 @@ def load_host_file(path, backend: str | None = None, kernel=None,
         fields["backend"] = backend
     if kernel is not None:
         fields["kernel"] = parse_kernel(kernel)
-    if params:
-        fields["params"] = {**fields.get("params", {}), **{str(k): str(v) for k, v in params.items()}}
     if fields.get("backend", "unknown") not in BACKENDS:
-        raise UsageError(f"{where}: backend {fields['backend']!r} is not one of "
+        raise UsageError(f"{where}: backend {shown(fields['backend'])} is not one of "
                          f"{', '.join(BACKENDS)}")
     fields.setdefault("host_vendor", _vendor_of(supported))
     if "backend" not in fields and fields["host_vendor"] in ("intel", "amd"):
         fields["backend"] = fields["host_vendor"]      # kvm_intel / kvm_amd by the CPU vendor
-    fields.setdefault("name", Path(where).stem)
+    if params:
+        check_param_names(params, fields.get("backend", "unknown"), fields.get("params", {}))
+        fields["params"] = {**fields.get("params", {}), **{str(k): str(v) for k, v in params.items()}}
+    fields.setdefault("name", printable(Path(str(path)).stem, 80))
     return HostProfile(supported=supported, **fields)
+
+
+@functools.lru_cache(maxsize=1)
+def _module_params() -> dict:
+    """kvm/kvm_intel/kvm_amd parameter names of the pinned releases (scripts/module_params.py)."""
+    text = resources.files("kvmharness").joinpath("data/module_params.json").read_text()
+    return json.loads(text)
+
+
+def known_param_names(backend: str, recorded=()) -> set[str]:
+    """The module parameters `--param` may name for a backend: kvm's and its module's (any
+    backend's when it is pvm or unknown), plus those the host file recorded."""
+    table = _module_params()
+    vendor = (backend,) if backend in ("intel", "amd") else ("intel", "amd")
+    return set(table["kvm"]).union(*(table[v] for v in vendor), recorded)
+
+
+def check_param_names(params: dict, backend: str, recorded=()) -> None:
+    """A `--param` name the backend does not have is a usage error, never silently ignored."""
+    known = known_param_names(backend, recorded)
+    unknown = [name for name in params if name not in known]
+    if unknown:
+        module = {"intel": "kvm_intel", "amd": "kvm_amd"}.get(backend, "the KVM modules")
+        raise UsageError(f"--param {shown(unknown[0])}: not a parameter of kvm or {module}"
+                         + did_you_mean(str(unknown[0]), known))
