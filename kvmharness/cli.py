@@ -51,8 +51,9 @@ def _add_host_options(p: argparse.ArgumentParser) -> None:
 
 def _host_profile(args):
     """The model's HostProfile: a recorded host (--host) or this machine's KVM."""
-    from .model.hostfile import load_host_file, parse_kernel
-    kernel = parse_kernel(args.kernel) if args.kernel else None
+    from .model.hostfile import load_host_file
+    from .model.releases import parse_release
+    kernel = parse_release(args.kernel) if args.kernel else None
     if args.host is not None:               # --host "" is a mistake, never this machine
         params = {}
         for kv in args.param:
@@ -83,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run probes in a guest whose CPUID is KVM_GET_SUPPORTED_CPUID "
                        "with the --set/--clear edits. PROBE is cpuid:LEAF:SUB, cr4:BIT, sregs-cr4:BIT, "
                        "rdmsr:INDEX, wrmsr:INDEX:VALUE, host-rdmsr:INDEX, host-wrmsr:INDEX:VALUE, "
-                       "xgetbv:INDEX, xsetbv:INDEX:VALUE, host-xcr0:VALUE, insn:HEXBYTES or a named "
+                       "xgetbv:INDEX, xsetbv:INDEX:VALUE, host-xcr0:VALUE, get-cpuid2:LEAF:SUB, "
+                       "msr-index:INDEX, host-get-reg:REG, host-set-reg:REG:VALUE, reg-list:N, "
+                       "insn:HEXBYTES or a named "
                        "payload, optionally followed by @MODS (cpl3, cr4+BIT, cr4-BIT, cr0±BIT, "
                        "efer±BIT, xcr0=V, msr:I=V).")
     _add_config_options(p)
@@ -220,7 +223,7 @@ def cmd_run(args) -> int:
                          ktap_skip_all, load_report, progress_line, render_diff, render_table,
                          summary_line, to_junit, to_ktap)
     from .report.atomic import descriptor_of
-    from .model.hostfile import parse_kernel
+    from .model.releases import parse_release
 
     if not 0 < args.timeout <= 600_000:
         raise UsageError(f"--timeout {args.timeout}: must be between 0 and 600000 ms")
@@ -241,7 +244,7 @@ def cmd_run(args) -> int:
     human = sys.stderr if on_stdout else sys.stdout
     baseline = load_report(args.baseline) if args.baseline else None     # bad input: fail early
     selected = list(dict.fromkeys(matrix_feature(f) for f in args.feature))   # as the matrix names them
-    kernel = parse_kernel(args.kernel) if args.kernel else None
+    kernel = parse_release(args.kernel) if args.kernel else None
     try:
         with open_kvm() as kvm:
             facts = gather_facts(kvm)
@@ -269,7 +272,8 @@ def cmd_run(args) -> int:
         sys.stderr.write("\n")
     report = build_report(_report_host(facts), results, started, time.monotonic() - t0,
                           {"features": selected, "jobs": jobs,
-                           "kernel_rules": ".".join(map(str, profile.kernel))})
+                           "kernel_rules": ".".join(map(str, profile.kernel)),
+                           "rules_note": profile.rules_note})
     if args.json:
         _write_report(args.json, dumps_report(report))
     if args.junit:
@@ -309,7 +313,7 @@ def cmd_lint(args) -> int:
     source = read_table(args.table)             # malformed input fails before touching KVM
     host = _host_profile(args)
     findings = lint(host, source.table)
-    warnings = [w for w in (vendor_warning(host, source.table),) if w]
+    warnings = [w for w in (vendor_warning(host, source.table), host.rules_note) if w]
     if args.json:
         release = os.uname().release if args.host is None else ".".join(map(str, host.kernel))
         _emit(json.dumps(lint_report(host, release, source.to_json(args.table), findings,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .. import outcome as oc
 from ..cpu.cpuid import CpuidTable
-from ..errors import UsageError
+from ..errors import RESOURCE_ERRNOS, UsageError
 from ..model.profile import HostProfile, VcpuConfig
 from ..probes.payloads import guest_code, parse
 from .config import GuestConfig, resolve_feature
@@ -219,8 +219,16 @@ class Session:
         from ..model.deviations import classify
         if observed.get("kind") == "skip":
             return self._result(item, exp.pattern, observed, "skip", reasons, skip_reason=observed["reason"])
+        if not oc.predicts(exp.pattern):
+            return self._result(item, exp.pattern, observed, "unpredicted", reasons,
+                                skip_reason=unpredicted_reason(reasons))
         if oc.matches(exp.pattern, observed):
             return self._result(item, exp.pattern, observed, "pass", reasons)
+        if observed.get("kind") == "ioctl_error" and observed.get("errno") in RESOURCE_ERRNOS:
+            why = (f"the host ran short of a resource: {observed.get('ioctl')} failed with "
+                   f"{observed.get('error')} (not an observation of KVM)")
+            return self._result(item, exp.pattern, {"kind": "error", "message": why}, "error",
+                                [*reasons, why])
         dev = classify(self.profile, spec, exp, observed)
         if dev is not None:
             return self._result(item, exp.pattern, observed, "known", reasons,
@@ -233,6 +241,11 @@ class Session:
                 "probe": item.probe, "label": item.label, "category": item.category,
                 "expected": expected, "observed": oc.to_json(observed), "verdict": verdict, "reason": reasons,
                 "known": known, "skip_reason": skip_reason, "reproduce": item.reproduce}
+
+
+def unpredicted_reason(reasons: list[str]) -> str:
+    """Why an observation was not checked: the model's last step (its "no rule for ..." reason)."""
+    return "the model has no rule for this probe here: " + (reasons[-1] if reasons else "no reason given")
 
 
 def group_by_config(items: list[Item]) -> list[list[Item]]:

@@ -32,6 +32,11 @@ def _ref(name: str) -> BitRef:
     return by_name(name).ref
 
 
+# Bits of newer releases, by position (the catalogue names them where it has them).
+EFER_LMSLE_MBZ = B(0x80000008, 0, "ebx", 20)     # X86_FEATURE_EFER_LMSLE_MBZ (6.19 passthrough)
+GP_ON_USER_CPUID = B(0x80000021, 0, "eax", 17)   # X86_FEATURE_GP_ON_USER_CPUID (7.2, emulated)
+
+
 # -- CPUID feature bits the rules consult (catalogue names) -------------------------------------
 SSE3 = _ref("pni")
 MWAIT = _ref("monitor")
@@ -136,7 +141,7 @@ _MSR_SHORT_NAMES = (
     "TSC_RATIO", "HWCR", "VM_HSAVE_PA", "VIRT_SPEC_CTRL", "OSVW_ID_LENGTH", "OSVW_STATUS",
     "KVM_WALL_CLOCK", "KVM_SYSTEM_TIME", "KVM_WALL_CLOCK_NEW", "KVM_SYSTEM_TIME_NEW",
     "KVM_ASYNC_PF_EN", "KVM_STEAL_TIME", "KVM_PV_EOI_EN", "KVM_POLL_CONTROL", "KVM_ASYNC_PF_INT",
-    "KVM_ASYNC_PF_ACK",
+    "KVM_ASYNC_PF_ACK", "KVM_INTERNAL_GUEST_SSP",
 )
 MSR = {name: R.msr_index(name) for name in _MSR_SHORT_NAMES}
 MSR_NAMES = {v: k for k, v in MSR.items()}

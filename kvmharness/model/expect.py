@@ -9,6 +9,7 @@ host first (KVM_SET_SREGS, KVM_SET_XCRS, KVM_SET_MSRS), and a refused step is th
 outcome.
 
 Rule ids (Expectation.rule):
+  set_cpuid2.vaddr_bits / set_cpuid2.xfd_perm     KVM_SET_CPUID2 refuses the vCPU's table
   setup.sregs / setup.xcrs / setup.msrs          host-side setup refused
   cpuid.entry / cpuid.out_of_range / cpuid.missing / cpuid.fault / cpuid.get_cpuid2
   cr4.cpl / cr4.reserved / cr4.feature / cr4.la57_toggle / cr4.pcide / cr4.cet_wp /
@@ -18,6 +19,8 @@ Rule ids (Expectation.rule):
   msr.tsc_aux.gate, msr.tsc_aux.value, msr.arch_capabilities.read/.write, msr.pv.gate,
   msr.pv.value, msr.efer, msr.apic_base, msr.x2apic, msr.unknown, msr.unmodelled, ...);
   host-rdmsr/host-wrmsr use the same ids prefixed "host." (host.msr.cet.gate, ...)
+  one_reg.absent / one_reg.id / one_reg.guest_ssp.gate, then one_reg.<the MSR's rule>
+  (one_reg.msr.cet.value, ...); reg_list.absent / reg_list
   xgetbv.osxsave / xgetbv.value / xgetbv.index
   xsetbv.osxsave / xsetbv.cpl / xcr0.rules / xcr0.supported / xcr0.ok
   host.xcr0.* (same checks, KVM_SET_XCRS)
@@ -27,12 +30,15 @@ Rule ids (Expectation.rule):
 
 from __future__ import annotations
 
+import errno
+
 from ..cpu.cpuid import CpuidEntry
 from ..errors import UsageError
+from ..guest.bodies import STEPS, step_address
 from ..probes.spec import ProbeSpec
 from . import bits as b
-from . import catalog
-from . import instructions, msrs
+from . import catalog, releases
+from . import instructions, msrs, onereg, setcpuid
 from . import patterns as P
 from .caps import EffectiveCaps, effective_caps
 from .cr import check_sregs, check_set_cr4, cr4_bit_allowed, cr4_name, feature_for_cr4
@@ -50,15 +56,41 @@ USER_SPACE_MSR_INVAL, USER_SPACE_MSR_UNKNOWN = 1, 2
 
 def expect(host: HostProfile, vcpu: VcpuConfig, probe: ProbeSpec,
            caps: EffectiveCaps | None = None) -> Expectation:
+    """The model's expectation for one probe; its citations name functions as they are in
+    host.kernel's tree (releases.localise)."""
     if not isinstance(probe, ProbeSpec):
         raise UsageError("expect: probe must be a ProbeSpec")
     caps = caps or effective_caps(host, vcpu)
-    ctx = Ctx(host, vcpu, probe, caps, requested_state(probe))
-    ctx.note(f"upstream KVM {ctx.kname}, backend {host.backend}, TDP {caps.tdp.kind}")
+    left_open: dict = {}
+    exp = _expect(host, vcpu, probe, caps, {}, left_open)
+    for name, (values, why) in left_open.items():
+        # a stable backport leaves this behaviour open for the kernel: every value's outcome
+        # is accepted (the first was computed above)
+        for alt in values[1:]:
+            other = _expect(host, vcpu, probe, caps, {name: alt}, {})
+            if other.pattern != exp.pattern:
+                exp.pattern = P.any_of(exp.pattern, other.pattern)
+                exp.reasons += [r for r in other.reasons if r not in exp.reasons]
+        exp.reasons.append(Reason(why))
+    exp.reasons = releases.localise(exp.reasons, host.kernel)
+    return exp
+
+
+def _expect(host: HostProfile, vcpu: VcpuConfig, probe: ProbeSpec, caps: EffectiveCaps,
+            forced: dict, left_open: dict):
+    ctx = Ctx(host, vcpu, probe, caps, requested_state(probe), forced=forced, open=left_open)
+    rules = f" ({host.rules_note})" if host.rules_note else ""
+    ctx.note(f"upstream KVM {ctx.kname}{rules}, backend {host.backend}, TDP {caps.tdp.kind}")
+    refused = _set_cpuid_refusal(caps)
+    if refused is not None:
+        err, rule, why = refused
+        return _exp(ctx, P.ioctl_error("KVM_SET_CPUID2", err), rule, *why, Reason(
+            "the configuration's KVM_SET_CPUID2 is refused, so no probe of it runs"))
     kind = probe.kind
     if kind == "payload":
         # a payload the vCPU cannot support is skipped before any setup is attempted
-        first = _payload(Ctx(host, vcpu, probe, caps, requested_state(probe), list(ctx.reasons)))
+        first = _payload(Ctx(host, vcpu, probe, caps, requested_state(probe), list(ctx.reasons),
+                             forced=forced, open=left_open))
         if first.pattern.get("kind") in ("skip", "any"):
             return first
     setup = _setup(ctx)
@@ -68,7 +100,28 @@ def expect(host: HostProfile, vcpu: VcpuConfig, probe: ProbeSpec,
     if handler is None:
         return Expectation(P.any_(), ctx.reasons + [Reason(f"no model rule for probe kind {kind}")],
                            f"{kind}.unknown")
-    return handler(ctx)
+    exp = handler(ctx)
+    if len(STEPS.get(kind, ())) == 1:       # one instruction: a fault can only be that one's
+        exp.pattern = _at(ctx, exp.pattern, STEPS[kind][0][0])
+    return exp
+
+
+def _at(ctx: Ctx, pattern: dict, step: str) -> dict:
+    """`pattern` with each exception it allows placed at the body instruction `step` (RIP and
+    its name): a fault of another step of the body is another outcome."""
+    if "any_of" in pattern:
+        return {"any_of": [_at(ctx, p, step) for p in pattern["any_of"]]}
+    if pattern.get("kind") != "exception" or "rip" in pattern:
+        return pattern
+    return {**pattern, "rip": hex(step_address(ctx.probe, step)), "step": step}
+
+
+def _set_cpuid_refusal(caps: EffectiveCaps):
+    """setcpuid.refusal() of the vCPU's table, once per vCPU configuration."""
+    key = ("set_cpuid2",)
+    if key not in caps.memo:
+        caps.memo[key] = setcpuid.refusal(caps.vcpu.cpuid, caps.host.supported)
+    return caps.memo[key]
 
 
 def _exp(ctx: Ctx, pattern: dict, rule: str, *reasons: Reason, feature=None, facts=None):
@@ -227,7 +280,7 @@ def _cpuid_regs(ctx: Ctx, leaf: int, sub: int) -> tuple[dict, str, list[Reason]]
                                     f"{ctx.state.xcr0:#x}, standard) = {size:#x}", F_XSTATE_SIZE))
         if function == 0xD and e.index == 1 and e.eax & 0xA:
             xss = ctx.state.msrs.get(b.MSR["XSS"]) or 0
-            mask = ctx.state.xcr0 | (xss if ctx.kernel >= (6, 18) else 0)
+            mask = ctx.state.xcr0 | (xss if releases.value("cet", ctx.kernel) else 0)
             size = xstate_size(ctx, mask, True)
             if size is None:
                 masks["rbx"] = 0
@@ -284,6 +337,11 @@ def _cpuid(ctx: Ctx) -> Expectation:
         return _exp(ctx, P.gp0(), "cpuid.fault", Reason(
             "CPUID faulting is enabled (MISC_FEATURES_ENABLES[0]) and CPL>0 -> #GP(0)",
             "kvm_emulate_cpuid (arch/x86/kvm/cpuid.c)"))
+    hwcr = st.msrs.get(b.MSR["HWCR"]) or 0
+    if st.cpl and hwcr >> msrs.HWCR_CPUID_USER_DIS & 1 and ctx.behaviour("gp_on_user_cpuid")[0]:
+        return _exp(ctx, P.gp0(), "cpuid.fault", releases.reason(
+            "gp_on_user_cpuid", ctx.kernel, "HWCR.CPUID_USER_DIS (bit 35) is set and CPL>0: "
+            "cpuid_fault_enabled -> #GP(0)"), feature=b.GP_ON_USER_CPUID)
     regs, rule, notes = _cpuid_regs(ctx, leaf, sub)
     if st.cpl:
         notes.append(Reason("CPUID at CPL3 is still intercepted (VMX/SVM exit unconditionally)",
@@ -297,12 +355,13 @@ def _cr4(ctx: Ctx) -> Expectation:
     st = ctx.state
     feat = feature_for_cr4(bit)
     if st.cpl:
-        return _exp(ctx, P.gp0(), "cr4.cpl", Reason("MOV to CR4 at CPL3 -> #GP(0)", F_HW),
-                    feature=feat)
+        return _exp(ctx, _at(ctx, P.gp0(), "MOV from CR4"), "cr4.cpl", Reason(
+            "MOV from CR4 at CPL3, the body's first step -> #GP(0)", F_HW), feature=feat)
     old, new = st.cr4, st.cr4 | (1 << bit)
     ok, rule, why = check_set_cr4(ctx, old, new)
     if not ok:
-        return _exp(ctx, P.gp0(), rule, *why, feature=feat, facts={"cr4_bits": [bit]})
+        return _exp(ctx, _at(ctx, P.gp0(), "MOV to CR4"), rule, *why, feature=feat,
+                    facts={"cr4_bits": [bit]})
     return _exp(ctx, P.ok({"rax": P.masked(new, 1 << bit)}), rule, *why,
                 Reason(f"MOV from CR4 reads back {cr4_name(bit)} set (RAX compared on that bit)"),
                 feature=feat)
@@ -361,13 +420,13 @@ def _rdmsr(ctx: Ctx) -> Expectation:
 def _wrmsr(ctx: Ctx) -> Expectation:
     index, value = ctx.probe.args
     if ctx.state.cpl:
-        return _exp(ctx, P.gp0(), "msr.cpl", Reason("WRMSR at CPL3 -> #GP(0)", F_HW))
+        return _exp(ctx, _at(ctx, P.gp0(), "WRMSR"), "msr.cpl", Reason("WRMSR at CPL3 -> #GP(0)", F_HW))
     scratch = dict(ctx.state.msrs)
     w, fail = _guest_msr(ctx, index, True, value, scratch)
     if w.status == msrs.UNMOD:
         return _exp(ctx, P.any_(), w.rule, *w.reasons, feature=w.feature)
     if w.status == msrs.ERR:
-        return _exp(ctx, fail or P.gp0(), w.rule, *w.reasons, feature=w.feature)
+        return _exp(ctx, _at(ctx, fail or P.gp0(), "WRMSR"), w.rule, *w.reasons, feature=w.feature)
     if index == b.MSR["EFER"] and w.value is not None:
         ctx.state.efer = w.value
     r, rfail = _guest_msr(ctx, index, False, 0, scratch)
@@ -375,7 +434,7 @@ def _wrmsr(ctx: Ctx) -> Expectation:
     if r.status == msrs.UNMOD:
         return _exp(ctx, P.any_(), w.rule, *reasons, feature=w.feature)
     if r.status == msrs.ERR:
-        return _exp(ctx, rfail or P.gp0(), w.rule, *reasons, feature=w.feature)
+        return _exp(ctx, _at(ctx, rfail or P.gp0(), "RDMSR"), w.rule, *reasons, feature=w.feature)
     return _exp(ctx, P.ok(P.regs64(r.value)), w.rule, *reasons, feature=w.feature)
 
 
@@ -412,6 +471,54 @@ def _msr_index(ctx: Ctx) -> Expectation:
     return _exp(ctx, P.ok(present=present), "msr.index_list", Reason(
         f"{label} {'is' if present else 'is not'} in KVM_GET_MSR_INDEX_LIST ({how})",
         "kvm_probe_msr_to_save / kvm_init_msr_lists (arch/x86/kvm/x86.c)"))
+
+
+# -- ONE_REG ----------------------------------------------------------------------------------------
+def _one_reg(ctx: Ctx, write: bool) -> Expectation:
+    """Host KVM_GET_ONE_REG / KVM_SET_ONE_REG (onereg.py): the id's checks, then the MSR it names
+    as a host-initiated access; every failure is EINVAL."""
+    reg = ctx.probe.args[0]
+    value = ctx.probe.args[1] if write else 0
+    ioctl = "KVM_SET_ONE_REG" if write else "KVM_GET_ONE_REG"
+    none = onereg.absent(ctx, ioctl)
+    if none is not None:
+        return _exp(ctx, P.ioctl_error(ioctl), "one_reg.absent", none)
+    index, why, rule = onereg.translate(ctx, reg)
+    feat = b.SHSTK if rule.startswith("one_reg.guest_ssp") or index == b.MSR[
+        "KVM_INTERNAL_GUEST_SSP"] else None
+    if index is None:
+        return _exp(ctx, P.ioctl_error(ioctl), rule, *why, feature=feat)
+    scratch = dict(ctx.state.msrs)
+    res = msrs.finish(ctx, index, msrs.access(ctx, index, write, value, True, scratch), write,
+                      value, True)
+    rule = "one_reg." + res.rule
+    reasons = [*why, *res.reasons]
+    if res.status == msrs.UNMOD:
+        return _exp(ctx, P.any_(), rule, *reasons, feature=feat or res.feature)
+    if res.status == msrs.ERR:
+        return _exp(ctx, P.ioctl_error(ioctl), rule, *reasons, Reason(
+            f"the MSR access fails, so {ioctl} -> EINVAL", onereg.F_ONE_REG), feature=feat or res.feature)
+    if write:
+        imm = msrs.immutable_check(ctx, index, value, ctx.state.msrs)
+        if imm is not None:
+            return _exp(ctx, P.any_of(P.ok(), P.ioctl_error(ioctl)), rule, *reasons, imm,
+                        feature=feat or res.feature)
+        return _exp(ctx, P.ok(), rule, *reasons, feature=feat or res.feature)
+    extra = {"value": hex(res.value)} if res.value is not None else {}
+    return _exp(ctx, P.ok(**extra), rule, *reasons, feature=feat or res.feature)
+
+
+def _reg_list(ctx: Ctx) -> Expectation:
+    capacity = ctx.probe.args[0]
+    none = onereg.absent(ctx, "KVM_GET_REG_LIST")
+    if none is not None:
+        return _exp(ctx, P.ioctl_error("KVM_GET_REG_LIST"), "reg_list.absent", none)
+    ids, why = onereg.reg_list(ctx)
+    if capacity < len(ids):
+        return _exp(ctx, P.ioctl_error("KVM_GET_REG_LIST", errno.E2BIG), "reg_list", *why, Reason(
+            f"room for {capacity} id(s) < {len(ids)} -> E2BIG", onereg.F_REG_LIST,
+            onereg.ONE_REG_SINCE), feature=b.SHSTK)
+    return _exp(ctx, P.ok(ids=[hex(i) for i in ids]), "reg_list", *why, feature=b.SHSTK)
 
 
 # -- XCR0 -----------------------------------------------------------------------------------------
@@ -533,4 +640,6 @@ _HANDLERS = {
     "host-rdmsr": lambda c: _host_msr(c, False), "host-wrmsr": lambda c: _host_msr(c, True),
     "xgetbv": _xgetbv, "xsetbv": _xsetbv, "host-xcr0": _host_xcr0, "insn": _insn,
     "payload": _payload, "get-cpuid2": _get_cpuid2, "msr-index": _msr_index,
+    "host-get-reg": lambda c: _one_reg(c, False), "host-set-reg": lambda c: _one_reg(c, True),
+    "reg-list": _reg_list,
 }

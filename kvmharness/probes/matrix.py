@@ -36,6 +36,10 @@ EDIT_BITS: dict[str, tuple[str, ...]] = {
     "xcr0.pkru": ("0xd.0.eax.9",),
     "xcr0.mpx": ("0xd.0.eax.3", "0xd.0.eax.4"),
     "xcr0.amx": ("0xd.0.eax.17", "0xd.0.eax.18"),
+    # bit 13 of 0x80000008 EAX is bit 5 of the linear-address width: set in 48 and 57, so "off"
+    # makes 16 or 25, which KVM_SET_CPUID2 refuses (kvm_check_cpuid)
+    "set_cpuid2.vaddr_bits": ("0x80000008.0.eax.13",),
+    "gp_on_user_cpuid": ("0x80000021.0.eax.17",),          # 7.2 (EMULATED_F)
 }
 
 
@@ -124,6 +128,12 @@ ROWS: tuple[Row, ...] = (
     R("shstk",              "wrmsr.pl3_ssp.misaligned",   "wrmsr:0x6a7:0x7ffffffff001"),
     R("shstk",              "rdmsr.int_ssp_tab",          "rdmsr:0x6a8"),
     R("shstk",              "wrmsr.int_ssp_tab.unaligned", "wrmsr:0x6a8:0x123456789001"),
+    R("shstk",              "one_reg.guest_ssp.get",      "host-get-reg:guest_ssp"),
+    R("shstk",              "one_reg.guest_ssp.set",      "host-set-reg:guest_ssp:0x7ffffffff000"),
+    R("shstk",              "one_reg.guest_ssp.set.misaligned", "host-set-reg:guest_ssp:0x7ffffffff002"),
+    R("shstk",              "one_reg.guest_ssp.set.noncanonical", "host-set-reg:guest_ssp:0xaaaa5555aaaa5554"),
+    R("shstk",              "reg_list",                   "reg-list:4"),
+    R("shstk",              "reg_list.no-room",           "reg-list:0"),
     R("shstk",              "user.near-ret",              "shstk-near-ret"),
     R("shstk",              "user.far-ret",               "shstk-far-ret"),
     R("shstk",              "user.rstorssp",              "shstk-rstorssp"),
@@ -155,6 +165,10 @@ ROWS: tuple[Row, ...] = (
     R("xcr0.mpx",           "xsetbv.bndregs-bndcsr",      "xsetbv:0:0x1b@cr4+18"),
     R("xcr0.mpx",           "xsetbv.bndregs-only",        "xsetbv:0:0xb@cr4+18"),
     R("xcr0.amx",           "xsetbv.xtile",               "xsetbv:0:0x60003@cr4+18"),
+    R("xcr0.amx",           "get-cpuid2.0xd",             "get-cpuid2:0xd:0"),
+    # -- KVM_SET_CPUID2's own checks (kvm_check_cpuid): a refused table is every probe's outcome --
+    R("set_cpuid2.vaddr_bits", "cpuid.0x80000008",        "cpuid:0x80000008:0"),
+    R("set_cpuid2.vaddr_bits", "get-cpuid2.0x80000008",   "get-cpuid2:0x80000008:0"),
     # -- MSRs gated by guest caps (x86.c kvm_get/set_msr_common, vendor code) ---------------
     R("rdtscp",             "rdmsr.tsc_aux",              "rdmsr:0xc0000103"),
     R("rdtscp",             "wrmsr.tsc_aux",              "wrmsr:0xc0000103:0x12345678"),
@@ -196,11 +210,19 @@ ROWS: tuple[Row, ...] = (
     R("fxsr_opt",           "wrmsr.efer.ffxsr",           "wrmsr:0xc0000080:0x4500"),
     R("autoibrs",           "wrmsr.efer.autoibrs",        "wrmsr:0xc0000080:0x200500"),
     R("syscall",            "wrmsr.efer.sce",             "wrmsr:0xc0000080:0x501"),
+    R("svm",                "wrmsr.efer.lmsle",           "wrmsr:0xc0000080:0x2500"),  # nested SVM; 6.19: not with LMSLE_MBZ
+    R("la57",               "wrmsr.kernel_gs_base.57-bit", "wrmsr:0xc0000102:0x800000000000"),  # 6.13: KVM's width
+    R("gp_on_user_cpuid",   "wrmsr.hwcr.cpuid_user_dis",  "wrmsr:0xc0010015:0x800000000"),
+    R("gp_on_user_cpuid",   "cpuid.cpl3.cpuid_user_dis",  "cpuid:0:0@cpl3,msr:0xc0010015=0x800000000"),
     R("x2apic",             "wrmsr.apic_base.x2apic",     "wrmsr:0x1b:0xfee00d00"),
     R("x2apic",             "rdmsr.x2apic_id",            "rdmsr:0x802@msr:0x1b=0xfee00d00"),
     R("apic",               "cpuid.1.apic-disabled",      "cpuid:1:0@msr:0x1b=0xfee00100"),
     # -- KVM paravirt MSRs: gated only with KVM_CAP_ENFORCE_PV_FEATURE_CPUID -----------------
     R("clocksource",        "rdmsr.kvm_system_time",      "rdmsr:0x12"),
+    # host accesses of 0 to an advertised MSR the vCPU lacks: allowed for "unsupported", refused
+    # for "invalid" (the failure code changed in 7.0 and stable; releases.py)
+    R("clocksource",        "host-wrmsr.kvm_system_time.zero", "host-wrmsr:0x12:0x0"),
+    R("poll_control",       "host-rdmsr.kvm_poll_control", "host-rdmsr:0x4b564d05"),
     R("clocksource2",       "rdmsr.kvm_system_time_new",  "rdmsr:0x4b564d01"),
     R("async_pf",           "rdmsr.kvm_async_pf_en",      "rdmsr:0x4b564d02"),
     R("steal_time",         "rdmsr.kvm_steal_time",       "rdmsr:0x4b564d03"),
@@ -255,6 +277,8 @@ VARIANTS: dict[str, tuple[Variant, ...]] = {
     "ibt": (Variant(set=("shstk",)), Variant(clear=("shstk",))),
     "xsave": (Variant(set=("0xd.0.eax.2",), suffix="+ymm-set"),),
     "xcr0.ymm": (Variant(clear=("xsave",)),),
+    # XTILECFG alone is not a dynamic xfeature: KVM_SET_CPUID2 takes it without the permission
+    "xcr0.amx": (Variant(clear=("0xd.0.eax.18",), suffix="+xtiledata-off"),),
     "xsaves": (Variant(clear=("xsave",)),),
     "rdtscp": (Variant(set=("rdpid",)), Variant(user_space_msr=USER_SPACE_MSR_INVAL_UNKNOWN,
                                                    suffix="+user-space-msr")),
