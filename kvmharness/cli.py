@@ -313,11 +313,14 @@ def cmd_lint(args) -> int:
     source = read_table(args.table)             # malformed input fails before touching KVM
     host = _host_profile(args)
     findings = lint(host, source.table)
-    warnings = [w for w in (vendor_warning(host, source.table), host.rules_note) if w]
+    warnings = [w for w in (vendor_warning(host, source.table),) if w]
+    if host.rules_note:                 # never judged with other rules silently
+        _emit(f"lint: {host.rules_note}", sys.stderr if args.json else None)
     if args.json:
         release = os.uname().release if args.host is None else ".".join(map(str, host.kernel))
         _emit(json.dumps(lint_report(host, release, source.to_json(args.table), findings,
-                                     warnings), indent=2))
+                                     warnings + [host.rules_note] * bool(host.rules_note)),
+                         indent=2))
     else:
         _emit(render_lint(findings, source.notes, warnings).rstrip("\n"))
     return EXIT_MISMATCH if flagged(findings) else EXIT_OK
