@@ -30,6 +30,7 @@ Rule ids (Expectation.rule):
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 
 from ..cpu.cpuid import CpuidEntry
@@ -617,7 +618,7 @@ def _insn(ctx: Ctx) -> Expectation:
     ctx.note(f"bytes {ins.code.hex()} = {ins.asm}")
     if ins.delegate is not None:
         kind, args = ins.delegate
-        sub = ProbeSpec(**{**ctx.probe.__dict__, "kind": kind, "args": args})
+        sub = dataclasses.replace(ctx.probe, kind=kind, args=args)   # keeps the modifiers
         ctx.probe = sub
         exp = _HANDLERS[kind](ctx)
         exp.rule = f"insn.{ins.name}:" + exp.rule
