@@ -181,6 +181,8 @@ class HostFacts:
     hypervisor: bool                 # CPUID.1:ECX[31]: this host is itself a guest
     hypervisor_signature: str | None  # CPUID.0x40000000 EBX/ECX/EDX when `hypervisor`
     gather_ms: float = field(default=0.0, compare=False)
+    # KVM_GET_SUPPORTED_HV_CPUID on /dev/kvm (KVM_CAP_SYS_HYPERV_CPUID); empty: no Hyper-V here
+    supported_hv_cpuid: CpuidTable = field(default_factory=CpuidTable)
 
     @property
     def backend(self) -> str:
@@ -206,6 +208,7 @@ class HostFacts:
             feature_msrs=dict(self.feature_msrs),
             host_vendor=self.host_vendor,
             caps=dict(self.caps),
+            hv_cpuid=self.supported_hv_cpuid,
             name="live",
         )
 
@@ -218,6 +221,7 @@ class HostFacts:
             "caps": dict(self.caps),
             "supported_cpuid": self.supported_cpuid.to_json(),
             "emulated_cpuid": self.emulated_cpuid.to_json(),
+            "supported_hv_cpuid": self.supported_hv_cpuid.to_json(),
             "msr_index_list": [_hex(i) for i in self.msr_index_list],
             "feature_msr_list": [_hex(i) for i in self.feature_msr_list],
             "feature_msrs": {_hex(k): _hex(v) for k, v in self.feature_msrs.items()},
@@ -270,6 +274,8 @@ class HostFacts:
                 cpuid_signature=_num(data.get("cpuid_signature", 0)),
                 hypervisor=bool(data.get("hypervisor", False)),
                 hypervisor_signature=data.get("hypervisor_signature"),
+                supported_hv_cpuid=CpuidTable.from_json(data.get("supported_hv_cpuid", []),
+                                                        f"{where}: supported_hv_cpuid"),
             )
         except KeyError as e:
             raise UsageError(f"{where}: missing field {e.args[0]!r}") from None
@@ -295,6 +301,8 @@ def gather_facts(kvm: Kvm | None = None) -> HostFacts:
                 else CpuidTable())
     feature_list = tuple(_try(kvm.msr_feature_index_list, [])) if caps.get("GET_MSR_FEATURES") else ()
     feature_msrs = _try(lambda: kvm.get_msrs(feature_list), {}) if feature_list else {}
+    hv_cpuid = (_try(kvm.supported_hv_cpuid, CpuidTable()) if caps.get("SYS_HYPERV_CPUID")
+                else CpuidTable())
     xcomp = (_try(lambda: kvm.get_device_attr(0, KVM_X86_XCOMP_GUEST_SUPP), None)
              if caps.get("SYS_ATTRIBUTES") else None)
 
@@ -328,6 +336,7 @@ def gather_facts(kvm: Kvm | None = None) -> HostFacts:
         cpuid_signature=l1[0],
         hypervisor=hyper,
         hypervisor_signature=hsig,
+        supported_hv_cpuid=hv_cpuid,
     )
     object.__setattr__(facts, "gather_ms", (time.perf_counter() - t0) * 1e3)
     return facts

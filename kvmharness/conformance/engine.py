@@ -150,7 +150,7 @@ class Session:
     def vcpu(self, config: GuestConfig) -> VcpuConfig:
         v = self._vcpus.get(config)
         if v is None:
-            v = self._vcpus[config] = config.vcpu(self.profile.supported)
+            v = self._vcpus[config] = config.vcpu(self.profile.supported, self.profile.hv_cpuid)
         return v
 
     def judge(self, item: Item) -> dict:

@@ -14,6 +14,11 @@
       host-xcr0:VALUE        host KVM_SET_XCRS with XCR0=VALUE
       get-cpuid2:LEAF:SUB    host KVM_GET_CPUID2: the vCPU's entry as KVM holds it
       msr-index:INDEX        host KVM_GET_MSR_INDEX_LIST: is INDEX listed (saved/restored)?
+      get-cpuid2-nent:N      host KVM_GET_CPUID2 with room for N entries (E2BIG, nent)
+      set-cpuid2-again:LEAF:SUB:REG:XOR
+                             host KVM_SET_CPUID2 after KVM_RUN: the vCPU's table with register
+                             REG (0 EAX, 1 EBX, 2 ECX, 3 EDX) of LEAF.SUB XORed with XOR (0: identical)
+      vmcall:NR / vmmcall:NR guest VMCALL / VMMCALL with RAX=NR, RBX=RCX=RDX=RSI=0 (result in RAX)
       insn:HEXBYTES          the given instruction bytes at CPL0 (e.g. insn:0f0b is UD2)
       NAME                   a named payload from the payload registry (e.g. shstk-near-ret)
     MODS (state set up by the host before the probe runs):
@@ -48,10 +53,15 @@ KINDS: dict[str, tuple[tuple[str, ...], bool]] = {
     "host-xcr0": (("value",), False),
     "get-cpuid2": (("leaf", "subleaf"), False),
     "msr-index": (("index",), False),
+    "get-cpuid2-nent": (("nent",), False),
+    "set-cpuid2-again": (("leaf", "subleaf", "reg", "xor"), False),
+    "vmcall": (("nr",), True),
+    "vmmcall": (("nr",), True),
     "insn": (("bytes",), True),
 }
 _LIMITS = {"leaf": 0xFFFFFFFF, "subleaf": 0xFFFFFFFF, "bit": 63, "index": 0xFFFFFFFF,
-           "value": 0xFFFFFFFFFFFFFFFF}
+           "value": 0xFFFFFFFFFFFFFFFF, "nent": 4096, "reg": 3, "xor": 0xFFFFFFFF,
+           "nr": 0xFFFFFFFFFFFFFFFF}
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 _MOD_RE = re.compile(r"^(cpl3|(cr4|cr0|efer)([+-])(\w+)|xcr0=(\w+)|msr:(\w+)=(\w+))$")
 
@@ -113,7 +123,7 @@ class ProbeSpec:
 
 
 def _fmt(kind: str, name: str, value: int) -> str:
-    if name in ("bit", "subleaf") or (kind == "xgetbv" and name == "index"):
+    if name in ("bit", "subleaf", "nent", "reg", "nr") or (kind == "xgetbv" and name == "index"):
         return str(value)
     return hex(value)
 
