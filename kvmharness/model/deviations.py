@@ -17,6 +17,7 @@ Entry criteria (all given ones must hold; see the file's "about"):
   expected                subset of the expectation's pattern
   observed / observed_not an outcome pattern the observation must / must not match
   observed_differs_only_in  {reg: mask}: expected and observed registers may differ only there
+  setup_msrs        [index, ...]: the probe sets one of these MSRs (msr: modifiers) before it runs
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from .expectation import Expectation
 from .profile import HostProfile
 
 _CRITERIA = {"kinds", "args", "insn", "payloads", "cpl3", "rule", "cr4_bits", "expected",
-             "observed", "observed_not", "observed_differs_only_in"}
+             "observed", "observed_not", "observed_differs_only_in", "setup_msrs"}
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,8 @@ def _entry_matches(e: dict, host: HostProfile, probe: ProbeSpec, exp: Expectatio
     if "payloads" in m and (probe.kind != "payload" or probe.args[0] not in m["payloads"]):
         return False
     if "cpl3" in m and bool(probe.cpl3) != bool(m["cpl3"]):
+        return False
+    if "setup_msrs" in m and not any(i in [_num(x) for x in m["setup_msrs"]] for i, _ in probe.msrs):
         return False
     if "rule" in m and not any(fnmatch.fnmatchcase(exp.rule, pat) for pat in m["rule"]):
         return False
