@@ -3,13 +3,13 @@ KVM can build the configuration at all (caps, quirks, Hyper-V), MSR filters, hyp
 guest TSC at creation, and which CPUID bits KVM owns at runtime (KVM_SET_CPUID2 after KVM_RUN).
 
 Read in the 6.18 text and checked in every pinned release (6.1.176 .. 7.2.8) where a rule says
-so; a release's differences are data (QUIRK_SINCE), not branches.
+so; a release's differences are data in releases.py ("quirks"), not branches.
 """
 
 from __future__ import annotations
 
 from . import bits as b
-from . import msrs
+from . import msrs, releases
 from . import patterns as P
 from .expectation import Expectation
 from .profile import MSR_FILTER_READ, MSR_FILTER_WRITE, HostProfile, VcpuConfig
@@ -19,10 +19,6 @@ from .state import Ctx
 F_MSR_ALLOWED = "kvm_msr_allowed (arch/x86/kvm/x86.c)"
 F_ENABLE_CAP = "kvm_vm_ioctl_enable_cap (arch/x86/kvm/x86.c)"
 
-# KVM_X86_QUIRK_* bits by the first pinned release that has them (kvm_caps.supported_quirks):
-# STUFF_FEATURE_MSRS, SLOT_ZAP_ALL and IGNORE_GUEST_PAT are absent from 6.1.176, present in
-# 6.12.107. A quirk a kernel lacks cannot be disabled (KVM_CAP_DISABLE_QUIRKS2 -> EINVAL).
-QUIRK_SINCE = {b.QUIRK_STUFF_FEATURE_MSRS: (6, 12), 1 << 7: (6, 12), 1 << 9: (6, 12)}
 
 # KVM hypercall numbers (include/uapi/linux/kvm_para.h) -> the PV feature that gates them under
 # KVM_CAP_ENFORCE_PV_FEATURE_CPUID (____kvm_emulate_hypercall; the same gates in 6.1.176 ..
@@ -50,9 +46,9 @@ def vm_setup_refusal(host: HostProfile, vcpu: VcpuConfig) -> Reason | None:
                           f"disable (it offers {have:#x})", F_ENABLE_CAP)
     if vcpu.quirks_disabled:
         offered = cap("DISABLE_QUIRKS2")
-        missing = (vcpu.quirks_disabled & ~offered if offered is not None else
-                   sum(q for q, since in QUIRK_SINCE.items()
-                       if vcpu.quirks_disabled & q and tuple(host.kernel) < since))
+        if offered is None:         # no KVM_CHECK_EXTENSION answer: the release's quirks
+            offered = releases.value("quirks", host.kernel)
+        missing = vcpu.quirks_disabled & ~offered
         if missing:
             return Reason(f"quirk mask {missing:#x} is not in this KVM's KVM_CAP_DISABLE_QUIRKS2 "
                           "(the kernel lacks the quirk)", F_ENABLE_CAP, None,
