@@ -21,8 +21,59 @@ UD = {"kind": "exception", "vector": 6}
 
 
 def ex(host, probe, v=None, **kw):
+    """The expectation, its exception patterns without the step they are placed at (the tests of
+    where a body faults are test_exception_expectations_say_which_step_faults and below)."""
     v = v if v is not None else vcpu(host, **kw)
-    return expect(host, v, parse_probe(probe, payload_names()))
+    e = expect(host, v, parse_probe(probe, payload_names()))
+    e.pattern = _unplaced(e.pattern)
+    return e
+
+
+def _unplaced(pattern):
+    if "any_of" in pattern:
+        return {"any_of": [_unplaced(p) for p in pattern["any_of"]]}
+    if pattern.get("kind") == "exception" and "step" in pattern:
+        return {k: v for k, v in pattern.items() if k not in ("rip", "step")}
+    return pattern
+
+
+@pytest.mark.parametrize("probe, set_, clear, rip, step", [
+    ("wrmsr:0x49:0x1", [], ["spec_ctrl", "amd_ibpb", "sbpb"], 0x14000, "WRMSR"),   # the write faults
+    ("wrmsr:0x49:0x1", ["spec_ctrl"], [], 0x14002, "RDMSR"),   # written; PRED_CMD is write-only
+    ("wrmsr:0x10b:0x1", ["flush_l1d"], [], 0x14002, "RDMSR"),
+    ("wrmsr:0x10b:0x1", [], ["flush_l1d"], 0x14000, "WRMSR"),
+    ("wrmsr:0x12345678:0@cpl3", [], [], 0x20000, "WRMSR"),
+    ("rdmsr:0x12345678", [], [], 0x14000, "RDMSR"),
+    ("cr4:24", [], [], 0x14006, "MOV to CR4"),
+    ("cr4:24@cpl3", [], [], 0x20000, "MOV from CR4"),
+    ("xsetbv:0:0x2", [], [], 0x14000, "XSETBV"),
+])
+def test_exception_expectations_say_which_step_faults(probe, set_, clear, rip, step):
+    """A multi-step body's fault of its first step and of a later one are different outcomes:
+    the pattern names the RIP (compared) and the step (for the text)."""
+    h = fc_profile(SPR_618)
+    e = expect(h, vcpu(h, set_=set_, clear=clear), parse_probe(probe, payload_names()))
+    assert e.pattern["kind"] == "exception" and e.pattern["rip"] == hex(rip) and e.pattern["step"] == step
+    assert f"at {rip:#x} ({step})" in e.describe()
+    seen = {"kind": "exception", "vector": e.pattern["vector"], "name": "GP",
+            "error_code": e.pattern.get("error_code"), "rip": hex(rip), "cs": "0x10"}
+    assert matches(e.pattern, seen)
+    for other in (rip - 2, rip + 2, rip + 3):       # the same fault at another instruction
+        assert not matches(e.pattern, {**seen, "rip": hex(other)})
+
+
+def test_step_offsets_are_the_body_encodings():
+    from kvmharness.guest.bodies import STEPS, body_for, step_at
+    from kvmharness.guest.layout import payload_base
+    for kind, probe in (("wrmsr", "wrmsr:0x10:0"), ("cr4", "cr4:7"), ("cpuid", "cpuid:0:0")):
+        spec = parse_probe(probe)
+        code = body_for(spec).code
+        starts = {"WRMSR": b"\x0f\x30", "RDMSR": b"\x0f\x32", "CPUID": b"\x0f\xa2",
+                  "MOV from CR4": b"\x0f\x20\xe0", "MOV to CR4": b"\x0f\x22\xe0",
+                  "MOV from CR4 (read back)": b"\x0f\x20\xe0"}
+        for name, offset in STEPS[kind]:
+            assert code[offset:].startswith(starts[name]), (kind, name)
+            assert step_at(spec, payload_base(False) + offset) == name
 
 
 def obs_ok(**regs):
@@ -570,7 +621,7 @@ def test_deviation_pvm_cr4_static_acceptance_and_scope():
     h = pvm_profile()
     p = parse_probe("cr4:20")                                      # SMEP: not in pvm CPUID
     e = expect(h, vcpu(h, set_=["smep"]), p)
-    assert e.pattern == GP
+    assert _unplaced(e.pattern) == GP
     assert classify(h, p, e, obs_ok(rax=0x100620)).id == "pvm-cr4-static-acceptance"
     p2 = parse_probe("cr4:14")                                     # SMXE is not in the list
     e2 = expect(h, vcpu(h), p2)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .. import outcome as oc
 from ..cpu.cpuid import CpuidTable
-from ..errors import UsageError
+from ..errors import RESOURCE_ERRNOS, UsageError
 from ..model.profile import HostProfile, VcpuConfig
 from ..probes.payloads import guest_code, parse
 from .config import GuestConfig, resolve_feature
@@ -236,6 +236,11 @@ class Session:
                                 skip_reason=unpredicted_reason(reasons))
         if oc.matches(exp.pattern, observed):
             return self._result(item, exp.pattern, observed, "pass", reasons)
+        if observed.get("kind") == "ioctl_error" and observed.get("errno") in RESOURCE_ERRNOS:
+            why = (f"the host ran short of a resource: {observed.get('ioctl')} failed with "
+                   f"{observed.get('error')} (not an observation of KVM)")
+            return self._result(item, exp.pattern, {"kind": "error", "message": why}, "error",
+                                [*reasons, why])
         dev = classify(self.profile, spec, exp, observed)
         if dev is not None:
             return self._result(item, exp.pattern, observed, "known", reasons,

@@ -34,6 +34,7 @@ import errno
 
 from ..cpu.cpuid import CpuidEntry
 from ..errors import UsageError
+from ..guest.bodies import STEPS, step_address
 from ..probes.spec import ProbeSpec
 from . import bits as b
 from . import catalog, releases
@@ -92,7 +93,20 @@ def _expect(host: HostProfile, vcpu: VcpuConfig, probe: ProbeSpec, caps: Effecti
     if handler is None:
         return Expectation(P.any_(), ctx.reasons + [Reason(f"no model rule for probe kind {kind}")],
                            f"{kind}.unknown")
-    return handler(ctx)
+    exp = handler(ctx)
+    if len(STEPS.get(kind, ())) == 1:       # one instruction: a fault can only be that one's
+        exp.pattern = _at(ctx, exp.pattern, STEPS[kind][0][0])
+    return exp
+
+
+def _at(ctx: Ctx, pattern: dict, step: str) -> dict:
+    """`pattern` with each exception it allows placed at the body instruction `step` (RIP and
+    its name): a fault of another step of the body is another outcome."""
+    if "any_of" in pattern:
+        return {"any_of": [_at(ctx, p, step) for p in pattern["any_of"]]}
+    if pattern.get("kind") != "exception" or "rip" in pattern:
+        return pattern
+    return {**pattern, "rip": hex(step_address(ctx.probe, step)), "step": step}
 
 
 def _set_cpuid_refusal(caps: EffectiveCaps):
@@ -335,12 +349,13 @@ def _cr4(ctx: Ctx) -> Expectation:
     st = ctx.state
     feat = feature_for_cr4(bit)
     if st.cpl:
-        return _exp(ctx, P.gp0(), "cr4.cpl", Reason("MOV to CR4 at CPL3 -> #GP(0)", F_HW),
-                    feature=feat)
+        return _exp(ctx, _at(ctx, P.gp0(), "MOV from CR4"), "cr4.cpl", Reason(
+            "MOV from CR4 at CPL3, the body's first step -> #GP(0)", F_HW), feature=feat)
     old, new = st.cr4, st.cr4 | (1 << bit)
     ok, rule, why = check_set_cr4(ctx, old, new)
     if not ok:
-        return _exp(ctx, P.gp0(), rule, *why, feature=feat, facts={"cr4_bits": [bit]})
+        return _exp(ctx, _at(ctx, P.gp0(), "MOV to CR4"), rule, *why, feature=feat,
+                    facts={"cr4_bits": [bit]})
     return _exp(ctx, P.ok({"rax": P.masked(new, 1 << bit)}), rule, *why,
                 Reason(f"MOV from CR4 reads back {cr4_name(bit)} set (RAX compared on that bit)"),
                 feature=feat)
@@ -411,13 +426,13 @@ def _rdmsr(ctx: Ctx) -> Expectation:
 def _wrmsr(ctx: Ctx) -> Expectation:
     index, value = ctx.probe.args
     if ctx.state.cpl:
-        return _exp(ctx, P.gp0(), "msr.cpl", Reason("WRMSR at CPL3 -> #GP(0)", F_HW))
+        return _exp(ctx, _at(ctx, P.gp0(), "WRMSR"), "msr.cpl", Reason("WRMSR at CPL3 -> #GP(0)", F_HW))
     scratch = dict(ctx.state.msrs)
     w, fail = _guest_msr(ctx, index, True, value, scratch)
     if w.status == msrs.UNMOD:
         return _exp(ctx, P.any_(), w.rule, *w.reasons, feature=w.feature)
     if w.status == msrs.ERR:
-        return _exp(ctx, fail or P.gp0(), w.rule, *w.reasons, feature=w.feature)
+        return _exp(ctx, _at(ctx, fail or P.gp0(), "WRMSR"), w.rule, *w.reasons, feature=w.feature)
     if index == b.MSR["EFER"] and w.value is not None:
         ctx.state.efer = w.value
     r, rfail = _guest_msr(ctx, index, False, 0, scratch)
@@ -425,7 +440,7 @@ def _wrmsr(ctx: Ctx) -> Expectation:
     if r.status == msrs.UNMOD:
         return _exp(ctx, P.any_(), w.rule, *reasons, feature=w.feature)
     if r.status == msrs.ERR:
-        return _exp(ctx, rfail or P.gp0(), w.rule, *reasons, feature=w.feature)
+        return _exp(ctx, _at(ctx, rfail or P.gp0(), "RDMSR"), w.rule, *reasons, feature=w.feature)
     return _exp(ctx, P.ok(P.regs64(r.value)), w.rule, *reasons, feature=w.feature)
 
 
