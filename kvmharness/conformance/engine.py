@@ -210,6 +210,27 @@ class Session:
             r["duration_us"] = round(c * 1e6, 1)
         return results
 
+    def judge_observed(self, item: Item, observed: dict, recorded_skip: str | None = None) -> dict:
+        """Judge a recorded observation again with this session's model (kvmharness rejudge):
+        what judge() does, with the probe's outcome taken from the recording, not from KVM."""
+        try:
+            spec, exp, reasons, skipped = self._expect(item)
+        except Exception as e:
+            return self._error(item, e)
+        if skipped is not None:
+            return skipped
+        kind = observed.get("kind")
+        if kind == "error":             # the harness failed when it was recorded: still failed
+            return self._result(item, exp.pattern, observed, "error", reasons)
+        if kind == "skip":              # nothing was observed then: nothing to judge now
+            why = ("not observed in the recording (skipped there: "
+                   f"{recorded_skip or observed.get('reason')}); record it again")
+            return self._result(item, exp.pattern, oc.skip(why), "skip", reasons, skip_reason=why)
+        try:
+            return self._verdict(item, spec, exp, reasons, observed)
+        except Exception as e:
+            return self._error(item, e)
+
     def _error(self, item: Item, e: Exception) -> dict:
         return self._result(item, {"kind": "any"}, {"kind": "error", "message": f"{type(e).__name__}: {e}"},
                             "error", [f"the harness failed: {type(e).__name__}: {e}"])
