@@ -107,6 +107,16 @@ def _expect(host: HostProfile, vcpu: VcpuConfig, probe: ProbeSpec, caps: Effecti
     return exp
 
 
+def unplaced(pattern: dict) -> dict:
+    """`pattern` without the body steps _at() placed its exceptions at: for a rule borrowed by
+    a named payload, whose instructions are elsewhere (its RIP is not the basic body's)."""
+    if "any_of" in pattern:
+        return {"any_of": [unplaced(p) for p in pattern["any_of"]]}
+    if pattern.get("kind") == "exception" and "step" in pattern:
+        return {k: v for k, v in pattern.items() if k not in ("rip", "step")}
+    return pattern
+
+
 def _at(ctx: Ctx, pattern: dict, step: str) -> dict:
     """`pattern` with each exception it allows placed at the body instruction `step` (RIP and
     its name): a fault of another step of the body is another outcome."""
