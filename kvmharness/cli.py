@@ -136,6 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user-space-msr", type=_mask, default=0, metavar="MASK",
                    help="KVM_CAP_X86_USER_SPACE_MSR mask: MSR accesses KVM refuses exit to "
                    "userspace (1 INVAL, 2 UNKNOWN, 4 FILTER) instead of #GP")
+    p.add_argument("--vendor", choices=("intel", "amd", "hygon"),
+                   help="the guest CPUID vendor string (leaf 0) instead of the host's")
+    p.add_argument("--enable-cap", action="append", default=[], metavar="NAME=ARG",
+                   help="enable a VM cap with args[0]=ARG before the vCPU is created, e.g. "
+                   "MSR_PLATFORM_INFO=0 or X86_DISABLE_EXITS=0x2 (repeatable)")
+    p.add_argument("--msr-filter", metavar="SPEC",
+                   help="KVM_X86_SET_MSR_FILTER: allow|deny[,r|w|rw:BASE:N:BITMAP]... (bit i of "
+                   "BITMAP allows MSR BASE+i)")
+    p.add_argument("--hyperv", action="store_true",
+                   help="Hyper-V guest: the leaves of KVM_GET_SUPPORTED_HV_CPUID, with "
+                   "KVM_CAP_HYPERV_ENFORCE_CPUID")
     p.add_argument("--timeout", type=float, default=1000.0, metavar="MS",
                    help="per-probe timeout in milliseconds (default 1000)")
     p.add_argument("--json", action="store_true", help="print a JSON list of results")
@@ -227,9 +238,21 @@ def cmd_info(args) -> int:
     return EXIT_OK
 
 
+def _vm_cap(text: str) -> tuple[str, int]:
+    """--enable-cap NAME=ARG: a KvmCap name (KVM_CAP_ prefix optional) and its args[0]."""
+    from .cpu.cpuid import parse_number
+    from .kvm.constants import KvmCap
+    name, sep, arg = text.partition("=")
+    name = name.strip().upper().removeprefix("KVM_CAP_")
+    if not sep or name not in KvmCap.__members__:
+        raise UsageError(f"--enable-cap {text!r}: expected NAME=ARG with NAME a KVM_CAP_* name")
+    return name, parse_number(arg, f"--enable-cap {text}")
+
+
 def cmd_probe(args) -> int:
     from . import outcome as oc
-    from .conformance.config import GuestConfig
+    from .conformance.config import GuestConfig, parse_msr_filter
+    from .kvm.constants import KvmCap
     from .guest.runner import Runner
     from .probes.payloads import guest_code, parse
 
@@ -237,9 +260,17 @@ def cmd_probe(args) -> int:
         raise UsageError(f"--timeout {args.timeout}: must be between 0 and 600000 ms")
     specs = [parse(p) for p in args.probes]
     config = GuestConfig("cli", tuple(args.set), tuple(args.clear), args.enforce_pv_cpuid,
-                         args.disable_quirks, args.user_space_msr)
+                         args.disable_quirks, args.user_space_msr, args.vendor,
+                         tuple(_vm_cap(c) for c in args.enable_cap),
+                         parse_msr_filter(args.msr_filter) if args.msr_filter else None, args.hyperv)
     with Runner() as runner:
-        vcpu = config.vcpu(runner.kvm.supported_cpuid())     # resolves feature names: errors first
+        hv = None
+        if args.hyperv:
+            if not runner.kvm.check_extension(KvmCap.SYS_HYPERV_CPUID):
+                raise UsageError("--hyperv: this KVM has no KVM_GET_SUPPORTED_HV_CPUID "
+                                 "(KVM_CAP_SYS_HYPERV_CPUID is 0): no Hyper-V emulation here")
+            hv = runner.kvm.supported_hv_cpuid()
+        vcpu = config.vcpu(runner.kvm.supported_cpuid(), hv)    # resolves feature names: errors first
         outcomes = runner.run_many(vcpu, [(spec, guest_code(spec)) for spec in specs], args.timeout)
         results = [{"probe": str(spec), "config": config.to_json(), "outcome": oc.to_json(outcome)}
                    for spec, outcome in zip(specs, outcomes)]
