@@ -47,13 +47,41 @@ def _add_host_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="with --host: a module parameter (e.g. ept=N), repeatable")
     p.add_argument("--kernel", metavar="X.Y", help="predict for this kernel version")
+    _add_source_option(p)
+
+
+def _add_source_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", metavar="TREE",
+                   help="judge with the CPUID classes read from this Linux source tree (a patched "
+                   "kernel, say) and the other rules of its release (--kernel overrides those)")
+
+
+def _with_source(profile, args):
+    """--source TREE: the classes of that tree, the rules of its release unless --kernel."""
+    if not getattr(args, "source", None):
+        return profile
+    from .cpu.source import with_source
+    return with_source(profile, args.source, args.kernel)
+
+
+def _check_source(args) -> None:
+    """A tree that cannot be read fails before anything else is done."""
+    if getattr(args, "source", None):
+        from .cpu.source import read_tree
+        read_tree(args.source)
 
 
 def _host_profile(args):
-    """The model's HostProfile: a recorded host (--host) or this machine's KVM."""
+    """The model's HostProfile: a recorded host (--host) or this machine's KVM, with the classes
+    of --source TREE."""
+    return _with_source(_plain_host_profile(args), args)
+
+
+def _plain_host_profile(args):
     from .model.hostfile import load_host_file
     from .model.releases import parse_release
     kernel = parse_release(args.kernel) if args.kernel else None
+    _check_source(args)
     if args.host is not None:               # --host "" is a mistake, never this machine
         params = {}
         for kv in args.param:
@@ -139,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=1000.0, metavar="MS",
                    help="per-probe timeout in milliseconds (default 1000)")
     p.add_argument("--kernel", metavar="X.Y", help="predict for this kernel version instead of uname's")
+    _add_source_option(p)
 
     p = sub.add_parser("rejudge", help="judge a recorded report again with the current model, offline",
                        description="Judge the observations of a report recorded by `kvmharness run` "
@@ -150,6 +179,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report_options(p)
     p.add_argument("--kernel", metavar="X.Y",
                    help="apply this kernel's rules instead of the ones the report was judged with")
+    _add_source_option(p)
+
+    p = sub.add_parser("catalogue", help="CPUID class differences between kernel trees or releases",
+                       description="Print the bits whose KVM class differs between two sides, "
+                       "each a Linux source tree (--source TREE, read as `run --source` reads it) "
+                       "or a release of the committed catalogue (--kernel X.Y): what a patch "
+                       "changes in what KVM advertises. One --source alone is compared with the "
+                       "catalogue of its release. Exit 0 (differences are the answer), 2 when a "
+                       "tree cannot be read.")
+    p.add_argument("--source", action="append", default=[], metavar="TREE",
+                   help="a Linux source tree (repeatable, at most two sides in all)")
+    p.add_argument("--kernel", action="append", default=[], metavar="X.Y",
+                   help="a release of the catalogue (repeatable, at most two sides in all)")
+    p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("explain", help="the model's reasoning for one feature",
                        description="Why a feature is or is not usable by a guest: supported? "
@@ -280,6 +323,7 @@ def cmd_run(args) -> int:
     out = _ReportOutputs(args)                                # bad options and input: fail early
     selected = list(dict.fromkeys(matrix_feature(f) for f in args.feature))   # as the matrix names them
     kernel = parse_release(args.kernel) if args.kernel else None
+    _check_source(args)
     try:
         with open_kvm() as kvm:
             facts = gather_facts(kvm)
@@ -287,7 +331,7 @@ def cmd_run(args) -> int:
         if args.ktap:                   # a KTAP consumer still gets a parseable "skipped" run
             _emit(ktap_skip_all(str(e)), end="")
         raise
-    profile = facts.to_profile(kernel)
+    profile = _with_source(facts.to_profile(kernel), args)
     items = plan(profile, selected or None)
     jobs = args.jobs or os.cpu_count() or 1
 
@@ -308,7 +352,7 @@ def cmd_run(args) -> int:
     report = build_report(_report_host(facts), results, started, time.monotonic() - t0,
                           {"features": selected, "jobs": jobs,
                            "kernel_rules": ".".join(map(str, profile.kernel)),
-                           "rules_note": profile.rules_note})
+                           "rules_note": profile.rules_note, **_source_selection(profile)})
     return out.write(report)
 
 
@@ -364,9 +408,29 @@ def cmd_rejudge(args) -> int:
     from .model.releases import parse_release
     if args.kernel:
         parse_release(args.kernel)                  # a bad --kernel fails before the file is read
+    _check_source(args)
     out = _ReportOutputs(args)
     report = load_report(args.report)
-    return out.write(rejudge(report, args.report, args.kernel))
+    return out.write(rejudge(report, args.report, args.kernel, args.source))
+
+
+def _source_selection(profile) -> dict:
+    """The report header's record of --source (selection.classes_source)."""
+    if profile.source is None:
+        return {}
+    return {"classes_source": {"path": profile.source.path,
+                               "version": profile.source.version_text}}
+
+
+def cmd_catalogue(args) -> int:
+    from .cpu.source import class_sides, class_differences, render_class_differences
+    sides = class_sides(args.source, args.kernel)
+    diffs = class_differences(*sides)
+    if args.json:
+        _emit(json.dumps({"a": sides[0].label, "b": sides[1].label, "differences": diffs}, indent=2))
+    else:
+        _emit(render_class_differences(sides[0], sides[1], diffs).rstrip("\n"))
+    return EXIT_OK
 
 
 def cmd_explain(args) -> int:
@@ -412,7 +476,7 @@ def cmd_diff(args) -> int:
 
 
 COMMANDS = {"info": cmd_info, "probe": cmd_probe, "run": cmd_run, "explain": cmd_explain,
-            "lint": cmd_lint, "diff": cmd_diff, "rejudge": cmd_rejudge}
+            "lint": cmd_lint, "diff": cmd_diff, "rejudge": cmd_rejudge, "catalogue": cmd_catalogue}
 
 
 def _write_report(path: str, text: str) -> None:
