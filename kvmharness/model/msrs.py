@@ -104,7 +104,8 @@ HV_MSR_BIT = {
     **{i: ("edx", 10, "GUEST_CRASH_MSR_AVAILABLE") for i in range(0x40000100, 0x40000106)},
 }
 # Their values after vCPU creation, where KVM fixes them (VP_INDEX: the vCPU index, 0 here).
-HV_MSR_RESET = {0x40000000: 0, 0x40000001: 0, 0x40000002: 0, 0x40000080: 0}
+HV_MSR_RESET = {0x40000000: 0, 0x40000001: 0, 0x40000002: 0}
+HV_SYNIC_MSRS = range(0x40000080, 0x400000A0)       # SCONTROL .. SINT15
 F_HV_MSR = "kvm_hv_get_msr/kvm_hv_set_msr, hv_check_msr_access (arch/x86/kvm/hyperv.c)"
 
 
@@ -724,6 +725,13 @@ def _hyperv(ctx: Ctx, idx: int, write: bool = False, data: int = 0, host: bool =
             if not have:
                 return MsrResult(ERR, None, [why, Reason("not accessible -> error (#GP)", F_HV_MSR)],
                                  "msr.hyperv.enforce")
+            if idx in HV_SYNIC_MSRS:
+                # synic_get_msr/synic_set_msr: a guest access needs an active SynIC, which only
+                # KVM_CAP_HYPERV_SYNIC/SYNIC2 on the vCPU gives (the harness never enables it)
+                return MsrResult(ERR, None, [why, Reason(
+                    "the SynIC is not activated (no KVM_CAP_HYPERV_SYNIC2 on the vCPU): guest "
+                    "accesses fail -> error (#GP)", "synic_get_msr/synic_set_msr (arch/x86/kvm/hyperv.c)")],
+                    "msr.hyperv.synic")
             if write:
                 if idx in HV_MSR_RESET and idx != 0x40000002:
                     return MsrResult(OK, data, [why], "msr.hyperv.enforce")
