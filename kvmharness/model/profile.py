@@ -42,12 +42,19 @@ class HostProfile:
     hypervisor: str | None = None
     name: str = "live"                         # where the profile came from (for reports)
     release: str = ""                          # the kernel as given ("7.4-rc2"), "" if only `kernel`
+    # --source TREE: the CPUID classes read from a kernel tree (kvmharness.cpu.source.TreeClasses)
+    # instead of the catalogue's for `kernel`.
+    source: object = field(default=None, compare=False)
 
     @property
     def rules_note(self) -> str:
-        """'rules of 7.3 applied to 7.4-rc2' when the rules are not the kernel's own, else ''."""
+        """'rules of 7.3 applied to 7.4-rc2' when the rules are not the kernel's own, and the
+        tree the classes were read from (--source); '' when neither."""
         from .releases import rules_note
-        return rules_note(self.kernel, self.release)
+        notes = [rules_note(self.kernel, self.release)]
+        if self.source is not None:
+            notes.append(f"classes read from {self.source.path} ({self.source.version_text})")
+        return "; ".join(n for n in notes if n)
 
     @property
     def xcr0(self) -> int:
