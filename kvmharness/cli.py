@@ -50,8 +50,9 @@ def _add_host_options(p: argparse.ArgumentParser) -> None:
 
 def _host_profile(args):
     """The model's HostProfile: a recorded host (--host) or this machine's KVM."""
-    from .model.hostfile import load_host_file, parse_kernel
-    kernel = parse_kernel(args.kernel) if args.kernel else None
+    from .model.hostfile import load_host_file
+    from .model.releases import parse_release
+    kernel = parse_release(args.kernel) if args.kernel else None
     if args.host:
         params = {}
         for kv in args.param:
@@ -82,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run probes in a guest whose CPUID is KVM_GET_SUPPORTED_CPUID "
                        "with the --set/--clear edits. PROBE is cpuid:LEAF:SUB, cr4:BIT, sregs-cr4:BIT, "
                        "rdmsr:INDEX, wrmsr:INDEX:VALUE, host-rdmsr:INDEX, host-wrmsr:INDEX:VALUE, "
-                       "xgetbv:INDEX, xsetbv:INDEX:VALUE, host-xcr0:VALUE, insn:HEXBYTES or a named "
+                       "xgetbv:INDEX, xsetbv:INDEX:VALUE, host-xcr0:VALUE, get-cpuid2:LEAF:SUB, "
+                       "msr-index:INDEX, host-get-reg:REG, host-set-reg:REG:VALUE, reg-list:N, "
+                       "insn:HEXBYTES or a named "
                        "payload, optionally followed by @MODS (cpl3, cr4+BIT, cr4-BIT, cr0±BIT, "
                        "efer±BIT, xcr0=V, msr:I=V).")
     _add_config_options(p)
@@ -217,7 +220,7 @@ def cmd_run(args) -> int:
                          ktap_skip_all, load_report, progress_line, render_diff, render_table,
                          summary_line, to_junit, to_ktap)
     from .report.atomic import descriptor_of
-    from .model.hostfile import parse_kernel
+    from .model.releases import parse_release
 
     if not 0 < args.timeout <= 600_000:
         raise UsageError(f"--timeout {args.timeout}: must be between 0 and 600000 ms")
@@ -238,7 +241,7 @@ def cmd_run(args) -> int:
     human = sys.stderr if on_stdout else sys.stdout
     baseline = load_report(args.baseline) if args.baseline else None     # bad input: fail early
     selected = list(dict.fromkeys(matrix_feature(f) for f in args.feature))   # as the matrix names them
-    kernel = parse_kernel(args.kernel) if args.kernel else None
+    kernel = parse_release(args.kernel) if args.kernel else None
     try:
         with open_kvm() as kvm:
             facts = gather_facts(kvm)
@@ -266,7 +269,8 @@ def cmd_run(args) -> int:
         sys.stderr.write("\n")
     report = build_report(_report_host(facts), results, started, time.monotonic() - t0,
                           {"features": selected, "jobs": jobs,
-                           "kernel_rules": ".".join(map(str, profile.kernel))})
+                           "kernel_rules": ".".join(map(str, profile.kernel)),
+                           "rules_note": profile.rules_note})
     if args.json:
         _write_report(args.json, dumps_report(report))
     if args.junit:
@@ -304,7 +308,10 @@ def cmd_lint(args) -> int:
     from .cpu.cpuid import CpuidTable
     from .model.lint import flagged, lint, render_lint
     table = CpuidTable.load(args.table)         # malformed input fails before touching KVM
-    findings = lint(_host_profile(args), table)
+    host = _host_profile(args)
+    findings = lint(host, table)
+    if host.rules_note:                 # never judged with other rules silently
+        _emit(f"lint: {host.rules_note}", sys.stderr if args.json else None)
     _emit(json.dumps(findings, indent=2) if args.json else render_lint(findings).rstrip("\n"))
     return EXIT_MISMATCH if flagged(findings) else EXIT_OK
 

@@ -11,7 +11,6 @@ import ctypes
 import mmap
 import os
 import platform
-import re
 import time
 from dataclasses import dataclass, field
 
@@ -140,10 +139,10 @@ def _int_or_none(text: str | None, base: int = 0) -> int | None:
 
 
 def parse_kernel(release: str) -> tuple[int, int]:
-    m = re.match(r"(\d+)\.(\d+)", release)
-    if not m:
-        raise UsageError(f"cannot parse a kernel version from {release!r}")
-    return int(m.group(1)), int(m.group(2))
+    """uname's release -> the rules the model applies to it (model/releases.py): UsageError
+    before the oldest release the model knows or when there is no MAJOR.MINOR."""
+    from .model.releases import parse_release
+    return parse_release(release).rules
 
 
 # -- facts ----------------------------------------------------------------------------------------
@@ -194,12 +193,18 @@ class HostFacts:
     def cpuid_fms(self) -> tuple[int, int, int]:
         return signature_fms(self.cpuid_signature)
 
-    def to_profile(self, kernel_override: tuple | None = None) -> HostProfile:
+    def to_profile(self, kernel_override=None) -> HostProfile:
+        """The model's HostProfile; `kernel_override` ('7.4-rc2', (6, 12)) picks other rules
+        than this kernel's (`--kernel`), and a kernel past the model's newest release is named
+        in the profile's rules_note."""
+        from .model.releases import parse_release
+        asked = parse_release(kernel_override if kernel_override else self.kernel_release)
         return HostProfile(
             supported=self.supported_cpuid,
             emulated=self.emulated_cpuid,
             backend=self.backend,
-            kernel=tuple(kernel_override) if kernel_override else parse_kernel(self.kernel_release),
+            kernel=asked.rules,
+            release=asked.given if kernel_override and asked.beyond else self.kernel_release,
             params={**self.kvm_params, **self.backend_params},
             supported_xcr0=self.xcomp_guest_supp,
             msr_index_list=frozenset(self.msr_index_list),

@@ -103,6 +103,14 @@ def _register_value(v) -> int | None:
     return None
 
 
+def predicts(pattern: dict) -> bool:
+    """False when the pattern lets every outcome through ("anything", or a choice that includes
+    it): an observation cannot contradict it, so judging one is no pass (verdict `unpredicted`)."""
+    if "any_of" in pattern:
+        return all(predicts(p) for p in pattern["any_of"])
+    return pattern.get("kind") != "any"
+
+
 def matches(pattern: dict, outcome: dict) -> bool:
     """True when the observed outcome satisfies the expected pattern."""
     if "any_of" in pattern:

@@ -11,6 +11,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
+# KVM x86 source by release (../shared/reference/linux/<release>/); KVMHARNESS_LINUX_TREES names
+# another folder of the same shape (a worktree that is not beside ../shared).
+LINUX_TREES = Path(os.environ.get("KVMHARNESS_LINUX_TREES")
+                   or REPO.parent / "shared" / "reference" / "linux")
 PROFILES = Path(__file__).resolve().parent / "data" / "profiles"
 
 
@@ -40,6 +44,19 @@ def require_kvm() -> None:
     problem = _kvm_problem()
     if problem is None:
         return
+    if os.environ.get("KVMHARNESS_REQUIRE_KVM") == "1":
+        pytest.fail(f"KVMHARNESS_REQUIRE_KVM=1 but {problem}")
+    pytest.skip(problem)
+
+
+def linux_trees() -> list[Path]:
+    """The release trees under LINUX_TREES, oldest first. Absent: a skip with the reason, or a
+    failure under KVMHARNESS_REQUIRE_KVM=1 (CI, which has ../shared beside the clone)."""
+    trees = sorted((p for p in LINUX_TREES.glob("*") if (p / "arch/x86/kvm/cpuid.c").is_file()),
+                   key=lambda p: tuple(int(x) for x in p.name.split(".")[:2]))
+    if trees:
+        return trees
+    problem = f"no Linux trees in {LINUX_TREES} (../shared/reference/linux)"
     if os.environ.get("KVMHARNESS_REQUIRE_KVM") == "1":
         pytest.fail(f"KVMHARNESS_REQUIRE_KVM=1 but {problem}")
     pytest.skip(problem)

@@ -30,6 +30,9 @@ def result(rid, verdict="pass", category="behaviour", observed=None, expected=No
                       "evidence": "arch/x86/kvm/pvm/pvm.c"}
     if verdict == "skip":
         r["skip_reason"] = "host lacks IBT"
+    if verdict == "unpredicted":
+        r["expected"] = expected or {"kind": "any"}
+        r["skip_reason"] = "the model has no rule for this probe here: no rule for backend pvm"
     r.update(extra)
     return r
 

@@ -131,6 +131,11 @@ def test_reverse_diff_has_no_regression_from_fixes():
     ("pass", "known", False, False),
     ("known", "pass", False, False),
     ("skip", "pass", False, False),
+    ("unpredicted", "mismatch", True, False),     # a rule added, and the kernel breaks it
+    ("unpredicted", "error", True, False),
+    ("pass", "unpredicted", False, False),        # a vacuous pass named for what it was
+    ("unpredicted", "pass", False, False),
+    ("mismatch", "unpredicted", False, False),    # not an improvement: nothing was checked
 ])
 def test_transition_rules(old, new, regression, improvement):
     d = diff_reports(report([result("a/b/c", old)]), report([result("a/b/c", new)]))

@@ -128,6 +128,37 @@ def test_cached_payload_with_a_bad_hash_is_rebuilt_not_run(private_cache):
     assert again.code == good.code
 
 
+def _one_digit_changed(text: str) -> str:
+    """The first decimal digit of a symbol value, changed (what a flipped bit on disk does)."""
+    meta = json.loads(text)
+    name = sorted(meta["symbols"])[0]
+    meta["symbols"][name] ^= 0x10
+    return json.dumps(meta)
+
+
+@pytest.mark.parametrize("edit", [
+    _one_digit_changed,
+    lambda t: json.dumps({**json.loads(t), "symbols": {**json.loads(t)["symbols"], "extra": 1}}),
+    lambda t: json.dumps({**json.loads(t), "symbols": {k: str(v) for k, v in json.loads(t)["symbols"].items()}}),
+    lambda t: json.dumps({k: v for k, v in json.loads(t).items() if k != "sha256"}),
+    lambda t: json.dumps({**json.loads(t), "unknown": 0}),
+    lambda t: t[: len(t) // 2],
+    lambda t: "[]",
+], ids=["symbol-value", "symbol-added", "symbol-as-string", "no-hash", "key-added", "truncated", "not-an-object"])
+@pytest.mark.parametrize("name, base", [("probe_loop", 0), ("basic", L.PAYLOAD_BASE)])
+def test_any_change_to_a_cache_entry_is_rebuilt_not_used(private_cache, edit, name, base):
+    """The hash covers the symbol table too: one changed symbol address used to be loaded as it
+    was (the native loop then jumped to it: SIGSEGV)."""
+    good = A.assemble(name, base)
+    A._memo.clear()
+    [entry] = list(private_cache.glob("*.json"))
+    entry.write_text(edit(entry.read_text()))
+    again = A.assemble(name, base)
+    assert (again.code, again.symbols) == (good.code, good.symbols)
+    meta = json.loads(entry.read_text())                    # and stored again, whole
+    assert meta["symbols"] == good.symbols and meta["sha256"] == A._content_hash(meta["key"], good.code, good.symbols)
+
+
 @pytest.mark.parametrize("loosen", ["entry", "directory"])
 def test_a_cache_entry_others_could_write_is_rebuilt_not_run(private_cache, loosen):
     """A consistent (code + hash) but foreign entry: only the permissions give it away. The
@@ -137,7 +168,7 @@ def test_a_cache_entry_others_could_write_is_rebuilt_not_run(private_cache, loos
     [entry] = list(private_cache.glob("*.json"))
     meta = json.loads(entry.read_text())
     evil = bytes.fromhex("cc") * len(good.code)
-    meta["code"], meta["code_sha256"] = evil.hex(), hashlib.sha256(evil).hexdigest()
+    meta["code"], meta["sha256"] = evil.hex(), A._content_hash(meta["key"], evil, meta["symbols"])
     entry.write_text(json.dumps(meta))
     (entry if loosen == "entry" else private_cache).chmod(0o666 if loosen == "entry" else 0o777)
     assert A.assemble("probe_loop", 0).code == good.code

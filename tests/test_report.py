@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from kvmharness.errors import UsageError
-from kvmharness.report import (SCHEMA, VERDICTS, build_report, dumps_report,
+from kvmharness.report import (SCHEMA, VERDICTS, build_report, dumps_report, report_problem,
                                exit_code, load_report, progress_line, render_table, summary_line,
                                to_junit, to_ktap, validate_report, write_atomic)
 from kvmharness.report import atomic as atomic_mod
@@ -43,9 +43,9 @@ def test_build_report_sorts_counts_and_validates():
     assert rep["schema"] == SCHEMA == "kvmharness-report/1"
     ids = [r["id"] for r in rep["results"]]
     assert ids == sorted(ids)
-    assert rep["summary"] == {"pass": 2, "mismatch": 1, "known": 1, "skip": 1, "error": 1,
-                              "total": 6}
-    assert set(VERDICTS) == {"pass", "mismatch", "known", "skip", "error"}
+    assert rep["summary"] == {"pass": 2, "mismatch": 1, "known": 1, "unpredicted": 0, "skip": 1,
+                              "error": 1, "total": 6}
+    assert set(VERDICTS) == {"pass", "mismatch", "known", "unpredicted", "skip", "error"}
     assert validate_report(rep, "x.json") is rep
     # JSON round trip keeps it valid
     assert validate_report(json.loads(dumps_report(rep)), "x.json") == rep
@@ -463,7 +463,7 @@ def test_junit_any_characters_parse():
 # -- text ------------------------------------------------------------------------------------
 def test_summary_line():
     line = summary_line(make_report())
-    assert line == ("6 results: 2 pass, 1 mismatch, 1 known, 1 skip, 1 error in 0.8 s "
+    assert line == ("6 results: 2 pass, 1 mismatch, 1 known, 0 unpredicted, 1 skip, 1 error in 0.8 s "
                     "(6.18.44-fc-v782, kvm_pvm)")
 
 
@@ -502,7 +502,48 @@ def test_render_table_cleans_control_characters():
 def test_progress_line():
     counts = {"pass": 50, "mismatch": 1, "known": 5, "skip": 1}
     line = progress_line(57, 153, counts)
-    assert line == "[ 57/153]  37%  pass 50  mismatch 1  known 5  skip 1  error 0"
+    assert line == "[ 57/153]  37%  pass 50  mismatch 1  known 5  unpredicted 0  skip 1  error 0"
     assert len(progress_line(7, 153, counts)) == len(line)
     assert progress_line(0, 0, {}).startswith("[0/0] 100%")
     assert len(progress_line(57, 153, counts, width=20)) == 19
+
+
+# -- unpredicted: ran, but the model had nothing an observation could contradict ------------------
+def _with_unpredicted():
+    return make_report(sample_results() + [result("rdrand/off/rdrand", "unpredicted",
+                                                  observed={"kind": "ok", "regs": {"rax": "0x1"}})])
+
+
+def test_unpredicted_is_counted_apart_from_pass_everywhere():
+    rep = _with_unpredicted()
+    assert rep["summary"]["unpredicted"] == 1 and rep["summary"]["pass"] == 2
+    assert ", 1 unpredicted, " in summary_line(rep)
+    ktap = to_ktap(rep)
+    [line] = [x for x in ktap.splitlines() if "rdrand/off/rdrand" in x and not x.startswith("#")]
+    assert line.startswith("ok ") and "# SKIP unpredicted: the model has no rule" in line
+    assert "skip:2 " in ktap.splitlines()[-1] and "pass:2 " in ktap.splitlines()[-1]
+    root = ET.fromstring(to_junit(rep))
+    [case] = [c for c in root.iter("testcase") if c.get("classname") == "rdrand"]
+    [skipped] = list(case)
+    assert skipped.tag == "skipped" and skipped.get("type") == "unpredicted"
+    assert "observed ok rax=0x1" in skipped.get("message")
+    assert root.get("skipped") == "2"
+    table = render_table(rep, show=("unpredicted",))
+    assert "unpredicted: the model has no rule" in table
+    only = [result("rdrand/off/rdrand", "unpredicted"), result("shstk/base/cr4.cet")]
+    assert exit_code(make_report(only)) == 0 == exit_code(make_report(only[:1]))
+
+
+def test_unpredicted_needs_its_reason_and_old_reports_without_the_key_still_load():
+    rep = _with_unpredicted()
+    bad = json.loads(dumps_report(rep))
+    for r in bad["results"]:
+        if r["verdict"] == "unpredicted":
+            r["skip_reason"] = None
+    assert 'verdict "unpredicted" needs a non-empty "skip_reason"' in report_problem(bad)
+    old = json.loads(dumps_report(make_report()))        # written before the verdict existed
+    del old["summary"]["unpredicted"]
+    assert report_problem(old) is None
+    wrong = json.loads(dumps_report(rep))
+    del wrong["summary"]["unpredicted"]                  # but a missing count must still be right
+    assert report_problem(wrong) == 'summary: "unpredicted" is 0 but the results have 1'

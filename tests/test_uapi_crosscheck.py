@@ -5,6 +5,12 @@ number and every KVM_* constant the binding declares; the test compares them wit
 values. Nothing is hand-copied: a struct, member or name the header lacks (newer than the header)
 is wrapped in #ifdef on a macro introduced with it and is checked only where the header has it.
 No /dev/kvm needed.
+
+It runs twice: against the machine's installed header, and against the uapi headers of the newest
+kernel tree in ../shared/reference/linux (so ids newer than the installed header, such as
+KVM_X86_REG_KVM(KVM_REG_GUEST_SSP) of 6.18, are compared too). A tree's uapi headers are not
+installed headers: two stand-ins this test writes supply what headers_install would have resolved
+(`__user` and the __GENMASK macros).
 """
 
 from __future__ import annotations
@@ -16,8 +22,17 @@ import subprocess
 import pytest
 
 from kvmharness.kvm import constants, ioctls, structs
+from tests.conftest import LINUX_TREES
 
 HEADER = "linux/kvm.h"
+
+# Values the binding computes rather than declares: (key, python value, guard macro, C expression).
+EXPRESSIONS = [
+    ("KVM_X86_REG_GUEST_SSP", constants.KVM_X86_REG_GUEST_SSP, "KVM_REG_GUEST_SSP",
+     "KVM_X86_REG_KVM(KVM_REG_GUEST_SSP)"),
+    ("kvm_x86_reg_id(MSR, 0x10)", constants.kvm_x86_reg_id(constants.KVM_X86_REG_TYPE_MSR, 0x10),
+     "KVM_X86_REG_TYPE_MSR", "KVM_X86_REG_MSR(0x10)"),
+]
 
 
 # -- what Python says -----------------------------------------------------------------------------
@@ -90,26 +105,58 @@ def _c_program() -> str:
         emit(f"ioctl {name}", name, name)
     for name in _constant_names():
         emit(f"const {name}", name, name)
+    for key, _, guard, expr in EXPRESSIONS:
+        emit(f"expr {key}", expr, guard)
     lines += ["  return 0;", "}"]
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture(scope="module")
-def c_values(tmp_path_factory) -> dict[str, int]:
+def _newest_tree():
+    """The newest reference tree that has both uapi headers, or None."""
+    trees = [d for d in LINUX_TREES.glob("*") if (d / "include/uapi/linux/kvm.h").is_file()
+             and (d / "arch/x86/include/uapi/asm/kvm.h").is_file()] if LINUX_TREES.is_dir() else []
+    return max(trees, key=lambda d: tuple(int(x) for x in d.name.split("."))) if trees else None
+
+
+def _tree_includes(tree, d) -> list[str]:
+    """An include directory where <linux/kvm.h> and <asm/kvm.h> are the tree's uapi headers and
+    everything else comes from the installed headers, plus the two stand-ins (see above)."""
+    inc = d / "include"
+    (inc / "linux").mkdir(parents=True)
+    (inc / "asm").mkdir()
+    (inc / "linux/kvm.h").symlink_to(tree / "include/uapi/linux/kvm.h")
+    (inc / "asm/kvm.h").symlink_to(tree / "arch/x86/include/uapi/asm/kvm.h")
+    (inc / "linux/compiler.h").write_text("#define __user\n")
+    # bits h..l set, as the uapi <linux/bits.h> of 6.9+ defines them
+    (inc / "linux/bits.h").write_text(
+        "#include <linux/const.h>\n"
+        "#define __GENMASK(h, l) ((~_UL(0) << (l)) & (~_UL(0) >> (63 - (h))))\n"
+        "#define __GENMASK_ULL(h, l) ((~_ULL(0) << (l)) & (~_ULL(0) >> (63 - (h))))\n")
+    return [f"-I{inc}"]
+
+
+@pytest.fixture(scope="module", params=["installed", "newest-tree"])
+def c_values(request, tmp_path_factory) -> dict[str, int]:
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
         pytest.skip("no gcc/cc on PATH: cannot compile the <linux/kvm.h> cross-check")
     d = tmp_path_factory.mktemp("uapi")
+    flags: list[str] = []
+    if request.param == "newest-tree":
+        tree = _newest_tree()
+        if tree is None:
+            pytest.skip(f"no kernel tree with uapi headers under {LINUX_TREES}")
+        flags = _tree_includes(tree, d)
     src, exe = d / "uapi.c", d / "uapi"
     src.write_text(_c_program())
-    cp = subprocess.run([gcc, "-std=gnu11", "-Wall", "-o", str(exe), str(src)],
+    cp = subprocess.run([gcc, "-std=gnu11", "-Wall", *flags, "-o", str(exe), str(src)],
                         capture_output=True, text=True)
     if cp.returncode != 0:
         if f"{HEADER}: No such file" in cp.stderr:
             pytest.skip(f"<{HEADER}> not installed (linux-libc-dev / kernel-headers)")
         pytest.fail(f"gcc failed on the generated cross-check program:\n{cp.stderr[-4000:]}")
     run = subprocess.run([str(exe)], capture_output=True, text=True, check=True)
-    values = {}
+    values = {"header": request.param}
     for line in run.stdout.splitlines():
         k, _, v = line.rpartition("=")
         values[k] = int(v)
@@ -159,6 +206,19 @@ def test_constants(c_values):
     assert not wrong, "\n".join(wrong)
     assert c_values["const KVM_API_VERSION"] == 12
     assert checked > 150
+
+
+def test_computed_register_ids(c_values):
+    """Register ids the binding builds (KVM_X86_REG_ID) are the header's; the newest tree has
+    them all (6.18+), so there they must all have been compared."""
+    wrong, checked = _compare(c_values, [(f"expr {k}", v, g, e) for k, v, g, e in EXPRESSIONS])
+    assert not wrong, "\n".join(wrong)
+    if c_values["header"] == "newest-tree":
+        assert checked == len(EXPRESSIONS)
+        for name in ("KVM_GET_ONE_REG", "KVM_SET_ONE_REG", "KVM_GET_REG_LIST"):
+            assert f"ioctl {name}" in c_values
+    elif checked == 0:
+        pytest.skip("the installed header predates x86 ONE_REG ids (6.18)")
 
 
 def test_ioctl_numbers_unique_and_flex_size_is_header_size():

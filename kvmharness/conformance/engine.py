@@ -219,6 +219,9 @@ class Session:
         from ..model.deviations import classify
         if observed.get("kind") == "skip":
             return self._result(item, exp.pattern, observed, "skip", reasons, skip_reason=observed["reason"])
+        if not oc.predicts(exp.pattern):
+            return self._result(item, exp.pattern, observed, "unpredicted", reasons,
+                                skip_reason=unpredicted_reason(reasons))
         if oc.matches(exp.pattern, observed):
             return self._result(item, exp.pattern, observed, "pass", reasons)
         dev = classify(self.profile, spec, exp, observed)
@@ -233,6 +236,11 @@ class Session:
                 "probe": item.probe, "label": item.label, "category": item.category,
                 "expected": expected, "observed": oc.to_json(observed), "verdict": verdict, "reason": reasons,
                 "known": known, "skip_reason": skip_reason, "reproduce": item.reproduce}
+
+
+def unpredicted_reason(reasons: list[str]) -> str:
+    """Why an observation was not checked: the model's last step (its "no rule for ..." reason)."""
+    return "the model has no rule for this probe here: " + (reasons[-1] if reasons else "no reason given")
 
 
 def group_by_config(items: list[Item]) -> list[list[Item]]:

@@ -64,6 +64,8 @@ def test_matrix(matrix_item, request):
               + f"\n  reproduce: {r['reproduce']}")
     if r["verdict"] == "skip":
         pytest.skip(r["skip_reason"])
+    if r["verdict"] == "unpredicted":
+        pytest.skip(f"unpredicted: {r['skip_reason']} (observed {r['observed']})")
     if r["verdict"] in ("mismatch", "error"):
         pytest.fail(f"{r['verdict']}: {detail}", pytrace=False)
     if r["verdict"] == "known":

@@ -126,6 +126,7 @@ MSRS: dict[str, int] = {
     "KVM_ASYNC_PF_INT": 0x4B564D06,
     "KVM_ASYNC_PF_ACK": 0x4B564D07,
     "KVM_MIGRATION_CONTROL": 0x4B564D08,
+    "KVM_INTERNAL_GUEST_SSP": 0x4B564DFF,   # KVM's own index for the guest SSP (x86.h, 6.18)
     # AMD64 / long mode
     "EFER": 0xC0000080,
     "STAR": 0xC0000081,

@@ -6,8 +6,10 @@ The cache lives in $XDG_CACHE_HOME/kvmharness (or ~/.cache/kvmharness), created 
 user (0700); entries in a directory, or files, that another user could write are ignored and
 rebuilt. Entries are keyed by the SHA-256 of (tool version of this recipe, source text, link
 address), written to a temporary name and renamed into place, so xdist workers building at once
-never see half a file; an entry whose content no longer matches its recorded hash is rebuilt,
-never run.
+never see half a file. The recorded hash covers everything an entry gives back (the code and the
+symbol table, which places the loop's entry points and the payloads' labels: a wrong address is
+a jump into the middle of an instruction): an entry whose content no longer matches it, or that
+has a key too many or too few, is rebuilt, never run.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 
 from ..errors import EnvironmentProblem, UsageError
 
-RECIPE = "as --64; ld -Ttext; objcopy -O binary; v1"
+RECIPE = "as --64; ld -Ttext; objcopy -O binary; v2"
 _TOOLS = ("as", "ld", "objcopy", "nm")
 
 
@@ -115,20 +117,30 @@ def _load_cached(digest: str) -> tuple[bytes, dict] | None:
         return None                          # someone else could have written it: rebuild
     try:
         meta = json.loads(entry.read_text())
-        code = bytes.fromhex(meta["code"])
-        if hashlib.sha256(code).hexdigest() != meta["code_sha256"] or meta["key"] != digest:
+        if not isinstance(meta, dict) or set(meta) != {"key", "code", "symbols", "sha256"}:
+            return None
+        code, symbols = bytes.fromhex(meta["code"]), meta["symbols"]
+        if (meta["key"] != digest or not isinstance(symbols, dict)
+                or not all(isinstance(k, str) and type(v) is int for k, v in symbols.items())
+                or _content_hash(digest, code, symbols) != meta["sha256"]):
             return None                      # tampered or corrupt: rebuild, never run it
-        return code, {k: int(v) for k, v in meta["symbols"].items()}
-    except (OSError, ValueError, KeyError, TypeError):
+        return code, symbols
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def _content_hash(digest: str, code: bytes, symbols: dict) -> str:
+    """SHA-256 of everything an entry gives back: its key, code and symbol table (canonical JSON)."""
+    return hashlib.sha256(json.dumps([digest, code.hex(), symbols], sort_keys=True,
+                                     separators=(",", ":")).encode()).hexdigest()
 
 
 def _store_cached(digest: str, code: bytes, symbols: dict) -> None:
     directory = cache_dir()
     if not _private(directory):
         return
-    meta = {"key": digest, "code": code.hex(), "code_sha256": hashlib.sha256(code).hexdigest(),
-            "symbols": symbols}
+    meta = {"key": digest, "code": code.hex(), "symbols": symbols,
+            "sha256": _content_hash(digest, code, symbols)}
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
     try:
         with os.fdopen(fd, "w") as f:

@@ -362,6 +362,22 @@ class Machine:
             return {"kind": "ok"}
         if k == "msr-index":
             return {"kind": "ok", "present": spec.args[0] in self._kvm.msr_index_list()}
+        if k == "host-get-reg":
+            return {"kind": "ok", "value": oc.hexs(vcpu.get_one_reg(spec.args[0]))}
+        if k == "host-set-reg":
+            reg, value = spec.args
+            try:
+                old = vcpu.get_one_reg(reg)
+            except kb.KvmError:
+                old = None
+            vcpu.set_one_reg(reg, value)     # its refusal is the outcome
+            if old is None:                  # set but not readable: cannot be put back
+                self.broken = f"register {reg:#x} was set but cannot be read back"
+            else:                            # vCPU state the next probe must not see
+                vcpu.set_one_reg(reg, old)
+            return {"kind": "ok"}
+        if k == "reg-list":
+            return {"kind": "ok", "ids": [oc.hexs(r) for r in vcpu.get_reg_list(spec.args[0])]}
         if k == "get-cpuid2":
             entry = vcpu.get_cpuid2().entry(*spec.args)
             if entry is None:

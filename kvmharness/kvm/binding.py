@@ -22,17 +22,18 @@ from ..errors import NoKvm
 from .ioctls import (IOCTL_NAMES, KVM_CHECK_EXTENSION, KVM_CREATE_IRQCHIP, KVM_CREATE_VCPU,
                      KVM_CREATE_VM, KVM_ENABLE_CAP, KVM_GET_API_VERSION, KVM_GET_CPUID2,
                      KVM_GET_DEVICE_ATTR, KVM_GET_EMULATED_CPUID, KVM_GET_MSR_FEATURE_INDEX_LIST,
-                     KVM_GET_MSR_INDEX_LIST, KVM_GET_MSRS, KVM_GET_REGS, KVM_GET_SREGS,
-                     KVM_GET_SREGS2, KVM_GET_SUPPORTED_CPUID, KVM_GET_VCPU_EVENTS,
-                     KVM_GET_VCPU_MMAP_SIZE, KVM_GET_XCRS, KVM_HAS_DEVICE_ATTR, KVM_RUN,
-                     KVM_SET_CPUID2, KVM_SET_IDENTITY_MAP_ADDR, KVM_SET_MSRS, KVM_SET_REGS,
-                     KVM_SET_SIGNAL_MASK,
+                     KVM_GET_MSR_INDEX_LIST, KVM_GET_MSRS, KVM_GET_ONE_REG, KVM_GET_REG_LIST,
+                     KVM_GET_REGS, KVM_GET_SREGS, KVM_GET_SREGS2, KVM_GET_SUPPORTED_CPUID,
+                     KVM_GET_VCPU_EVENTS, KVM_GET_VCPU_MMAP_SIZE, KVM_GET_XCRS,
+                     KVM_HAS_DEVICE_ATTR, KVM_RUN, KVM_SET_CPUID2, KVM_SET_IDENTITY_MAP_ADDR,
+                     KVM_SET_MSRS, KVM_SET_ONE_REG, KVM_SET_REGS, KVM_SET_SIGNAL_MASK,
                      KVM_SET_SREGS, KVM_SET_SREGS2, KVM_SET_TSS_ADDR, KVM_SET_USER_MEMORY_REGION,
                      KVM_SET_VCPU_EVENTS, KVM_SET_XCRS, KVM_X86_SET_MSR_FILTER)
 from .structs import (KVM_MAX_CPUID_ENTRIES, KVM_MAX_XCRS, KVM_MSR_FILTER_MAX_RANGES, kvm_cpuid2,
                       kvm_device_attr, kvm_enable_cap, kvm_msr_filter, kvm_msr_list, kvm_msrs,
-                      kvm_regs, kvm_run, kvm_signal_mask, kvm_sregs, kvm_sregs2, kvm_sync_regs,
-                      kvm_userspace_memory_region, kvm_vcpu_events, kvm_xcrs, with_flex)
+                      kvm_one_reg, kvm_reg_list, kvm_regs, kvm_run, kvm_signal_mask, kvm_sregs,
+                      kvm_sregs2, kvm_sync_regs, kvm_userspace_memory_region, kvm_vcpu_events,
+                      kvm_xcrs, with_flex)
 
 __all__ = ["KvmError", "Kvm", "Vm", "Vcpu", "cpuid_to_struct", "cpuid_from_struct"]
 
@@ -469,6 +470,24 @@ class Vcpu(_Fd):
         for dst, (i, v) in zip(buf.entries, items):
             dst.index, dst.data = i, v
         return _call(self._fd, KVM_SET_MSRS, buf)
+
+    # -- ONE_REG (x86: KVM_CAP_ONE_REG, 6.18) --
+    def get_one_reg(self, reg_id: int) -> int:
+        """KVM_GET_ONE_REG of a 64-bit register (every x86 register id is 64-bit)."""
+        val = ctypes.c_uint64()
+        _call(self._fd, KVM_GET_ONE_REG, kvm_one_reg(id=reg_id, addr=ctypes.addressof(val)))
+        return val.value
+
+    def set_one_reg(self, reg_id: int, value: int) -> None:
+        val = ctypes.c_uint64(value)
+        _call(self._fd, KVM_SET_ONE_REG, kvm_one_reg(id=reg_id, addr=ctypes.addressof(val)))
+
+    def get_reg_list(self, capacity: int = 64) -> list[int]:
+        """KVM_GET_REG_LIST with room for `capacity` ids: the ids (E2BIG when there are more;
+        KVM then writes the number it has into the header, which this call discards)."""
+        buf = with_flex(kvm_reg_list, capacity)(n=capacity)
+        _call(self._fd, KVM_GET_REG_LIST, buf)
+        return list(buf.reg[:buf.n])
 
     # -- XCRs --
     def get_xcrs(self) -> dict[int, int]:

@@ -237,3 +237,23 @@ KVM_CPUID_FLAG_STATEFUL_FUNC = 1 << 1
 KVM_CPUID_FLAG_STATE_READ_NEXT = 1 << 2
 
 KVM_API_VERSION = 12
+
+
+# -- KVM_{GET,SET}_ONE_REG register ids (linux/kvm.h, asm/kvm.h) -----------------------------------
+# An x86 id is KVM_REG_X86 | size | type << 32 | index (KVM_X86_REG_ID); x86 has them since 6.18,
+# where KVM_X86_REG_KVM(KVM_REG_GUEST_SSP) names the guest's shadow-stack pointer.
+KVM_REG_ARCH_MASK = 0xFF00000000000000
+KVM_REG_X86 = 0x2000000000000000
+KVM_REG_SIZE_MASK = 0x00F0000000000000
+KVM_REG_SIZE_U64 = 0x0030000000000000
+KVM_X86_REG_TYPE_MSR = 2
+KVM_X86_REG_TYPE_KVM = 3
+KVM_REG_GUEST_SSP = 0
+
+
+def kvm_x86_reg_id(reg_type: int, index: int, size: int = KVM_REG_SIZE_U64) -> int:
+    """KVM_X86_REG_ID(type, index) for a 64-bit register (every x86 ONE_REG register is)."""
+    return KVM_REG_X86 | size | reg_type << 32 | index
+
+
+KVM_X86_REG_GUEST_SSP = kvm_x86_reg_id(KVM_X86_REG_TYPE_KVM, KVM_REG_GUEST_SSP)

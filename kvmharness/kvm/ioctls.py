@@ -14,8 +14,8 @@ from ctypes import c_uint64
 from ioctl_opt import IO, IOR, IOW, IOWR
 
 from .structs import (kvm_cpuid2, kvm_device_attr, kvm_enable_cap, kvm_msr_filter, kvm_msr_list,
-                      kvm_msrs, kvm_regs, kvm_signal_mask, kvm_sregs, kvm_sregs2,
-                      kvm_userspace_memory_region, kvm_vcpu_events, kvm_xcrs)
+                      kvm_msrs, kvm_one_reg, kvm_reg_list, kvm_regs, kvm_signal_mask, kvm_sregs,
+                      kvm_sregs2, kvm_userspace_memory_region, kvm_vcpu_events, kvm_xcrs)
 
 KVMIO = 0xAE
 
@@ -53,6 +53,9 @@ KVM_SET_VCPU_EVENTS = IOW(KVMIO, 0xA0, kvm_vcpu_events)
 KVM_ENABLE_CAP = IOW(KVMIO, 0xA3, kvm_enable_cap)                      # VM and vCPU
 KVM_GET_XCRS = IOR(KVMIO, 0xA6, kvm_xcrs)
 KVM_SET_XCRS = IOW(KVMIO, 0xA7, kvm_xcrs)
+KVM_GET_ONE_REG = IOW(KVMIO, 0xAB, kvm_one_reg)                        # KVM_CAP_ONE_REG
+KVM_SET_ONE_REG = IOW(KVMIO, 0xAC, kvm_one_reg)
+KVM_GET_REG_LIST = IOWR(KVMIO, 0xB0, kvm_reg_list)
 KVM_GET_SREGS2 = IOR(KVMIO, 0xCC, kvm_sregs2)
 KVM_SET_SREGS2 = IOW(KVMIO, 0xCD, kvm_sregs2)
 

@@ -190,6 +190,19 @@ class kvm_msr_list(_S):
     _flex_ = ("indices", u32)
 
 
+# -- KVM_{GET,SET}_ONE_REG and KVM_GET_REG_LIST (x86: with KVM_CAP_ONE_REG, Linux 6.18) ---------
+class kvm_one_reg(_S):
+    _c_name_ = "struct kvm_one_reg"
+    _fields_ = [("id", u64), ("addr", u64)]
+
+
+class kvm_reg_list(_S):
+    """Header only; `with_flex(kvm_reg_list, n)` adds `reg[n]`."""
+    _c_name_ = "struct kvm_reg_list"
+    _fields_ = [("n", u64)]
+    _flex_ = ("reg", u64)
+
+
 KVM_MSR_FILTER_READ = 1 << 0
 KVM_MSR_FILTER_WRITE = 1 << 1
 KVM_MSR_FILTER_DEFAULT_ALLOW = 0
@@ -346,7 +359,7 @@ class kvm_run(_S):
 C_STRUCTS = (kvm_cpuid_entry2, kvm_cpuid2, kvm_regs, kvm_segment, kvm_dtable, kvm_sregs,
              kvm_sregs2, kvm_xcr, kvm_xcrs, kvm_vcpu_events, kvm_sync_regs, kvm_msr_entry,
              kvm_msrs, kvm_signal_mask, kvm_msr_list, kvm_msr_filter_range, kvm_msr_filter,
-             kvm_userspace_memory_region, kvm_enable_cap, kvm_device_attr, kvm_debug_exit_arch,
+             kvm_one_reg, kvm_reg_list, kvm_userspace_memory_region, kvm_enable_cap, kvm_device_attr, kvm_debug_exit_arch,
              kvm_run)
 
 

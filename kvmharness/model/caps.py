@@ -26,15 +26,18 @@ from dataclasses import dataclass, field
 from ..cpu.cpuid import BitRef, CpuidTable
 from ..errors import UsageError
 from . import bits as b
-from . import catalog
+from . import catalog, releases
 from .profile import HostProfile, VcpuConfig
 from .reason import (F_AFTER_SET_CPUID, F_CPUID_EMULATED, F_SET_CPU_CAPS, F_SVM_AFTER_CPUID,
                      F_SVM_CAPS, F_UPDATE_RUNTIME, F_VENDOR_INIT, F_VMX_AFTER_CPUID, Reason)
 
-K614 = (6, 14)
-K618 = (6, 18)
-# Governed features (arch/x86/kvm/governed_features.h, 6.6-6.13): usable iff KVM && guest CPUID.
-GOVERNED = frozenset({b.GBPAGES, b.XSAVES, b.VMX, b.LAM})
+K614 = releases.first("cpu_caps")             # per-vCPU cpu_caps
+K618 = releases.first("cet")                  # CET virtualization
+
+
+def governed(kernel) -> frozenset:
+    """Governed features of that release (releases.py "governed_features"), as BitRefs."""
+    return frozenset(catalog.resolve(n) for n in releases.value("governed_features", kernel))
 
 
 def _vendor_string(table: CpuidTable) -> str:
@@ -124,7 +127,7 @@ class KvmCaps:
         if klass == "emulated":
             return True, [Reason(f"{name} is EMULATED_F: always in kvm_cpu_caps, host support "
                                  "irrelevant", F_SET_CPU_CAPS)]
-        if ref in (b.SHSTK, b.IBT) and self.kernel < K618:
+        if ref in (b.SHSTK, b.IBT) and not releases.value("cet", self.kernel):
             return False, [Reason(f"kernel {kname}: KVM has no CET virtualization before 6.18; "
                                   f"{name} is never in kvm_cpu_caps", F_SET_CPU_CAPS, K618)]
         if not shown:
@@ -166,7 +169,7 @@ class KvmCaps:
         return None
 
     def _xss(self) -> tuple[int, list[Reason]]:
-        if self.kernel < K618:
+        if not releases.value("cet", self.kernel):
             return 0, [Reason(f"kernel {self.kernel[0]}.{self.kernel[1]}: KVM_SUPPORTED_XSS is 0, "
                               "so kvm_caps.supported_xss = 0", F_VENDOR_INIT, K618)]
         if not self.has(b.XSAVES):
@@ -233,7 +236,8 @@ class EffectiveCaps:
         return self._eval(self.ref(feature))[0]
 
     def why(self, feature) -> list[Reason]:
-        return list(self._eval(self.ref(feature))[1])
+        """The reasons for has(), citing functions as they are in this kernel's tree."""
+        return releases.localise(self._eval(self.ref(feature))[1], self.kernel)
 
     def enforceable(self, feature) -> bool:
         """False for bits KVM does not track in this kernel (no virtualization control)."""
@@ -247,9 +251,14 @@ class EffectiveCaps:
         CPUID bit (guest_cpuid_has()) before 6.14 (except governed features)."""
         r = self.ref(feature)
         name = catalog.name_of(r)
-        if self.kernel >= K614 or r in GOVERNED:
+        if releases.value("cpu_caps", self.kernel):
             v = self.has(r)
             return v, Reason(f"guest_cpu_cap_has({name}) = {int(v)}", F_AFTER_SET_CPUID, K614)
+        if r in governed(self.kernel):
+            v = self.has(r)
+            return v, releases.reason("governed_features", self.kernel,
+                                      f"{name} is a governed feature: guest_can_use({name}) = "
+                                      f"{int(v)} (KVM support && guest CPUID)")
         v = self.guest(r)
         return v, Reason(f"kernel {self.kernel[0]}.{self.kernel[1]} (before the 6.14 cpu_caps "
                          f"overhaul): KVM tests guest CPUID directly, guest_cpuid_has({name}) = "
@@ -343,12 +352,13 @@ class EffectiveCaps:
                     {"host_xsaves": host_xsaves, "cap_xsave": x})]
                 return v, why
 
-        if self.kernel < K614 and r not in GOVERNED and sup:
+        caps_era = releases.value("cpu_caps", self.kernel)
+        if not caps_era and r not in governed(self.kernel) and sup:
             why.append(Reason(f"kernel {kname}: no cpu_caps array yet; shown as KVM support && "
                               "guest CPUID (individual gates may test guest CPUID alone, see "
                               "gate())", "guest_cpuid_has (arch/x86/kvm/cpuid.h)"))
         why.append(Reason(f"cap = (kvm_cpu_caps | emulated) & guest CPUID = {int(cap)}",
-                          F_AFTER_SET_CPUID, K614 if self.kernel >= K614 else None))
+                          F_AFTER_SET_CPUID, K614 if caps_era else None))
         return cap, why
 
 
@@ -367,7 +377,7 @@ def effective_caps(host: HostProfile, vcpu: VcpuConfig) -> EffectiveCaps:
         f"{kvm.supported_xcr0:#x} = {caps.guest_supported_xcr0:#x}", "cpuid_get_supported_xcr0 "
         "(arch/x86/kvm/cpuid.c)", None, {"guest_xcr0": g_xcr0})]
     g_xss = t.reg(0xD, 1, "ecx") | t.reg(0xD, 1, "edx") << 32
-    if tuple(host.kernel) >= K618:
+    if releases.value("cet", host.kernel):
         caps.guest_supported_xss = g_xss & kvm.supported_xss
         caps.xss_reasons = kvm.xss_reasons + [Reason(
             f"guest_supported_xss = guest CPUID 0xD.1 EDX:ECX {g_xss:#x} & supported_xss "

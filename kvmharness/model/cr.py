@@ -20,18 +20,18 @@ Read in the 6.18-era x86.c/x86.h text:
 from __future__ import annotations
 
 from . import bits as b
-from . import catalog
+from . import catalog, releases
 from .reason import (F_CR4_RESERVED_BITS, F_CR4_RSVD, F_SET_CR0, F_SET_CR4, F_VALID_EFER,
                      F_VALID_SREGS, Reason)
 from .state import BASELINE_CS_L, Ctx
 
-SREGS_EFER_CHECK_SINCE = (7, 2)     # see the module docstring: not pinned
+SREGS_EFER_CHECK_SINCE = releases.first("sregs_efer_check")   # releases.py; see the docstring
 
 # Bits outside CR4_RESERVED_BITS, with the first kernel that allows them (None: always).
 CR4_ALLOWED: dict[int, tuple[int, int] | None] = {
     0: None, 1: None, 2: None, 3: None, 4: None, 5: None, 6: None, 7: None, 8: None, 9: None,
     10: None, 11: None, 12: None, 13: None, 16: None, 17: None, 18: None, 20: None, 21: None,
-    22: None, 23: (6, 18), 28: (6, 8),
+    22: None, 23: releases.first("cet"), 28: (6, 8),
 }
 # Feature-dependent bits (__cr4_reserved_bits).
 CR4_FEATURE = {
@@ -76,7 +76,7 @@ def cr4_bit_reserved(ctx: Ctx, bit: int) -> tuple[bool, list[Reason]]:
         return False, [Reason(f"{name} is not reserved (no feature dependency)", F_CR4_RSVD)]
     caps = ctx.caps
     sup = any(caps.kvm.has(r) for r in refs)
-    if ctx.kernel >= (6, 14):
+    if releases.value("cpu_caps", ctx.kernel):
         have = any(caps.has(r) for r in refs)
         src = "guest_cpu_cap_has"
     else:
@@ -91,7 +91,7 @@ def cr4_bit_reserved(ctx: Ctx, bit: int) -> tuple[bool, list[Reason]]:
             f"KVM {int(sup)}, guest {int(have)} -> {'reserved' if reserved else 'allowed'}")
     if bit == b.CR4_VMXE and ctx.backend == "intel" and not reserved:
         text += " (vmx_is_valid_cr4: not in SMM, no VMXON active at the baseline)"
-    return reserved, why + [Reason(text, F_CR4_RSVD, (6, 18) if bit == b.CR4_CET else None,
+    return reserved, why + [Reason(text, F_CR4_RSVD, releases.first("cet") if bit == b.CR4_CET else None,
                                    {"bit": bit, "kvm": sup, "guest": have})]
 
 
@@ -134,7 +134,7 @@ def check_set_cr4(ctx: Ctx, old: int, new: int) -> tuple[bool, str, list[Reason]
                  "and EFER.LMA=1", F_SET_CR4)
     if new >> b.CR4_CET & 1 and not st.cr0_has(b.CR0_WP):
         return False, "cr4.cet_wp", [Reason(
-            "setting CR4.CET with CR0.WP=0 -> #GP(0)", F_SET_CR4, (6, 18),
+            "setting CR4.CET with CR0.WP=0 -> #GP(0)", F_SET_CR4, releases.first("cet"),
             {"cr0": st.cr0})]
     bits = ", ".join(cr4_name(x) for x in changed) or "no new bit"
     return True, "cr4.ok", allowed_why + [Reason(f"kvm_set_cr4 accepts {bits}", F_SET_CR4)]
@@ -226,7 +226,7 @@ def _check_sregs(ctx: Ctx, cr0: int, cr4: int, efer: int) -> tuple[bool, list[Re
         return False, [Reason("CR0.NW without CR0.CD", "kvm_is_valid_cr0 (arch/x86/kvm/x86.c)")], {}
     if pg and not cr0 >> b.CR0_PE & 1:
         return False, [Reason("CR0.PG without CR0.PE", "kvm_is_valid_cr0 (arch/x86/kvm/x86.c)")], {}
-    if ctx.kernel >= SREGS_EFER_CHECK_SINCE:
+    if releases.value("sregs_efer_check", ctx.kernel):
         ok, ewhy = check_efer(ctx, efer, host_initiated=False)
         if not ok:
             return False, ewhy + [Reason("KVM_SET_SREGS runs kvm_valid_efer (guest CPUID checks "
@@ -241,4 +241,4 @@ def _check_sregs(ctx: Ctx, cr0: int, cr4: int, efer: int) -> tuple[bool, list[Re
 
 
 def check_set_cr0_wp_clear(ctx: Ctx) -> Reason:
-    return Reason("clearing CR0.WP while CR4.CET=1 -> #GP(0)", F_SET_CR0, (6, 18))
+    return Reason("clearing CR0.WP while CR4.CET=1 -> #GP(0)", F_SET_CR0, releases.first("cet"))

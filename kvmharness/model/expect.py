@@ -9,6 +9,7 @@ host first (KVM_SET_SREGS, KVM_SET_XCRS, KVM_SET_MSRS), and a refused step is th
 outcome.
 
 Rule ids (Expectation.rule):
+  set_cpuid2.vaddr_bits / set_cpuid2.xfd_perm     KVM_SET_CPUID2 refuses the vCPU's table
   setup.sregs / setup.xcrs / setup.msrs          host-side setup refused
   cpuid.entry / cpuid.out_of_range / cpuid.missing / cpuid.fault / cpuid.get_cpuid2
   cr4.cpl / cr4.reserved / cr4.feature / cr4.la57_toggle / cr4.pcide / cr4.cet_wp /
@@ -18,6 +19,8 @@ Rule ids (Expectation.rule):
   msr.tsc_aux.gate, msr.tsc_aux.value, msr.arch_capabilities.read/.write, msr.pv.gate,
   msr.pv.value, msr.efer, msr.apic_base, msr.x2apic, msr.unknown, msr.unmodelled, ...);
   host-rdmsr/host-wrmsr use the same ids prefixed "host." (host.msr.cet.gate, ...)
+  one_reg.absent / one_reg.id / one_reg.guest_ssp.gate, then one_reg.<the MSR's rule>
+  (one_reg.msr.cet.value, ...); reg_list.absent / reg_list
   xgetbv.osxsave / xgetbv.value / xgetbv.index
   xsetbv.osxsave / xsetbv.cpl / xcr0.rules / xcr0.supported / xcr0.ok
   host.xcr0.* (same checks, KVM_SET_XCRS)
@@ -27,12 +30,14 @@ Rule ids (Expectation.rule):
 
 from __future__ import annotations
 
+import errno
+
 from ..cpu.cpuid import CpuidEntry
 from ..errors import UsageError
 from ..probes.spec import ProbeSpec
 from . import bits as b
-from . import catalog
-from . import instructions, msrs
+from . import catalog, releases
+from . import instructions, msrs, onereg, setcpuid
 from . import patterns as P
 from .caps import EffectiveCaps, effective_caps
 from .cr import check_sregs, check_set_cr4, cr4_bit_allowed, cr4_name, feature_for_cr4
@@ -50,11 +55,25 @@ USER_SPACE_MSR_INVAL, USER_SPACE_MSR_UNKNOWN = 1, 2
 
 def expect(host: HostProfile, vcpu: VcpuConfig, probe: ProbeSpec,
            caps: EffectiveCaps | None = None) -> Expectation:
+    """The model's expectation for one probe; its citations name functions as they are in
+    host.kernel's tree (releases.localise)."""
     if not isinstance(probe, ProbeSpec):
         raise UsageError("expect: probe must be a ProbeSpec")
     caps = caps or effective_caps(host, vcpu)
+    exp = _expect(host, vcpu, probe, caps)
+    exp.reasons = releases.localise(exp.reasons, host.kernel)
+    return exp
+
+
+def _expect(host: HostProfile, vcpu: VcpuConfig, probe: ProbeSpec, caps: EffectiveCaps):
     ctx = Ctx(host, vcpu, probe, caps, requested_state(probe))
-    ctx.note(f"upstream KVM {ctx.kname}, backend {host.backend}, TDP {caps.tdp.kind}")
+    rules = f" ({host.rules_note})" if host.rules_note else ""
+    ctx.note(f"upstream KVM {ctx.kname}{rules}, backend {host.backend}, TDP {caps.tdp.kind}")
+    refused = _set_cpuid_refusal(caps)
+    if refused is not None:
+        err, rule, why = refused
+        return _exp(ctx, P.ioctl_error("KVM_SET_CPUID2", err), rule, *why, Reason(
+            "the configuration's KVM_SET_CPUID2 is refused, so no probe of it runs"))
     kind = probe.kind
     if kind == "payload":
         # a payload the vCPU cannot support is skipped before any setup is attempted
@@ -69,6 +88,14 @@ def expect(host: HostProfile, vcpu: VcpuConfig, probe: ProbeSpec,
         return Expectation(P.any_(), ctx.reasons + [Reason(f"no model rule for probe kind {kind}")],
                            f"{kind}.unknown")
     return handler(ctx)
+
+
+def _set_cpuid_refusal(caps: EffectiveCaps):
+    """setcpuid.refusal() of the vCPU's table, once per vCPU configuration."""
+    key = ("set_cpuid2",)
+    if key not in caps.memo:
+        caps.memo[key] = setcpuid.refusal(caps.vcpu.cpuid, caps.host.supported)
+    return caps.memo[key]
 
 
 def _exp(ctx: Ctx, pattern: dict, rule: str, *reasons: Reason, feature=None, facts=None):
@@ -227,7 +254,7 @@ def _cpuid_regs(ctx: Ctx, leaf: int, sub: int) -> tuple[dict, str, list[Reason]]
                                     f"{ctx.state.xcr0:#x}, standard) = {size:#x}", F_XSTATE_SIZE))
         if function == 0xD and e.index == 1 and e.eax & 0xA:
             xss = ctx.state.msrs.get(b.MSR["XSS"]) or 0
-            mask = ctx.state.xcr0 | (xss if ctx.kernel >= (6, 18) else 0)
+            mask = ctx.state.xcr0 | (xss if releases.value("cet", ctx.kernel) else 0)
             size = xstate_size(ctx, mask, True)
             if size is None:
                 masks["rbx"] = 0
@@ -414,6 +441,54 @@ def _msr_index(ctx: Ctx) -> Expectation:
         "kvm_probe_msr_to_save / kvm_init_msr_lists (arch/x86/kvm/x86.c)"))
 
 
+# -- ONE_REG ----------------------------------------------------------------------------------------
+def _one_reg(ctx: Ctx, write: bool) -> Expectation:
+    """Host KVM_GET_ONE_REG / KVM_SET_ONE_REG (onereg.py): the id's checks, then the MSR it names
+    as a host-initiated access; every failure is EINVAL."""
+    reg = ctx.probe.args[0]
+    value = ctx.probe.args[1] if write else 0
+    ioctl = "KVM_SET_ONE_REG" if write else "KVM_GET_ONE_REG"
+    none = onereg.absent(ctx, ioctl)
+    if none is not None:
+        return _exp(ctx, P.ioctl_error(ioctl), "one_reg.absent", none)
+    index, why, rule = onereg.translate(ctx, reg)
+    feat = b.SHSTK if rule.startswith("one_reg.guest_ssp") or index == b.MSR[
+        "KVM_INTERNAL_GUEST_SSP"] else None
+    if index is None:
+        return _exp(ctx, P.ioctl_error(ioctl), rule, *why, feature=feat)
+    scratch = dict(ctx.state.msrs)
+    res = msrs.finish(ctx, index, msrs.access(ctx, index, write, value, True, scratch), write,
+                      value, True)
+    rule = "one_reg." + res.rule
+    reasons = [*why, *res.reasons]
+    if res.status == msrs.UNMOD:
+        return _exp(ctx, P.any_(), rule, *reasons, feature=feat or res.feature)
+    if res.status == msrs.ERR:
+        return _exp(ctx, P.ioctl_error(ioctl), rule, *reasons, Reason(
+            f"the MSR access fails, so {ioctl} -> EINVAL", onereg.F_ONE_REG), feature=feat or res.feature)
+    if write:
+        imm = msrs.immutable_check(ctx, index, value, ctx.state.msrs)
+        if imm is not None:
+            return _exp(ctx, P.any_of(P.ok(), P.ioctl_error(ioctl)), rule, *reasons, imm,
+                        feature=feat or res.feature)
+        return _exp(ctx, P.ok(), rule, *reasons, feature=feat or res.feature)
+    extra = {"value": hex(res.value)} if res.value is not None else {}
+    return _exp(ctx, P.ok(**extra), rule, *reasons, feature=feat or res.feature)
+
+
+def _reg_list(ctx: Ctx) -> Expectation:
+    capacity = ctx.probe.args[0]
+    none = onereg.absent(ctx, "KVM_GET_REG_LIST")
+    if none is not None:
+        return _exp(ctx, P.ioctl_error("KVM_GET_REG_LIST"), "reg_list.absent", none)
+    ids, why = onereg.reg_list(ctx)
+    if capacity < len(ids):
+        return _exp(ctx, P.ioctl_error("KVM_GET_REG_LIST", errno.E2BIG), "reg_list", *why, Reason(
+            f"room for {capacity} id(s) < {len(ids)} -> E2BIG", onereg.F_REG_LIST,
+            onereg.ONE_REG_SINCE), feature=b.SHSTK)
+    return _exp(ctx, P.ok(ids=[hex(i) for i in ids]), "reg_list", *why, feature=b.SHSTK)
+
+
 # -- XCR0 -----------------------------------------------------------------------------------------
 def _xcr_check(ctx: Ctx, index: int, xcr0: int) -> tuple[bool, list[Reason], str]:
     """__kvm_set_xcr(). Returns (ok, reasons, rule)."""
@@ -533,4 +608,6 @@ _HANDLERS = {
     "host-rdmsr": lambda c: _host_msr(c, False), "host-wrmsr": lambda c: _host_msr(c, True),
     "xgetbv": _xgetbv, "xsetbv": _xsetbv, "host-xcr0": _host_xcr0, "insn": _insn,
     "payload": _payload, "get-cpuid2": _get_cpuid2, "msr-index": _msr_index,
+    "host-get-reg": lambda c: _one_reg(c, False), "host-set-reg": lambda c: _one_reg(c, True),
+    "reg-list": _reg_list,
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..outcome import EXCEPTION_NAMES, describe
+from ..outcome import EXCEPTION_NAMES, describe, predicts
 from .reason import Reason
 
 
@@ -18,7 +18,7 @@ class Expectation:
 
     @property
     def enforceable(self) -> bool:
-        return self.pattern.get("kind") != "any"
+        return predicts(self.pattern)
 
     def describe(self) -> str:
         return describe_pattern(self.pattern)

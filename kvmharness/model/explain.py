@@ -38,6 +38,7 @@ def explain(host: HostProfile, vcpu: VcpuConfig, feature_name: str) -> dict:
         "host": host.name,
         "backend": host.backend,
         "kernel": f"{host.kernel[0]}.{host.kernel[1]}",
+        "rules_note": host.rules_note,
         "tdp": caps.tdp.kind,
         "class": caps.klass(ref),
         "supported": caps.supported(ref),
@@ -63,7 +64,8 @@ def explain(host: HostProfile, vcpu: VcpuConfig, feature_name: str) -> dict:
 
 
 def render_explain(d: dict) -> str:
-    lines = [f"{d['feature']} ({d['ref']}) on {d['host']}: kernel {d['kernel']}, backend "
+    rules = f" ({d['rules_note']})" if d.get("rules_note") else ""
+    lines = [f"{d['feature']} ({d['ref']}) on {d['host']}: kernel {d['kernel']}{rules}, backend "
              f"{d['backend']}, TDP {d['tdp']}"]
     sup = _yn(d["supported"])
     if d["supported"] != d["supported_table"]:

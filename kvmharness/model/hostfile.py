@@ -14,32 +14,22 @@ wrong is one UsageError line.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from ..cpu.cpuid import CpuidTable, load_json_file
 from ..errors import UsageError
 from .profile import BACKENDS, HostProfile
+from .releases import parse_release
 
-_KERNEL_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:[.\-+_~].*)?\s*$")
 _KEYS = {"supported", "emulated", "backend", "kernel", "params", "xcr0", "xss", "quirks_disabled",
          "msr_index_list", "feature_msrs", "host_vendor", "name", "caps"}
 
 
 def parse_kernel(text) -> tuple[int, int]:
-    """'6.12' / '6.18.44-fc' / (6, 12) -> (6, 12); UsageError on anything else."""
-    if isinstance(text, (tuple, list)) and len(text) == 2 and all(
-            isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in text):
-        return (text[0], text[1])
-    if not isinstance(text, str):
-        raise UsageError(f"kernel version {text!r}: expected MAJOR.MINOR such as 6.18")
-    m = _KERNEL_RE.match(text)
-    if not m:
-        raise UsageError(f"kernel version {text!r}: expected MAJOR.MINOR such as 6.18")
-    major, minor = int(m.group(1)), int(m.group(2))
-    if not 2 <= major <= 99 or minor > 99:
-        raise UsageError(f"kernel version {text!r}: {major}.{minor} is not a plausible kernel")
-    return (major, minor)
+    """'6.12' / '6.18.44-fc' / (6, 12) -> the rules the model applies, (6, 12); a kernel after
+    the newest release the model knows gets that release's rules (model/releases.py); before
+    the oldest, or unparsable: UsageError."""
+    return parse_release(text).rules
 
 
 def _num(value, where: str) -> int:
@@ -89,7 +79,8 @@ def load_host_file(path, backend: str | None = None, kernel=None,
         if "backend" in data:
             fields["backend"] = data["backend"]
         if "kernel" in data:
-            fields["kernel"] = parse_kernel(data["kernel"])
+            release = parse_release(data["kernel"])
+            fields["kernel"], fields["release"] = release.rules, release.given or str(release)
         if "params" in data:
             if not isinstance(data["params"], dict):
                 raise UsageError(f"{where}: 'params' must be an object of name -> value")
@@ -124,8 +115,11 @@ def load_host_file(path, backend: str | None = None, kernel=None,
                          f"'supported', got {type(data).__name__}")
     if backend is not None:
         fields["backend"] = backend
-    if kernel is not None:
-        fields["kernel"] = parse_kernel(kernel)
+    if kernel is not None:              # --kernel: these rules, for the file's kernel if it names one
+        release = parse_release(kernel)
+        fields["kernel"] = release.rules
+        if release.beyond or "release" not in fields:
+            fields["release"] = release.given or str(release)
     if params:
         fields["params"] = {**fields.get("params", {}), **{str(k): str(v) for k, v in params.items()}}
     if fields.get("backend", "unknown") not in BACKENDS:

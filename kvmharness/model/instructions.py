@@ -27,7 +27,7 @@ from typing import Callable
 
 from ..cpu.cpuid import BitRef
 from . import bits as b
-from . import catalog
+from . import catalog, releases
 from . import patterns as P
 from .expectation import Expectation
 from .reason import (F_HANDLE_UD, F_HW, F_HYPERCALL, F_MONITOR_MWAIT, F_SET_CR0, F_SVM_INIT_VMCB,
@@ -378,7 +378,7 @@ def _clear_cr0_wp(ctx, ins):
             "MOV to/from CR0 at CPL3 raises #GP(0)", F_HW))
     if ctx.state.cr4_has(b.CR4_CET):
         return _e(ctx, ins, P.gp0(), "insn.clear_cr0_wp.cet", Reason(
-            "clearing CR0.WP while CR4.CET=1 raises #GP(0)", F_SET_CR0, (6, 18)))
+            "clearing CR0.WP while CR4.CET=1 raises #GP(0)", F_SET_CR0, releases.first("cet")))
     return _e(ctx, ins, P.ok(), "insn.clear_cr0_wp", Reason(
         "CR0.WP may be cleared while CR4.CET=0", F_SET_CR0))
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import bits as b
-from . import catalog
+from . import catalog, releases
 from .cr import check_efer
 from .reason import (F_APIC_SET_BASE, F_DO_SET_MSR, F_GET_MSR, F_GET_MSR_COMMON, F_MSR_ACCESS,
                      F_PV_HAS, F_SET_EFER, F_SET_MSR, F_SET_MSR_COMMON, F_VALID_CET,
@@ -33,7 +33,7 @@ from .reason import (F_APIC_SET_BASE, F_DO_SET_MSR, F_GET_MSR, F_GET_MSR_COMMON,
 from .state import BASELINE_APIC_BASE, GUEST_MEMORY_MIN, Ctx
 
 M = b.MSR
-K618 = (6, 18)
+K618 = releases.first("cet")
 
 OK, UNSUP, ERR, UNMOD = "ok", "unsupported", "error", "unmodelled"
 
@@ -116,8 +116,8 @@ def reset_value(ctx: Ctx, index: int) -> int | None:
         return ctx.host.feature_msrs.get(index)
     if index == M["PLATFORM_INFO"]:
         return 0x80000000 if stuff else 0
-    if index in (M["TSC"], M["UCODE_REV"], M["MISC_ENABLE"]):
-        return None
+    if index in (M["TSC"], M["UCODE_REV"], M["MISC_ENABLE"], M["KVM_INTERNAL_GUEST_SSP"]):
+        return None             # time, the CPU's, or (the SSP) moved by the probes' shadow stacks
     if index == M["KVM_POLL_CONTROL"]:
         return 1                # kvm_arch_vcpu_postcreate: "poll control enabled by default"
     return 0
@@ -271,7 +271,8 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
                    (" (host bypasses the CPUID gate)" if host else ""), F_GET_MSR, "msr.tsc_aux.gate",
                    feat)
 
-    if idx in (M["U_CET"], M["S_CET"]) or M["PL0_SSP"] <= idx <= M["INT_SSP_TAB"]:
+    if (idx in (M["U_CET"], M["S_CET"], M["KVM_INTERNAL_GUEST_SSP"])
+            or M["PL0_SSP"] <= idx <= M["INT_SSP_TAB"]):
         return _cet(ctx, idx, write, data, host, msrs)
 
     # --- vendor paths -----------------------------------------------------------------------------
@@ -604,12 +605,15 @@ def _cet(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> 
     label = msr_label(idx)
     us = idx in (b.MSR["U_CET"], b.MSR["S_CET"])
     feat = catalog.name_of(b.SHSTK)
-    if ctx.kernel < K618:
+    if not releases.value("cet", ctx.kernel):
         return _unsup(f"{label}: kernel {ctx.kname} has no CET MSR emulation", F_SET_MSR_COMMON,
                       "msr.cet.gate", feat, K618)
     sh, ib = caps.has(b.SHSTK), caps.has(b.IBT)
     why = caps.why(b.SHSTK) + (caps.why(b.IBT) if us else [])
     fn = F_SET_MSR if write else F_GET_MSR
+    if idx == b.MSR["KVM_INTERNAL_GUEST_SSP"] and not host:
+        return _err(f"{label}: KVM's own index for the guest SSP (KVM_REG_GUEST_SSP); only "
+                    "host-initiated accesses reach it", fn, "msr.cet.gate", feat, K618)
     if us:
         if not (sh or ib):
             res = _unsup(f"{label} exists only with the SHSTK or IBT cap (both 0)", fn,
@@ -684,7 +688,7 @@ def _xss(ctx: Ctx, write: bool, data: int, host: bool, msrs: dict) -> MsrResult:
     g = caps.guest(b.XSAVES)
     gr = Reason(f"raw guest CPUID 0xD.1 EAX[3] (XSAVES) = {int(g)} (guest_cpuid_has, not the cap)",
                 "guest_cpuid_has (arch/x86/kvm/cpuid.h)", None, {"guest_xsaves": g})
-    if ctx.kernel < K618:
+    if not releases.value("cet", ctx.kernel):
         if not host and not g:
             return MsrResult(ERR, None, [gr, Reason(f"{label}: the guest has no XSAVES -> error",
                                                     F_SET_MSR_COMMON)], "msr.xss.gate", feat)

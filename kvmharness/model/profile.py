@@ -25,7 +25,7 @@ class HostProfile:
     supported: CpuidTable                      # KVM_GET_SUPPORTED_CPUID
     emulated: CpuidTable = field(default_factory=CpuidTable)   # KVM_GET_EMULATED_CPUID
     backend: str = "unknown"                   # intel (kvm_intel), amd (kvm_amd), pvm, unknown
-    kernel: tuple[int, int] = (6, 18)          # (major, minor) whose rules apply
+    kernel: tuple[int, int] = (6, 18)          # (major, minor) whose rules apply (releases.py)
     # Module parameters by name, values as sysfs prints them ("Y", "N", "1", ...): kvm's and the
     # vendor module's merged, e.g. {"tdp_mmu": "N", "ept": "Y", "ignore_msrs": "N", ...}.
     params: dict = field(default_factory=dict)
@@ -37,6 +37,13 @@ class HostProfile:
     host_vendor: str = "unknown"               # "intel" / "amd" (the real CPU, for vendor rules)
     caps: dict = field(default_factory=dict)   # KVM_CHECK_EXTENSION results by cap name
     name: str = "live"                         # where the profile came from (for reports)
+    release: str = ""                          # the kernel as given ("7.4-rc2"), "" if only `kernel`
+
+    @property
+    def rules_note(self) -> str:
+        """'rules of 7.3 applied to 7.4-rc2' when the rules are not the kernel's own, else ''."""
+        from .releases import rules_note
+        return rules_note(self.kernel, self.release)
 
     @property
     def xcr0(self) -> int:

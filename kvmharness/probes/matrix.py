@@ -36,6 +36,9 @@ EDIT_BITS: dict[str, tuple[str, ...]] = {
     "xcr0.pkru": ("0xd.0.eax.9",),
     "xcr0.mpx": ("0xd.0.eax.3", "0xd.0.eax.4"),
     "xcr0.amx": ("0xd.0.eax.17", "0xd.0.eax.18"),
+    # bit 13 of 0x80000008 EAX is bit 5 of the linear-address width: set in 48 and 57, so "off"
+    # makes 16 or 25, which KVM_SET_CPUID2 refuses (kvm_check_cpuid)
+    "set_cpuid2.vaddr_bits": ("0x80000008.0.eax.13",),
 }
 
 
@@ -124,6 +127,12 @@ ROWS: tuple[Row, ...] = (
     R("shstk",              "wrmsr.pl3_ssp.misaligned",   "wrmsr:0x6a7:0x7ffffffff001"),
     R("shstk",              "rdmsr.int_ssp_tab",          "rdmsr:0x6a8"),
     R("shstk",              "wrmsr.int_ssp_tab.unaligned", "wrmsr:0x6a8:0x123456789001"),
+    R("shstk",              "one_reg.guest_ssp.get",      "host-get-reg:guest_ssp"),
+    R("shstk",              "one_reg.guest_ssp.set",      "host-set-reg:guest_ssp:0x7ffffffff000"),
+    R("shstk",              "one_reg.guest_ssp.set.misaligned", "host-set-reg:guest_ssp:0x7ffffffff002"),
+    R("shstk",              "one_reg.guest_ssp.set.noncanonical", "host-set-reg:guest_ssp:0xaaaa5555aaaa5554"),
+    R("shstk",              "reg_list",                   "reg-list:4"),
+    R("shstk",              "reg_list.no-room",           "reg-list:0"),
     R("shstk",              "user.near-ret",              "shstk-near-ret"),
     R("shstk",              "user.far-ret",               "shstk-far-ret"),
     R("shstk",              "user.rstorssp",              "shstk-rstorssp"),
@@ -155,6 +164,10 @@ ROWS: tuple[Row, ...] = (
     R("xcr0.mpx",           "xsetbv.bndregs-bndcsr",      "xsetbv:0:0x1b@cr4+18"),
     R("xcr0.mpx",           "xsetbv.bndregs-only",        "xsetbv:0:0xb@cr4+18"),
     R("xcr0.amx",           "xsetbv.xtile",               "xsetbv:0:0x60003@cr4+18"),
+    R("xcr0.amx",           "get-cpuid2.0xd",             "get-cpuid2:0xd:0"),
+    # -- KVM_SET_CPUID2's own checks (kvm_check_cpuid): a refused table is every probe's outcome --
+    R("set_cpuid2.vaddr_bits", "cpuid.0x80000008",        "cpuid:0x80000008:0"),
+    R("set_cpuid2.vaddr_bits", "get-cpuid2.0x80000008",   "get-cpuid2:0x80000008:0"),
     # -- MSRs gated by guest caps (x86.c kvm_get/set_msr_common, vendor code) ---------------
     R("rdtscp",             "rdmsr.tsc_aux",              "rdmsr:0xc0000103"),
     R("rdtscp",             "wrmsr.tsc_aux",              "wrmsr:0xc0000103:0x12345678"),
@@ -255,6 +268,8 @@ VARIANTS: dict[str, tuple[Variant, ...]] = {
     "ibt": (Variant(set=("shstk",)), Variant(clear=("shstk",))),
     "xsave": (Variant(set=("0xd.0.eax.2",), suffix="+ymm-set"),),
     "xcr0.ymm": (Variant(clear=("xsave",)),),
+    # XTILECFG alone is not a dynamic xfeature: KVM_SET_CPUID2 takes it without the permission
+    "xcr0.amx": (Variant(clear=("0xd.0.eax.18",), suffix="+xtiledata-off"),),
     "xsaves": (Variant(clear=("xsave",)),),
     "rdtscp": (Variant(set=("rdpid",)), Variant(user_space_msr=USER_SPACE_MSR_INVAL_UNKNOWN,
                                                    suffix="+user-space-msr")),

@@ -14,6 +14,9 @@
       host-xcr0:VALUE        host KVM_SET_XCRS with XCR0=VALUE
       get-cpuid2:LEAF:SUB    host KVM_GET_CPUID2: the vCPU's entry as KVM holds it
       msr-index:INDEX        host KVM_GET_MSR_INDEX_LIST: is INDEX listed (saved/restored)?
+      host-get-reg:REG       host KVM_GET_ONE_REG (REG: guest_ssp or a numeric register id)
+      host-set-reg:REG:VALUE host KVM_SET_ONE_REG (the old value is put back afterwards)
+      reg-list:N             host KVM_GET_REG_LIST with room for N ids
       insn:HEXBYTES          the given instruction bytes at CPL0 (e.g. insn:0f0b is UD2)
       NAME                   a named payload from the payload registry (e.g. shstk-near-ret)
     MODS (state set up by the host before the probe runs):
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 
 from ..cpu.cpuid import parse_number
 from ..errors import UsageError
+from ..kvm.constants import KVM_X86_REG_GUEST_SSP
 
 # kind -> (argument names, whether the kind runs guest code)
 KINDS: dict[str, tuple[tuple[str, ...], bool]] = {
@@ -48,10 +52,16 @@ KINDS: dict[str, tuple[tuple[str, ...], bool]] = {
     "host-xcr0": (("value",), False),
     "get-cpuid2": (("leaf", "subleaf"), False),
     "msr-index": (("index",), False),
+    "host-get-reg": (("reg",), False),
+    "host-set-reg": (("reg", "value"), False),
+    "reg-list": (("capacity",), False),
     "insn": (("bytes",), True),
 }
 _LIMITS = {"leaf": 0xFFFFFFFF, "subleaf": 0xFFFFFFFF, "bit": 63, "index": 0xFFFFFFFF,
-           "value": 0xFFFFFFFFFFFFFFFF}
+           "value": 0xFFFFFFFFFFFFFFFF, "reg": 0xFFFFFFFFFFFFFFFF, "capacity": 1024}
+# KVM_{GET,SET}_ONE_REG registers by name (any other register is given by its numeric id).
+REG_NAMES = {"guest_ssp": KVM_X86_REG_GUEST_SSP}
+REG_IDS = {v: k for k, v in REG_NAMES.items()}
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 _MOD_RE = re.compile(r"^(cpl3|(cr4|cr0|efer)([+-])(\w+)|xcr0=(\w+)|msr:(\w+)=(\w+))$")
 
@@ -113,7 +123,9 @@ class ProbeSpec:
 
 
 def _fmt(kind: str, name: str, value: int) -> str:
-    if name in ("bit", "subleaf") or (kind == "xgetbv" and name == "index"):
+    if name == "reg" and value in REG_IDS:
+        return REG_IDS[value]
+    if name in ("bit", "subleaf", "capacity") or (kind == "xgetbv" and name == "index"):
         return str(value)
     return hex(value)
 
@@ -134,6 +146,9 @@ def parse_probe(text: str, payload_names: frozenset[str] | set[str] = frozenset(
         for n, a in zip(names, rest):
             if n == "bytes":
                 args.append(_parse_hex_bytes(a, text))
+                continue
+            if n == "reg" and a.strip().lower() in REG_NAMES:
+                args.append(REG_NAMES[a.strip().lower()])
                 continue
             v = parse_number(a, f"probe {text!r} {n}")
             if v > _LIMITS[n]:

@@ -9,9 +9,11 @@ Each changed id gives one Change, of one kind:
                    when comparing a baseline kernel with a patched one)
     "expectation"  same verdict and observation, but the model expects something else (the model
                    takes the kernel version as an input, so this follows kernel changes)
-(KernelCI words: PASS = pass, FAIL = mismatch, KNOWN = known deviation, SKIP, ERROR.)
+(KernelCI words: PASS = pass, FAIL = mismatch, KNOWN = known deviation, UNPREDICTED = ran but the
+model has no rule to check it against, SKIP, ERROR.) PASS->UNPREDICTED is a change, not a
+regression: the result had never been checked.
 
-A regression is a change from pass, known or skip to mismatch or error, or an added result whose
+A regression is a change from pass, known, unpredicted or skip to mismatch or error, or an added result whose
 verdict is mismatch or error. A mismatch that becomes an error is reported but is not a
 regression (it was failing already). An improvement is mismatch or error becoming pass or known.
 Every change carries the category ("table" or "behaviour") of its result (the new one if any).
@@ -30,11 +32,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import EXIT_MISMATCH, EXIT_OK
+from .schema import UNCHECKED
 from .text import clean, describe_outcome, result_details
 
 # KernelCI-style words for verdicts in transition labels.
-WORDS = {"pass": "PASS", "mismatch": "FAIL", "known": "KNOWN", "skip": "SKIP", "error": "ERROR"}
-REGRESS_FROM = frozenset({"pass", "known", "skip"})
+WORDS = {"pass": "PASS", "mismatch": "FAIL", "known": "KNOWN", "unpredicted": "UNPREDICTED",
+         "skip": "SKIP", "error": "ERROR"}
+REGRESS_FROM = frozenset({"pass", "known", "unpredicted", "skip"})
 BAD = frozenset({"mismatch", "error"})
 GOOD = frozenset({"pass", "known"})
 # Observed-outcome keys that vary from run to run without meaning anything.
@@ -255,7 +259,7 @@ def _change_lines(c: Change, width: int) -> list[str]:
     else:
         lines.append(f"{pad}expected: {expected}")
         lines.append(f"{pad}observed: {observed}")
-    if c.regression or new.get("verdict") in ("known", "skip"):
+    if c.regression or new.get("verdict") in ("known", *UNCHECKED):
         lines += [pad + d for d in result_details(new)]
     return lines
 

@@ -7,6 +7,7 @@
           mismatch -> <failure type="mismatch" message="expected X, observed Y">details</failure>
           error    -> <error type="error" message="...">details</error>
           skip     -> <skipped message="skip reason"/>
+          unpredicted -> <skipped type="unpredicted" message="unpredicted: why, observed Y">details</skipped>
           known    -> passes, with <system-out>known: ID: reason, evidence, details</system-out>
 
 The testcase name is the result id without its "FEATURE/" prefix (CONFIG/LABEL for ids built as
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from .schema import SCHEMA, count_verdicts
+from .schema import SCHEMA, count_verdicts, rules_note
 from .text import describe_error, describe_outcome, result_details
 
 
@@ -53,6 +54,8 @@ def _properties(report: dict) -> list[tuple[str, str]]:
     for key in ("kernel", "backend", "hostname"):
         if host.get(key) is not None:
             props.append((f"host.{key}", host[key]))
+    if rules_note(report):
+        props.append(("model.rules", rules_note(report)))
     for group in ("cpu", "nested"):
         values = host.get(group)
         if isinstance(values, dict):
@@ -84,7 +87,7 @@ def to_junit(report: dict) -> str:
     results = report.get("results", [])
     counts = count_verdicts(results)
     totals = {"tests": str(len(results)), "failures": str(counts["mismatch"]),
-              "errors": str(counts["error"]), "skipped": str(counts["skip"])}
+              "errors": str(counts["error"]), "skipped": str(counts["skip"] + counts["unpredicted"])}
     duration = report.get("duration_s")
     time = f"{duration:.3f}" if isinstance(duration, (int, float)) else None
     host = report.get("host") or {}
@@ -107,6 +110,9 @@ def to_junit(report: dict) -> str:
         expected, observed = describe_outcome(r.get("expected")), describe_outcome(r.get("observed"))
         if verdict == "skip":
             _el(case, "skipped", message=r.get("skip_reason") or "skipped")
+        elif verdict == "unpredicted":      # ran, but nothing could contradict it: not a pass
+            _el(case, "skipped", _details(r), type="unpredicted",
+                message=f"unpredicted: {r.get('skip_reason') or ''}, observed {observed}")
         elif verdict == "known":
             _el(case, "system-out", _details(r))  # includes "known: ID: reason" and evidence
         elif verdict == "error":

@@ -12,8 +12,9 @@
     not ok 2 ID                                          mismatch
     ok 3 ID # SKIP REASON                                skip (kselftest since 2020: "ok")
     ok 4 ID # XFAIL KNOWN-ID: REASON                     known deviation
+    ok 6 ID # SKIP unpredicted: REASON                   ran; the model has no rule to check it
     not ok 5 ID # ERROR MESSAGE                          error
-    # Totals: pass:N fail:N xfail:N xpass:0 skip:N error:N
+    # Totals: pass:N fail:N xfail:N xpass:0 skip:N error:N   (skip counts unpredicted too)
 
 Choices:
 - A known deviation is `ok ... # XFAIL`: ktap.rst lists XFAIL ("a test is expected to fail ...
@@ -33,7 +34,7 @@ Choices:
 
 from __future__ import annotations
 
-from .schema import SCHEMA, count_verdicts
+from .schema import SCHEMA, count_verdicts, rules_note
 from .text import clean, describe_error, describe_outcome, result_details
 
 
@@ -59,6 +60,8 @@ def _header(report: dict) -> list[str]:
              f"schema {_text(report.get('schema', SCHEMA))}"]
     who = " ".join(f"{k} {_text(host[k])}" for k in ("kernel", "backend") if host.get(k))
     lines.append(f"host: {_text(host.get('hostname') or '?')} {who}".rstrip())
+    if rules_note(report):
+        lines.append(f"model: {_text(rules_note(report))}")
     cpu = host.get("cpu")
     if isinstance(cpu, dict) and cpu:
         fms = "/".join(str(cpu.get(k, "?")) for k in ("family", "model", "stepping"))
@@ -92,7 +95,7 @@ def _header(report: dict) -> list[str]:
 def _diagnostics(r: dict) -> list[str]:
     lines = [f"expected: {describe_outcome(r.get('expected'))}",
              f"observed: {describe_outcome(r.get('observed'))}"]
-    lines += [d for d in result_details(r) if not d.startswith(("known:", "skip:"))]
+    lines += [d for d in result_details(r) if not d.startswith(("known:", "skip:", "unpredicted:"))]
     return ["# " + d.rstrip() for d in lines]
 
 
@@ -119,6 +122,9 @@ def to_ktap(report: dict) -> str:
             out.append(f"ok {n} {name}")
         elif verdict == "skip":
             out.append(f"ok {n} {name} # SKIP {_text(r.get('skip_reason') or '')}".rstrip())
+        elif verdict == "unpredicted":      # ran, but nothing could contradict it: not a pass
+            out += _diagnostics(r)
+            out.append(f"ok {n} {name} # SKIP unpredicted: {_text(r.get('skip_reason') or '')}".rstrip())
         elif verdict == "known":
             known = r.get("known") or {}
             out += _diagnostics(r)
@@ -131,5 +137,6 @@ def to_ktap(report: dict) -> str:
             out += _diagnostics(r)
             out.append(f"not ok {n} {name}")
     out.append(f"# Totals: pass:{counts['pass']} fail:{counts['mismatch']} "
-               f"xfail:{counts['known']} xpass:0 skip:{counts['skip']} error:{counts['error']}")
+               f"xfail:{counts['known']} xpass:0 skip:{counts['skip'] + counts['unpredicted']} "
+               f"error:{counts['error']}")
     return "\n".join(out) + "\n"

@@ -8,7 +8,8 @@ A report is a plain JSON-able dict:
      "started": "2026-11-25T10:00:00Z",                  # ISO 8601
      "duration_s": 0.8,
      "selection": {...},                                 # what was asked for (features, jobs, ...)
-     "summary": {"pass": n, "mismatch": n, "known": n, "skip": n, "error": n, "total": n},
+     "summary": {"pass": n, "mismatch": n, "known": n, "unpredicted": n, "skip": n, "error": n,
+                 "total": n},
      "results": [result, ...]}                           # sorted by id
 
 and a result is
@@ -17,11 +18,17 @@ and a result is
      "config": {"name": str, "set": [str], "clear": [str]},
      "probe": str, "label": str, "category": "table" | "behaviour",
      "expected": pattern-dict, "observed": outcome-dict (with a "kind"),
-     "verdict": "pass" | "mismatch" | "known" | "skip" | "error",
+     "verdict": "pass" | "mismatch" | "known" | "unpredicted" | "skip" | "error",
      "reason": [str, ...],
      "known": null | {"id": str, "reason": str, "evidence": str (optional)},   # required for "known"
-     "skip_reason": null | str,                                              # required for "skip"
+     "skip_reason": null | str,              # required for "skip" and "unpredicted": why nothing
+                                             # was checked
      "reproduce": str, "duration_us": number | null}
+
+`unpredicted`: the probe ran but the model has no rule for it on this backend (its expectation is
+"anything"), so the observation could not have contradicted it: it is not a pass, it is counted
+apart (the summary, KTAP `# SKIP`, JUnit <skipped>), and it does not fail a run. Reports written
+before this verdict existed have no "unpredicted" summary key; it reads as 0.
 
 Compatibility rules for `/1`: every key above is required (null where shown); readers ignore keys
 they do not know, so adding a key is not a version change; removing or re-meaning one is, and
@@ -50,8 +57,13 @@ SCHEMA_NAME = "kvmharness-report"
 SCHEMA_VERSION = 1
 SCHEMA = f"{SCHEMA_NAME}/{SCHEMA_VERSION}"
 
-# Verdict order is also the display order of counts.
-VERDICTS = ("pass", "mismatch", "known", "skip", "error")
+# Verdict order is also the display order of counts. The one place the vocabulary is defined:
+# the summary, text, KTAP, JUnit, diff and the front-ends take it from here.
+VERDICTS = ("pass", "mismatch", "known", "unpredicted", "skip", "error")
+# Verdicts whose result carries a "skip_reason": nothing was checked against a prediction.
+UNCHECKED = frozenset({"skip", "unpredicted"})
+# Verdicts added after /1 was first written: a report without their summary key has none.
+LATER_VERDICTS = frozenset({"unpredicted"})
 CATEGORIES = ("table", "behaviour")
 # Verdicts that make a run fail (kselftest KSFT_FAIL).
 FAILING = frozenset({"mismatch", "error"})
@@ -211,8 +223,8 @@ def _check_result(r, i: int) -> str:
         if "evidence" in known:
             _need_type(known["evidence"], str, "evidence", f"{where} known", nullable=True)
     skip_reason = _need_str(r, "skip_reason", where, nullable=True)
-    if verdict == "skip" and not (skip_reason and skip_reason.strip()):
-        raise _Bad(f'{where}: verdict "skip" needs a non-empty "skip_reason"')
+    if verdict in UNCHECKED and not (skip_reason and skip_reason.strip()):
+        raise _Bad(f'{where}: verdict "{verdict}" needs a non-empty "skip_reason"')
     _need_str(r, "reproduce", where)
     _need_number(r, "duration_us", where, nullable=True)
     return rid
@@ -272,7 +284,7 @@ def _problems(obj) -> None:
 
     counted = count_verdicts(results)
     for key in (*VERDICTS, "total"):
-        stated = _need(summary, key, "summary")
+        stated = summary.get(key, 0) if key in LATER_VERDICTS else _need(summary, key, "summary")
         if not isinstance(stated, int) or isinstance(stated, bool):
             raise _Bad(f'summary: "{key}" must be an integer, not {_show(stated)}')
         if stated != counted[key]:
@@ -309,6 +321,14 @@ def _iso(started) -> str:
         started = started.astimezone(_dt.timezone.utc).replace(microsecond=0)
         return started.strftime("%Y-%m-%dT%H:%M:%SZ")
     return started
+
+
+def rules_note(report: dict) -> str:
+    """The header's 'rules of 7.3 applied to 7.4-rc2' (selection.rules_note), '' when the model
+    applied the kernel's own release's rules or the report does not say."""
+    selection = report.get("selection")
+    note = selection.get("rules_note") if isinstance(selection, dict) else None
+    return note if isinstance(note, str) else ""
 
 
 def build_report(host: dict, results, started, duration_s: float, selection: dict,
@@ -355,7 +375,8 @@ def exit_code(report: dict) -> int:
 
     1 (KSFT_FAIL, EXIT_MISMATCH) if any result is a mismatch or an error; otherwise
     4 (KSFT_SKIP, EXIT_NO_KVM)   if there are no results, or every result is a skip (nothing ran);
-    0 (KSFT_PASS, EXIT_OK)       otherwise: everything ran was pass or known (a waived deviation).
+    0 (KSFT_PASS, EXIT_OK)       otherwise: everything ran was pass, known (a waived deviation) or
+                                 unpredicted (ran, nothing to check it against).
     Counted from the results, not the summary. `known` counts as ran-and-fine, like kselftest XFAIL.
     """
     counts = count_verdicts(report.get("results", []))

@@ -7,7 +7,7 @@ write terminal escape sequences or break the layout with newlines.
 from __future__ import annotations
 
 from ..outcome import EXCEPTION_NAMES, describe
-from .schema import VERDICTS, count_verdicts
+from .schema import UNCHECKED, VERDICTS, count_verdicts, rules_note
 
 # Longest expected/observed column before a row is allowed to overflow (keeps others aligned).
 MAX_COLUMN = 44
@@ -70,8 +70,8 @@ def result_details(r: dict) -> list[str]:
         lines.append(f"known: {clean(known.get('id'))}: {clean(known.get('reason', ''))}")
         if known.get("evidence"):
             lines.append(f"evidence: {clean(known['evidence'])}")
-    if verdict == "skip" and r.get("skip_reason"):
-        lines.append(f"skip: {clean(r['skip_reason'])}")
+    if verdict in UNCHECKED and r.get("skip_reason"):
+        lines.append(f"{verdict}: {clean(r['skip_reason'])}")
     for i, step in enumerate(r.get("reason") or []):
         lines.append(("because: " if i == 0 else "         ") + clean(step))
     if r.get("reproduce"):
@@ -80,7 +80,8 @@ def result_details(r: dict) -> list[str]:
 
 
 def summary_line(report: dict) -> str:
-    """`153 results: 120 pass, 3 mismatch, 20 known, 10 skip, 0 error in 0.8 s (KERNEL, BACKEND)`."""
+    """`153 results: 120 pass, 3 mismatch, 20 known, 4 unpredicted, 6 skip, 0 error in 0.8 s
+    (KERNEL, BACKEND)`."""
     counts = count_verdicts(report.get("results", []))
     parts = ", ".join(f"{counts[v]} {v}" for v in VERDICTS)
     host = report.get("host") or {}
@@ -88,6 +89,9 @@ def summary_line(report: dict) -> str:
     line = f"{counts['total']} results: {parts}"
     if isinstance(report.get("duration_s"), (int, float)):
         line += f" in {report['duration_s']:.1f} s"
+    note = clean(rules_note(report))
+    if note:
+        where = f"{where}; {note}" if where else note
     return line + (f" ({where})" if where else "")
 
 

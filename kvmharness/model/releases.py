@@ -1,0 +1,303 @@
+"""The Linux releases the model knows, and everything that differs between them, as data.
+
+The model covers R_MIN..R_MAX (6.1 to 7.3). A kernel is given as a release string ("6.18.44-fc",
+"7.4-rc2", "6.12"); `parse_release` turns it into a `Release`: the rules the model applies (the
+release's own major.minor, or R_MAX for a later kernel, which every output then states: "rules
+of 7.3 applied to 7.4-rc2"). A release before R_MIN, or text without MAJOR.MINOR, is a usage
+error (exit 2). Nothing is silently judged with another release's rules.
+
+Per-release differences live here and nowhere else in the model; rules ask, they do not compare
+versions themselves:
+
+  * BEHAVIOURS: a named behaviour whose value changes at given releases, each change citing the
+    function and the tree it was read from. `value(name, kernel)`, `change(name, kernel)`
+    (with its source), `since(name)` (the first release of the current value). To add a
+    behaviour, add one `B(...)` entry below: a name, a one-line doc, and its changes
+    `C(since, value, source, note="")` in ascending order, the first from R_MIN. A rule then
+    reads `releases.value("my_behaviour", ctx.kernel)` and cites
+    `releases.change("my_behaviour", ctx.kernel).source` (or `releases.reason(...)`).
+  * LOCATIONS: where a KVM function lives in each release (renames and file moves, e.g. 7.0
+    split kvm_set_cpu_caps into kvm_initialize_cpu_caps/kvm_finalize_cpu_caps; 7.2 moved the
+    CR and sregs code from x86.c to regs.c). Rules cite functions by their long-standing name;
+    `localise(reasons, kernel)` rewrites each citation to the name and file it has in that
+    release, so `explain` and reports cite what the reader will find in that tree.
+  * The catalogue's per-release CPUID classes stay in kvmharness/cpu/features.py (one row per
+    bit, a class per release range), generated and checked from the trees by
+    kvmharness/cpu/source.py.
+
+Sources: the KVM x86 trees in ../shared/reference/linux (6.1.176, 6.12.107, 6.17.8, 6.18.15,
+6.19.11, 7.0.0, 7.1.13, 7.2.8); a "read in" note names the tree. Releases without a tree
+(6.2-6.11 except 6.6/6.8 as noted, 6.13-6.16, 7.3) take the value of the last change before
+them, which is exact only where a change's release is pinned (the note says when it is not).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from ..errors import UsageError
+
+Version = tuple[int, int]
+
+R_MIN: Version = (6, 1)
+R_MAX: Version = (7, 3)
+# Every mainline release the model knows, oldest first (6.19 was followed by 7.0).
+RELEASES: tuple[Version, ...] = tuple((6, m) for m in range(1, 20)) + tuple(
+    (7, m) for m in range(0, 4))
+# The trees the per-release data was read from (../shared/reference/linux/<tree>).
+TREES: dict[Version, str] = {(6, 1): "6.1.176", (6, 12): "6.12.107", (6, 17): "6.17.8",
+                             (6, 18): "6.18.15", (6, 19): "6.19.11", (7, 0): "7.0.0",
+                             (7, 1): "7.1.13", (7, 2): "7.2.8"}
+
+
+def kname(kernel) -> str:
+    return f"{kernel[0]}.{kernel[1]}"
+
+
+# -- releases ----------------------------------------------------------------------------------
+_RELEASE_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:[.\-+_~][\x21-\x7e]*)?\s*$")
+
+
+@dataclass(frozen=True)
+class Release:
+    """A kernel as given, and the release whose rules the model applies to it."""
+
+    rules: Version               # a member of RELEASES
+    given: str                   # the text it came from ("7.4-rc2"); "" for a bare version
+
+    @property
+    def version(self) -> Version:
+        """The given kernel's own MAJOR.MINOR (may be past R_MAX)."""
+        m = _RELEASE_RE.match(self.given) if self.given else None
+        return (int(m.group(1)), int(m.group(2))) if m else self.rules
+
+    @property
+    def beyond(self) -> bool:
+        """The kernel is newer than every release the model knows."""
+        return self.version > R_MAX
+
+    @property
+    def note(self) -> str:
+        """'rules of 7.3 applied to 7.4-rc2' when the rules are not the kernel's own, else ''."""
+        return rules_note(self.rules, self.given or kname(self.version))
+
+    def __str__(self) -> str:
+        return kname(self.rules)
+
+
+def parse_release(text) -> Release:
+    """'6.18.44-fc' / '7.4-rc2' / '6.12' / (6, 12) -> Release; UsageError (exit 2) otherwise."""
+    if isinstance(text, Release):
+        return text
+    if isinstance(text, (tuple, list)) and len(text) == 2 and all(
+            isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in text):
+        version, given = (text[0], text[1]), ""
+    elif isinstance(text, str):
+        m = _RELEASE_RE.match(text)
+        if not m:
+            raise UsageError(f"kernel version {text!r}: expected MAJOR.MINOR such as 6.18 "
+                             f"(the model knows {kname(R_MIN)} to {kname(R_MAX)})")
+        version, given = (int(m.group(1)), int(m.group(2))), text.strip()
+    else:
+        raise UsageError(f"kernel version {text!r}: expected MAJOR.MINOR such as 6.18")
+    if version < R_MIN:
+        raise UsageError(f"kernel version {given or kname(version)}: before {kname(R_MIN)}, the "
+                         f"oldest release the model knows ({kname(R_MIN)} to {kname(R_MAX)})")
+    if version > R_MAX:
+        if version[0] > 99 or version[1] > 99:
+            raise UsageError(f"kernel version {given or kname(version)}: not a plausible kernel")
+        return Release(R_MAX, given or kname(version))
+    if version not in RELEASES:
+        raise UsageError(f"kernel version {given or kname(version)}: no such Linux release "
+                         f"(the model knows {kname(R_MIN)} to {kname(R_MAX)})")
+    return Release(version, given)
+
+
+def rules_note(rules, given: str) -> str:
+    """'rules of 7.3 applied to 7.4-rc2' when `rules` are not the release `given` (a kernel
+    past R_MAX, or --kernel naming another release than the host's); '' when they are."""
+    m = _RELEASE_RE.match(given or "")
+    if not m or (int(m.group(1)), int(m.group(2))) == tuple(rules[:2]):
+        return ""
+    return f"rules of {kname(rules)} applied to {given.strip()}"
+
+
+def rules_of(kernel) -> Version:
+    """The rules applied to a kernel (MAJOR, MINOR), as parse_release decides them."""
+    return parse_release(tuple(kernel[:2])).rules
+
+
+# -- behaviours ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Change:
+    since: Version               # first release with this value
+    value: object
+    source: str                  # "function (file), read in <tree>" or what else it rests on
+    note: str = ""               # e.g. "not pinned: ...", "stable backports: ..."
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    name: str
+    doc: str
+    changes: tuple[Change, ...]
+
+    def __post_init__(self):
+        if not self.changes or self.changes[0].since != R_MIN:
+            raise ValueError(f"behaviour {self.name}: the first change must be at {kname(R_MIN)}")
+        for a, c in zip(self.changes, self.changes[1:]):
+            if not a.since < c.since or c.since not in RELEASES:
+                raise ValueError(f"behaviour {self.name}: releases must ascend within "
+                                 f"{kname(R_MIN)}..{kname(R_MAX)}")
+
+    def at(self, kernel) -> Change:
+        return _in_force(self.changes, kernel)
+
+
+def _in_force(entries, kernel):
+    """The last of `entries` (ascending by .since) whose release is not after `kernel`."""
+    k = tuple(kernel[:2])
+    current = entries[0]
+    for e in entries:
+        if e.since <= k:
+            current = e
+    return current
+
+
+B, C = Behaviour, Change
+
+# Governed features (arch/x86/kvm/governed_features.h): between the guest_cpuid_has() era and
+# the per-vCPU cpu_caps, KVM cached these as "usable iff KVM supports it && guest CPUID has it".
+_GOVERNED_66 = frozenset({"pdpe1gb", "xsaves", "vmx", "nrip_save", "tsc_scale",
+                          "v_vmsave_vmload", "lbrv", "pausefilter", "pfthreshold", "vgif", "vnmi"})
+
+_TABLE: tuple[Behaviour, ...] = (
+    B("cpu_caps", "KVM keeps per-vCPU capabilities (vcpu->arch.cpu_caps, guest_cpu_cap_has())",
+      (C((6, 1), False, "guest_cpuid_has (arch/x86/kvm/cpuid.h), read in 6.1.176 and 6.12.107"),
+       C((6, 14), True, "kvm_vcpu_after_set_cpuid (arch/x86/kvm/cpuid.c), read in 6.17.8",
+         "the CPUID overhaul merged for 6.14; 6.12.107 has no cpu_caps, 6.17.8 has it"))),
+    B("governed_features", "features whose guest usability KVM cached before cpu_caps "
+      "(KVM_GOVERNED_X86_FEATURE; catalogue names)",
+      (C((6, 1), frozenset(), "no governed_features.h in 6.1.176: every gate reads guest CPUID"),
+       C((6, 6), _GOVERNED_66, "governed_features.h (arch/x86/kvm), read in 6.12.107",
+         "the file arrived in 6.6 (not a tree read here)"),
+       C((6, 8), _GOVERNED_66 | {"lam"}, "governed_features.h (arch/x86/kvm), read in 6.12.107",
+         "LAM joined with KVM's LAM support in 6.8 (not a tree read here)"),
+       C((6, 14), frozenset(), "governed_features.h removed: cpu_caps covers every feature "
+         "(kvm_vcpu_after_set_cpuid, arch/x86/kvm/cpuid.c, read in 6.17.8)"))),
+    B("cet", "KVM virtualizes CET (SHSTK/IBT caps, CET MSRs, CR4.CET, XSS CET_U/CET_S)",
+      (C((6, 1), False, "kvm_set_cpu_caps (arch/x86/kvm/cpuid.c), read in 6.17.8: no SHSTK/IBT"),
+       C((6, 18), True, "kvm_set_cpu_caps (arch/x86/kvm/cpuid.c), read in 6.18.15"))),
+    B("one_reg", "x86 has KVM_GET_ONE_REG/KVM_SET_ONE_REG/KVM_GET_REG_LIST (KVM_REG_GUEST_SSP, "
+      "MSR ids)",
+      (C((6, 1), False, "kvm_arch_vcpu_ioctl (arch/x86/kvm/x86.c), read in 6.17.8: no case, the "
+         "default -EINVAL"),
+       C((6, 18), True, "kvm_get_set_one_reg / kvm_get_reg_list (arch/x86/kvm/x86.c), read in "
+         "6.18.15"))),
+    B("sregs_efer_check", "KVM_SET_SREGS checks EFER with kvm_valid_efer (guest CPUID included)",
+      (C((6, 1), False, "kvm_is_valid_sregs (arch/x86/kvm/x86.c), read in 6.18.15"),
+       C((7, 2), True, "kvm_is_valid_sregs (arch/x86/kvm/regs.c), read in 7.2.8",
+         "upstream commit 184bd464; first release not pinned (see cr.py)"))),
+)
+BEHAVIOURS: dict[str, Behaviour] = {b.name: b for b in _TABLE}
+if len(BEHAVIOURS) != len(_TABLE):
+    raise ValueError("releases: duplicate behaviour name")
+
+
+def behaviour(name: str) -> Behaviour:
+    try:
+        return BEHAVIOURS[name]
+    except KeyError:
+        raise KeyError(f"no per-release behaviour {name!r} in kvmharness/model/releases.py") from None
+
+
+def change(name: str, kernel) -> Change:
+    """The change in force for `kernel` (its value, source and note)."""
+    return behaviour(name).at(kernel)
+
+
+def value(name: str, kernel):
+    return change(name, kernel).value
+
+
+def since(name: str, kernel=R_MAX) -> Version | None:
+    """The first release of the value in force for `kernel`; None when it holds from R_MIN."""
+    s = change(name, kernel).since
+    return None if s == R_MIN else s
+
+
+def first(name: str, wanted=True) -> Version | None:
+    """The first release whose value is `wanted`, or None."""
+    return next((c.since for c in behaviour(name).changes if c.value == wanted), None)
+
+
+# -- function locations ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Location:
+    since: Version
+    name: str                    # the function (or functions, "a / b") in that release
+    file: str                    # its file in that release
+
+
+L = Location
+# Long-standing name -> where it is in each release (ascending; the first from R_MIN). Checked
+# against the trees by tests/test_releases.py.
+LOCATIONS: dict[str, tuple[Location, ...]] = {
+    "kvm_set_cpu_caps": (
+        L((6, 1), "kvm_set_cpu_caps", "arch/x86/kvm/cpuid.c"),
+        L((7, 0), "kvm_initialize_cpu_caps / kvm_finalize_cpu_caps",
+          "arch/x86/kvm/cpuid.c, cpuid.h")),
+    "kvm_set_cr0": (L((6, 1), "kvm_set_cr0", "arch/x86/kvm/x86.c"),
+                    L((7, 2), "kvm_set_cr0", "arch/x86/kvm/regs.c")),
+    "kvm_set_cr4": (L((6, 1), "kvm_set_cr4", "arch/x86/kvm/x86.c"),
+                    L((7, 2), "kvm_set_cr4", "arch/x86/kvm/regs.c")),
+    "kvm_is_valid_cr0": (L((6, 1), "kvm_is_valid_cr0", "arch/x86/kvm/x86.c"),
+                         L((7, 2), "kvm_is_valid_cr0", "arch/x86/kvm/regs.c")),
+    "kvm_is_valid_sregs": (L((6, 1), "kvm_is_valid_sregs", "arch/x86/kvm/x86.c"),
+                           L((7, 2), "kvm_is_valid_sregs", "arch/x86/kvm/regs.c")),
+    "__cr4_reserved_bits": (L((6, 1), "__cr4_reserved_bits", "arch/x86/kvm/x86.h"),
+                            L((7, 2), "__cr4_reserved_bits", "arch/x86/kvm/regs.h")),
+    # renamed and moved between 6.12.107 and 6.17.8 (6.13 assumed, not a tree read)
+    "kvm_apic_set_base": (L((6, 1), "kvm_set_apic_base", "arch/x86/kvm/x86.c"),
+                          L((6, 13), "kvm_apic_set_base", "arch/x86/kvm/lapic.c")),
+}
+_CITATION_RE = re.compile(r"^(?P<names>[A-Za-z0-9_/ ]+?) \((?P<file>[^()]+)\)$")
+
+
+def locate(function: str, kernel) -> Location | None:
+    locs = LOCATIONS.get(function)
+    return _in_force(locs, kernel) if locs else None
+
+
+def cite(citation: str | None, kernel) -> str | None:
+    """A citation 'name (file)' or 'a / b (file)' as it reads in `kernel`'s tree."""
+    if not citation:
+        return citation
+    m = _CITATION_RE.match(citation)
+    if not m:
+        return citation
+    names = [n.strip() for n in m.group("names").split(" / ")]
+    locs = [locate(n, kernel) for n in names]
+    if not any(locs):
+        return citation
+    files = {loc.file for loc in locs if loc}
+    file = files.pop() if len(files) == 1 and all(locs) else m.group("file")
+    return " / ".join(loc.name if loc else n for n, loc in zip(names, locs)) + f" ({file})"
+
+
+def localise(reasons, kernel) -> list:
+    """Reasons with their citations as they read in `kernel`'s tree (model.reason.Reason)."""
+    out = []
+    for r in reasons:
+        fn = cite(r.kvm_function, kernel)
+        out.append(r if fn == r.kvm_function else replace(r, kvm_function=fn))
+    return out
+
+
+def reason(name: str, kernel, text: str, inputs: dict | None = None):
+    """A Reason citing behaviour `name`'s source for `kernel` (and since when it holds)."""
+    from .reason import Reason
+    c = change(name, kernel)
+    src = c.source + (f"; {c.note}" if c.note else "")
+    return Reason(text, src, None if c.since == R_MIN else c.since, inputs or {})
