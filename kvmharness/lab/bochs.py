@@ -199,11 +199,12 @@ class PrivateApt:
 
     def source_sha256(self, package: str, version: str) -> dict[str, str]:
         """The source package's file checksums from the signed Sources index."""
-        out = self.cache(["showsrc", f"{package}={version}"])
         sums: dict[str, str] = {}
-        block = re.search(r"^Checksums-Sha256:\n((?: .*\n)+)", out, re.M)
-        if block:
-            for line in block.group(1).splitlines():
+        for stanza in self.cache(["showsrc", package]).split("\n\n"):
+            if not re.search(rf"^Version: {re.escape(version)}$", stanza, re.M):
+                continue
+            block = re.search(r"^Checksums-Sha256:\n((?: .*\n?)+)", stanza, re.M)
+            for line in (block.group(1).splitlines() if block else []):
                 digest, _size, name = line.split()
                 sums[name] = digest
         return sums
@@ -235,7 +236,7 @@ class Bochs:
     version: str
 
     def describe(self) -> dict:
-        return {"emulator": "bochs", "version": self.version, "cpu_model": CPU_MODEL,
+        return {"emulator": "bochs", "bochs": self.version, "cpu": CPU_MODEL,
                 "build": f"Debian source package {BOCHS_PACKAGE} {BOCHS_VERSION} ({BOCHS_SUITE}), "
                          "configure " + " ".join(BOCHS_CONFIGURE),
                 "patches": sorted(BOCHS_PATCHES)}
@@ -590,6 +591,7 @@ def modules_layer(lab: Path, kernel: Kernel) -> tuple[Path, list[str]]:
 INIT = r"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/usr/bin:/bin PYTHONHOME=/usr PYTHONPATH=/opt/kh HOME=/root PYTHONDONTWRITEBYTECODE=1
+export KVMHARNESS_LAB="$(cat /lab/lab.json)"
 mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
 dmesg -n 1
@@ -672,7 +674,7 @@ def project_layer(work: Path, lab_info: dict, params: dict, run_args: list[str])
     cpio.tree(site, "opt/kh")
     cpio.dir("root/.cache", 0o700)
     cpio.tree(cache / "kvmharness", "root/.cache/kvmharness")
-    cpio.file("lab/lab.json", (json.dumps(lab_info, indent=1) + "\n").encode())
+    cpio.file("lab/lab.json", (json.dumps(lab_info) + "\n").encode())
     cpio.file("lab/params", "".join(f"{m} {' '.join(f'{k}={v}' for k, v in sorted(p.items()))}\n"
                                     for m, p in sorted(params.items())).encode())
     cpio.file("lab/args", (" ".join(run_args) + "\n").encode())
@@ -859,10 +861,14 @@ def local_kernel(vmlinuz: str, modules: str) -> Kernel:
 
 
 def lab_description(bochs: Bochs, kernel: Kernel, params: dict, ips: int) -> dict:
-    return {**bochs.describe(), "ips": ips, "memory_mb": MEMORY_MB,
-            "kernel": kernel.release, "kernel_packages": list(kernel.packages),
-            "module_params": {f"{m}.{k}": v for m, p in sorted(params.items())
-                              for k, v in sorted(p.items())}}
+    """The report header's `lab` (the host record's field, docs/host-record.md), which the
+    guest's kvmharness reads from $KVMHARNESS_LAB."""
+    return {"tool": "scripts/labs/bochs-cet", **bochs.describe(), "ips": ips, "cpus": 1,
+            "memory": f"{MEMORY_MB}M",
+            "kernel": {"image": str(kernel.vmlinuz), "release": kernel.release,
+                       "debian": list(kernel.packages) or None},
+            "params": {f"{m}.{k}": v for m, p in sorted(params.items())
+                       for k, v in sorted(p.items())}}
 
 
 def run_lab(kernel: Kernel, params: dict, run_args: list[str], out: Path, ips: int,
@@ -881,7 +887,7 @@ def run_lab(kernel: Kernel, params: dict, run_args: list[str], out: Path, ips: i
     iso = build_iso(tools, out, kernel, [base, mods, project])
     log(f"image ready in {time.monotonic() - t0:.0f} s ({iso.stat().st_size >> 20} MiB, modules "
         f"{' '.join(names)}); booting {kernel.release} under Bochs {bochs.version} "
-        f"cpu={CPU_MODEL}" + "".join(f" {k}={v}" for k, v in info["module_params"].items()))
+        f"cpu={CPU_MODEL}" + "".join(f" {k}={v}" for k, v in info["params"].items()))
     result = boot(bochs, iso, out, ips, timeout)
     t = result.transcript
     for name, data in t.files.items():
@@ -912,6 +918,8 @@ def main(argv=None) -> int:
         prog="scripts/labs/bochs-cet",
         description="Boot a kernel under Bochs (Tiger Lake: VMX + CET), load kvm_intel and run "
                     "`kvmharness run` against it; the report comes back over the serial port.")
+    ap.add_argument("--debian", metavar="VERSION",
+                    help="Debian's kernel, e.g. 6.18 or 7.3 (kvmharness.lab.debian fetches it)")
     ap.add_argument("--vmlinuz", help="kernel image to boot")
     ap.add_argument("--modules", help="its modules tree (.../lib/modules/RELEASE)")
     ap.add_argument("--param", action="append", default=[], metavar="MODULE.NAME=VALUE",
@@ -924,9 +932,16 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     from ..errors import HarnessError
     try:
-        if not (a.vmlinuz and a.modules):
-            raise UsageError("give --vmlinuz and --modules")
-        kernel = local_kernel(a.vmlinuz, a.modules)
+        if a.debian and (a.vmlinuz or a.modules):
+            raise UsageError("give --debian VERSION or --vmlinuz with --modules, not both")
+        if a.debian:
+            from .debian import fetch_kernel
+            k = fetch_kernel(a.debian, progress=log)
+            kernel = Kernel(k.release, k.vmlinuz, k.modules_dir, tuple(k.packages))
+        elif a.vmlinuz and a.modules:
+            kernel = local_kernel(a.vmlinuz, a.modules)
+        else:
+            raise UsageError("give --debian VERSION, or --vmlinuz and --modules")
         params = parse_params(a.param)
         tag = kernel.release + "".join(f"-{k}{v}" for m in params.values() for k, v in m.items())
         out = Path(a.out) if a.out else lab_dir() / "runs" / f"{tag}-{time.strftime('%Y%m%d-%H%M%S')}"
