@@ -69,6 +69,18 @@ def _host_profile(args):
         return gather_facts(kvm).to_profile(kernel)
 
 
+def _add_report_options(p: argparse.ArgumentParser) -> None:
+    """The outputs of a judged run, shared by run and rejudge."""
+    p.add_argument("--json", metavar="FILE", help="write the JSON report to FILE ('-': stdout, the "
+                   "table then goes to stderr)")
+    p.add_argument("--ktap", action="store_true", help="print KTAP on stdout instead of the table")
+    p.add_argument("--junit", metavar="FILE", help="write JUnit XML to FILE ('-': stdout)")
+    p.add_argument("--baseline", metavar="FILE",
+                   help="compare with an earlier JSON report; exit 1 only on regressions")
+    p.add_argument("--show", default="mismatch,error", metavar="VERDICTS",
+                   help="verdicts listed in the table (default mismatch,error; 'all' for every result)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="kvmharness", description="KVM x86 effective-capability model, checked "
                  "against the running kernel through /dev/kvm.")
@@ -111,17 +123,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only this feature (repeatable); 'cpuid' selects the CPUID table checks")
     p.add_argument("-j", "--jobs", type=int, default=0, metavar="N",
                    help="worker processes (default: the number of CPUs)")
-    p.add_argument("--json", metavar="FILE", help="write the JSON report to FILE ('-': stdout, the "
-                   "table then goes to stderr)")
-    p.add_argument("--ktap", action="store_true", help="print KTAP on stdout instead of the table")
-    p.add_argument("--junit", metavar="FILE", help="write JUnit XML to FILE ('-': stdout)")
-    p.add_argument("--baseline", metavar="FILE",
-                   help="compare with an earlier JSON report; exit 1 only on regressions")
+    _add_report_options(p)
     p.add_argument("--timeout", type=float, default=1000.0, metavar="MS",
                    help="per-probe timeout in milliseconds (default 1000)")
     p.add_argument("--kernel", metavar="X.Y", help="predict for this kernel version instead of uname's")
-    p.add_argument("--show", default="mismatch,error", metavar="VERDICTS",
-                   help="verdicts listed in the table (default mismatch,error; 'all' for every result)")
+
+    p = sub.add_parser("rejudge", help="judge a recorded report again with the current model, offline",
+                       description="Judge the observations of a report recorded by `kvmharness run` "
+                       "again with this kvmharness's model and known deviations, using the host "
+                       "record in the report's header (no /dev/kvm needed). Outputs and exit codes "
+                       "are run's: 0 as expected, 1 on a mismatch or error (with --baseline: on a "
+                       "regression), 2 when the report is unusable or lacks the host record.")
+    p.add_argument("report", metavar="REPORT.json")
+    _add_report_options(p)
+    p.add_argument("--kernel", metavar="X.Y",
+                   help="apply this kernel's rules instead of the ones the report was judged with")
 
     p = sub.add_parser("explain", help="the model's reasoning for one feature",
                        description="Why a feature is or is not usable by a guest: supported? "
@@ -196,6 +212,8 @@ def cmd_probe(args) -> int:
 
 
 def _report_host(facts) -> dict:
+    """The report header's host: a summary for people and diffs, and the whole host record
+    (`profile`), which is what `rejudge` and `--host REPORT` judge with."""
     import socket
     d = facts.to_json()
     return {"kernel": d["kernel_release"], "backend": d["backend_module"],
@@ -205,7 +223,9 @@ def _report_host(facts) -> dict:
                     "microcode": d.get("microcode")},
             "nested": {"hypervisor_bit": bool(d.get("hypervisor")),
                        "signature": d.get("hypervisor_signature")},
-            "hostname": socket.gethostname()}
+            "lab": d.get("lab"),
+            "hostname": socket.gethostname(),
+            "profile": d}
 
 
 def cmd_run(args) -> int:
@@ -216,30 +236,14 @@ def cmd_run(args) -> int:
     from .conformance.execute import execute
     from .host import gather_facts
     from .guest.runner import open_kvm
-    from .report import (VERDICTS, apply_baseline, build_report, dumps_report, exit_code,
-                         ktap_skip_all, load_report, progress_line, render_diff, render_table,
-                         summary_line, to_junit, to_ktap)
-    from .report.atomic import descriptor_of
+    from .report import VERDICTS, build_report, ktap_skip_all, progress_line
     from .model.releases import parse_release
 
     if not 0 < args.timeout <= 600_000:
         raise UsageError(f"--timeout {args.timeout}: must be between 0 and 600000 ms")
     if args.jobs < 0:
         raise UsageError(f"--jobs {args.jobs}: must be 0 (all CPUs) or more")
-    show = VERDICTS if args.show == "all" else tuple(v.strip() for v in args.show.split(",") if v.strip())
-    if not show or any(v not in VERDICTS for v in show):
-        raise UsageError(f"--show {args.show!r}: a comma-separated list of {', '.join(VERDICTS)}, or 'all'")
-    for option in ("json", "junit", "baseline"):
-        if getattr(args, option) == "":
-            raise UsageError(f"--{option}: the file name is empty")
-    # Standard output carries at most one machine format; the table and summary then go to stderr.
-    on_stdout = [name for name, on in (("--ktap", args.ktap),
-                                       ("--json", args.json and descriptor_of(args.json) == 1),
-                                       ("--junit", args.junit and descriptor_of(args.junit) == 1)) if on]
-    if len(on_stdout) > 1:
-        raise UsageError(f"{' and '.join(on_stdout)} both want standard output")
-    human = sys.stderr if on_stdout else sys.stdout
-    baseline = load_report(args.baseline) if args.baseline else None     # bad input: fail early
+    out = _ReportOutputs(args)                                # bad options and input: fail early
     selected = list(dict.fromkeys(matrix_feature(f) for f in args.feature))   # as the matrix names them
     kernel = parse_release(args.kernel) if args.kernel else None
     try:
@@ -271,22 +275,64 @@ def cmd_run(args) -> int:
                           {"features": selected, "jobs": jobs,
                            "kernel_rules": ".".join(map(str, profile.kernel)),
                            "rules_note": profile.rules_note})
-    if args.json:
-        _write_report(args.json, dumps_report(report))
-    if args.junit:
-        _write_report(args.junit, to_junit(report))
-    d = apply_baseline(baseline, report) if baseline is not None else None
-    if args.ktap:
-        _emit(to_ktap(report), end="")
-    else:
-        table = render_table(report, show=show)
-        if table:
-            _emit(table, human)
-        _emit(summary_line(report), human)
-    if d is not None:
-        _emit(render_diff(d).rstrip("\n"), human)
-        return d.exit_code
-    return exit_code(report)
+    return out.write(report)
+
+
+class _ReportOutputs:
+    """The outputs of a judged run (run, rejudge): options checked before anything runs, then
+    the report written as asked, and the run's exit status."""
+
+    def __init__(self, args):
+        from .report import VERDICTS, load_report
+        from .report.atomic import descriptor_of
+        self.args = args
+        show = VERDICTS if args.show == "all" else tuple(v.strip() for v in args.show.split(",") if v.strip())
+        if not show or any(v not in VERDICTS for v in show):
+            raise UsageError(f"--show {args.show!r}: a comma-separated list of {', '.join(VERDICTS)}, or 'all'")
+        self.show = show
+        for option in ("json", "junit", "baseline"):
+            if getattr(args, option) == "":
+                raise UsageError(f"--{option}: the file name is empty")
+        # Standard output carries at most one machine format; the table and summary then go to stderr.
+        on_stdout = [name for name, on in (("--ktap", args.ktap),
+                                           ("--json", args.json and descriptor_of(args.json) == 1),
+                                           ("--junit", args.junit and descriptor_of(args.junit) == 1)) if on]
+        if len(on_stdout) > 1:
+            raise UsageError(f"{' and '.join(on_stdout)} both want standard output")
+        self.human = sys.stderr if on_stdout else sys.stdout
+        self.baseline = load_report(args.baseline) if args.baseline else None
+
+    def write(self, report: dict) -> int:
+        from .report import (apply_baseline, dumps_report, exit_code, render_diff, render_table,
+                             summary_line, to_junit, to_ktap)
+        args, human = self.args, self.human
+        if args.json:
+            _write_report(args.json, dumps_report(report))
+        if args.junit:
+            _write_report(args.junit, to_junit(report))
+        d = apply_baseline(self.baseline, report) if self.baseline is not None else None
+        if args.ktap:
+            _emit(to_ktap(report), end="")
+        else:
+            table = render_table(report, show=self.show)
+            if table:
+                _emit(table, human)
+            _emit(summary_line(report), human)
+        if d is not None:
+            _emit(render_diff(d).rstrip("\n"), human)
+            return d.exit_code
+        return exit_code(report)
+
+
+def cmd_rejudge(args) -> int:
+    from .conformance.rejudge import rejudge
+    from .report import load_report
+    from .model.releases import parse_release
+    if args.kernel:
+        parse_release(args.kernel)                  # a bad --kernel fails before the file is read
+    out = _ReportOutputs(args)
+    report = load_report(args.report)
+    return out.write(rejudge(report, args.report, args.kernel))
 
 
 def cmd_explain(args) -> int:
@@ -325,7 +371,7 @@ def cmd_diff(args) -> int:
 
 
 COMMANDS = {"info": cmd_info, "probe": cmd_probe, "run": cmd_run, "explain": cmd_explain,
-            "lint": cmd_lint, "diff": cmd_diff}
+            "lint": cmd_lint, "diff": cmd_diff, "rejudge": cmd_rejudge}
 
 
 def _write_report(path: str, text: str) -> None:

@@ -2,12 +2,16 @@
 the kernel and the real CPU (via /proc/cpuinfo and the CPUID instruction).
 
 `gather_facts(kvm)` reads everything once (a few ms); `HostFacts.to_profile()` turns it into the
-model's `HostProfile`; `to_json()`/`from_json()` record and replay it.
+model's `HostProfile`; `to_json()`/`from_json()` record and replay it. The JSON form is the host
+record (schema `kvmharness-host/1`, docs/host-record.md): what `kvmharness info --json` prints,
+what every `--host` reads and what a report's header holds whole (`host.profile`), so a recorded
+run can be judged again offline (`kvmharness rejudge`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import mmap
 import os
 import platform
@@ -20,7 +24,12 @@ from .kvm import Kvm, KvmCap, KvmError
 from .kvm.structs import KVM_X86_XCOMP_GUEST_SUPP
 from .model.profile import HostProfile
 
-SCHEMA = 1
+SCHEMA = "kvmharness-host/1"
+# What `info --json` printed before the record had a name; read as the same thing.
+LEGACY_SCHEMAS = (1,)
+# Set by `kvmharness vm` inside the booted kernel: the lab (emulator, accelerator, CPU model,
+# kernel, module parameters) that the record then carries.
+LAB_ENV = "KVMHARNESS_LAB"
 SYS_MODULE = "/sys/module"
 # Vendor modules in the order they are looked for; kvm_pvm first because it can be loaded next to
 # a (built-in, unused) kvm_intel/kvm_amd, while those two exclude each other.
@@ -179,6 +188,8 @@ class HostFacts:
     cpuid_signature: int             # CPUID.1:EAX
     hypervisor: bool                 # CPUID.1:ECX[31]: this host is itself a guest
     hypervisor_signature: str | None  # CPUID.0x40000000 EBX/ECX/EDX when `hypervisor`
+    quirks: int | None = None        # KVM_CHECK_EXTENSION(KVM_CAP_DISABLE_QUIRKS2): quirks a VM may disable
+    lab: dict | None = None          # the emulated lab this kernel runs in (kvmharness vm), else None
     gather_ms: float = field(default=0.0, compare=False)
 
     @property
@@ -192,6 +203,11 @@ class HostFacts:
     @property
     def cpuid_fms(self) -> tuple[int, int, int]:
         return signature_fms(self.cpuid_signature)
+
+    @property
+    def xss(self) -> int:
+        """The XSS bits KVM supports: KVM_GET_SUPPORTED_CPUID 0xD.1 ECX | EDX << 32."""
+        return self.supported_cpuid.reg(0xD, 1, "ecx") | self.supported_cpuid.reg(0xD, 1, "edx") << 32
 
     def to_profile(self, kernel_override=None) -> HostProfile:
         """The model's HostProfile; `kernel_override` ('7.4-rc2', (6, 12)) picks other rules
@@ -211,6 +227,7 @@ class HostFacts:
             feature_msrs=dict(self.feature_msrs),
             host_vendor=self.host_vendor,
             caps=dict(self.caps),
+            hypervisor=self.hypervisor_signature if self.hypervisor else None,
             name="live",
         )
 
@@ -241,12 +258,22 @@ class HostFacts:
             "cpuid_signature": _hex(self.cpuid_signature),
             "hypervisor": self.hypervisor,
             "hypervisor_signature": self.hypervisor_signature,
+            "quirks": None if self.quirks is None else _hex(self.quirks),
+            "xss": _hex(self.xss),
+            "lab": self.lab,
         }
 
     @classmethod
     def from_json(cls, data: object, where: str = "host facts") -> "HostFacts":
         if not isinstance(data, dict):
             raise UsageError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        schema = data.get("schema", SCHEMA)
+        if schema != SCHEMA and schema not in LEGACY_SCHEMAS:
+            raise UsageError(f"{where}: host record schema {schema!r} is not supported "
+                             f"(this kvmharness reads {SCHEMA})")
+        lab = data.get("lab")
+        if lab is not None and not isinstance(lab, dict):
+            raise UsageError(f"{where}: 'lab' must be an object or null")
         try:
             opt = lambda k: None if data.get(k) is None else _num(data[k])  # noqa: E731
             return cls(
@@ -275,6 +302,8 @@ class HostFacts:
                 cpuid_signature=_num(data.get("cpuid_signature", 0)),
                 hypervisor=bool(data.get("hypervisor", False)),
                 hypervisor_signature=data.get("hypervisor_signature"),
+                quirks=opt("quirks"),
+                lab=lab,
             )
         except KeyError as e:
             raise UsageError(f"{where}: missing field {e.args[0]!r}") from None
@@ -305,6 +334,7 @@ def gather_facts(kvm: Kvm | None = None) -> HostFacts:
 
     backend = find_backend()
     info = read_cpuinfo()
+    lab = lab_from_env()
     l0 = host_cpuid(0)
     l1 = host_cpuid(1)
     hyper = bool(l1[2] >> 31 & 1)
@@ -333,9 +363,25 @@ def gather_facts(kvm: Kvm | None = None) -> HostFacts:
         cpuid_signature=l1[0],
         hypervisor=hyper,
         hypervisor_signature=hsig,
+        quirks=caps.get("DISABLE_QUIRKS2") if "DISABLE_QUIRKS2" in caps else None,
+        lab=lab,
     )
     object.__setattr__(facts, "gather_ms", (time.perf_counter() - t0) * 1e3)
     return facts
+
+
+def lab_from_env() -> dict | None:
+    """The lab description `kvmharness vm` passes in $KVMHARNESS_LAB (a JSON object), or None."""
+    text = os.environ.get(LAB_ENV)
+    if not text:
+        return None
+    try:
+        lab = json.loads(text)
+    except ValueError:
+        raise UsageError(f"${LAB_ENV} is not JSON") from None
+    if not isinstance(lab, dict):
+        raise UsageError(f"${LAB_ENV} must be a JSON object")
+    return lab
 
 
 def gather_profile(kvm: Kvm | None = None, kernel_override: tuple | None = None) -> HostProfile:
@@ -343,5 +389,5 @@ def gather_profile(kvm: Kvm | None = None, kernel_override: tuple | None = None)
     return gather_facts(kvm).to_profile(kernel_override)
 
 
-__all__ = ["HostFacts", "gather_facts", "gather_profile", "host_cpuid", "signature_fms",
+__all__ = ["HostFacts", "gather_facts", "lab_from_env", "SCHEMA", "LAB_ENV", "gather_profile", "host_cpuid", "signature_fms",
            "read_params", "read_cpuinfo", "find_backend", "parse_kernel"]

@@ -11,7 +11,9 @@ An outcome is a plain dict (the shapes in ../shared/DESIGN.md):
     {"kind": "timeout", "after_ms": 1000}
     {"kind": "skip", "reason": "..."}   (a probe that cannot be set up on this host)
 
-A pattern is a dict matched as a subset of the outcome: every key it names must be equal.
+A pattern is a dict matched as a subset of the outcome: every key it names must be equal, except
+"step", which only names the instruction at the pattern's "rip" for people (an exception
+expectation of a multi-step body says which step faults: its RIP is what is compared).
 A pattern value may itself be {"value": V, "mask": M} for a masked compare of hex numbers, and
 the special patterns {"kind": "any"} (KVM cannot enforce the feature) and {"any_of": [p, ...]}.
 """
@@ -117,6 +119,8 @@ def matches(pattern: dict, outcome: dict) -> bool:
         return any(matches(p, outcome) for p in pattern["any_of"])
     if pattern.get("kind") == "any":
         return outcome.get("kind") not in ("skip",)
+    if "step" in pattern:
+        pattern = {k: v for k, v in pattern.items() if k != "step"}
     return _value_matches(pattern, outcome)
 
 
@@ -139,6 +143,8 @@ def describe(outcome: dict) -> str:
             s += f"({_short(ec)})"
         if "rip" in outcome:
             s += f" at {outcome['rip']}"
+        if "step" in outcome:
+            s += f" ({outcome['step']})"
         if "cr2" in outcome:
             s += f" cr2={outcome['cr2']}"
         return s

@@ -110,15 +110,21 @@ def test_word_sets():
     assert cat.kvm_words((7, 0)) == cat.KVM_WORDS
     assert (0x7, 1, "ecx") in cat.kvm_words((6, 18))
     assert (0x7, 1, "ecx") not in cat.kvm_words((6, 17))
-    assert (0x80000021, 0, "ecx") not in cat.kvm_words((6, 1))
+    assert (0x80000021, 0, "ecx") not in cat.kvm_words((6, 6))
+    assert (0x80000021, 0, "ecx") in cat.kvm_words((6, 1))          # a 6.1.y backport (6.1.176)
     assert (0x80000021, 0, "ecx") in cat.kvm_words((6, 16))
+    assert (0x1E, 1, "eax") in cat.kvm_words((7, 0)) and (0x1E, 1, "eax") not in cat.kvm_words((6, 19))
     assert (0x40000001, 0, "eax") not in cat.KVM_WORDS
 
 
 def test_stable_backports_name_real_late_features():
-    for name in cat.STABLE_BACKPORTS:
+    for name, (_, series) in cat.STABLE_BACKPORTS.items():
         f = cat.by_name(name)
-        assert not f.tracked((6, 1)) and f.tracked((6, 18)), name
+        for k in series:
+            assert f.mainline_class(k) == "untracked" and f.tracked(k), (name, k)
+        assert f.tracked((6, 18)), name
+    assert not cat.by_name("bhi_ctrl").tracked((6, 6))       # mainline 6.6: not yet
+    assert cat.by_name("bhi_ctrl").kvm_class((6, 1)) == "plain"
 
 
 # -- spot checks against the Linux source ---------------------------------------------------------

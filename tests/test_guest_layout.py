@@ -1,6 +1,5 @@
 """Guest memory layout, page-table encodings, CET tokens and payload assembly: pure, no /dev/kvm."""
 
-import hashlib
 import json
 import os
 import re

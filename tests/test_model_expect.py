@@ -6,6 +6,7 @@ from dataclasses import replace
 import pytest
 
 from kvmharness.model import classify, expect, register_payload_rule
+from kvmharness.model.expect import unplaced
 from kvmharness.model.expectation import Expectation
 from kvmharness.model.instructions import INSTRUCTIONS, hex_of
 from kvmharness.model.payloads import payload_names
@@ -23,8 +24,51 @@ UD = {"kind": "exception", "vector": 6}
 
 
 def ex(host, probe, v=None, **kw):
+    """The expectation, its exception patterns without the step they are placed at (the tests of
+    where a body faults are test_exception_expectations_say_which_step_faults and below)."""
     v = v if v is not None else vcpu(host, **kw)
-    return expect(host, v, parse_probe(probe, payload_names()))
+    e = expect(host, v, parse_probe(probe, payload_names()))
+    e.pattern = unplaced(e.pattern)
+    return e
+
+
+@pytest.mark.parametrize("probe, set_, clear, rip, step", [
+    ("wrmsr:0x49:0x1", [], ["spec_ctrl", "amd_ibpb", "sbpb"], 0x14000, "WRMSR"),   # the write faults
+    ("wrmsr:0x49:0x1", ["spec_ctrl"], [], 0x14002, "RDMSR"),   # written; PRED_CMD is write-only
+    ("wrmsr:0x10b:0x1", ["flush_l1d"], [], 0x14002, "RDMSR"),
+    ("wrmsr:0x10b:0x1", [], ["flush_l1d"], 0x14000, "WRMSR"),
+    ("wrmsr:0x12345678:0@cpl3", [], [], 0x20000, "WRMSR"),
+    ("rdmsr:0x12345678", [], [], 0x14000, "RDMSR"),
+    ("cr4:24", [], [], 0x14006, "MOV to CR4"),
+    ("cr4:24@cpl3", [], [], 0x20000, "MOV from CR4"),
+    ("xsetbv:0:0x2", [], [], 0x14000, "XSETBV"),
+])
+def test_exception_expectations_say_which_step_faults(probe, set_, clear, rip, step):
+    """A multi-step body's fault of its first step and of a later one are different outcomes:
+    the pattern names the RIP (compared) and the step (for the text)."""
+    h = fc_profile(SPR_618)
+    e = expect(h, vcpu(h, set_=set_, clear=clear), parse_probe(probe, payload_names()))
+    assert e.pattern["kind"] == "exception" and e.pattern["rip"] == hex(rip) and e.pattern["step"] == step
+    assert f"at {rip:#x} ({step})" in e.describe()
+    seen = {"kind": "exception", "vector": e.pattern["vector"], "name": "GP",
+            "error_code": e.pattern.get("error_code"), "rip": hex(rip), "cs": "0x10"}
+    assert matches(e.pattern, seen)
+    for other in (rip - 2, rip + 2, rip + 3):       # the same fault at another instruction
+        assert not matches(e.pattern, {**seen, "rip": hex(other)})
+
+
+def test_step_offsets_are_the_body_encodings():
+    from kvmharness.guest.bodies import STEPS, body_for, step_at
+    from kvmharness.guest.layout import payload_base
+    for kind, probe in (("wrmsr", "wrmsr:0x10:0"), ("cr4", "cr4:7"), ("cpuid", "cpuid:0:0")):
+        spec = parse_probe(probe)
+        code = body_for(spec).code
+        starts = {"WRMSR": b"\x0f\x30", "RDMSR": b"\x0f\x32", "CPUID": b"\x0f\xa2",
+                  "MOV from CR4": b"\x0f\x20\xe0", "MOV to CR4": b"\x0f\x22\xe0",
+                  "MOV from CR4 (read back)": b"\x0f\x20\xe0"}
+        for name, offset in STEPS[kind]:
+            assert code[offset:].startswith(starts[name]), (kind, name)
+            assert step_at(spec, payload_base(False) + offset) == name
 
 
 def obs_ok(**regs):
@@ -572,7 +616,7 @@ def test_deviation_pvm_leaf7_ignores_set_cpuid():
     e = expect(h, vcpu(h), p)
     dev = classify(h, p, e, obs_ok(rax=1, rbx=0xF1BF03AB, rcx=0x5F46, rdx=0x110))
     assert dev is not None and dev.id == "pvm-cpuid-leaf7-ignores-set-cpuid"
-    assert "host-kvm_pvm.md" in dev.evidence
+    assert dev.evidence.startswith("docs/deviations/kvm_pvm.md#")
 
 
 def test_deviation_pvm_leaf1_only_host_isa_bits():
@@ -592,7 +636,7 @@ def test_deviation_pvm_cr4_static_acceptance_and_scope():
     h = pvm_profile()
     p = parse_probe("cr4:20")                                      # SMEP: not in pvm CPUID
     e = expect(h, vcpu(h, set_=["smep"]), p)
-    assert e.pattern == GP
+    assert unplaced(e.pattern) == GP
     assert classify(h, p, e, obs_ok(rax=0x100620)).id == "pvm-cr4-static-acceptance"
     p2 = parse_probe("cr4:14")                                     # SMXE is not in the list
     e2 = expect(h, vcpu(h), p2)
@@ -700,3 +744,10 @@ def test_check_sregs_memo_gives_what_computing_it_afresh_gives(host):
     assert check_sregs(other, 0x80010033, 0x620 | 1 << 23, 0x500) == _check_sregs(
         other, 0x80010033, 0x620 | 1 << 23, 0x500)
     assert len(caps.memo) == size                                     # not memoised
+
+
+def test_a_rule_a_named_payload_borrows_is_not_placed_at_the_basic_body():
+    """ospke-runtime's MOV to CR4 is not at the cr4: body's address: the borrowed #GP says no RIP."""
+    h = pvm_profile()
+    e = expect(h, vcpu(h, clear=["pku"]), parse_probe("ospke-runtime", payload_names()))
+    assert e.pattern["kind"] == "exception" and "rip" not in e.pattern and "step" not in e.pattern

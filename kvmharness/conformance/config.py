@@ -67,6 +67,14 @@ class GuestConfig:
             args += ["--user-space-msr", hex(self.user_space_msr)]
         return args
 
+    @classmethod
+    def from_json(cls, d: dict) -> "GuestConfig":
+        """The inverse of to_json (a recorded result's `config`)."""
+        num = lambda v: int(v, 0) if isinstance(v, str) else int(v or 0)   # noqa: E731
+        return cls(str(d["name"]), tuple(d.get("set", ())), tuple(d.get("clear", ())),
+                   bool(d.get("enforce_pv_cpuid", False)), num(d.get("quirks_disabled", 0)),
+                   num(d.get("user_space_msr", 0)))
+
     def to_json(self) -> dict:
         out = {"name": self.name, "set": list(self.set), "clear": list(self.clear)}
         if self.enforce_pv_cpuid:

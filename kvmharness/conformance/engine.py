@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .. import outcome as oc
 from ..cpu.cpuid import CpuidTable
-from ..errors import UsageError
+from ..errors import RESOURCE_ERRNOS, UsageError
 from ..model.profile import HostProfile, VcpuConfig
 from ..probes.payloads import guest_code, parse
 from .config import GuestConfig, resolve_feature
@@ -198,6 +198,27 @@ class Session:
             r["duration_us"] = round(c * 1e6, 1)
         return results
 
+    def judge_observed(self, item: Item, observed: dict, recorded_skip: str | None = None) -> dict:
+        """Judge a recorded observation again with this session's model (kvmharness rejudge):
+        what judge() does, with the probe's outcome taken from the recording, not from KVM."""
+        try:
+            spec, exp, reasons, skipped = self._expect(item)
+        except Exception as e:
+            return self._error(item, e)
+        if skipped is not None:
+            return skipped
+        kind = observed.get("kind")
+        if kind == "error":             # the harness failed when it was recorded: still failed
+            return self._result(item, exp.pattern, observed, "error", reasons)
+        if kind == "skip":              # nothing was observed then: nothing to judge now
+            why = ("not observed in the recording (skipped there: "
+                   f"{recorded_skip or observed.get('reason')}); record it again")
+            return self._result(item, exp.pattern, oc.skip(why), "skip", reasons, skip_reason=why)
+        try:
+            return self._verdict(item, spec, exp, reasons, observed)
+        except Exception as e:
+            return self._error(item, e)
+
     def _error(self, item: Item, e: Exception) -> dict:
         return self._result(item, {"kind": "any"}, {"kind": "error", "message": f"{type(e).__name__}: {e}"},
                             "error", [f"the harness failed: {type(e).__name__}: {e}"])
@@ -224,6 +245,11 @@ class Session:
                                 skip_reason=unpredicted_reason(reasons))
         if oc.matches(exp.pattern, observed):
             return self._result(item, exp.pattern, observed, "pass", reasons)
+        if observed.get("kind") == "ioctl_error" and observed.get("errno") in RESOURCE_ERRNOS:
+            why = (f"the host ran short of a resource: {observed.get('ioctl')} failed with "
+                   f"{observed.get('error')} (not an observation of KVM)")
+            return self._result(item, exp.pattern, {"kind": "error", "message": why}, "error",
+                                [*reasons, why])
         dev = classify(self.profile, spec, exp, observed)
         if dev is not None:
             return self._result(item, exp.pattern, observed, "known", reasons,

@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
+from ..errors import RESOURCE_ERRNOS, EnvironmentProblem
 from ..guest.runner import Runner
 from ..model.profile import HostProfile
 from .engine import Item, Session, group_by_config
@@ -207,14 +208,28 @@ def _run_parallel(groups, profile, jobs, timeout_ms, emit) -> None:
 
 
 def _start(ctx, share, profile, timeout_ms) -> _Running:
-    reader, writer = ctx.Pipe(duplex=False)
+    try:
+        reader, writer = ctx.Pipe(duplex=False)
+    except OSError as e:
+        raise _no_worker(e) from None
     proc = ctx.Process(target=_worker, args=(share, profile, timeout_ms, writer, os.getpid()),
                        daemon=True)
     try:
         proc.start()                # with Ctrl-C/SIGTERM blocked, see _run_parallel
+    except OSError as e:
+        reader.close()
+        raise _no_worker(e) from None
     finally:
         writer.close()              # only the worker holds the write end: its exit is our EOF
     return _Running(proc, reader, {it.id: it for g in share for it in g})
+
+
+def _no_worker(e: OSError) -> Exception:
+    """Starting a worker failed: short of a resource, that is the environment (one line, exit 2)."""
+    if e.errno not in RESOURCE_ERRNOS:
+        return e
+    return EnvironmentProblem(f"cannot start a worker process: {os.strerror(e.errno)} (raise the "
+                              "limit, e.g. `ulimit -n`, or run with fewer jobs, -j 1)")
 
 
 def _finish(w: _Running, emit) -> None:

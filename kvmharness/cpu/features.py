@@ -68,9 +68,14 @@ CPUID_12_EAX), so these stand in:
       postings used only to bound a version: SMM_CTL (2022-10-07), Clearwater Forest
       SHA512/SM3/SM4/AVX-VNNI-INT16 (2024-11-05), AMD_IBRS_SAME_MODE (early 2025).
 
+Releases 6.19 to 7.2 were read from the reference trees (../shared/reference/linux: 6.1.176,
+6.12.107, 6.17.8, 6.18.15, 6.19.11, 7.0.0, 7.1.13, 7.2.8), and kvmharness/cpu/source.py derives
+every class of those trees from the source; tests/test_catalogue.py asserts this table equals it
+release by release (stable backports as STABLE_BACKPORTS says). 7.3 (no tree at hand) takes 7.2's
+classes; what is known of KVM x86 in 7.3 is in docs/releases.md.
+
 Not catalogued: 0x14 (no KVM word; passed through when INTEL_PT), 0x19 (KeyLocker never merged),
-0x80000007.EBX and 0x80860001.EDX (kernel words KVM never initialises), 0x1E.1.EAX and 0x24.1.ECX
-(KVM words added after 6.18), 0x80000008.EBX[20] EFER_LMSLE_MBZ (posted after 6.18).
+0x80000007.EBX and 0x80860001.EDX (kernel words KVM never initialises).
 """
 
 from __future__ import annotations
@@ -87,7 +92,7 @@ EAX, EBX, ECX, EDX = REGS
 CLASSES = ("plain", "emulated", "runtime", "passthrough", "synthesized", "scattered", "x86_64",
            "vendor", "aliased", "untracked")
 BEGINNING = (0, 0)          # "from the beginning": the oldest kernel described (6.1) and before
-KERNEL_RANGE = ((6, 1), (6, 18))   # the kernels whose differences the catalogue tracks
+KERNEL_RANGE = ((6, 1), (7, 3))    # = model/releases.py R_MIN..R_MAX (tests/test_catalogue.py)
 
 KVM_CPUID_SIGNATURE = 0x40000000
 KVM_CPUID_FEATURES = 0x40000001
@@ -168,13 +173,23 @@ class Feature:
         return parse_class_spec(self.classes)
 
     def kvm_class(self, kernel) -> str:
-        """KVM's class for this bit on kernel ``(major, minor)`` (extra elements are ignored)."""
+        """KVM's class for this bit on kernel ``(major, minor)`` (extra elements are ignored):
+        the mainline class, or on a stable series that got the bit backported
+        (STABLE_BACKPORTS, as the newest stable of that series read shows it) its first
+        tracked class."""
         k = _kernel(kernel)
         current = self.class_ranges[0][1]
         for since, cls in self.class_ranges:
             if since <= k:
                 current = cls
+        if current == "untracked" and k in backported_series(self.name):
+            return next(cls for _, cls in self.class_ranges if cls != "untracked")
         return current
+
+    def mainline_class(self, kernel) -> str:
+        """The class on the mainline release, without stable backports."""
+        k = _kernel(kernel)
+        return [cls for since, cls in self.class_ranges if since <= k][-1]
 
     def tracked(self, kernel) -> bool:
         """Whether KVM has a capability for the bit on that kernel (class is not untracked)."""
@@ -313,9 +328,9 @@ FEATURES: tuple[Feature, ...] = (
     F("arch_capabilities",      0x7,        0,   EDX, 29,  "emulated"),
     F("spec_ctrl_ssbd",         0x7,        0,   EDX, 31,  "plain"),         # also set from kernel AMD_SSBD
     # -- CPUID.0x7.1:EAX (CPUID_7_1_EAX) ---------------------------------------------------------
-    F("sha512",                 0x7,        1,   EAX, 0,   "untracked, plain@6.14"),   # unsure: posted 2024-11-05 (6.13 or 6.14)
-    F("sm3",                    0x7,        1,   EAX, 1,   "untracked, plain@6.14"),   # unsure: as sha512
-    F("sm4",                    0x7,        1,   EAX, 2,   "untracked, plain@6.14"),   # unsure: as sha512
+    F("sha512",                 0x7,        1,   EAX, 0,   "untracked, plain@6.13"),   # Clearwater Forest instructions, merged for 6.13 (not in 6.12.107, in 6.17.8)
+    F("sm3",                    0x7,        1,   EAX, 1,   "untracked, plain@6.13"),   # as sha512
+    F("sm4",                    0x7,        1,   EAX, 2,   "untracked, plain@6.13"),   # as sha512
     F("avx_vnni",               0x7,        1,   EAX, 4,   "plain"),
     F("avx512_bf16",            0x7,        1,   EAX, 5,   "plain"),
     F("cmpccxadd",              0x7,        1,   EAX, 7,   "untracked, plain@6.3"),    # unsure: 6.2/6.3
@@ -328,13 +343,14 @@ FEATURES: tuple[Feature, ...] = (
     F("amx_fp16",               0x7,        1,   EAX, 21,  "untracked, plain@6.3"),    # unsure: 6.2/6.3
     F("avx_ifma",               0x7,        1,   EAX, 23,  "untracked, plain@6.3"),    # unsure: 6.2/6.3
     F("lam",                    0x7,        1,   EAX, 26,  "untracked, plain@6.8"),    # unsure: KVM LAM series, 6.7/6.8
+    F("movrs",                  0x7,        1,   EAX, 31,  "untracked, plain@7.0"),    # kvm_initialize_cpu_caps, 7.0.0
     # -- CPUID.0x7.1:ECX (CPUID_7_1_ECX, KVM-only word) ------------------------------------------
     F("msr_imm",                0x7,        1,   ECX, 5,   "untracked, scattered@6.18"),  # MSR_IMM v3 (Aug 2025); SVM clears it
     # -- CPUID.0x7.1:EDX (CPUID_7_1_EDX, KVM-only word) ------------------------------------------
     F("avx_vnni_int8",          0x7,        1,   EDX, 4,   "untracked, plain@6.3"),    # unsure: 6.2/6.3 (word added with it)
     F("avx_ne_convert",         0x7,        1,   EDX, 5,   "untracked, plain@6.3"),    # unsure: as avx_vnni_int8
     F("amx_complex",            0x7,        1,   EDX, 8,   "untracked, plain@6.5"),    # unsure: 6.5/6.6
-    F("avx_vnni_int16",         0x7,        1,   EDX, 10,  "untracked, plain@6.14"),   # unsure: posted with sha512 (6.13 or 6.14)
+    F("avx_vnni_int16",         0x7,        1,   EDX, 10,  "untracked, plain@6.13"),   # merged with sha512 for 6.13
     F("prefetchiti",            0x7,        1,   EDX, 14,  "untracked, plain@6.3"),    # unsure: as avx_vnni_int8
     F("avx10",                  0x7,        1,   EDX, 19,  "untracked, plain@6.12"),   # misc-6.12 pull
     # -- CPUID.0x7.2:EDX (CPUID_7_2_EDX, KVM-only word) ------------------------------------------
@@ -354,10 +370,21 @@ FEATURES: tuple[Feature, ...] = (
     F("sgx1",                   0x12,       0,   EAX, 0,   "scattered"),
     F("sgx2",                   0x12,       0,   EAX, 1,   "scattered"),
     F("sgx_edeccssa",           0x12,       0,   EAX, 11,  "untracked, scattered@6.3"),  # unsure: absent in the 6.1.y file, present in 6.16.1
+    # -- CPUID.0x1E.1:EAX (CPUID_1E_1_EAX, KVM-only word: AMX, 7.0.0) -----------------------------
+    F("amx_int8_alias",         0x1E,       1,   EAX, 0,   "untracked, plain@7.0"),    # X86_FEATURE_AMX_INT8_ALIAS (reverse_cpuid.h)
+    F("amx_bf16_alias",         0x1E,       1,   EAX, 1,   "untracked, plain@7.0"),
+    F("amx_complex_alias",      0x1E,       1,   EAX, 2,   "untracked, plain@7.0"),
+    F("amx_fp16_alias",         0x1E,       1,   EAX, 3,   "untracked, plain@7.0"),
+    F("amx_fp8",                0x1E,       1,   EAX, 4,   "untracked, plain@7.0"),
+    F("amx_tf32",               0x1E,       1,   EAX, 6,   "untracked, plain@7.0"),
+    F("amx_avx512",             0x1E,       1,   EAX, 7,   "untracked, plain@7.0"),
+    F("amx_movrs",              0x1E,       1,   EAX, 8,   "untracked, plain@7.0"),
     # -- CPUID.0x24.0:EBX (CPUID_24_0_EBX, KVM-only word) ----------------------------------------
     F("avx10_128",              0x24,       0,   EBX, 16,  "untracked, plain@6.12"),   # misc-6.12 pull (with avx10)
     F("avx10_256",              0x24,       0,   EBX, 17,  "untracked, plain@6.12"),
     F("avx10_512",              0x24,       0,   EBX, 18,  "untracked, plain@6.12"),
+    # -- CPUID.0x24.1:ECX (CPUID_24_1_ECX, KVM-only word, 7.0.0) -----------------------------------
+    F("avx10_vnni_int",         0x24,       1,   ECX, 2,   "untracked, plain@7.0"),
     # -- CPUID.0x40000001:EAX (KVM paravirt features; not a kvm_cpu_caps word) --------------------
     F("clocksource",            0x40000001, 0,   EAX, 0,   "emulated"),
     F("nop_io_delay",           0x40000001, 0,   EAX, 1,   "emulated"),
@@ -435,6 +462,7 @@ FEATURES: tuple[Feature, ...] = (
     F("virt_ssbd",              0x80000008, 0,   EBX, 25,  "plain"),         # also set from kernel LS_CFG_SSBD
     F("amd_ssb_no",             0x80000008, 0,   EBX, 26,  "plain"),         # also set without the SSB bug
     F("amd_psfd",               0x80000008, 0,   EBX, 28,  "plain"),         # 6.1: KVM_X86_FEATURE_PSFD
+    F("efer_lmsle_mbz",         0x80000008, 0,   EBX, 20,  "untracked, passthrough@6.19"),  # PASSTHROUGH_F, 6.19.11
     F("amd_ibpb_ret",           0x80000008, 0,   EBX, 30,  "untracked, plain@6.13"),  # misc-6.13 pull
     # -- CPUID.0x8000000A:EDX (CPUID_8000_000A_EDX; all VENDOR_F, only with nested SVM) -----------
     F("npt",                    0x8000000A, 0,   EDX, 0,   "vendor"),
@@ -442,17 +470,19 @@ FEATURES: tuple[Feature, ...] = (
     F("nrip_save",              0x8000000A, 0,   EDX, 3,   "vendor"),        # X86_FEATURE_NRIPS
     F("tsc_scale",              0x8000000A, 0,   EDX, 4,   "vendor"),        # X86_FEATURE_TSCRATEMSR
     F("vmcb_clean",             0x8000000A, 0,   EDX, 5,   "vendor"),        # X86_FEATURE_VMCBCLEAN; since when svm.c sets it: unsure (svm.c not read)
-    F("flushbyasid",            0x8000000A, 0,   EDX, 6,   "vendor"),        # as vmcb_clean
+    F("flushbyasid",            0x8000000A, 0,   EDX, 6,   "untracked, vendor@6.12"),  # svm.c sets it in 6.12.107, not in 6.1.176; the release between not pinned
     F("pausefilter",            0x8000000A, 0,   EDX, 10,  "vendor"),
     F("pfthreshold",            0x8000000A, 0,   EDX, 12,  "vendor"),
     F("v_vmsave_vmload",        0x8000000A, 0,   EDX, 15,  "vendor"),        # cleared for Intel-vendor guests
     F("vgif",                   0x8000000A, 0,   EDX, 16,  "vendor"),
-    F("vnmi",                   0x8000000A, 0,   EDX, 25,  "vendor"),        # as vmcb_clean (vNMI support is newer than 6.1)
+    F("vnmi",                   0x8000000A, 0,   EDX, 25,  "untracked, vendor@6.12"),  # as flushbyasid
+    F("gmet",                   0x8000000A, 0,   EDX, 17,  "untracked, vendor@7.2"),   # VENDOR_F(GMET), 7.2.8
     F("svme_addr_chk",          0x8000000A, 0,   EDX, 28,  "vendor"),        # as vmcb_clean
     # -- CPUID.0x8000001F:EAX (CPUID_8000_001F_EAX) ----------------------------------------------
-    F("sme",                    0x8000001F, 0,   EAX, 0,   "vendor"),        # 6.1: "0 /* SME */"; whether SVM ever sets it: unsure (sev.c not read)
-    F("sev",                    0x8000001F, 0,   EAX, 1,   "vendor"),        # 6.1: F(SEV) in the mask (sev.c, which decides, not read)
-    F("sev_es",                 0x8000001F, 0,   EAX, 3,   "vendor"),        # as sev
+    F("sme",                    0x8000001F, 0,   EAX, 0,   "untracked, vendor@6.14"),  # "0 /* SME */" and never set up to 6.12.107; VENDOR_F(SME) with the 6.14 macros (6.17.8), still set by no vendor code
+    F("sev",                    0x8000001F, 0,   EAX, 1,   "plain, vendor@6.12"),  # F(SEV) in 6.1.176 (sev.c clears it); "0 /* SEV */" + sev.c set in 6.12.107; the release between not pinned
+    F("sev_es",                 0x8000001F, 0,   EAX, 3,   "plain, vendor@6.12"),  # as sev
+    F("sev_snp",                0x8000001F, 0,   EAX, 4,   "untracked, vendor@6.11"),  # SEV-SNP guests, merged for 6.11 (not a tree read); sev.c sets it in 6.12.107
     F("sme_coherent",           0x8000001F, 0,   EAX, 10,  "plain"),
     # -- CPUID.0x80000021:EAX (CPUID_8000_0021_EAX; 6.1: open-coded mask in __do_cpuid_func) ------
     F("no_nested_data_bp",      0x80000021, 0,   EAX, 0,   "plain"),
@@ -462,7 +492,10 @@ FEATURES: tuple[Feature, ...] = (
     F("null_sel_clr_base",      0x80000021, 0,   EAX, 6,   "plain"),         # also set without the NULL_SEG bug
     F("autoibrs",               0x80000021, 0,   EAX, 8,   "untracked, plain@6.3"),     # unsure: 6.2/6.3 (word became a kernel word with it)
     F("no_smm_ctl_msr",         0x80000021, 0,   EAX, 9,   "untracked, emulated@6.2"),  # posted 2022-10-07, after 6.1's merge window opened; not in the 6.1.y file's mask; stable backport
+    F("gp_on_user_cpuid",       0x80000021, 0,   EAX, 17,  "untracked, emulated@7.2"),  # EMULATED_F, 7.2.8
     F("prefetchi",              0x80000021, 0,   EAX, 20,  "untracked, plain@6.16"),    # misc-6.16 pull
+    F("avx512_bmm",             0x80000021, 0,   EAX, 23,  "untracked, plain@7.1"),     # 7.1.13
+    F("eraps",                  0x80000021, 0,   EAX, 24,  "untracked, plain@7.0"),     # 7.0.0; EBX[23:16] (RAP size) passed with it
     F("sbpb",                   0x80000021, 0,   EAX, 27,  "untracked, synthesized@6.6"),   # unsure: 6.5/6.6
     F("ibpb_brtype",            0x80000021, 0,   EAX, 28,  "untracked, synthesized@6.6"),   # unsure: 6.5/6.6
     F("srso_no",                0x80000021, 0,   EAX, 29,  "untracked, synthesized@6.5"),   # SRSO; stable backport (kvm_cpu_cap_set in the 6.1.y file)
@@ -499,19 +532,29 @@ ALIASES: dict[str, str] = {
 }
 ALIASES.update({f"kvm_{f.name}": f.name for f in FEATURES if f.leaf == KVM_CPUID_FEATURES})
 
-# Bits KVM advertises on some stable kernels before the mainline version in their class spec.
-# Evidence: the MotorolaMobility 6.1.y cpuid.c/reverse_cpuid.h (words 7.2.EDX and 0x80000021.ECX,
-# VERW_CLEAR, SRSO_NO) and the Firecracker 6.1.172 profiles (SPR 7.2.EDX = 0x17, Genoa
-# 0x80000021.EAX = 0x265: VERW_CLEAR and NO_SMM_CTL_MSR). Which stable release got each is not
-# pinned; a given 6.1.y build may have some and not others.
-STABLE_BACKPORTS: dict[str, str] = {
-    **{n: "6.1.y and later stables (BHI fixes, 2024)" for n in
+# Bits KVM advertises on stable kernels before the mainline version in their class spec:
+# name -> (what is known, the release series whose newest stable read has the bit). Evidence:
+# the reference trees 6.1.176 and 6.12.107 (../shared/reference/linux; checked by
+# tests/test_catalogue.py against kvmharness/cpu/source.py), and the Firecracker 6.1.172 profiles
+# (SPR 7.2.EDX = 0x17, Genoa 0x80000021.EAX = 0x265). Which point release of a series got each is
+# not pinned: an older 6.1.y or 6.12.y build may lack some; kvm_class() answers for the series'
+# newest stable, which is what CI runs.
+STABLE_BACKPORTS: dict[str, tuple[str, frozenset]] = {
+    **{n: ("6.1.y (BHI fixes, 2024; in 6.1.176)", frozenset({(6, 1)})) for n in
        ("intel_psfd", "ipred_ctrl", "rrsba_ctrl", "ddpd_u", "bhi_ctrl", "mcdt_no")},
-    "srso_no": "6.1.y and later stables (SRSO fixes, 2023)",
-    "no_smm_ctl_msr": "some 6.1.y builds (set in the 6.1.172 Genoa profile, not in the 6.1.y file)",
-    **{n: "6.1.y and later stables (TSA fixes, 2025)" for n in
-       ("verw_clear", "tsa_sq_no", "tsa_l1_no")},
+    "srso_no": ("6.1.y (SRSO fixes, 2023; in 6.1.176)", frozenset({(6, 1)})),
+    "no_smm_ctl_msr": ("6.1.y (in 6.1.176 and the 6.1.172 Genoa profile)", frozenset({(6, 1)})),
+    "srso_user_kernel_no": ("6.12.y (in 6.12.107)", frozenset({(6, 12)})),
+    **{n: ("6.1.y and 6.12.y (TSA fixes, 2025; in 6.1.176 and 6.12.107)",
+           frozenset({(6, 1), (6, 12)})) for n in ("verw_clear", "tsa_sq_no", "tsa_l1_no")},
 }
+
+
+def backported_series(name: str) -> frozenset:
+    """Release series (major, minor) whose newest stable has `name` ahead of mainline."""
+    entry = STABLE_BACKPORTS.get(name)
+    return entry[1] if entry else frozenset()
+
 
 # (leaf, subleaf, reg) -> first kernel where KVM builds that register bit by bit for
 # KVM_GET_SUPPORTED_CPUID ((0, 0) = 6.1 and before). Mainline versions; 7.2.EDX and
@@ -533,7 +576,9 @@ WORD_SINCE: dict[tuple[int, int, str], tuple[int, int]] = {
     (0x7, 2, EDX): (6, 9),               # unsure: 6.8/6.9; stable backport
     (0xD, 1, EAX): BEGINNING,
     (0x12, 0, EAX): BEGINNING,
+    (0x1E, 1, EAX): (7, 0),              # AMX aliases and new AMX features
     (0x24, 0, EBX): (6, 12),
+    (0x24, 1, ECX): (7, 0),              # AVX10_VNNI_INT
     (KVM_CPUID_FEATURES, 0, EAX): BEGINNING,   # KVM PV features, not in kvm_cpu_caps
     (0x80000001, 0, ECX): BEGINNING,
     (0x80000001, 0, EDX): BEGINNING,
@@ -545,6 +590,11 @@ WORD_SINCE: dict[tuple[int, int, str], tuple[int, int]] = {
     (0x80000021, 0, ECX): (6, 16),       # TSA; stable backport
     (0x80000022, 0, EAX): (6, 4),        # unsure: 6.3/6.4
     (0xC0000001, 0, EDX): BEGINNING,
+}
+# Words some stable series have ahead of mainline (as STABLE_BACKPORTS, for whole words).
+WORD_BACKPORTS: dict[tuple[int, int, str], frozenset] = {
+    (0x7, 2, EDX): frozenset({(6, 1)}),
+    (0x80000021, 0, ECX): frozenset({(6, 1), (6, 12)}),
 }
 # Registers KVM filters for KVM_GET_SUPPORTED_CPUID that are not kvm_cpu_caps words: leaf 6 EAX
 # is hard-coded, the PV leaf is a fixed list. guest_cpu_cap_has() never covers them (KVM reads
@@ -558,7 +608,8 @@ KVM_WORDS: frozenset[tuple[int, int, str]] = frozenset(WORD_SINCE) - NON_CAP_WOR
 def kvm_words(kernel) -> frozenset[tuple[int, int, str]]:
     """KVM's capability words (vcpu->arch.cpu_caps on 6.14+) on kernel (major, minor)."""
     k = _kernel(kernel)
-    return frozenset(w for w, since in WORD_SINCE.items() if since <= k) - NON_CAP_WORDS
+    return frozenset(w for w, since in WORD_SINCE.items()
+                     if since <= k or k in WORD_BACKPORTS.get(w, ())) - NON_CAP_WORDS
 
 
 def filtered_words(kernel) -> frozenset[tuple[int, int, str]]:

@@ -41,6 +41,38 @@ class Body:
     dirties: frozenset[str]
 
 
+# The instructions of each basic body that can fault, by offset: an exception expectation names
+# the one it expects to fault (RIP and step), so a WRMSR that succeeds and the RDMSR after it that
+# faults is not taken for the WRMSR faulting. Offsets follow the encodings above (checked by
+# tests/test_guest_layout.py against _body()).
+STEPS = {
+    "cpuid": (("CPUID", 0),),
+    "rdmsr": (("RDMSR", 0),),
+    "wrmsr": (("WRMSR", 0), ("RDMSR", len(WRMSR))),
+    "xgetbv": (("XGETBV", 0),),
+    "xsetbv": (("XSETBV", 0),),
+    "cr4": (("MOV from CR4", 0), ("MOV to CR4", len(MOV_RAX_CR4 + OR_RAX_RDX)),
+            ("MOV from CR4 (read back)", len(MOV_RAX_CR4 + OR_RAX_RDX + MOV_CR4_RAX))),
+}
+
+
+def step_address(spec: ProbeSpec, step: str) -> int:
+    """The guest address of the body instruction `step` (a name in STEPS[spec.kind])."""
+    for name, offset in STEPS[spec.kind]:
+        if name == step:
+            return payload_base(spec.cpl3) + offset
+    raise ValueError(f"{spec.kind} body has no step {step!r}")
+
+
+def step_at(spec: ProbeSpec, rip: int) -> str | None:
+    """The name of the body instruction at guest address `rip`, None if none starts there."""
+    base = payload_base(spec.cpl3)
+    for name, offset in STEPS.get(spec.kind, ()):
+        if base + offset == rip:
+            return name
+    return None
+
+
 def done(at: int, cpl3: bool) -> bytes:
     """The end of a body placed so that it starts at guest address `at`."""
     if not cpl3:

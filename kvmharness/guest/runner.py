@@ -8,7 +8,7 @@ import signal
 import threading
 
 from .. import outcome as oc
-from ..errors import NoKvm
+from ..errors import RESOURCE_ERRNOS, MachineFault, NoKvm
 from ..kvm.binding import Kvm, KvmError
 from ..model.profile import VcpuConfig
 from ..probes.spec import ProbeSpec
@@ -74,12 +74,30 @@ class Runner:
     def machine(self, config: VcpuConfig) -> Machine:
         m = self._machines.get(config)
         if m is not None and m.broken:
+            del self._machines[config]      # gone even if its replacement cannot be built
             self._closer.put(m)
             m = None
         if m is None:
             m = self._machines[config] = Machine(self.kvm, config)
             self.machines_created += 1
         return m
+
+    def _new_machine(self, config: VcpuConfig) -> Machine:
+        """self.machine(config). Short of a resource (RESOURCE_ERRNOS: file descriptors, memory),
+        it waits for the machines being closed in the background to be gone and tries once more;
+        still short, it raises MachineFault: that is the host's state, not KVM refusing the
+        configuration (which is cached as the configuration's outcome)."""
+        for attempt in (1, 2):
+            try:
+                return self.machine(config)
+            except (KvmError, OSError) as e:
+                if e.errno not in RESOURCE_ERRNOS:
+                    raise
+                if attempt == 2:
+                    what = e.ioctl if isinstance(e, KvmError) else "guest memory"
+                    raise MachineFault(f"the host could not give a new VM what it needs ({what}: "
+                                       f"{os.strerror(e.errno)})") from None
+                self._closer.join()
 
     def _live(self, config: VcpuConfig) -> Machine | dict:
         """The working machine of `config`, or KVM's refusal to build it (an outcome dict)."""
@@ -89,7 +107,7 @@ class Runner:
             if refused is not None:
                 return refused
             try:
-                machine = self.machine(config)
+                machine = self._new_machine(config)
             except KvmError as e:
                 refused = self._refused[config] = oc.ioctl_error(e.ioctl, e.errno)
                 return refused

@@ -32,6 +32,11 @@ def _ref(name: str) -> BitRef:
     return by_name(name).ref
 
 
+# Bits of newer releases, by position (the catalogue names them where it has them).
+EFER_LMSLE_MBZ = B(0x80000008, 0, "ebx", 20)     # X86_FEATURE_EFER_LMSLE_MBZ (6.19 passthrough)
+GP_ON_USER_CPUID = B(0x80000021, 0, "eax", 17)   # X86_FEATURE_GP_ON_USER_CPUID (7.2, emulated)
+
+
 # -- CPUID feature bits the rules consult (catalogue names) -------------------------------------
 SSE3 = _ref("pni")
 MWAIT = _ref("monitor")

@@ -152,6 +152,15 @@ def supported_efer_bits(ctx: Ctx) -> tuple[int, list[Reason]]:
         if kvm.table_bit(b.SVM):
             mask |= 1 << b.EFER_SVME
             parts.append("SVME (nested SVM)")
+            when, _ = ctx.behaviour("nested_svm_lmsle")
+            if when == "always":
+                mask |= 1 << b.EFER_LMSLE
+                parts.append("LMSLE (nested SVM)")
+            elif not kvm.table_bit(b.EFER_LMSLE_MBZ):
+                mask |= 1 << b.EFER_LMSLE
+                parts.append("LMSLE (nested SVM, no EFER_LMSLE_MBZ)")
+            else:
+                parts.append("not LMSLE (EFER_LMSLE_MBZ: 6.19+)")
         if kvm.table_bit(b.FXSR_OPT):
             mask |= 1 << b.EFER_FFXSR
             parts.append("FFXSR")

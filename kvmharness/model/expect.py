@@ -30,10 +30,12 @@ Rule ids (Expectation.rule):
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 
 from ..cpu.cpuid import CpuidEntry
 from ..errors import UsageError
+from ..guest.bodies import STEPS, step_address
 from ..probes.spec import ProbeSpec
 from . import bits as b
 from . import catalog, releases
@@ -60,13 +62,24 @@ def expect(host: HostProfile, vcpu: VcpuConfig, probe: ProbeSpec,
     if not isinstance(probe, ProbeSpec):
         raise UsageError("expect: probe must be a ProbeSpec")
     caps = caps or effective_caps(host, vcpu)
-    exp = _expect(host, vcpu, probe, caps)
+    left_open: dict = {}
+    exp = _expect(host, vcpu, probe, caps, {}, left_open)
+    for name, (values, why) in left_open.items():
+        # a stable backport leaves this behaviour open for the kernel: every value's outcome
+        # is accepted (the first was computed above)
+        for alt in values[1:]:
+            other = _expect(host, vcpu, probe, caps, {name: alt}, {})
+            if other.pattern != exp.pattern:
+                exp.pattern = P.any_of(exp.pattern, other.pattern)
+                exp.reasons += [r for r in other.reasons if r not in exp.reasons]
+        exp.reasons.append(Reason(why))
     exp.reasons = releases.localise(exp.reasons, host.kernel)
     return exp
 
 
-def _expect(host: HostProfile, vcpu: VcpuConfig, probe: ProbeSpec, caps: EffectiveCaps):
-    ctx = Ctx(host, vcpu, probe, caps, requested_state(probe))
+def _expect(host: HostProfile, vcpu: VcpuConfig, probe: ProbeSpec, caps: EffectiveCaps,
+            forced: dict, left_open: dict):
+    ctx = Ctx(host, vcpu, probe, caps, requested_state(probe), forced=forced, open=left_open)
     rules = f" ({host.rules_note})" if host.rules_note else ""
     ctx.note(f"upstream KVM {ctx.kname}{rules}, backend {host.backend}, TDP {caps.tdp.kind}")
     refused = _set_cpuid_refusal(caps)
@@ -77,7 +90,8 @@ def _expect(host: HostProfile, vcpu: VcpuConfig, probe: ProbeSpec, caps: Effecti
     kind = probe.kind
     if kind == "payload":
         # a payload the vCPU cannot support is skipped before any setup is attempted
-        first = _payload(Ctx(host, vcpu, probe, caps, requested_state(probe), list(ctx.reasons)))
+        first = _payload(Ctx(host, vcpu, probe, caps, requested_state(probe), list(ctx.reasons),
+                             forced=forced, open=left_open))
         if first.pattern.get("kind") in ("skip", "any"):
             return first
     setup = _setup(ctx)
@@ -87,7 +101,30 @@ def _expect(host: HostProfile, vcpu: VcpuConfig, probe: ProbeSpec, caps: Effecti
     if handler is None:
         return Expectation(P.any_(), ctx.reasons + [Reason(f"no model rule for probe kind {kind}")],
                            f"{kind}.unknown")
-    return handler(ctx)
+    exp = handler(ctx)
+    if len(STEPS.get(kind, ())) == 1:       # one instruction: a fault can only be that one's
+        exp.pattern = _at(ctx, exp.pattern, STEPS[kind][0][0])
+    return exp
+
+
+def unplaced(pattern: dict) -> dict:
+    """`pattern` without the body steps _at() placed its exceptions at: for a rule borrowed by
+    a named payload, whose instructions are elsewhere (its RIP is not the basic body's)."""
+    if "any_of" in pattern:
+        return {"any_of": [unplaced(p) for p in pattern["any_of"]]}
+    if pattern.get("kind") == "exception" and "step" in pattern:
+        return {k: v for k, v in pattern.items() if k not in ("rip", "step")}
+    return pattern
+
+
+def _at(ctx: Ctx, pattern: dict, step: str) -> dict:
+    """`pattern` with each exception it allows placed at the body instruction `step` (RIP and
+    its name): a fault of another step of the body is another outcome."""
+    if "any_of" in pattern:
+        return {"any_of": [_at(ctx, p, step) for p in pattern["any_of"]]}
+    if pattern.get("kind") != "exception" or "rip" in pattern:
+        return pattern
+    return {**pattern, "rip": hex(step_address(ctx.probe, step)), "step": step}
 
 
 def _set_cpuid_refusal(caps: EffectiveCaps):
@@ -311,6 +348,11 @@ def _cpuid(ctx: Ctx) -> Expectation:
         return _exp(ctx, P.gp0(), "cpuid.fault", Reason(
             "CPUID faulting is enabled (MISC_FEATURES_ENABLES[0]) and CPL>0 -> #GP(0)",
             "kvm_emulate_cpuid (arch/x86/kvm/cpuid.c)"))
+    hwcr = st.msrs.get(b.MSR["HWCR"]) or 0
+    if st.cpl and hwcr >> msrs.HWCR_CPUID_USER_DIS & 1 and ctx.behaviour("gp_on_user_cpuid")[0]:
+        return _exp(ctx, P.gp0(), "cpuid.fault", releases.reason(
+            "gp_on_user_cpuid", ctx.kernel, "HWCR.CPUID_USER_DIS (bit 35) is set and CPL>0: "
+            "cpuid_fault_enabled -> #GP(0)"), feature=b.GP_ON_USER_CPUID)
     regs, rule, notes = _cpuid_regs(ctx, leaf, sub)
     if st.cpl:
         notes.append(Reason("CPUID at CPL3 is still intercepted (VMX/SVM exit unconditionally)",
@@ -324,12 +366,13 @@ def _cr4(ctx: Ctx) -> Expectation:
     st = ctx.state
     feat = feature_for_cr4(bit)
     if st.cpl:
-        return _exp(ctx, P.gp0(), "cr4.cpl", Reason("MOV to CR4 at CPL3 -> #GP(0)", F_HW),
-                    feature=feat)
+        return _exp(ctx, _at(ctx, P.gp0(), "MOV from CR4"), "cr4.cpl", Reason(
+            "MOV from CR4 at CPL3, the body's first step -> #GP(0)", F_HW), feature=feat)
     old, new = st.cr4, st.cr4 | (1 << bit)
     ok, rule, why = check_set_cr4(ctx, old, new)
     if not ok:
-        return _exp(ctx, P.gp0(), rule, *why, feature=feat, facts={"cr4_bits": [bit]})
+        return _exp(ctx, _at(ctx, P.gp0(), "MOV to CR4"), rule, *why, feature=feat,
+                    facts={"cr4_bits": [bit]})
     return _exp(ctx, P.ok({"rax": P.masked(new, 1 << bit)}), rule, *why,
                 Reason(f"MOV from CR4 reads back {cr4_name(bit)} set (RAX compared on that bit)"),
                 feature=feat)
@@ -391,13 +434,13 @@ def _rdmsr(ctx: Ctx) -> Expectation:
 def _wrmsr(ctx: Ctx) -> Expectation:
     index, value = ctx.probe.args
     if ctx.state.cpl:
-        return _exp(ctx, P.gp0(), "msr.cpl", Reason("WRMSR at CPL3 -> #GP(0)", F_HW))
+        return _exp(ctx, _at(ctx, P.gp0(), "WRMSR"), "msr.cpl", Reason("WRMSR at CPL3 -> #GP(0)", F_HW))
     scratch = dict(ctx.state.msrs)
     w, fail = _guest_msr(ctx, index, True, value, scratch)
     if w.status == msrs.UNMOD:
         return _exp(ctx, P.any_(), w.rule, *w.reasons, feature=w.feature)
     if w.status == msrs.ERR:
-        return _exp(ctx, fail or P.gp0(), w.rule, *w.reasons, feature=w.feature)
+        return _exp(ctx, _at(ctx, fail or P.gp0(), "WRMSR"), w.rule, *w.reasons, feature=w.feature)
     if index == b.MSR["EFER"] and w.value is not None:
         ctx.state.efer = w.value
     r, rfail = _guest_msr(ctx, index, False, 0, scratch)
@@ -405,7 +448,7 @@ def _wrmsr(ctx: Ctx) -> Expectation:
     if r.status == msrs.UNMOD:
         return _exp(ctx, P.any_(), w.rule, *reasons, feature=w.feature)
     if r.status == msrs.ERR:
-        return _exp(ctx, rfail or P.gp0(), w.rule, *reasons, feature=w.feature)
+        return _exp(ctx, _at(ctx, rfail or P.gp0(), "RDMSR"), w.rule, *reasons, feature=w.feature)
     return _exp(ctx, P.ok(P.regs64(r.value)), w.rule, *reasons, feature=w.feature)
 
 
@@ -588,7 +631,7 @@ def _insn(ctx: Ctx) -> Expectation:
     ctx.note(f"bytes {ins.code.hex()} = {ins.asm}")
     if ins.delegate is not None:
         kind, args = ins.delegate
-        sub = ProbeSpec(**{**ctx.probe.__dict__, "kind": kind, "args": args})
+        sub = dataclasses.replace(ctx.probe, kind=kind, args=args)   # keeps the modifiers
         ctx.probe = sub
         exp = _HANDLERS[kind](ctx)
         exp.rule = f"insn.{ins.name}:" + exp.rule

@@ -1,6 +1,11 @@
-"""`--host FILE`: a HostProfile from a recorded table instead of the live /dev/kvm.
+"""`--host FILE`: a HostProfile from a recorded host instead of the live /dev/kvm.
 
-FILE is either a JSON list of CPUID entries (KVM_GET_SUPPORTED_CPUID only) or an object:
+FILE is one of
+- a host record (schema `kvmharness-host/1`, docs/host-record.md): what `kvmharness info --json`
+  prints, including its older unnamed form (`"schema": 1`);
+- a report (`kvmharness run --json`): the host record its header holds (`host.profile`);
+- the older hand-written shapes: a JSON list of CPUID entries (KVM_GET_SUPPORTED_CPUID only) or
+  an object
 
     {"supported": [...], "emulated": [...], "backend": "intel|amd|pvm|unknown",
      "kernel": "6.18", "params": {"ept": "Y", ...}, "xcr0": "0x602e7", "xss": "0x1800",
@@ -14,6 +19,7 @@ wrong is one UsageError line.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from ..cpu.cpuid import CpuidTable, load_json_file
@@ -59,10 +65,55 @@ def _vendor_of(table: CpuidTable) -> str:
         s, "unknown")
 
 
+REPORT_SCHEMA_PREFIX = "kvmharness-report/"
+
+
+def report_host_record(report: dict, where: str) -> dict:
+    """The host record a report's header holds; UsageError (one line) when it has none."""
+    host = report.get("host")
+    record = host.get("profile") if isinstance(host, dict) else None
+    if not isinstance(record, dict):
+        raise UsageError(f"{where}: this report has no host profile (host.profile), so it cannot be "
+                         "judged offline: record it again with this kvmharness")
+    return record
+
+
+def profile_from_record(record: dict, where: str, kernel=None) -> HostProfile:
+    """A host record (or its older unnamed form) as the model's HostProfile."""
+    from ..host import HostFacts
+    facts = HostFacts.from_json(record, where)
+    try:
+        profile = facts.to_profile(kernel)
+    except UsageError as e:
+        raise UsageError(f"{where}: {e}") from None
+    return replace(profile, name=Path(where).stem)
+
+
+def _is_record(data) -> bool:
+    """A host record of any version (a version this kvmharness cannot read fails in from_json)."""
+    from ..host import LEGACY_SCHEMAS, SCHEMA
+    schema = data.get("schema") if isinstance(data, dict) else None
+    return (isinstance(schema, str) and schema.startswith(SCHEMA.partition("/")[0] + "/")) or (
+        schema in LEGACY_SCHEMAS and "supported_cpuid" in data)
+
+
 def load_host_file(path, backend: str | None = None, kernel=None,
                    params: dict | None = None) -> HostProfile:
     where = str(path)
     data = load_json_file(where)
+    if isinstance(data, dict) and str(data.get("schema", "")).startswith(REPORT_SCHEMA_PREFIX):
+        data = report_host_record(data, where)
+    if _is_record(data):
+        profile = profile_from_record(data, where, kernel)
+        if backend is not None:
+            profile = replace(profile, backend=backend)
+        if params:
+            profile = replace(profile, params={**profile.params,
+                                               **{str(k): str(v) for k, v in params.items()}})
+        return profile
+    if isinstance(data, dict) and "schema" in data:
+        raise UsageError(f"{where}: schema {data['schema']!r} is neither a host record "
+                         "(kvmharness-host/1, from `kvmharness info --json`) nor a report")
     fields: dict = {}
     if isinstance(data, list):
         supported = CpuidTable.from_json(data, where)

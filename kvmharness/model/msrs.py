@@ -80,6 +80,7 @@ WRITE_IGNORED = {0xC001001F: (0, "NB_CFG"), 0xC001102A: (0, "BU_CFG2"), 0xC00110
                  0xC0011023: (0, "TW_CFG"), 0xC001102C: (0, "F15H_EX_CFG"),
                  0xC001001B: (0x20000000, "K7_CLK_CTL"), 0x11E: (0xBE702111, "BBL_CR_CTL3")}
 MMIO_CONF_BASE = 0xC0010058         # FAM10H_MMIO_CONF_BASE: reads 0, only 0 may be written
+HWCR_CPUID_USER_DIS = 35            # MSR_K7_HWCR_CPUID_USER_DIS_BIT (7.2: GP_ON_USER_CPUID)
 
 
 @dataclass
@@ -160,8 +161,23 @@ def maxphyaddr(ctx: Ctx) -> int:
 
 
 def msr_addr_bits(ctx: Ctx) -> int:
-    """is_noncanonical_msr_address() uses the largest width KVM supports (LA57 -> 57)."""
+    """The width of __kvm_set_msr's canonical checks: KVM's largest (LA57 -> 57) since 6.13
+    (is_noncanonical_msr_address), the guest's CR4.LA57 before (releases.py)."""
+    whose, _ = ctx.behaviour("msr_canonical_width")
+    if whose == "guest":
+        return 57 if ctx.state.cr4_has(b.CR4_LA57) else 48
     return 57 if ctx.caps.kvm.has(b.LA57) else 48
+
+
+def canonical_why(ctx: Ctx) -> Reason:
+    """Why msr_addr_bits() has the width it has (cited where a canonical check decides)."""
+    whose, backport = ctx.behaviour("msr_canonical_width")
+    w = msr_addr_bits(ctx)
+    text = (f"canonical width {w}: the guest's CR4.LA57 = {int(ctx.state.cr4_has(b.CR4_LA57))}"
+            if whose == "guest" else
+            f"canonical width {w}: KVM's largest (LA57 {'' if w == 57 else 'not '}supported)")
+    return releases.reason("msr_canonical_width", ctx.kernel, text + (
+        f"; {backport}" if backport and "msr_canonical_width" not in ctx.open else ""))
 
 
 def advertised(ctx: Ctx, index: int) -> tuple[bool | None, str]:
@@ -237,9 +253,13 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
         if write:
             w = msr_addr_bits(ctx)
             if not b.canonical(data, w):
-                return _err(f"{label}: {data:#x} is not canonical ({w}-bit)", F_SET_MSR,
-                            "msr.canonical")
-            return _ok(data, f"{label}: canonical value stored", F_SET_MSR, "msr.canonical")
+                res = _err(f"{label}: {data:#x} is not canonical ({w}-bit)", F_SET_MSR,
+                           "msr.canonical")
+                res.reasons.insert(0, canonical_why(ctx))
+                return res
+            res = _ok(data, f"{label}: canonical value stored", F_SET_MSR, "msr.canonical")
+            res.reasons.insert(0, canonical_why(ctx))
+            return res
         return _ok(current(ctx, msrs, idx), f"{label} reads its stored value", F_GET_MSR, "msr.ok")
     if idx in (M["SYSENTER_ESP"], M["SYSENTER_EIP"]):
         if ctx.backend == "pvm":
@@ -501,10 +521,22 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
     if idx == M["HWCR"]:
         if write:
             d = data & ~(0x40 | 0x100 | 0x8)
-            if d & ~((1 << 18) | (1 << 24)):
-                return _err(f"{label}: only McStatusWrEn (18) and TscFreqSel (24) may be set",
-                            F_SET_MSR_COMMON, "msr.hwcr")
-            return _ok(d, f"{label}: stored", F_SET_MSR_COMMON, "msr.hwcr")
+            valid, why = (1 << 18) | (1 << 24), []
+            if ctx.behaviour("gp_on_user_cpuid")[0]:
+                g, r = caps.gate(b.GP_ON_USER_CPUID)
+                why = [r, releases.reason("gp_on_user_cpuid", ctx.kernel, "HWCR.CPUID_USER_DIS "
+                                          f"(bit 35) is writable iff the guest has "
+                                          f"GP_ON_USER_CPUID: {int(g)}")]
+                valid |= (1 << HWCR_CPUID_USER_DIS) if g else 0
+            if d & ~valid:
+                res = _err(f"{label}: only McStatusWrEn (18), TscFreqSel (24)"
+                           + (" and CPUID_USER_DIS (35)" if valid >> HWCR_CPUID_USER_DIS & 1
+                              else "") + " may be set", F_SET_MSR_COMMON, "msr.hwcr")
+                res.reasons[:0] = why
+                return res
+            res = _ok(d, f"{label}: stored", F_SET_MSR_COMMON, "msr.hwcr")
+            res.reasons[:0] = why
+            return res
         return _ok(current(ctx, msrs, idx), f"{label}: readable", F_GET_MSR_COMMON, "msr.hwcr")
     if idx == M["VM_HSAVE_PA"]:
         if ctx.backend in ("amd", "unknown"):
@@ -766,9 +798,18 @@ def _pv(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> M
     have, why = pv_has(ctx, feat_name)
     fn = F_SET_MSR_COMMON if write else F_GET_MSR_COMMON
     if not have:
-        res = _unsup(f"{label}: KVM_FEATURE_{feat_name} missing with PV enforcement on (no host "
-                     "exemption)", fn, "msr.pv.gate")
+        code, backport = ctx.behaviour("pv_msr_missing_feature")
+        text = f"{label}: KVM_FEATURE_{feat_name} missing with PV enforcement on"
+        if code == "invalid":
+            res = _err(text + ": return 1 (\"invalid\": no host exemption, not forgiven by "
+                       "ignore_msrs, user-space exit reason INVAL)", fn, "msr.pv.gate")
+        else:
+            res = _unsup(text + " (\"unsupported\")", fn, "msr.pv.gate")
         res.reasons[:0] = why
+        res.reasons.append(releases.reason("pv_msr_missing_feature", ctx.kernel,
+                                           f"the failure code of {ctx.kname} is {code!r}"
+                                           + (f" ({backport})" if backport and
+                                              "pv_msr_missing_feature" not in ctx.open else "")))
         return res
     if not write:
         v = 0 if idx == b.MSR["KVM_ASYNC_PF_ACK"] else current(ctx, msrs, idx)

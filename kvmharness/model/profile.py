@@ -36,6 +36,9 @@ class HostProfile:
     feature_msrs: dict = field(default_factory=dict)   # KVM_GET_MSR_FEATURE_INDEX_LIST -> value
     host_vendor: str = "unknown"               # "intel" / "amd" (the real CPU, for vendor rules)
     caps: dict = field(default_factory=dict)   # KVM_CHECK_EXTENSION results by cap name
+    # CPUID 0x40000000's signature when the host is itself a guest ("TCGTCGTCGTCG" under QEMU's
+    # TCG, "KVMKVMKVM" nested on KVM), else None: what emulator deviations are keyed on.
+    hypervisor: str | None = None
     name: str = "live"                         # where the profile came from (for reports)
     release: str = ""                          # the kernel as given ("7.4-rc2"), "" if only `kernel`
 

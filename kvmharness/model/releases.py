@@ -130,11 +130,23 @@ def rules_of(kernel) -> Version:
 
 # -- behaviours ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class Backport:
+    """A change taken into an older stable series at a point release. Where that point release
+    is not known exactly, the kernels between `without` and `with_` may have either value."""
+
+    series: Version              # the stable series, e.g. (6, 18)
+    without: int | None          # the last point release known without it (None: not known)
+    with_: int | None            # the first point release known with it (None: not known)
+    evidence: str                # what each bound rests on (a tree, a host seen live, a lab)
+
+
+@dataclass(frozen=True)
 class Change:
     since: Version               # first release with this value
     value: object
     source: str                  # "function (file), read in <tree>" or what else it rests on
     note: str = ""               # e.g. "not pinned: ...", "stable backports: ..."
+    backports: tuple = ()        # Backport entries: older series that took this change later
 
 
 @dataclass(frozen=True)
@@ -201,6 +213,45 @@ _TABLE: tuple[Behaviour, ...] = (
          "default -EINVAL"),
        C((6, 18), True, "kvm_get_set_one_reg / kvm_get_reg_list (arch/x86/kvm/x86.c), read in "
          "6.18.15"))),
+    B("pv_msr_missing_feature", "what kvm_get/set_msr_common return for a KVM PV MSR whose "
+      "feature guest_pv_has() denies (KVM_CAP_ENFORCE_PV_FEATURE_CPUID): 'invalid' (1: never "
+      "forgiven, user-space exit reason INVAL) or 'unsupported' (KVM_MSR_RET_UNSUPPORTED: host "
+      "accesses of 0 to advertised MSRs and ignore_msrs forgive it, exit reason UNKNOWN)",
+      (C((6, 1), "invalid", "kvm_set_msr_common / kvm_get_msr_common (arch/x86/kvm/x86.c), read "
+         "in 6.17.8 and 6.18.15: return 1"),
+       C((7, 0), "unsupported", "kvm_set_msr_common / kvm_get_msr_common (arch/x86/kvm/x86.c), "
+         "read in 7.0.0: return KVM_MSR_RET_UNSUPPORTED (upstream 5bb9ac186512, merged for 7.0)",
+         "stable backports to 6.1.y, 6.12.y, 6.18.y and 6.19.y (Cc: stable)",
+         backports=(
+             Backport((6, 1), 0, 176, "6.1.176 has it; 6.1 itself returned 1"),
+             Backport((6, 12), 0, 107, "6.12.107 has it; 6.12 itself returned 1"),
+             Backport((6, 18), 15, 44, "6.18.15 returns 1 (its tree, and the Bochs lab); "
+                      "6.18.44 returns unsupported (seen live on kvm_pvm)"),
+             Backport((6, 19), 0, 11, "6.19.11 has it; queued for 6.19.y after 7.0-rc1"))))),
+    B("nested_svm_lmsle", "when nested SVM makes EFER.LMSLE a supported EFER bit: 'always', or "
+      "'unless_mbz' (not on a CPU with X86_FEATURE_EFER_LMSLE_MBZ, 0x80000008 EBX[20], which "
+      "KVM passes through in KVM_GET_SUPPORTED_CPUID from 6.19)",
+      (C((6, 1), "always", "svm_hardware_setup (arch/x86/kvm/svm/svm.c), read in 6.1.176, "
+         "6.12.107 and 6.18.15: kvm_enable_efer_bits(EFER_SVME | EFER_LMSLE) when nested"),
+       C((6, 19), "unless_mbz", "svm_hardware_setup (arch/x86/kvm/svm/svm.c), read in 6.19.11; "
+         "kvm_setup_efer_caps (arch/x86/kvm/x86.c) in 7.2.8: EFER_LMSLE only without "
+         "X86_FEATURE_EFER_LMSLE_MBZ"))),
+    B("msr_canonical_width", "the linear-address width of __kvm_set_msr's canonical checks "
+      "(FS/GS/KERNEL_GS_BASE, LSTAR, CSTAR, SYSENTER, SSP MSRs): 'guest' (57 iff the guest's "
+      "CR4.LA57) or 'kvm' (57 iff kvm_cpu_cap_has(LA57))",
+      (C((6, 1), "guest", "__kvm_set_msr (arch/x86/kvm/x86.c), read in 6.1.176: "
+         "is_noncanonical_address with vcpu_virt_addr_bits (x86.h)"),
+       C((6, 13), "kvm", "__kvm_set_msr / is_noncanonical_msr_address (arch/x86/kvm/x86.c, "
+         "x86.h), read in 6.12.107 and 6.17.8: max_host_virt_addr_bits",
+         "upstream 1b1336d1d858 \"model canonical checks more precisely\", merged for 6.13",
+         backports=(Backport((6, 12), 0, 107, "6.12.107 has it (queued for 6.12.y in July "
+                             "2025); 6.12 itself checked the guest's CR4.LA57"),)))),
+    B("gp_on_user_cpuid", "HWCR bit 35 (CPUID_USER_DIS) is writable with the guest's "
+      "GP_ON_USER_CPUID cap, and then faults CPUID at CPL>0 (cpuid_fault_enabled)",
+      (C((6, 1), False, "kvm_set_msr_common (arch/x86/kvm/x86.c), read in 7.1.13: HWCR takes "
+         "bits 18 and 24 only"),
+       C((7, 2), True, "kvm_set_msr_common (arch/x86/kvm/x86.c) and cpuid_fault_enabled "
+         "(arch/x86/kvm/cpuid.h), read in 7.2.8"))),
     B("sregs_efer_check", "KVM_SET_SREGS checks EFER with kvm_valid_efer (guest CPUID included)",
       (C((6, 1), False, "kvm_is_valid_sregs (arch/x86/kvm/x86.c), read in 6.18.15"),
        C((7, 2), True, "kvm_is_valid_sregs (arch/x86/kvm/regs.c), read in 7.2.8",
@@ -225,6 +276,44 @@ def change(name: str, kernel) -> Change:
 
 def value(name: str, kernel):
     return change(name, kernel).value
+
+
+def point_release(release: str, kernel) -> int | None:
+    """The stable point release of a kernel release string of series `kernel` ("6.18.44-fc" ->
+    44; "6.18" or "6.18-rc3" -> 0, the release itself); None if it is not of that series."""
+    m = re.match(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?", release or "")
+    if not m or (int(m.group(1)), int(m.group(2))) != tuple(kernel[:2]):
+        return None
+    return int(m.group(3) or 0)
+
+
+def values(name: str, kernel, release: str = "") -> tuple[tuple, str]:
+    """The values behaviour `name` may have on a kernel (series `kernel`, release string
+    `release`, e.g. HostProfile.release): (value,) normally; a later change backported to this
+    stable series decides by the point release: (new,) at or after the first point release known
+    with it, (old,) at or before the last known without, (old, new) in between or when the point
+    release is not known. The text says which, and why."""
+    b = behaviour(name)
+    now = b.at(kernel)
+    k = tuple(kernel[:2])
+    for later in b.changes:
+        if later.since <= k:
+            continue
+        for bp in later.backports:
+            if bp.series != k:
+                continue
+            point = point_release(release, k)
+            what = (f"{name}: {kname(later.since)} changed it to {later.value!r} ({later.source}); "
+                    f"{kname(k)}.y took that as a stable backport ({bp.evidence})")
+            if point is not None and bp.with_ is not None and point >= bp.with_:
+                return (later.value,), f"{what}: {kname(k)}.{point} has it"
+            if point is not None and bp.without is not None and point <= bp.without:
+                return (now.value,), f"{what}: {kname(k)}.{point} predates it"
+            where = (f"{kname(k)}.{point}" if point is not None else f"this {kname(k)} kernel")
+            return (now.value, later.value), (
+                f"{what}: {where} may have it or not (the first point release with it is not "
+                "known to the model), so either outcome is accepted")
+    return (now.value,), ""
 
 
 def since(name: str, kernel=R_MAX) -> Version | None:

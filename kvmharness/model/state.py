@@ -93,6 +93,10 @@ class Ctx:
     caps: EffectiveCaps
     state: GuestState
     reasons: list = field(default_factory=list)
+    # Behaviours a stable backport leaves open for this kernel (releases.values): `forced` says
+    # which value to assume, `open` collects those consulted, so expect() can try each value.
+    forced: dict = field(default_factory=dict)
+    open: dict = field(default_factory=dict)
 
     @property
     def backend(self) -> str:
@@ -105,6 +109,17 @@ class Ctx:
     @property
     def kname(self) -> str:
         return f"{self.kernel[0]}.{self.kernel[1]}"
+
+    def behaviour(self, name: str):
+        """(value, why) of a per-release behaviour on this host's kernel (releases.values); a
+        value a stable backport leaves open is recorded in `open` and taken from `forced`
+        (default: the series' own). `why` is "" unless a backport decides or leaves it open."""
+        from . import releases
+        vals, why = releases.values(name, self.kernel, self.host.release)
+        if len(vals) > 1:
+            self.open[name] = (vals, why)
+            return self.forced.get(name, vals[0]), why
+        return vals[0], why
 
     def note(self, text: str, fn: str | None = None, since=None, **inputs) -> Reason:
         r = Reason(text, fn, since, inputs)

@@ -39,6 +39,7 @@ EDIT_BITS: dict[str, tuple[str, ...]] = {
     # bit 13 of 0x80000008 EAX is bit 5 of the linear-address width: set in 48 and 57, so "off"
     # makes 16 or 25, which KVM_SET_CPUID2 refuses (kvm_check_cpuid)
     "set_cpuid2.vaddr_bits": ("0x80000008.0.eax.13",),
+    "gp_on_user_cpuid": ("0x80000021.0.eax.17",),          # 7.2 (EMULATED_F)
 }
 
 
@@ -209,11 +210,19 @@ ROWS: tuple[Row, ...] = (
     R("fxsr_opt",           "wrmsr.efer.ffxsr",           "wrmsr:0xc0000080:0x4500"),
     R("autoibrs",           "wrmsr.efer.autoibrs",        "wrmsr:0xc0000080:0x200500"),
     R("syscall",            "wrmsr.efer.sce",             "wrmsr:0xc0000080:0x501"),
+    R("svm",                "wrmsr.efer.lmsle",           "wrmsr:0xc0000080:0x2500"),  # nested SVM; 6.19: not with LMSLE_MBZ
+    R("la57",               "wrmsr.kernel_gs_base.57-bit", "wrmsr:0xc0000102:0x800000000000"),  # 6.13: KVM's width
+    R("gp_on_user_cpuid",   "wrmsr.hwcr.cpuid_user_dis",  "wrmsr:0xc0010015:0x800000000"),
+    R("gp_on_user_cpuid",   "cpuid.cpl3.cpuid_user_dis",  "cpuid:0:0@cpl3,msr:0xc0010015=0x800000000"),
     R("x2apic",             "wrmsr.apic_base.x2apic",     "wrmsr:0x1b:0xfee00d00"),
     R("x2apic",             "rdmsr.x2apic_id",            "rdmsr:0x802@msr:0x1b=0xfee00d00"),
     R("apic",               "cpuid.1.apic-disabled",      "cpuid:1:0@msr:0x1b=0xfee00100"),
     # -- KVM paravirt MSRs: gated only with KVM_CAP_ENFORCE_PV_FEATURE_CPUID -----------------
     R("clocksource",        "rdmsr.kvm_system_time",      "rdmsr:0x12"),
+    # host accesses of 0 to an advertised MSR the vCPU lacks: allowed for "unsupported", refused
+    # for "invalid" (the failure code changed in 7.0 and stable; releases.py)
+    R("clocksource",        "host-wrmsr.kvm_system_time.zero", "host-wrmsr:0x12:0x0"),
+    R("poll_control",       "host-rdmsr.kvm_poll_control", "host-rdmsr:0x4b564d05"),
     R("clocksource2",       "rdmsr.kvm_system_time_new",  "rdmsr:0x4b564d01"),
     R("async_pf",           "rdmsr.kvm_async_pf_en",      "rdmsr:0x4b564d02"),
     R("steal_time",         "rdmsr.kvm_steal_time",       "rdmsr:0x4b564d03"),

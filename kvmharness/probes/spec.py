@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..cpu.cpuid import parse_number
 from ..errors import UsageError
@@ -203,4 +203,6 @@ def _apply_mods(spec: ProbeSpec, modtext: str, text: str) -> ProbeSpec:
     for v in kw.values():
         if isinstance(v, int) and not isinstance(v, bool) and v > 0xFFFFFFFFFFFFFFFF:
             raise UsageError(f"probe {text!r}: value out of 64-bit range")
-    return ProbeSpec(**{**spec.__dict__, **kw})
+    # replace(), never ProbeSpec(**spec.__dict__): __dict__ also holds cached properties
+    # (from_baseline), which are no constructor arguments.
+    return replace(spec, **kw)

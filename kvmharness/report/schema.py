@@ -4,7 +4,9 @@ A report is a plain JSON-able dict:
 
     {"schema": "kvmharness-report/1",
      "tool": {"name": "kvmharness", "version": "0.1.0"},
-     "host": {"kernel": str, "backend": str, ...},      # plus module_params, cpu, nested, hostname
+     "host": {"kernel": str, "backend": str, ...},      # plus module_params, cpu, nested, lab,
+                                                         # hostname, and profile: the whole host
+                                                         # record (docs/host-record.md)
      "started": "2026-11-25T10:00:00Z",                  # ISO 8601
      "duration_s": 0.8,
      "selection": {...},                                 # what was asked for (features, jobs, ...)
@@ -234,7 +236,7 @@ def _check_host(host) -> None:
     _need_type(host, dict, "host", "header")
     _need_str(host, "kernel", "host")
     _need_str(host, "backend", "host")
-    for key in ("module_params", "cpu", "nested"):
+    for key in ("module_params", "cpu", "nested", "lab", "profile"):
         if key in host:
             _need_type(host[key], dict, key, "host", nullable=True)
     params = host.get("module_params") or {}

@@ -1,0 +1,122 @@
+"""The class generator (kvmharness/cpu/source.py): the committed catalogue equals what it reads
+from every reference tree, and a tree it cannot read is one line naming the file."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import linux_trees
+from kvmharness.cpu import features as cat
+from kvmharness.cpu.source import read_tree
+from kvmharness.errors import UsageError
+
+FILES = ("Makefile", "arch/x86/kvm/cpuid.c", "arch/x86/kvm/reverse_cpuid.h",
+         "arch/x86/include/asm/cpufeature.h", "arch/x86/include/asm/cpufeatures.h",
+         "arch/x86/kvm/vmx/vmx.c", "arch/x86/kvm/svm/svm.c", "arch/x86/kvm/svm/sev.c")
+
+
+def _ids(trees):
+    return [t.name for t in trees]
+
+
+@pytest.fixture(scope="module")
+def trees():
+    return linux_trees()
+
+
+def _tree(trees, prefix: str) -> Path:
+    t = next((t for t in trees if t.name.startswith(prefix)), None)
+    if t is None:
+        pytest.skip(f"no {prefix}* tree")
+    return t
+
+
+def test_catalogue_equals_every_tree(trees):
+    """For every release in ../shared/reference/linux: each catalogued bit's class is the
+    generator's, every bit the tree initialises is catalogued, and the words agree."""
+    seen = set()
+    for tree in trees:
+        got = read_tree(tree)
+        k = got.release
+        seen.add(got.init_function)
+        problems = []
+        for f in cat.FEATURES:
+            ref = (f.leaf, f.subleaf, f.reg, f.bit)
+            want = f.kvm_class(k)
+            if got.classes.get(ref, "untracked") != want:
+                problems.append(f"{f.name}: catalogue {want}, {tree.name} "
+                                f"{got.classes.get(ref, 'untracked')}")
+        known = {(f.leaf, f.subleaf, f.reg, f.bit) for f in cat.FEATURES}
+        problems += [f"{got.names[r]} {r} ({c}) is not catalogued" for r, c in got.classes.items()
+                     if r not in known]
+        if got.words != set(cat.filtered_words(k)):
+            problems.append(f"words: tree {sorted(got.words ^ set(cat.filtered_words(k)))} differ")
+        assert not problems, f"{tree.name}: " + "; ".join(problems)
+    assert len(trees) >= 1
+
+
+def test_both_historical_forms_are_read(trees):
+    old, new = read_tree(_tree(trees, "6.12.")), read_tree(_tree(trees, "7."))
+    assert old.init_function == "kvm_set_cpu_caps" and new.init_function == "kvm_initialize_cpu_caps"
+    # mask era: F() plain, the unconditional set emulated, f_gbpages x86_64, 0 /* VMX */ vendor
+    assert old.classes[(1, 0, "ecx", 21)] == "emulated"          # X2APIC
+    assert old.classes[(0x80000001, 0, "edx", 26)] == "x86_64"   # GBPAGES
+    assert old.classes[(1, 0, "ecx", 5)] == "vendor"             # VMX (vmx.c with nested)
+    assert old.classes[(7, 0, "ecx", 16)] == "passthrough"       # LA57 from raw CPUID
+    assert old.classes[(1, 0, "ecx", 27)] == "runtime"           # OSXSAVE
+    assert old.classes[(0x80000001, 0, "edx", 0)] == "aliased"   # FPU copy
+    assert new.classes[(0x80000021, 0, "eax", 24)] == "plain"    # ERAPS
+
+
+def _copy(tree: Path, tmp: Path) -> Path:
+    out = tmp / tree.name
+    for rel in FILES:
+        src = tree / rel
+        if src.is_file():
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, out / rel)
+    return out
+
+
+def test_a_changed_tree_changes_the_answer(trees, tmp_path):
+    """The generator reads the source, not the catalogue: a patched initialiser shows."""
+    t = _copy(_tree(trees, "6.18."), tmp_path)
+    cpuid = t / "arch/x86/kvm/cpuid.c"
+    cpuid.write_text(cpuid.read_text().replace("\t\tF(PKU),", "\t\tEMULATED_F(PKU),", 1)
+                     .replace("\t\tF(AVX512_BF16),\n", "", 1))
+    got = read_tree(t)
+    assert got.classes[(7, 0, "ecx", 3)] == "emulated"
+    assert (7, 1, "eax", 5) not in got.classes
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda t: (t / "arch/x86/kvm/cpuid.c").unlink(), "cpuid.c: missing; expected KVM's CPUID code"),
+    (lambda t: (t / "arch/x86/kvm/cpuid.c").write_text("int x;\n"),
+     "cpuid.c: expected a definition of kvm_initialize_cpu_caps or kvm_set_cpu_caps()"),
+    (lambda t: (t / "arch/x86/kvm/reverse_cpuid.h").write_text("\n"),
+     "reverse_cpuid.h: expected 'static const struct cpuid_reg reverse_cpuid[]"),
+    (lambda t: (t / "arch/x86/include/asm/cpufeature.h").write_text("\n"),
+     "cpufeature.h: expected 'enum cpuid_leafs"),
+    (lambda t: (t / "arch/x86/kvm/cpuid.c").write_text(
+        (t / "arch/x86/kvm/cpuid.c").read_text().replace("F(PKU),", "NEW_F(PKU),", 1)),
+     "uses NEW_F(PKU); expected one of F, SCATTERED_F"),
+    (lambda t: (t / "arch/x86/kvm/cpuid.c").write_text(
+        (t / "arch/x86/kvm/cpuid.c").read_text().replace("F(PKU),", "F(NO_SUCH_BIT),", 1)),
+     "names X86_FEATURE_NO_SUCH_BIT, which neither cpufeatures.h nor reverse_cpuid.h defines"),
+])
+def test_unreadable_tree_is_one_line(trees, tmp_path, damage, message):
+    t = _copy(_tree(trees, "6.18."), tmp_path)
+    damage(t)
+    with pytest.raises(UsageError) as e:
+        read_tree(t)
+    text = str(e.value)
+    assert message in text and "\n" not in text
+
+
+def test_not_a_tree(tmp_path):
+    with pytest.raises(UsageError, match="not a directory"):
+        read_tree(tmp_path / "nothing")
+    (tmp_path / "x").mkdir()
+    with pytest.raises(UsageError, match="Makefile: missing"):
+        read_tree(tmp_path / "x")
