@@ -39,7 +39,6 @@ EDIT_BITS: dict[str, tuple[str, ...]] = {
     # bit 13 of 0x80000008 EAX is bit 5 of the linear-address width: set in 48 and 57, so "off"
     # makes 16 or 25, which KVM_SET_CPUID2 refuses (kvm_check_cpuid)
     "set_cpuid2.vaddr_bits": ("0x80000008.0.eax.13",),
-    "gp_on_user_cpuid": ("0x80000021.0.eax.17",),          # 7.2 (EMULATED_F)
 }
 
 
