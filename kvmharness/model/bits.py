@@ -163,5 +163,11 @@ def canonical(value: int, bits: int) -> bool:
     return top == 0 or top == (U64 >> (bits - 1))
 
 
+def canonical_value(value: int, bits: int) -> int:
+    """__canonical_address(): bit bits-1 copied into every higher bit."""
+    low = value & ((1 << bits) - 1)
+    return low | (U64 & ~((1 << bits) - 1)) if low >> (bits - 1) else low
+
+
 def bit_list(mask: int) -> list[int]:
     return [b for b in range(64) if mask >> b & 1]
