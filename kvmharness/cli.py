@@ -13,7 +13,8 @@ import shlex
 import sys
 
 from . import __version__
-from .errors import EXIT_MISMATCH, EXIT_OK, HarnessError, NoKvm, UsageError
+from .errors import (EXIT_MISMATCH, EXIT_OK, EnvironmentProblem, HarnessError, NoKvm, UsageError,
+                     printable)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,7 +82,7 @@ def _plain_host_profile(args):
     from .model.releases import parse_release
     kernel = parse_release(args.kernel) if args.kernel else None
     _check_source(args)
-    if args.host:
+    if args.host is not None:               # --host "" is a mistake, never this machine
         params = {}
         for kv in args.param:
             name, sep, value = kv.partition("=")
@@ -203,11 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("lint", help="check a VMM's guest CPUID table against this host and kernel",
-                       description="List the features a guest CPUID table (a JSON list of "
-                       "{function, index, flags, eax, ebx, ecx, edx}, the shape `info --json` "
-                       "emits) advertises that the guest could not really use here, and why. "
-                       "Exit 1 when any is flagged.")
-    p.add_argument("table", metavar="CPUID.json")
+                       description="List the features a guest CPUID table advertises that the "
+                       "guest could not really use here, and why. The table may be a JSON list "
+                       "of {function, index, flags, eax, ebx, ecx, edx}, a kvm_cpuid2-style "
+                       "{nent, entries}, a Firecracker CPU template or cpu-template-helper dump "
+                       "or fingerprint, `info --json` output, or the text of `cpuid -r`; the "
+                       "shape is recognised. Exit 1 when any is flagged.")
+    p.add_argument("table", metavar="TABLE")
     _add_host_options(p)
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -446,14 +449,21 @@ def cmd_explain(args) -> int:
 
 
 def cmd_lint(args) -> int:
-    from .cpu.cpuid import CpuidTable
-    from .model.lint import flagged, lint, render_lint
-    table = CpuidTable.load(args.table)         # malformed input fails before touching KVM
+    from .cpu.tables import read_table
+    from .model.lint import flagged, lint, lint_report, render_lint, vendor_warning
+    source = read_table(args.table)             # malformed input fails before touching KVM
     host = _host_profile(args)
-    findings = lint(host, table)
+    findings = lint(host, source.table)
+    warnings = [w for w in (vendor_warning(host, source.table),) if w]
     if host.rules_note:                 # never judged with other rules silently
         _emit(f"lint: {host.rules_note}", sys.stderr if args.json else None)
-    _emit(json.dumps(findings, indent=2) if args.json else render_lint(findings).rstrip("\n"))
+    if args.json:
+        release = os.uname().release if args.host is None else ".".join(map(str, host.kernel))
+        _emit(json.dumps(lint_report(host, release, source.to_json(args.table), findings,
+                                     warnings + [host.rules_note] * bool(host.rules_note)),
+                         indent=2))
+    else:
+        _emit(render_lint(findings, source.notes, warnings).rstrip("\n"))
     return EXIT_MISMATCH if flagged(findings) else EXIT_OK
 
 
@@ -484,13 +494,18 @@ def _write_report(path: str, text: str) -> None:
 
 def _emit(text: str, file=None, end: str = "\n") -> None:
     """Command output. A reader that has gone away (`| head -1`) ends the output, not the
-    command: its exit status stays the one it computed (a mismatch must still exit 1 in CI)."""
+    command: its exit status stays the one it computed (a mismatch must still exit 1 in CI).
+    Output that cannot be written at all (a full disk, an I/O error) is an environment error."""
     file = file or sys.stdout
     try:
         file.write(text + end)
         file.flush()
     except BrokenPipeError:
         _reader_gone(file.fileno())
+    except OSError as e:
+        name = "standard error" if file is sys.stderr else "standard output"
+        _reader_gone(file.fileno())         # Python's flush at exit must not fail again
+        raise EnvironmentProblem(f"cannot write {name}: {e.strerror or e}") from None
 
 
 def _reader_gone(fd: int) -> None:
@@ -505,24 +520,54 @@ def reproduce_line(config_args: list[str], probe: str) -> str:
     return shlex.join(["kvmharness", "probe", *config_args, probe])
 
 
+def _check_process_environment() -> None:
+    """What every command needs from the process it runs in, checked before anything is done."""
+    for fd, name in ((1, "standard output"), (2, "standard error")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            # A closed descriptor would be reused by the next open() (/dev/kvm as "stdout"):
+            # park /dev/null there, then refuse.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+            raise EnvironmentProblem(f"{name} is closed (run with it open, e.g. >/dev/null)")
+    try:
+        os.getcwd()
+    except OSError as e:
+        raise EnvironmentProblem(f"the working directory is unusable ({e.strerror}): "
+                                 "cd to a directory that exists") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
+        _check_process_environment()
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except HarnessError as e:
-        print(f"kvmharness: {e}", file=sys.stderr)
+        _print_error(f"kvmharness: {printable(e, 500)}")
         return e.exit_code
     except KeyboardInterrupt:
-        print("kvmharness: interrupted", file=sys.stderr)
+        _print_error("kvmharness: interrupted")
         return 130
     except BrokenPipeError:
         return EXIT_OK
     except Exception as e:                      # a harness bug: one line unless asked for more
         if os.environ.get("KVMHARNESS_DEBUG"):
             raise
-        print(f"kvmharness: internal error: {type(e).__name__}: {e} "
-              "(set KVMHARNESS_DEBUG=1 for the traceback)", file=sys.stderr)
+        _print_error(f"kvmharness: internal error: {type(e).__name__}: {printable(e, 500)} "
+                     "(set KVMHARNESS_DEBUG=1 for the traceback)")
         return EXIT_MISMATCH
+
+
+def _print_error(line: str) -> None:
+    """The one line of an error, on stderr if it can take it (else nothing more can be said)."""
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, AttributeError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

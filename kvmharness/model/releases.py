@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from ..errors import UsageError
+from ..errors import UsageError, shown
 
 Version = tuple[int, int]
 
@@ -56,7 +56,7 @@ def kname(kernel) -> str:
 
 
 # -- releases ----------------------------------------------------------------------------------
-_RELEASE_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:[.\-+_~][\x21-\x7e]*)?\s*$")
+_RELEASE_RE = re.compile(r"^\s*v?(\d{1,4})\.(\d{1,4})(?:[.\-+_~][\x21-\x7e]*)?\s*$")
 
 
 @dataclass(frozen=True)
@@ -96,11 +96,11 @@ def parse_release(text) -> Release:
     elif isinstance(text, str):
         m = _RELEASE_RE.match(text)
         if not m:
-            raise UsageError(f"kernel version {text!r}: expected MAJOR.MINOR such as 6.18 "
+            raise UsageError(f"kernel version {shown(text)}: expected MAJOR.MINOR such as 6.18 "
                              f"(the model knows {kname(R_MIN)} to {kname(R_MAX)})")
         version, given = (int(m.group(1)), int(m.group(2))), text.strip()
     else:
-        raise UsageError(f"kernel version {text!r}: expected MAJOR.MINOR such as 6.18")
+        raise UsageError(f"kernel version {shown(text)}: expected MAJOR.MINOR such as 6.18")
     if version < R_MIN:
         raise UsageError(f"kernel version {given or kname(version)}: before {kname(R_MIN)}, the "
                          f"oldest release the model knows ({kname(R_MIN)} to {kname(R_MAX)})")
