@@ -83,8 +83,9 @@ class GuestCode:
         """What is copied into guest memory: the code, then zeros for one instruction's length.
         An emulation failure's exit data carries the instruction bytes fetched at RIP (up to
         15); without the zeros, those past a short body would be whatever an earlier, longer
-        body left there, and the same probe would report different bytes run to run."""
-        return self.code + _INSN_TAIL
+        body left there, and the same probe would report different bytes run to run. Shared by
+        every GuestCode of the same code (thousands of CPUID probes have one body)."""
+        return _image(self.code)
 
     @functools.cached_property
     def loop_entry(self) -> bytes | None:
@@ -137,6 +138,11 @@ def _baseline_sregs(vcpu) -> ks.kvm_sregs:
         s.cr2 = 0
         _baseline_image = bytes(s)
     return ks.kvm_sregs.from_buffer_copy(_baseline_image)
+
+
+@functools.lru_cache(maxsize=4096)
+def _image(code: bytes) -> bytes:
+    return code + _INSN_TAIL
 
 
 @functools.lru_cache(maxsize=4096)

@@ -113,6 +113,12 @@ class ProbeSpec:
         return self.args[KINDS[self.kind][0].index(name)]
 
     def __str__(self) -> str:
+        return self.text
+
+    @functools.cached_property
+    def text(self) -> str:
+        """The canonical probe string (what reproduce lines and outputs print), made once per
+        spec: `probe` with thousands of probes prints one per line."""
         if self.kind == "payload":
             body = self.args[0]
         elif self.kind == "insn":
@@ -120,12 +126,14 @@ class ProbeSpec:
         else:
             body = ":".join([self.kind] + [_fmt(self.kind, n, a)
                                            for n, a in zip(KINDS[self.kind][0], self.args)])
+        if self.from_baseline:
+            return body
         mods = []
         if self.cpl3:
             mods.append("cpl3")
         for reg in ("cr0", "cr4", "efer"):
             for sign, mask in (("+", getattr(self, f"{reg}_set")), ("-", getattr(self, f"{reg}_clear"))):
-                mods += [f"{reg}{sign}{b}" for b in range(64) if mask >> b & 1]
+                mods += [f"{reg}{sign}{b}" for b in range(mask.bit_length()) if mask >> b & 1]
         if self.xcr0 is not None:
             mods.append(f"xcr0={self.xcr0:#x}")
         mods += [f"msr:{i:#x}={v:#x}" for i, v in self.msrs]
