@@ -47,6 +47,7 @@ def test_describe_short_path_matches_the_general_one():
         o = {"kind": "ok", "regs": regs}
         general = oc.describe({**o, "x": 1}).replace(" x=1", "")
         assert oc.describe(o) == general, (o, general)
+    assert oc.describe({"kind": "ok", "value": "0x0"}) == "ok value=0x0"     # no regs: long way
 
 
 def test_lazy_cached_property_computes_once():
