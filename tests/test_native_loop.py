@@ -504,7 +504,9 @@ def test_another_signal_during_a_batch_reenters_the_guest_where_it_was(kvm, conf
     finally:
         signal.signal(signal.SIGUSR1, old)
     assert got[0] == {"kind": "ok", "regs": {"rcx": 0}}
-    assert got[1]["kind"] == "ok" and len(seen) == 5
+    # 5 sent; two that arrive while one is still pending (blocked between KVM_RUNs) are one
+    # delivery, as for any standard signal: under load fewer than 5 handler runs is right.
+    assert got[1]["kind"] == "ok" and 1 <= len(seen) <= 5
     if not any(status == -errno.EINTR for _, status in loop_calls):
         pytest.skip("the guest loop ended before the first signal: nothing was re-entered")
     assert loop_calls[-1] == (0, native.ST_DONE)           # re-entered, then both recorded

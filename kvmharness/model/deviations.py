@@ -17,6 +17,15 @@ Entry criteria (all given ones must hold; see the file's "about"):
   expected                subset of the expectation's pattern
   observed / observed_not an outcome pattern the observation must / must not match
   observed_differs_only_in  {reg: mask}: expected and observed registers may differ only there
+  setup_msrs              MSR indexes: the probe sets one of them (msr: modifiers) before it runs
+
+Every entry also names its evidence in the repository (docs/deviations/<backend>.md#<id>: what
+was measured, how, on which host) and a witness: a probe and guest configuration
+({"probe", "set", "clear", "quirks_disabled"}) that shows it. On a host of the entry's backend
+where the entry applies to the witness (`applies`: every criterion but the observed ones holds
+for the model's expectation), the witness must be classified as that entry: tests/test_deviations_live.py fails
+when a documented deviation no longer happens (a stale entry is a defect too). An expectation
+that predicts nothing (verdict `unpredicted`) is never a deviation.
 """
 
 from __future__ import annotations
@@ -29,14 +38,14 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import UsageError
-from ..outcome import matches
+from ..outcome import matches, predicts
 from ..probes.spec import KINDS, ProbeSpec
 from . import instructions
 from .expectation import Expectation
 from .profile import HostProfile
 
 _CRITERIA = {"kinds", "args", "insn", "payloads", "cpl3", "rule", "cr4_bits", "expected",
-             "observed", "observed_not", "observed_differs_only_in"}
+             "observed", "observed_not", "observed_differs_only_in", "setup_msrs"}
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,14 @@ def validate(data: dict, where: str = "deviations.json") -> list[dict]:
         for name in m.get("insn", []):
             if name not in instructions.BY_NAME:
                 raise UsageError(f"{w} ({e['id']}): unknown instruction {name!r}")
+        witness = e.get("witness")
+        if (not isinstance(witness, dict) or not isinstance(witness.get("probe"), str)
+                or set(witness) - {"probe", "set", "clear", "quirks_disabled"}
+                or not all(isinstance(x, str) for k in ("set", "clear") for x in witness.get(k, []))
+                or not isinstance(witness.get("quirks_disabled", "0"), str)):
+            raise UsageError(f"{w} ({e['id']}): 'witness' must be an object with a 'probe' string, "
+                             "optional 'set'/'clear' lists of features and an optional "
+                             "'quirks_disabled' mask string")
     return data["deviations"]
 
 
@@ -138,7 +155,22 @@ def _regs_only_differ(expected: dict, observed: dict, allowed: dict) -> bool:
 
 def _entry_matches(e: dict, host: HostProfile, probe: ProbeSpec, exp: Expectation,
                    observed: dict) -> bool:
-    if e["backend"] != host.backend:
+    if not _entry_applies(e, host, probe, exp):
+        return False
+    m = e["match"]
+    if "observed" in m and not matches(m["observed"], observed):
+        return False
+    if "observed_not" in m and matches(m["observed_not"], observed):
+        return False
+    if "observed_differs_only_in" in m and not _regs_only_differ(
+            exp.pattern, observed, m["observed_differs_only_in"]):
+        return False
+    return True
+
+
+def _entry_applies(e: dict, host: HostProfile, probe: ProbeSpec, exp: Expectation) -> bool:
+    """Every criterion of the entry but the observed ones holds (and the model predicts)."""
+    if e["backend"] != host.backend or not predicts(exp.pattern):
         return False
     m = e["match"]
     if "kinds" in m and probe.kind not in m["kinds"]:
@@ -157,6 +189,8 @@ def _entry_matches(e: dict, host: HostProfile, probe: ProbeSpec, exp: Expectatio
         return False
     if "cpl3" in m and bool(probe.cpl3) != bool(m["cpl3"]):
         return False
+    if "setup_msrs" in m and not any(i in [_num(x) for x in m["setup_msrs"]] for i, _ in probe.msrs):
+        return False
     if "rule" in m and not any(fnmatch.fnmatchcase(exp.rule, pat) for pat in m["rule"]):
         return False
     if "cr4_bits" in m:
@@ -169,14 +203,20 @@ def _entry_matches(e: dict, host: HostProfile, probe: ProbeSpec, exp: Expectatio
         pat = exp.pattern
         if any(pat.get(k) != v for k, v in m["expected"].items()):
             return False
-    if "observed" in m and not matches(m["observed"], observed):
-        return False
-    if "observed_not" in m and matches(m["observed_not"], observed):
-        return False
-    if "observed_differs_only_in" in m and not _regs_only_differ(
-            exp.pattern, observed, m["observed_differs_only_in"]):
-        return False
     return True
+
+
+def applies(entry_id: str, host: HostProfile, probe: ProbeSpec, expectation: Expectation,
+            path: str | None = None) -> bool:
+    """The entry's conditions on the host and the model's expectation hold for this probe: its
+    deviation is then either observed (classify() names it) or gone."""
+    return any(e["id"] == entry_id and _entry_applies(e, host, probe, expectation)
+               for e in load(path))
+
+
+def witnesses(path: str | None = None) -> list[tuple[str, str, dict]]:
+    """(id, backend, witness) of every entry."""
+    return [(e["id"], e["backend"], e["witness"]) for e in load(path)]
 
 
 def classify(host: HostProfile, probe: ProbeSpec, expectation: Expectation, observed: dict,

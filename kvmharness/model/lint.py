@@ -73,7 +73,7 @@ def lint(host: HostProfile, table: CpuidTable) -> list[dict]:
     if not isinstance(table, CpuidTable):
         raise UsageError("lint: expected a CPUID table")
     caps = effective_caps(host, VcpuConfig(cpuid=table))
-    words = catalog.kvm_words(host.kernel)
+    words = catalog.kvm_words(host.kernel, host.source)
     base = _kvm_base(table)
     host_base = _kvm_base(host.supported)
     out: list[dict] = []

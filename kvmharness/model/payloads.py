@@ -113,24 +113,14 @@ CET_RULES: dict[str, PayloadRule] = {
 }
 
 
-def _in_payload(pattern: dict) -> dict:
-    """A one-instruction probe's pattern reused for the same instruction inside a payload: its
-    fault is that instruction's, but the address (`rip`, `step`) the probe's own body gives is
-    not where the payload has it (xsave_size_runtime's MOV CR4 sits at its own offset in
-    guests/basic.S), so it is not compared."""
-    if "any_of" in pattern:
-        return {"any_of": [_in_payload(p) for p in pattern["any_of"]]}
-    return {k: v for k, v in pattern.items() if k not in ("rip", "step")}
-
-
 def _runtime_bit(cr4_bit: int, leaf: int, reg: str, cpuid_bit: int, what: str):
     """A guest MOV to CR4 sets `cr4_bit`, then CPUID shows the runtime bit that follows it."""
     def rule(ctx: Ctx) -> Expectation:
-        from .expect import expect                          # the cr4:BIT rule decides the write
+        from .expect import expect, unplaced                # the cr4:BIT rule decides the write
         write = expect(ctx.host, ctx.vcpu, replace(ctx.probe, kind="cr4", args=(cr4_bit,)),
                        ctx.caps)
         if write.pattern.get("kind") != "ok":
-            return Expectation(_in_payload(write.pattern), write.reasons, f"payload.runtime.{what}.cr4", what)
+            return Expectation(unplaced(write.pattern), write.reasons, f"payload.runtime.{what}.cr4", what)
         return Expectation(P.ok({reg: P.masked(1 << cpuid_bit, 1 << cpuid_bit)}), write.reasons + [
             Reason(f"CPUID.{leaf:#x}: {reg.upper()}[{cpuid_bit}] ({what}) follows CR4 bit "
                    f"{cr4_bit} after the guest's own write", F_UPDATE_RUNTIME)],
@@ -139,15 +129,15 @@ def _runtime_bit(cr4_bit: int, leaf: int, reg: str, cpuid_bit: int, what: str):
 
 
 def _xsave_size_runtime(ctx: Ctx) -> Expectation:
-    from .expect import expect, xstate_size
+    from .expect import expect, unplaced, xstate_size
     osx = 1 << b.CR4_OSXSAVE
     write = expect(ctx.host, ctx.vcpu, replace(ctx.probe, kind="cr4", args=(b.CR4_OSXSAVE,)), ctx.caps)
     if write.pattern.get("kind") != "ok":
-        return Expectation(_in_payload(write.pattern), write.reasons, "payload.runtime.xsave_size.cr4", "xsave")
+        return Expectation(unplaced(write.pattern), write.reasons, "payload.runtime.xsave_size.cr4", "xsave")
     xset = expect(ctx.host, ctx.vcpu, replace(ctx.probe, kind="xsetbv", args=(0, 7),
                                               cr4_set=ctx.probe.cr4_set | osx), ctx.caps)
     if xset.pattern.get("kind") != "ok":
-        return Expectation(_in_payload(xset.pattern), write.reasons + xset.reasons,
+        return Expectation(unplaced(xset.pattern), write.reasons + xset.reasons,
                            "payload.runtime.xsave_size.xsetbv", "xsave")
     size = xstate_size(ctx, 0x7, compacted=False)
     regs = {"rbx": size} if size is not None else {}
@@ -176,3 +166,11 @@ for _name, _fn in (*CET_RULES.items(),
                    ("ospke-runtime", _runtime_bit(b.CR4_PKE, 0x7, "rcx", 4, "ospke")),
                    ("xsave-size-runtime", _xsave_size_runtime)):
     register_payload_rule(_name, _fn)
+
+
+def _tsc_guest_write(ctx: Ctx) -> Expectation:
+    from .vmsetup import tsc_guest_write        # vmsetup imports msrs, which this module must not
+    return tsc_guest_write(ctx)
+
+
+register_payload_rule("tsc-guest-write", _tsc_guest_write)

@@ -207,6 +207,13 @@ _TABLE: tuple[Behaviour, ...] = (
          "default -EINVAL"),
        C((6, 18), True, "kvm_get_set_one_reg / kvm_get_reg_list (arch/x86/kvm/x86.c), read in "
          "6.18.15"))),
+    B("quirks", "the KVM_X86_QUIRK_* bits (0-9, those the model names) KVM_CAP_DISABLE_QUIRKS2 "
+      "accepts (KVM_X86_VALID_QUIRKS); a quirk a release lacks cannot be disabled",
+      (C((6, 1), 0x7F, "KVM_X86_VALID_QUIRKS (arch/x86/kvm/x86.h), read in 6.1.176: LINT0_REENABLED "
+         ".. MWAIT_NEVER_UD_FAULTS"),
+       C((6, 12), 0x3FF, "KVM_X86_VALID_QUIRKS (arch/x86/kvm/x86.h), read in 6.12.107 (and 6.17.8 "
+         ".. 7.2.8): + SLOT_ZAP_ALL, STUFF_FEATURE_MSRS, IGNORE_GUEST_PAT",
+         "not pinned: between 6.1.176 (without) and 6.12.107 (with)"))),
     B("pv_msr_missing_feature", "what kvm_get/set_msr_common return for a KVM PV MSR whose "
       "feature guest_pv_has() denies (KVM_CAP_ENFORCE_PV_FEATURE_CPUID): 'invalid' (1: never "
       "forgiven, user-space exit reason INVAL) or 'unsupported' (KVM_MSR_RET_UNSUPPORTED: host "

@@ -188,6 +188,9 @@ def _fingerprint(report: dict) -> dict[str, object]:
         fp["selected features"] = ",".join(sorted(map(str, features))) or "(all)"
     # The kernel whose rules the model applied (`run --kernel`): a verdict can change with it alone.
     fp["model kernel rules"] = selection.get("kernel_rules")
+    source = selection.get("classes_source")
+    if isinstance(source, dict):               # --source TREE: classes read from a kernel tree
+        fp["model classes source"] = f"{source.get('path')} ({source.get('version')})"
     return fp
 
 
