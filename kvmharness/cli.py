@@ -13,7 +13,8 @@ import shlex
 import sys
 
 from . import __version__
-from .errors import EXIT_MISMATCH, EXIT_OK, HarnessError, NoKvm, UsageError
+from .errors import (EXIT_MISMATCH, EXIT_OK, EnvironmentProblem, HarnessError, NoKvm, UsageError,
+                     printable)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,7 +82,7 @@ def _plain_host_profile(args):
     from .model.releases import parse_release
     kernel = parse_release(args.kernel) if args.kernel else None
     _check_source(args)
-    if args.host:
+    if args.host is not None:               # --host "" is a mistake, never this machine
         params = {}
         for kv in args.param:
             name, sep, value = kv.partition("=")
@@ -105,7 +106,7 @@ def _add_report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML to FILE ('-': stdout)")
     p.add_argument("--baseline", metavar="FILE",
                    help="compare with an earlier JSON report; exit 1 only on regressions")
-    p.add_argument("--show", default="mismatch,error", metavar="VERDICTS",
+    p.add_argument("--show", default=",".join(DEFAULT_SHOW), metavar="VERDICTS",
                    help="verdicts listed in the table (default mismatch,error; 'all' for every result)")
 
 
@@ -159,7 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "--baseline: on a regression against it), 2 on usage errors, 4 when "
                        "nothing could run.")
     p.add_argument("--feature", action="append", default=[], metavar="F",
-                   help="only this feature (repeatable); 'cpuid' selects the CPUID table checks")
+                   help="only this feature (repeatable); 'cpuid' selects the CPUID table checks; "
+                   "--list shows them all")
+    p.add_argument("--list", action="store_true",
+                   help="list the matrix's features and groups with their result counts here, "
+                   "and run nothing")
     p.add_argument("-j", "--jobs", type=int, default=0, metavar="N",
                    help="worker processes (default: the number of CPUs)")
     _add_report_options(p)
@@ -203,11 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("lint", help="check a VMM's guest CPUID table against this host and kernel",
-                       description="List the features a guest CPUID table (a JSON list of "
-                       "{function, index, flags, eax, ebx, ecx, edx}, the shape `info --json` "
-                       "emits) advertises that the guest could not really use here, and why. "
-                       "Exit 1 when any is flagged.")
-    p.add_argument("table", metavar="CPUID.json")
+                       description="List the features a guest CPUID table advertises that the "
+                       "guest could not really use here, and why. The table may be a JSON list "
+                       "of {function, index, flags, eax, ebx, ecx, edx}, a kvm_cpuid2-style "
+                       "{nent, entries}, a Firecracker CPU template or cpu-template-helper dump "
+                       "or fingerprint, `info --json` output, or the text of `cpuid -r`; the "
+                       "shape is recognised. Exit 1 when any is flagged.")
+    p.add_argument("table", metavar="TABLE")
     _add_host_options(p)
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -341,6 +348,8 @@ def cmd_run(args) -> int:
         raise UsageError(f"--timeout {args.timeout}: must be between 0 and 600000 ms")
     if args.jobs < 0:
         raise UsageError(f"--jobs {args.jobs}: must be 0 (all CPUs) or more")
+    if args.list:
+        return _list_matrix(args)
     out = _ReportOutputs(args)                                # bad options and input: fail early
     selected = list(dict.fromkeys(matrix_feature(f) for f in args.feature))   # as the matrix names them
     kernel = parse_release(args.kernel) if args.kernel else None
@@ -377,6 +386,36 @@ def cmd_run(args) -> int:
     return out.write(report)
 
 
+DEFAULT_SHOW = ("mismatch", "error")
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _list_matrix(args) -> int:
+    """`run --list`: the matrix's features and groups, with their result counts on this host."""
+    from .conformance.engine import matrix_listing
+    from .guest.runner import open_kvm
+    from .host import gather_facts
+    from .model.releases import parse_release
+    kernel = parse_release(args.kernel) if args.kernel else None
+    with open_kvm() as kvm:
+        profile = _with_source(gather_facts(kvm).to_profile(kernel), args)
+    rows = matrix_listing(profile)
+    width = max(len("FEATURE"), *(len(r["name"]) for r in rows))
+    lines = [f"{'FEATURE':<{width}}  RESULTS  CONFIGS  WHAT"]
+    lines += [f"{r['name']:<{width}}  {r['results']:>7}  {r['configs']:>7}  {r['kind']}" for r in rows]
+    groups = sum(1 for r in rows if r["kind"] == "group")
+    lines.append(f"{len(rows) - groups} features and tables, {groups} groups, "
+                 f"{sum(r['results'] for r in rows)} results (`run --feature NAME` runs one)")
+    _emit("\n".join(lines))
+    return EXIT_OK
+
+
 class _ReportOutputs:
     """The outputs of a judged run (run, rejudge): options checked before anything runs, then
     the report written as asked, and the run's exit status."""
@@ -404,6 +443,7 @@ class _ReportOutputs:
     def write(self, report: dict) -> int:
         from .report import (apply_baseline, dumps_report, exit_code, render_diff, render_table,
                              summary_line, to_junit, to_ktap)
+        from .report.text import render_not_pass
         args, human = self.args, self.human
         if args.json:
             _write_report(args.json, dumps_report(report))
@@ -416,6 +456,10 @@ class _ReportOutputs:
             table = render_table(report, show=self.show)
             if table:
                 _emit(table, human)
+            if self.show == DEFAULT_SHOW and _isatty(human):   # a person reads it: what did not pass
+                rest = render_not_pass(report)
+                if rest:
+                    _emit(rest.rstrip("\n"), human)
             _emit(summary_line(report), human)
         if d is not None:
             _emit(render_diff(d).rstrip("\n"), human)
@@ -470,14 +514,21 @@ def cmd_explain(args) -> int:
 
 
 def cmd_lint(args) -> int:
-    from .cpu.cpuid import CpuidTable
-    from .model.lint import flagged, lint, render_lint
-    table = CpuidTable.load(args.table)         # malformed input fails before touching KVM
+    from .cpu.tables import read_table
+    from .model.lint import flagged, lint, lint_report, render_lint, vendor_warning
+    source = read_table(args.table)             # malformed input fails before touching KVM
     host = _host_profile(args)
-    findings = lint(host, table)
+    findings = lint(host, source.table)
+    warnings = [w for w in (vendor_warning(host, source.table),) if w]
     if host.rules_note:                 # never judged with other rules silently
         _emit(f"lint: {host.rules_note}", sys.stderr if args.json else None)
-    _emit(json.dumps(findings, indent=2) if args.json else render_lint(findings).rstrip("\n"))
+    if args.json:
+        release = os.uname().release if args.host is None else ".".join(map(str, host.kernel))
+        _emit(json.dumps(lint_report(host, release, source.to_json(args.table), findings,
+                                     warnings + [host.rules_note] * bool(host.rules_note)),
+                         indent=2))
+    else:
+        _emit(render_lint(findings, source.notes, warnings).rstrip("\n"))
     return EXIT_MISMATCH if flagged(findings) else EXIT_OK
 
 
@@ -532,13 +583,18 @@ def _write_report(path: str, text: str) -> None:
 
 def _emit(text: str, file=None, end: str = "\n") -> None:
     """Command output. A reader that has gone away (`| head -1`) ends the output, not the
-    command: its exit status stays the one it computed (a mismatch must still exit 1 in CI)."""
+    command: its exit status stays the one it computed (a mismatch must still exit 1 in CI).
+    Output that cannot be written at all (a full disk, an I/O error) is an environment error."""
     file = file or sys.stdout
     try:
         file.write(text + end)
         file.flush()
     except BrokenPipeError:
         _reader_gone(file.fileno())
+    except OSError as e:
+        name = "standard error" if file is sys.stderr else "standard output"
+        _reader_gone(file.fileno())         # Python's flush at exit must not fail again
+        raise EnvironmentProblem(f"cannot write {name}: {e.strerror or e}") from None
 
 
 def _reader_gone(fd: int) -> None:
@@ -553,26 +609,56 @@ def reproduce_line(config_args: list[str], probe: str) -> str:
     return shlex.join(["kvmharness", "probe", *config_args, probe])
 
 
+def _check_process_environment() -> None:
+    """What every command needs from the process it runs in, checked before anything is done."""
+    for fd, name in ((1, "standard output"), (2, "standard error")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            # A closed descriptor would be reused by the next open() (/dev/kvm as "stdout"):
+            # park /dev/null there, then refuse.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+            raise EnvironmentProblem(f"{name} is closed (run with it open, e.g. >/dev/null)")
+    try:
+        os.getcwd()
+    except OSError as e:
+        raise EnvironmentProblem(f"the working directory is unusable ({e.strerror}): "
+                                 "cd to a directory that exists") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
+        _check_process_environment()
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except HarnessError as e:
-        print(f"kvmharness: {e}", file=sys.stderr)
+        _print_error(f"kvmharness: {printable(e, 500)}")
         for line in getattr(e, "console_tail", ()):     # a lab that crashed: what its console said
-            print(f"  | {line}", file=sys.stderr)
+            _print_error(f"  | {printable(line, 300)}")
         return e.exit_code
     except KeyboardInterrupt:
-        print("kvmharness: interrupted", file=sys.stderr)
+        _print_error("kvmharness: interrupted")
         return 130
     except BrokenPipeError:
         return EXIT_OK
     except Exception as e:                      # a harness bug: one line unless asked for more
         if os.environ.get("KVMHARNESS_DEBUG"):
             raise
-        print(f"kvmharness: internal error: {type(e).__name__}: {e} "
-              "(set KVMHARNESS_DEBUG=1 for the traceback)", file=sys.stderr)
+        _print_error(f"kvmharness: internal error: {type(e).__name__}: {printable(e, 500)} "
+                     "(set KVMHARNESS_DEBUG=1 for the traceback)")
         return EXIT_MISMATCH
+
+
+def _print_error(line: str) -> None:
+    """The one line of an error, on stderr if it can take it (else nothing more can be said)."""
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, AttributeError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

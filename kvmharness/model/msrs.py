@@ -104,7 +104,8 @@ HV_MSR_BIT = {
     **{i: ("edx", 10, "GUEST_CRASH_MSR_AVAILABLE") for i in range(0x40000100, 0x40000106)},
 }
 # Their values after vCPU creation, where KVM fixes them (VP_INDEX: the vCPU index, 0 here).
-HV_MSR_RESET = {0x40000000: 0, 0x40000001: 0, 0x40000002: 0, 0x40000080: 0}
+HV_MSR_RESET = {0x40000000: 0, 0x40000001: 0, 0x40000002: 0}
+HV_SYNIC_MSRS = range(0x40000080, 0x400000A0)       # SCONTROL .. SINT15
 F_HV_MSR = "kvm_hv_get_msr/kvm_hv_set_msr, hv_check_msr_access (arch/x86/kvm/hyperv.c)"
 
 
@@ -115,6 +116,9 @@ class MsrResult:
     reasons: list = field(default_factory=list)
     rule: str = "msr"
     feature: str | None = None
+    # False when the guest's access never reaches KVM (the vendor's MSR bitmap passes it
+    # through): a failure is then the CPU's #GP, never a KVM_CAP_X86_USER_SPACE_MSR exit.
+    intercepted: bool = True
 
 
 def msr_label(index: int) -> str:
@@ -154,7 +158,23 @@ def reset_value(ctx: Ctx, index: int) -> int | None:
         return None             # time, or (the SSP) moved by the probes' shadow stacks
     if index == M["KVM_POLL_CONTROL"]:
         return 1                # kvm_arch_vcpu_postcreate: "poll control enabled by default"
+    if index in (M["OSVW_ID_LENGTH"], M["OSVW_STATUS"]) and ctx.backend == "amd":
+        return svm_osvw(ctx, index)
     return 0
+
+
+def svm_osvw(ctx: Ctx, index: int) -> int | None:
+    """svm_init_osvw (svm/svm.c, 6.1.176..7.2.8): the vCPU's OSVW length is max(3, osvw_len) and
+    its status osvw_status & ~6, where osvw_len is min(4, the host's) on a host with OSVW and 0
+    without (status then 0, or 1 on family 0x10). The host's OSVW shows in the supported table
+    (F(OSVW)); its own length and status do not: None where they decide."""
+    if ctx.caps.kvm.table_bit(b.OSVW):
+        return None                     # 3 or 4, and the host's errata bits: not known here
+    if index == M["OSVW_ID_LENGTH"]:
+        return 3
+    eax = ctx.host.supported.reg(1, 0, "eax")
+    family = (eax >> 8 & 0xF) + ((eax >> 20 & 0xFF) if eax >> 8 & 0xF == 0xF else 0)
+    return 1 if family == 0x10 else 0
 
 
 def hlt_in_guest(vcpu) -> bool:
@@ -170,14 +190,18 @@ def pv_features(ctx: Ctx) -> tuple[int, Reason]:
         if e is None:
             continue
         sig = b"".join(x.to_bytes(4, "little") for x in (e.ebx, e.ecx, e.edx))
-        if sig == b"KVMKVMKVM\0\0\0" and e.eax >= base + 1:
+        if sig == b"KVMKVMKVM\0\0\0":
+            # the first base with the signature wins; its EAX (the leaf limit) is recorded but
+            # not checked: the features leaf is read whatever the limit says
             f = t.reg(base + 1, 0, "eax")
             note = ""
             if hlt_in_guest(ctx.vcpu) and f >> b.KVM_FEATURE["PV_UNHALT"] & 1:
                 f &= ~(1 << b.KVM_FEATURE["PV_UNHALT"])
                 note = " (PV_UNHALT cleared: HLT exits are disabled)"
-            return f, Reason(f"KVM PV features (CPUID {base + 1:#x}.EAX) = {f:#x}{note}",
-                             "kvm_apply_cpuid_pv_features_quirk (arch/x86/kvm/cpuid.c)")
+            return f, Reason(f"KVM PV features (CPUID {base + 1:#x}.EAX) = {f:#x}{note} (the "
+                             f"signature leaf's limit {e.eax:#x} is not consulted)",
+                             "kvm_get_hypervisor_cpuid / kvm_apply_cpuid_pv_features_quirk "
+                             "(arch/x86/kvm/cpuid.c)", None, {"limit": e.eax})
     return 0, Reason("guest CPUID has no KVM signature leaf: PV features = 0",
                      "kvm_get_hypervisor_cpuid (arch/x86/kvm/cpuid.c)")
 
@@ -193,9 +217,12 @@ def pv_has(ctx: Ctx, feature: str) -> tuple[bool, list[Reason]]:
 
 
 def maxphyaddr(ctx: Ctx) -> int:
+    """cpuid_query_maxphyaddr (cpuid.c, 6.1.176..7.2.8): 0x80000008 EAX[7:0] when the guest's
+    0x80000000 EAX reaches that leaf and it exists, 0 included (KVM does not substitute a
+    default for 0); 36 otherwise."""
     t = ctx.vcpu.cpuid
     if t.reg(0x80000000, 0, "eax") >= 0x80000008 and t.has_leaf(0x80000008):
-        return t.reg(0x80000008, 0, "eax") & 0xFF or 36
+        return t.reg(0x80000008, 0, "eax") & 0xFF
     return 36
 
 
@@ -348,6 +375,9 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
         return _unmod(f"{label}: vendor-specific rules are not modelled")
 
     # --- kvm_set_msr_common / kvm_get_msr_common --------------------------------------------------
+    if idx in (M["ARCH_CAPABILITIES"], M["PERF_CAPABILITIES"]) and not ctx.behaviour(
+            "feature_msr_gate")[0]:
+        return _feature_msr_before_613(ctx, idx, write, data, host, msrs)
     if idx == M["ARCH_CAPABILITIES"]:
         feat = catalog.name_of(b.ARCH_CAPABILITIES)
         have, r = caps.gate(b.ARCH_CAPABILITIES)
@@ -584,6 +614,11 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
         if write:
             d = data & ~(0x40 | 0x100 | 0x8)
             valid, why = (1 << 18) | (1 << 24), []
+            if not ctx.behaviour("hwcr_tsc_freq_sel")[0]:
+                if d not in (0, 1 << 18):
+                    return _err(f"{label}: only 0 or exactly McStatusWrEn (bit 18) may be "
+                                "written", F_SET_MSR_COMMON, "msr.hwcr", since=None)
+                return _ok(d, f"{label}: stored", F_SET_MSR_COMMON, "msr.hwcr")
             if ctx.behaviour("gp_on_user_cpuid")[0]:
                 g, r = caps.gate(b.GP_ON_USER_CPUID)
                 why = [r, releases.reason("gp_on_user_cpuid", ctx.kernel, "HWCR.CPUID_USER_DIS "
@@ -612,8 +647,14 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
                        "msr.osvw", catalog.name_of(b.OSVW))
             res.reasons.insert(0, r)
             return res
-        return _ok(data if write else current(ctx, msrs, idx), f"{label}: accessible",
-                   F_SET_MSR_COMMON, "msr.osvw", catalog.name_of(b.OSVW))
+        v = data if write else current(ctx, msrs, idx)
+        how = ""
+        if not write and ctx.backend == "amd" and idx not in msrs:
+            how = (" (svm_init_osvw: the host has OSVW, so the value follows its errata and is "
+                   "not predicted)" if v is None else f" (svm_init_osvw: {v:#x} on a host "
+                   "without OSVW)")
+        return _ok(v, f"{label}: accessible{how}", F_SET_MSR_COMMON, "msr.osvw",
+                   catalog.name_of(b.OSVW))
     if idx == M["XSS"]:
         return _xss(ctx, write, data, host, msrs)
     if idx in (M["XFD"], M["XFD_ERR"]):
@@ -651,6 +692,48 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
         return _unsup(f"{label}: PKS is not virtualized upstream", F_SET_MSR_COMMON, "msr.unknown")
     return _unsup(f"{label}: no KVM handler (default case)",
                   F_SET_MSR_COMMON if write else F_GET_MSR_COMMON, "msr.unknown")
+
+
+def _feature_msr_before_613(ctx: Ctx, idx: int, write: bool, data: int, host: bool,
+                            msrs: dict) -> MsrResult:
+    """ARCH_CAPABILITIES / PERF_CAPABILITIES before 6.13 (kvm_set/get_msr_common, 6.1.176 and
+    6.12.107): host accesses are never gated by the guest's CPUID; guest reads need the raw
+    guest CPUID bit; guest writes fail; every failure is 1, which nothing forgives."""
+    arch = idx == M["ARCH_CAPABILITIES"]
+    ref = b.ARCH_CAPABILITIES if arch else b.PDCM
+    feat, label = catalog.name_of(ref), msr_label(idx)
+    rule = "msr.arch_capabilities" if arch else "msr.perf_capabilities"
+    fn = F_SET_MSR_COMMON if write else F_GET_MSR_COMMON
+    era = releases.reason("feature_msr_gate", ctx.kernel, f"{label}: host accesses are not "
+                          "gated by the guest's CPUID; guest failures return 1")
+    if write:
+        if not host:
+            res = _err(f"{label}: guest writes are never allowed", fn, rule + ".write", feat)
+        elif arch:
+            res = _ok(data, f"{label}: host write stored (no CPUID check)", fn, rule + ".write",
+                      feat)
+        else:
+            sup = 0 if not ctx.host.param_on("enable_pmu", True) else ctx.host.feature_msrs.get(idx)
+            if sup is None:
+                res = _unmod(f"{label}: kvm_caps.supported_perf_cap unknown", rule + ".write",
+                             feat)
+            elif data & ~sup:
+                res = _err(f"{label}: {data:#x} outside the supported {sup:#x}", fn,
+                           rule + ".write", feat)
+            else:
+                res = _ok(data, f"{label}: host write stored (no CPUID check)", fn,
+                          rule + ".write", feat)
+        res.reasons.insert(0, era)
+        return res
+    g = ctx.caps.guest(ref)
+    if not host and not g:
+        res = _err(f"{label}: guest read without {feat} in guest CPUID (guest_cpuid_has)", fn,
+                   rule + ".read", feat)
+    else:
+        res = _ok(current(ctx, msrs, idx), f"{label}: readable" + (
+            " (host-initiated: no CPUID check)" if host else ""), fn, rule + ".read", feat)
+    res.reasons.insert(0, era)
+    return res
 
 
 def _sysenter(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> MsrResult:
@@ -724,6 +807,13 @@ def _hyperv(ctx: Ctx, idx: int, write: bool = False, data: int = 0, host: bool =
             if not have:
                 return MsrResult(ERR, None, [why, Reason("not accessible -> error (#GP)", F_HV_MSR)],
                                  "msr.hyperv.enforce")
+            if idx in HV_SYNIC_MSRS:
+                # synic_get_msr/synic_set_msr: a guest access needs an active SynIC, which only
+                # KVM_CAP_HYPERV_SYNIC/SYNIC2 on the vCPU gives (the harness never enables it)
+                return MsrResult(ERR, None, [why, Reason(
+                    "the SynIC is not activated (no KVM_CAP_HYPERV_SYNIC2 on the vCPU): guest "
+                    "accesses fail -> error (#GP)", "synic_get_msr/synic_set_msr (arch/x86/kvm/hyperv.c)")],
+                    "msr.hyperv.synic")
             if write:
                 if idx in HV_MSR_RESET and idx != 0x40000002:
                     return MsrResult(OK, data, [why], "msr.hyperv.enforce")
@@ -774,6 +864,33 @@ def _apic_base(ctx: Ctx, write: bool, data: int, host: bool, msrs: dict) -> MsrR
                                              F_APIC_SET_BASE)], "msr.apic_base", feat)
 
 
+# Guest CET MSR accesses the vendor code stops intercepting once the guest has the feature
+# (KVM supporting it is implied by the guest cap): MSR -> the caps any of which passes it through.
+# Read in 6.18.15, 6.19.11, 7.0.0, 7.1.13 and 7.2.8 (unchanged); INT_SSP_TAB stays intercepted
+# on both (VMX keeps it in the VMCS).
+_PL_SSP = tuple(range(b.MSR["PL0_SSP"], b.MSR["PL3_SSP"] + 1))
+CET_PASSTHROUGH = {
+    "intel": ("vmx_recalc_msr_intercepts (arch/x86/kvm/vmx/vmx.c)",
+              {**{i: (b.SHSTK,) for i in _PL_SSP},
+               b.MSR["U_CET"]: (b.SHSTK, b.IBT), b.MSR["S_CET"]: (b.SHSTK, b.IBT)}),
+    "amd": ("svm_recalc_msr_intercepts (arch/x86/kvm/svm/svm.c)",
+            {i: (b.SHSTK,) for i in (*_PL_SSP, b.MSR["U_CET"], b.MSR["S_CET"])}),
+}
+
+
+def cet_passthrough(ctx: Ctx, idx: int) -> Reason | None:
+    """Why a guest access of this CET MSR is not intercepted, or None when it is."""
+    fn, table = CET_PASSTHROUGH.get(ctx.backend, (None, {}))
+    feats = table.get(idx, ())
+    held = [catalog.name_of(f) for f in feats if ctx.caps.has(f)]
+    if not held:
+        return None
+    return Reason(f"{msr_label(idx)}: not intercepted once the guest has "
+                  f"{' or '.join(catalog.name_of(f) for f in feats)} (it has {', '.join(held)}): "
+                  "the guest's RDMSR/WRMSR runs on the CPU, so a value the CPU refuses is its "
+                  "#GP, never an exit to KVM or to userspace", fn, K618)
+
+
 def _cet(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> MsrResult:
     caps = ctx.caps
     label = msr_label(idx)
@@ -796,18 +913,16 @@ def _cet(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> 
             return res
         if write:
             bad = []
-            # VMX passes U_CET/S_CET through to the guest once it has SHSTK or IBT
-            # (vmx_recalc_msr_intercepts, 6.18: intercept = !IBT && !SHSTK): its WRMSR is then
-            # judged by the CPU, which takes the bits of every CET feature it implements, not
-            # only the guest's. KVM's check (kvm_is_valid_u_s_cet) stays for host writes and SVM.
-            passthrough = not host and ctx.backend == "intel"
+            # A guest write that is passed through (cet_passthrough) is judged by the CPU,
+            # which takes the bits of every CET feature it implements, not only the guest's.
+            # KVM's check (kvm_is_valid_u_s_cet) stays for host writes and intercepted ones.
+            passthrough = None if host else cet_passthrough(ctx, idx)
             if passthrough:
                 sh_ok, ib_ok = caps.supported(b.SHSTK), caps.supported(b.IBT)
-                why = why + [Reason(f"{label}: not intercepted (the guest has SHSTK or IBT): "
-                                    "the CPU checks the value against its own SHSTK/IBT support, "
-                                    "taken here as KVM's (the profile has no raw host CPUID): "
-                                    f"SHSTK {int(sh_ok)}, IBT {int(ib_ok)}",
-                                    "vmx_recalc_msr_intercepts (arch/x86/kvm/vmx/vmx.c)", K618)]
+                why = why + [passthrough, Reason(
+                    f"{label}: the CPU checks the value against its own SHSTK/IBT support, "
+                    "taken here as KVM's (the profile has no raw host CPUID): "
+                    f"SHSTK {int(sh_ok)}, IBT {int(ib_ok)}", None, K618)]
             else:
                 sh_ok, ib_ok = sh, ib
             if data & b.CET_RESERVED:
@@ -824,6 +939,7 @@ def _cet(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> 
                 res = _err(f"{label} = {data:#x}: " + "; ".join(bad), F_VALID_CET,
                            "msr.cet.value", feat, K618, value=data, shstk=sh, ibt=ib)
                 res.reasons[:0] = why
+                res.intercepted = passthrough is None
                 return res
             return MsrResult(OK, data, why + [Reason(f"{label} = {data:#x} passes "
                                                      "kvm_is_valid_u_s_cet", F_VALID_CET, K618)],
@@ -843,12 +959,21 @@ def _cet(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> 
             return res
     if write:
         w = msr_addr_bits(ctx)
+        bad = None
         if not b.canonical(data, w):
-            return _err(f"{label}: {data:#x} is not canonical ({w}-bit)", F_SET_MSR,
-                        "msr.cet.value", feat, K618, value=data)
-        if idx != b.MSR["INT_SSP_TAB"] and data & 3:
-            return _err(f"{label}: {data:#x} is not 4-byte aligned (only INT_SSP_TAB may be)",
-                        F_SET_MSR, "msr.cet.value", feat, K618, value=data)
+            bad = f"{label}: {data:#x} is not canonical ({w}-bit)"
+        elif idx != b.MSR["INT_SSP_TAB"] and data & 3:
+            bad = f"{label}: {data:#x} is not 4-byte aligned (only INT_SSP_TAB may be)"
+        if bad:
+            passthrough = None if host else cet_passthrough(ctx, idx)
+            if passthrough is None:
+                return _err(bad, F_SET_MSR, "msr.cet.value", feat, K618, value=data)
+            # KVM's checks here mirror the SDM's WRMSR checks, which the CPU applies itself.
+            res = _err(bad + " (the CPU's own WRMSR check, which KVM's __kvm_set_msr mirrors)",
+                       F_SET_MSR, "msr.cet.value", feat, K618, value=data)
+            res.reasons.insert(0, passthrough)
+            res.intercepted = False
+            return res
         return MsrResult(OK, data, caps.why(b.SHSTK) + [Reason(
             f"{label} = {data:#x}: canonical and aligned", F_SET_MSR, K618)], "msr.cet.value", feat)
     return MsrResult(OK, current(ctx, msrs, idx), caps.why(b.SHSTK) + [Reason(
@@ -984,7 +1109,7 @@ def finish(ctx: Ctx, index: int, res: MsrResult, write: bool, data: int, host: b
 
 def immutable_check(ctx: Ctx, index: int, data: int, msrs: dict) -> Reason | None:
     """do_set_msr(): after KVM_RUN an immutable feature MSR refuses a different value."""
-    if index not in IMMUTABLE_FEATURE_MSRS:
+    if index not in IMMUTABLE_FEATURE_MSRS or not ctx.behaviour("immutable_feature_msrs")[0]:
         return None
     cur = current(ctx, msrs, index)
     if cur is not None and cur == data:

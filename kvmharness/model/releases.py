@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from ..errors import UsageError
+from ..errors import UsageError, shown
 
 Version = tuple[int, int]
 
@@ -56,7 +56,7 @@ def kname(kernel) -> str:
 
 
 # -- releases ----------------------------------------------------------------------------------
-_RELEASE_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:[.\-+_~][\x21-\x7e]*)?\s*$")
+_RELEASE_RE = re.compile(r"^\s*v?(\d{1,4})\.(\d{1,4})(?:[.\-+_~][\x21-\x7e]*)?\s*$")
 
 
 @dataclass(frozen=True)
@@ -96,11 +96,11 @@ def parse_release(text) -> Release:
     elif isinstance(text, str):
         m = _RELEASE_RE.match(text)
         if not m:
-            raise UsageError(f"kernel version {text!r}: expected MAJOR.MINOR such as 6.18 "
+            raise UsageError(f"kernel version {shown(text)}: expected MAJOR.MINOR such as 6.18 "
                              f"(the model knows {kname(R_MIN)} to {kname(R_MAX)})")
         version, given = (int(m.group(1)), int(m.group(2))), text.strip()
     else:
-        raise UsageError(f"kernel version {text!r}: expected MAJOR.MINOR such as 6.18")
+        raise UsageError(f"kernel version {shown(text)}: expected MAJOR.MINOR such as 6.18")
     if version < R_MIN:
         raise UsageError(f"kernel version {given or kname(version)}: before {kname(R_MIN)}, the "
                          f"oldest release the model knows ({kname(R_MIN)} to {kname(R_MAX)})")
@@ -201,6 +201,12 @@ _TABLE: tuple[Behaviour, ...] = (
     B("cet", "KVM virtualizes CET (SHSTK/IBT caps, CET MSRs, CR4.CET, XSS CET_U/CET_S)",
       (C((6, 1), False, "kvm_set_cpu_caps (arch/x86/kvm/cpuid.c), read in 6.17.8: no SHSTK/IBT"),
        C((6, 18), True, "kvm_set_cpu_caps (arch/x86/kvm/cpuid.c), read in 6.18.15"))),
+    B("vmx_cet_param", "kvm_intel has a `cet` module parameter; cet=N clears SHSTK and IBT",
+      (C((6, 1), False, "vmx_set_cpu_caps (arch/x86/kvm/vmx/vmx.c), read in 6.18.15 and 7.0.0: "
+         "CET follows cpu_has_load_cet_ctrl(), no parameter"),
+       C((7, 1), True, "vmx_hardware_setup / vmx_set_cpu_caps (arch/x86/kvm/vmx/vmx.c), read in "
+         "7.1.13 and 7.2.8: module_param_named(cet, enable_cet), cleared without "
+         "VM_ENTRY/VM_EXIT_LOAD_CET_STATE"))),
     B("one_reg", "x86 has KVM_GET_ONE_REG/KVM_SET_ONE_REG/KVM_GET_REG_LIST (KVM_REG_GUEST_SSP, "
       "MSR ids)",
       (C((6, 1), False, "kvm_arch_vcpu_ioctl (arch/x86/kvm/x86.c), read in 6.17.8: no case, the "
@@ -247,6 +253,27 @@ _TABLE: tuple[Behaviour, ...] = (
          "upstream 1b1336d1d858 \"model canonical checks more precisely\", merged for 6.13",
          backports=(Backport((6, 12), 0, 107, "6.12.107 has it (queued for 6.12.y in July "
                              "2025); 6.12 itself checked the guest's CR4.LA57"),)))),
+    B("feature_msr_gate", "ARCH_CAPABILITIES/PERF_CAPABILITIES: True: KVM_MSR_RET_UNSUPPORTED "
+      "without the guest's cap, host accesses included (guest writes always); False: host "
+      "accesses always allowed, guest reads need the guest CPUID bit and guest writes fail, "
+      "both with 1 (never forgiven)",
+      (C((6, 1), False, "kvm_set_msr_common / kvm_get_msr_common (arch/x86/kvm/x86.c), read in "
+         "6.1.176 and 6.12.107"),
+       C((6, 13), True, "kvm_set_msr_common / kvm_get_msr_common (arch/x86/kvm/x86.c), read in "
+         "6.17.8", "upstream a5d563890b8f and d75cac366f44 (\"Reject userspace attempts to "
+         "access ARCH_CAPABILITIES w/o support\", \"... PERF_CAPABILITIES w/o PDCM\"), kvm-x86 "
+         "misc rebased on 6.12-rc5, merged for 6.13"))),
+    B("immutable_feature_msrs", "after KVM_RUN, KVM_SET_MSRS refuses a changed value of a "
+      "feature MSR (ARCH_CAPABILITIES, PERF_CAPABILITIES, PLATFORM_INFO, VMX caps)",
+      (C((6, 1), False, "do_set_msr (arch/x86/kvm/x86.c), read in 6.1.176: no such check"),
+       C((6, 5), True, "do_set_msr / kvm_is_immutable_feature_msr (arch/x86/kvm/x86.c), read "
+         "in 6.12.107", "not pinned: between 6.1.176 and 6.12.107 (6.5 assumed)"))),
+    B("hwcr_tsc_freq_sel", "HWCR writes may set TscFreqSel (bit 24) besides McStatusWrEn (18)",
+      (C((6, 1), False, "kvm_set_msr_common (arch/x86/kvm/x86.c), read in 6.1.176: only 0 or "
+         "exactly McStatusWrEn"),
+       C((6, 7), True, "kvm_set_msr_common (arch/x86/kvm/x86.c), read in 6.12.107",
+         "not pinned: between 6.1.176 and 6.12.107 (the change's comment names guests up to "
+         "v6.6)"))),
     B("gp_on_user_cpuid", "HWCR bit 35 (CPUID_USER_DIS) is writable with the guest's "
       "GP_ON_USER_CPUID cap, and then faults CPUID at CPL>0 (cpuid_fault_enabled)",
       (C((6, 1), False, "kvm_set_msr_common (arch/x86/kvm/x86.c), read in 7.1.13: HWCR takes "
@@ -254,9 +281,21 @@ _TABLE: tuple[Behaviour, ...] = (
        C((7, 2), True, "kvm_set_msr_common (arch/x86/kvm/x86.c) and cpuid_fault_enabled "
          "(arch/x86/kvm/cpuid.h), read in 7.2.8"))),
     B("sregs_efer_check", "KVM_SET_SREGS checks EFER with kvm_valid_efer (guest CPUID included)",
-      (C((6, 1), False, "kvm_is_valid_sregs (arch/x86/kvm/x86.c), read in 6.18.15"),
-       C((7, 2), True, "kvm_is_valid_sregs (arch/x86/kvm/regs.c), read in 7.2.8",
-         "upstream commit 184bd464; first release not pinned (see cr.py)"))),
+      (C((6, 1), False, "kvm_is_valid_sregs (arch/x86/kvm/x86.c), read in 6.1.176, 6.12.107, "
+         "6.18.15, 6.19.11, 7.0.0 and 7.1.13"),
+       C((7, 3), True, "kvm_is_valid_sregs (arch/x86/kvm/regs.c), read in 7.2.8, where it is a "
+         "stable backport",
+         "upstream 184bd464 (Cc: stable), in -next after 7.2-rc3, so merged for 7.3 (no 7.3 tree "
+         "here: inferred from the -next and stable-queue mails)",
+         backports=(
+             Backport((7, 2), 0, 8, "7.2.8 has it (with the regs.c move it depends on); 7.2 "
+                      "itself predates the commit"),
+             Backport((6, 12), 107, None, "6.12.107 lacks it; pushed to 6.12.y on 2026-09-30, "
+                      "the first point release with it not known"),
+             Backport((6, 18), 44, None, "6.18.15 lacks it and 6.18.44 accepts EFER.NXE without "
+                      "NX (seen live on kvm_pvm); later 6.18.y may have it"),
+             Backport((6, 1), 176, None, "6.1.176 lacks it; whether 6.1.y took it is not known"),
+         )))),
 )
 BEHAVIOURS: dict[str, Behaviour] = {b.name: b for b in _TABLE}
 if len(BEHAVIOURS) != len(_TABLE):

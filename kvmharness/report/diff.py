@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import EXIT_MISMATCH, EXIT_OK
+from ..errors import EXIT_MISMATCH, EXIT_OK, printable
 from .schema import UNCHECKED
 from .text import clean, describe_outcome, result_details
 
@@ -199,7 +199,7 @@ def _show(value) -> str:
         return "(none)"
     if isinstance(value, bool):
         return "Y" if value else "N"
-    return clean(value)
+    return printable(value, 200, blank_whitespace=True)
 
 
 def _context(old: dict, new: dict) -> list[str]:
