@@ -280,6 +280,19 @@ _TABLE: tuple[Behaviour, ...] = (
          "bits 18 and 24 only"),
        C((7, 2), True, "kvm_set_msr_common (arch/x86/kvm/x86.c) and cpuid_fault_enabled "
          "(arch/x86/kvm/cpuid.h), read in 7.2.8"))),
+    B("avx10_version_cap", "the highest AVX10 version KVM_GET_SUPPORTED_CPUID reports in "
+      "CPUID.0x24.0:EBX[7:0] (0: KVM has no leaf 0x24)",
+      (C((6, 1), 0, "__do_cpuid_func (arch/x86/kvm/cpuid.c), read in 6.1.176: no case 0x24"),
+       C((6, 12), 1, "__do_cpuid_func case 0x24, min_t(u8, version, 1) (arch/x86/kvm/cpuid.c), "
+         "read in 6.12.107 to 6.19.11"),
+       C((7, 0), 2, "__do_cpuid_func case 0x24, min_t(u8, version, 2) (arch/x86/kvm/cpuid.c), "
+         "read in 7.0.0 to 7.2.8"))),
+    B("rap_size", "CPUID.0x80000021:EBX[23:16] (ERAPS' return-address-predictor size) is "
+      "reported (with ERAPS) rather than zeroed",
+      (C((6, 1), False, "__do_cpuid_func case 0x80000021: EBX = 0 (arch/x86/kvm/cpuid.c), read "
+         "in 6.18.15 and 6.19.11"),
+       C((7, 0), True, "__do_cpuid_func case 0x80000021: EBX &= GENMASK(23, 16) when "
+         "kvm_cpu_cap_has(ERAPS), else 0 (arch/x86/kvm/cpuid.c), read in 7.0.0 to 7.2.8"))),
     B("sregs_efer_check", "KVM_SET_SREGS checks EFER with kvm_valid_efer (guest CPUID included)",
       (C((6, 1), False, "kvm_is_valid_sregs (arch/x86/kvm/x86.c), read in 6.1.176, 6.12.107, "
          "6.18.15, 6.19.11, 7.0.0 and 7.1.13"),
