@@ -303,16 +303,20 @@ def cmd_probe(args) -> int:
             hv = runner.kvm.supported_hv_cpuid()
         vcpu = config.vcpu(runner.kvm.supported_cpuid(), hv)    # resolves feature names: errors first
         outcomes = runner.run_many(vcpu, [(spec, guest_code(spec)) for spec in specs], args.timeout)
-        results = [{"probe": str(spec), "config": config.to_json(), "outcome": oc.to_json(outcome)}
-                   for spec, outcome in zip(specs, outcomes)]
+    # Bulk reproduce lines run thousands of probes: name and configuration are made once per
+    # distinct spec (parse() caches specs, a spec its text), and the output is written at once.
+    names = [spec.text for spec in specs]
     if args.json:
-        _emit(json.dumps(results, indent=2))
+        config_json = config.to_json()
+        _emit(json.dumps([{"probe": name, "config": config_json, "outcome": oc.to_json(outcome)}
+                          for name, outcome in zip(names, outcomes)], indent=2))
     else:
         edits = " ".join([f"+{f}" for f in args.set] + [f"-{f}" for f in args.clear])
-        _emit(f"# guest CPUID: KVM_GET_SUPPORTED_CPUID {edits}".rstrip())
-        width = max(len(r["probe"]) for r in results)
-        for r in results:
-            _emit(f"{r['probe']:<{width}}  {oc.describe(r['outcome'])}")
+        width = max(map(len, names))
+        lines = [f"# guest CPUID: KVM_GET_SUPPORTED_CPUID {edits}".rstrip()]
+        lines += [f"{name:<{width}}  {oc.describe(outcome)}"
+                  for name, outcome in zip(names, outcomes)]
+        _emit("\n".join(lines))
     return EXIT_OK
 
 
