@@ -72,3 +72,22 @@ xsave_size_runtime:
         xor ecx, ecx
         cpuid
         DONE
+
+# A guest WRMSR of IA32_TSC moves IA32_TSC_ADJUST by the same amount (the host set both to 0
+# first): rbx = TSC read back, rcx = TSC_ADJUST (tsc_msrs_test's guest-side check).
+        .globl tsc_guest_write
+tsc_guest_write:
+        mov ecx, 0x10
+        mov eax, 0x00000000
+        mov edx, 0x108                  # TSC = 0x108_0000_0000 = 2^40 + 2^35
+        wrmsr
+        rdmsr
+        shl rdx, 32
+        or rax, rdx
+        mov rbx, rax
+        mov ecx, 0x3b
+        rdmsr
+        shl rdx, 32
+        or rax, rdx
+        mov rcx, rax
+        DONE

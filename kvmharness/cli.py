@@ -13,7 +13,8 @@ import shlex
 import sys
 
 from . import __version__
-from .errors import EXIT_MISMATCH, EXIT_OK, HarnessError, NoKvm, UsageError
+from .errors import (EXIT_MISMATCH, EXIT_OK, EnvironmentProblem, HarnessError, NoKvm, UsageError,
+                     printable)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,14 +47,42 @@ def _add_host_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="with --host: a module parameter (e.g. ept=N), repeatable")
     p.add_argument("--kernel", metavar="X.Y", help="predict for this kernel version")
+    _add_source_option(p)
+
+
+def _add_source_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", metavar="TREE",
+                   help="judge with the CPUID classes read from this Linux source tree (a patched "
+                   "kernel, say) and the other rules of its release (--kernel overrides those)")
+
+
+def _with_source(profile, args):
+    """--source TREE: the classes of that tree, the rules of its release unless --kernel."""
+    if not getattr(args, "source", None):
+        return profile
+    from .cpu.source import with_source
+    return with_source(profile, args.source, args.kernel)
+
+
+def _check_source(args) -> None:
+    """A tree that cannot be read fails before anything else is done."""
+    if getattr(args, "source", None):
+        from .cpu.source import read_tree
+        read_tree(args.source)
 
 
 def _host_profile(args):
-    """The model's HostProfile: a recorded host (--host) or this machine's KVM."""
+    """The model's HostProfile: a recorded host (--host) or this machine's KVM, with the classes
+    of --source TREE."""
+    return _with_source(_plain_host_profile(args), args)
+
+
+def _plain_host_profile(args):
     from .model.hostfile import load_host_file
     from .model.releases import parse_release
     kernel = parse_release(args.kernel) if args.kernel else None
-    if args.host:
+    _check_source(args)
+    if args.host is not None:               # --host "" is a mistake, never this machine
         params = {}
         for kv in args.param:
             name, sep, value = kv.partition("=")
@@ -108,6 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user-space-msr", type=_mask, default=0, metavar="MASK",
                    help="KVM_CAP_X86_USER_SPACE_MSR mask: MSR accesses KVM refuses exit to "
                    "userspace (1 INVAL, 2 UNKNOWN, 4 FILTER) instead of #GP")
+    p.add_argument("--vendor", choices=("intel", "amd", "hygon"),
+                   help="the guest CPUID vendor string (leaf 0) instead of the host's")
+    p.add_argument("--enable-cap", action="append", default=[], metavar="NAME=ARG",
+                   help="enable a VM cap with args[0]=ARG before the vCPU is created, e.g. "
+                   "MSR_PLATFORM_INFO=0 or X86_DISABLE_EXITS=0x2 (repeatable)")
+    p.add_argument("--msr-filter", metavar="SPEC",
+                   help="KVM_X86_SET_MSR_FILTER: allow|deny[,r|w|rw:BASE:N:BITMAP]... (bit i of "
+                   "BITMAP allows MSR BASE+i)")
+    p.add_argument("--hyperv", action="store_true",
+                   help="Hyper-V guest: the leaves of KVM_GET_SUPPORTED_HV_CPUID, with "
+                   "KVM_CAP_HYPERV_ENFORCE_CPUID")
     p.add_argument("--timeout", type=float, default=1000.0, metavar="MS",
                    help="per-probe timeout in milliseconds (default 1000)")
     p.add_argument("--json", action="store_true", help="print a JSON list of results")
@@ -127,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=1000.0, metavar="MS",
                    help="per-probe timeout in milliseconds (default 1000)")
     p.add_argument("--kernel", metavar="X.Y", help="predict for this kernel version instead of uname's")
+    _add_source_option(p)
 
     p = sub.add_parser("rejudge", help="judge a recorded report again with the current model, offline",
                        description="Judge the observations of a report recorded by `kvmharness run` "
@@ -138,6 +179,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report_options(p)
     p.add_argument("--kernel", metavar="X.Y",
                    help="apply this kernel's rules instead of the ones the report was judged with")
+    _add_source_option(p)
+
+    p = sub.add_parser("catalogue", help="CPUID class differences between kernel trees or releases",
+                       description="Print the bits whose KVM class differs between two sides, "
+                       "each a Linux source tree (--source TREE, read as `run --source` reads it) "
+                       "or a release of the committed catalogue (--kernel X.Y): what a patch "
+                       "changes in what KVM advertises. One --source alone is compared with the "
+                       "catalogue of its release. Exit 0 (differences are the answer), 2 when a "
+                       "tree cannot be read.")
+    p.add_argument("--source", action="append", default=[], metavar="TREE",
+                   help="a Linux source tree (repeatable, at most two sides in all)")
+    p.add_argument("--kernel", action="append", default=[], metavar="X.Y",
+                   help="a release of the catalogue (repeatable, at most two sides in all)")
+    p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("explain", help="the model's reasoning for one feature",
                        description="Why a feature is or is not usable by a guest: supported? "
@@ -149,11 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("lint", help="check a VMM's guest CPUID table against this host and kernel",
-                       description="List the features a guest CPUID table (a JSON list of "
-                       "{function, index, flags, eax, ebx, ecx, edx}, the shape `info --json` "
-                       "emits) advertises that the guest could not really use here, and why. "
-                       "Exit 1 when any is flagged.")
-    p.add_argument("table", metavar="CPUID.json")
+                       description="List the features a guest CPUID table advertises that the "
+                       "guest could not really use here, and why. The table may be a JSON list "
+                       "of {function, index, flags, eax, ebx, ecx, edx}, a kvm_cpuid2-style "
+                       "{nent, entries}, a Firecracker CPU template or cpu-template-helper dump "
+                       "or fingerprint, `info --json` output, or the text of `cpuid -r`; the "
+                       "shape is recognised. Exit 1 when any is flagged.")
+    p.add_argument("table", metavar="TABLE")
     _add_host_options(p)
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -184,9 +241,21 @@ def cmd_info(args) -> int:
     return EXIT_OK
 
 
+def _vm_cap(text: str) -> tuple[str, int]:
+    """--enable-cap NAME=ARG: a KvmCap name (KVM_CAP_ prefix optional) and its args[0]."""
+    from .cpu.cpuid import parse_number
+    from .kvm.constants import KvmCap
+    name, sep, arg = text.partition("=")
+    name = name.strip().upper().removeprefix("KVM_CAP_")
+    if not sep or name not in KvmCap.__members__:
+        raise UsageError(f"--enable-cap {text!r}: expected NAME=ARG with NAME a KVM_CAP_* name")
+    return name, parse_number(arg, f"--enable-cap {text}")
+
+
 def cmd_probe(args) -> int:
     from . import outcome as oc
-    from .conformance.config import GuestConfig
+    from .conformance.config import GuestConfig, parse_msr_filter
+    from .kvm.constants import KvmCap
     from .guest.runner import Runner
     from .probes.payloads import guest_code, parse
 
@@ -194,9 +263,17 @@ def cmd_probe(args) -> int:
         raise UsageError(f"--timeout {args.timeout}: must be between 0 and 600000 ms")
     specs = [parse(p) for p in args.probes]
     config = GuestConfig("cli", tuple(args.set), tuple(args.clear), args.enforce_pv_cpuid,
-                         args.disable_quirks, args.user_space_msr)
+                         args.disable_quirks, args.user_space_msr, args.vendor,
+                         tuple(_vm_cap(c) for c in args.enable_cap),
+                         parse_msr_filter(args.msr_filter) if args.msr_filter else None, args.hyperv)
     with Runner() as runner:
-        vcpu = config.vcpu(runner.kvm.supported_cpuid())     # resolves feature names: errors first
+        hv = None
+        if args.hyperv:
+            if not runner.kvm.check_extension(KvmCap.SYS_HYPERV_CPUID):
+                raise UsageError("--hyperv: this KVM has no KVM_GET_SUPPORTED_HV_CPUID "
+                                 "(KVM_CAP_SYS_HYPERV_CPUID is 0): no Hyper-V emulation here")
+            hv = runner.kvm.supported_hv_cpuid()
+        vcpu = config.vcpu(runner.kvm.supported_cpuid(), hv)    # resolves feature names: errors first
         outcomes = runner.run_many(vcpu, [(spec, guest_code(spec)) for spec in specs], args.timeout)
         results = [{"probe": str(spec), "config": config.to_json(), "outcome": oc.to_json(outcome)}
                    for spec, outcome in zip(specs, outcomes)]
@@ -246,6 +323,7 @@ def cmd_run(args) -> int:
     out = _ReportOutputs(args)                                # bad options and input: fail early
     selected = list(dict.fromkeys(matrix_feature(f) for f in args.feature))   # as the matrix names them
     kernel = parse_release(args.kernel) if args.kernel else None
+    _check_source(args)
     try:
         with open_kvm() as kvm:
             facts = gather_facts(kvm)
@@ -253,7 +331,7 @@ def cmd_run(args) -> int:
         if args.ktap:                   # a KTAP consumer still gets a parseable "skipped" run
             _emit(ktap_skip_all(str(e)), end="")
         raise
-    profile = facts.to_profile(kernel)
+    profile = _with_source(facts.to_profile(kernel), args)
     items = plan(profile, selected or None)
     jobs = args.jobs or os.cpu_count() or 1
 
@@ -274,7 +352,7 @@ def cmd_run(args) -> int:
     report = build_report(_report_host(facts), results, started, time.monotonic() - t0,
                           {"features": selected, "jobs": jobs,
                            "kernel_rules": ".".join(map(str, profile.kernel)),
-                           "rules_note": profile.rules_note})
+                           "rules_note": profile.rules_note, **_source_selection(profile)})
     return out.write(report)
 
 
@@ -330,9 +408,29 @@ def cmd_rejudge(args) -> int:
     from .model.releases import parse_release
     if args.kernel:
         parse_release(args.kernel)                  # a bad --kernel fails before the file is read
+    _check_source(args)
     out = _ReportOutputs(args)
     report = load_report(args.report)
-    return out.write(rejudge(report, args.report, args.kernel))
+    return out.write(rejudge(report, args.report, args.kernel, args.source))
+
+
+def _source_selection(profile) -> dict:
+    """The report header's record of --source (selection.classes_source)."""
+    if profile.source is None:
+        return {}
+    return {"classes_source": {"path": profile.source.path,
+                               "version": profile.source.version_text}}
+
+
+def cmd_catalogue(args) -> int:
+    from .cpu.source import class_sides, class_differences, render_class_differences
+    sides = class_sides(args.source, args.kernel)
+    diffs = class_differences(*sides)
+    if args.json:
+        _emit(json.dumps({"a": sides[0].label, "b": sides[1].label, "differences": diffs}, indent=2))
+    else:
+        _emit(render_class_differences(sides[0], sides[1], diffs).rstrip("\n"))
+    return EXIT_OK
 
 
 def cmd_explain(args) -> int:
@@ -351,14 +449,21 @@ def cmd_explain(args) -> int:
 
 
 def cmd_lint(args) -> int:
-    from .cpu.cpuid import CpuidTable
-    from .model.lint import flagged, lint, render_lint
-    table = CpuidTable.load(args.table)         # malformed input fails before touching KVM
+    from .cpu.tables import read_table
+    from .model.lint import flagged, lint, lint_report, render_lint, vendor_warning
+    source = read_table(args.table)             # malformed input fails before touching KVM
     host = _host_profile(args)
-    findings = lint(host, table)
+    findings = lint(host, source.table)
+    warnings = [w for w in (vendor_warning(host, source.table),) if w]
     if host.rules_note:                 # never judged with other rules silently
         _emit(f"lint: {host.rules_note}", sys.stderr if args.json else None)
-    _emit(json.dumps(findings, indent=2) if args.json else render_lint(findings).rstrip("\n"))
+    if args.json:
+        release = os.uname().release if args.host is None else ".".join(map(str, host.kernel))
+        _emit(json.dumps(lint_report(host, release, source.to_json(args.table), findings,
+                                     warnings + [host.rules_note] * bool(host.rules_note)),
+                         indent=2))
+    else:
+        _emit(render_lint(findings, source.notes, warnings).rstrip("\n"))
     return EXIT_MISMATCH if flagged(findings) else EXIT_OK
 
 
@@ -371,7 +476,7 @@ def cmd_diff(args) -> int:
 
 
 COMMANDS = {"info": cmd_info, "probe": cmd_probe, "run": cmd_run, "explain": cmd_explain,
-            "lint": cmd_lint, "diff": cmd_diff, "rejudge": cmd_rejudge}
+            "lint": cmd_lint, "diff": cmd_diff, "rejudge": cmd_rejudge, "catalogue": cmd_catalogue}
 
 
 def _write_report(path: str, text: str) -> None:
@@ -389,13 +494,18 @@ def _write_report(path: str, text: str) -> None:
 
 def _emit(text: str, file=None, end: str = "\n") -> None:
     """Command output. A reader that has gone away (`| head -1`) ends the output, not the
-    command: its exit status stays the one it computed (a mismatch must still exit 1 in CI)."""
+    command: its exit status stays the one it computed (a mismatch must still exit 1 in CI).
+    Output that cannot be written at all (a full disk, an I/O error) is an environment error."""
     file = file or sys.stdout
     try:
         file.write(text + end)
         file.flush()
     except BrokenPipeError:
         _reader_gone(file.fileno())
+    except OSError as e:
+        name = "standard error" if file is sys.stderr else "standard output"
+        _reader_gone(file.fileno())         # Python's flush at exit must not fail again
+        raise EnvironmentProblem(f"cannot write {name}: {e.strerror or e}") from None
 
 
 def _reader_gone(fd: int) -> None:
@@ -410,24 +520,54 @@ def reproduce_line(config_args: list[str], probe: str) -> str:
     return shlex.join(["kvmharness", "probe", *config_args, probe])
 
 
+def _check_process_environment() -> None:
+    """What every command needs from the process it runs in, checked before anything is done."""
+    for fd, name in ((1, "standard output"), (2, "standard error")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            # A closed descriptor would be reused by the next open() (/dev/kvm as "stdout"):
+            # park /dev/null there, then refuse.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+            raise EnvironmentProblem(f"{name} is closed (run with it open, e.g. >/dev/null)")
+    try:
+        os.getcwd()
+    except OSError as e:
+        raise EnvironmentProblem(f"the working directory is unusable ({e.strerror}): "
+                                 "cd to a directory that exists") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
+        _check_process_environment()
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except HarnessError as e:
-        print(f"kvmharness: {e}", file=sys.stderr)
+        _print_error(f"kvmharness: {printable(e, 500)}")
         return e.exit_code
     except KeyboardInterrupt:
-        print("kvmharness: interrupted", file=sys.stderr)
+        _print_error("kvmharness: interrupted")
         return 130
     except BrokenPipeError:
         return EXIT_OK
     except Exception as e:                      # a harness bug: one line unless asked for more
         if os.environ.get("KVMHARNESS_DEBUG"):
             raise
-        print(f"kvmharness: internal error: {type(e).__name__}: {e} "
-              "(set KVMHARNESS_DEBUG=1 for the traceback)", file=sys.stderr)
+        _print_error(f"kvmharness: internal error: {type(e).__name__}: {printable(e, 500)} "
+                     "(set KVMHARNESS_DEBUG=1 for the traceback)")
         return EXIT_MISMATCH
+
+
+def _print_error(line: str) -> None:
+    """The one line of an error, on stderr if it can take it (else nothing more can be said)."""
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, AttributeError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

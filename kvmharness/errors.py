@@ -49,3 +49,36 @@ class MachineFault(HarnessError):
     observation of KVM and so never a mismatch."""
 
     exit_code = EXIT_MISMATCH
+
+
+def printable(value, limit: int | None = 200, blank_whitespace: bool = False) -> str:
+    """Text taken from the user or an input file, made safe for one line of a terminal: control
+    characters (newlines, escapes) shown escaped, or newlines and tabs as blanks, and at most
+    `limit` characters."""
+    text = str(value)
+    if not text.isprintable():
+        text = "".join(ch if ch.isprintable() else " " if blank_whitespace and ch in "\n\r\t"
+                       else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+                       for ch in text)
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
+
+
+def shown(value, limit: int = 60) -> str:
+    """A value quoted for an error message: JSON, ASCII only, one bounded line."""
+    import json
+    try:
+        text = json.dumps(value, ensure_ascii=True)
+    except (TypeError, ValueError):
+        text = printable(repr(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def did_you_mean(word: str, candidates, n: int = 3, canonical=None) -> str:
+    """'; did you mean: a, b, c?' (up to n distinct targets), or '' when nothing is close."""
+    import difflib
+    picks: list[str] = []
+    for c in difflib.get_close_matches(word, list(candidates), n=4 * n, cutoff=0.6):
+        c = canonical(c) if canonical else c
+        if c not in picks:
+            picks.append(c)
+    return f"; did you mean: {', '.join(picks[:n])}?" if picks else ""

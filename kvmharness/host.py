@@ -191,6 +191,8 @@ class HostFacts:
     quirks: int | None = None        # KVM_CHECK_EXTENSION(KVM_CAP_DISABLE_QUIRKS2): quirks a VM may disable
     lab: dict | None = None          # the emulated lab this kernel runs in (kvmharness vm), else None
     gather_ms: float = field(default=0.0, compare=False)
+    # KVM_GET_SUPPORTED_HV_CPUID on /dev/kvm (KVM_CAP_SYS_HYPERV_CPUID); empty: no Hyper-V here
+    supported_hv_cpuid: CpuidTable = field(default_factory=CpuidTable)
 
     @property
     def backend(self) -> str:
@@ -227,6 +229,7 @@ class HostFacts:
             feature_msrs=dict(self.feature_msrs),
             host_vendor=self.host_vendor,
             caps=dict(self.caps),
+            hv_cpuid=self.supported_hv_cpuid,
             hypervisor=self.hypervisor_signature if self.hypervisor else None,
             name="live",
         )
@@ -240,6 +243,7 @@ class HostFacts:
             "caps": dict(self.caps),
             "supported_cpuid": self.supported_cpuid.to_json(),
             "emulated_cpuid": self.emulated_cpuid.to_json(),
+            "supported_hv_cpuid": self.supported_hv_cpuid.to_json(),
             "msr_index_list": [_hex(i) for i in self.msr_index_list],
             "feature_msr_list": [_hex(i) for i in self.feature_msr_list],
             "feature_msrs": {_hex(k): _hex(v) for k, v in self.feature_msrs.items()},
@@ -302,6 +306,8 @@ class HostFacts:
                 cpuid_signature=_num(data.get("cpuid_signature", 0)),
                 hypervisor=bool(data.get("hypervisor", False)),
                 hypervisor_signature=data.get("hypervisor_signature"),
+                supported_hv_cpuid=CpuidTable.from_json(data.get("supported_hv_cpuid", []),
+                                                        f"{where}: supported_hv_cpuid"),
                 quirks=opt("quirks"),
                 lab=lab,
             )
@@ -329,6 +335,8 @@ def gather_facts(kvm: Kvm | None = None) -> HostFacts:
                 else CpuidTable())
     feature_list = tuple(_try(kvm.msr_feature_index_list, [])) if caps.get("GET_MSR_FEATURES") else ()
     feature_msrs = _try(lambda: kvm.get_msrs(feature_list), {}) if feature_list else {}
+    hv_cpuid = (_try(kvm.supported_hv_cpuid, CpuidTable()) if caps.get("SYS_HYPERV_CPUID")
+                else CpuidTable())
     xcomp = (_try(lambda: kvm.get_device_attr(0, KVM_X86_XCOMP_GUEST_SUPP), None)
              if caps.get("SYS_ATTRIBUTES") else None)
 
@@ -363,6 +371,7 @@ def gather_facts(kvm: Kvm | None = None) -> HostFacts:
         cpuid_signature=l1[0],
         hypervisor=hyper,
         hypervisor_signature=hsig,
+        supported_hv_cpuid=hv_cpuid,
         quirks=caps.get("DISABLE_QUIRKS2") if "DISABLE_QUIRKS2" in caps else None,
         lab=lab,
     )

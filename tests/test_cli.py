@@ -36,7 +36,7 @@ def test_help_and_version():
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["probe", "cr4:x"], "'x' is not a number"),
+    (["probe", "cr4:x"], '"x" is not a number'),
     (["probe", "cr4:99"], "out of range"),
     (["probe", "frob:1"], "unknown probe kind"),
     (["probe", "rdmsr"], "takes 1 argument"),

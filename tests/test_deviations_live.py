@@ -27,7 +27,8 @@ def test_every_deviation_cites_its_section_in_the_repository():
 
 
 def _witness_item(dev_id: str, w: dict) -> Item:
-    return Item("deviation", GuestConfig(dev_id, tuple(w.get("set", ())), tuple(w.get("clear", ()))),
+    return Item("deviation", GuestConfig(dev_id, tuple(w.get("set", ())), tuple(w.get("clear", ())),
+                                         quirks_disabled=int(w.get("quirks_disabled", "0"), 0)),
                 "witness", w["probe"])
 
 

@@ -619,3 +619,196 @@ def test_a_report_that_validates_can_be_diffed_and_rendered(data):
     summary_line(rep)
     to_junit(rep)
     to_ktap(rep)
+
+
+# == the promised exit 2, one line (issue 16) =====================================================
+def _with_result_field(good: Path, tmp_path: Path, name: str, key: str, raw_value: str) -> Path:
+    """good.json with results[0].observed[key] set to raw JSON text: schema-valid otherwise."""
+    rep = json.loads(good.read_text())
+    rep["results"][0]["observed"][key] = "@@VALUE@@"
+    p = tmp_path / name
+    p.write_text(json.dumps(rep).replace('"@@VALUE@@"', raw_value))
+    return p
+
+
+@pytest.mark.parametrize("name,raw", [
+    ("digits-300", "1" * 300), ("digits-5000", "9" * 5000), ("negative-400", "-" + "7" * 400),
+    ("deep-100", "[" * 100 + "]" * 100), ("deep-900", "[" * 900 + "]" * 900),
+    ("deep-dicts", '{"a":' * 200 + "0" + "}" * 200), ("nan", "NaN"), ("inf", "-Infinity")])
+def test_unusable_numbers_and_nesting_in_a_valid_report(name, raw, good_report, tmp_path, capsys,
+                                                        monkeypatch):
+    """Before: diff printed 'internal error' (OverflowError, RecursionError) and exited 1, and a
+    full `run --baseline` lost its verdict. Now the file is refused before anything runs."""
+    bad = _with_result_field(good_report, tmp_path, f"{name}.json", "x", raw)
+    for args in (["diff", str(good_report), str(bad)], ["diff", str(bad), str(good_report)],
+                 ["run", "--baseline", str(bad)]):
+        code, out, err = _main(args, capsys, monkeypatch,
+                               KVMHARNESS_DEVICE=str(tmp_path / "no-kvm"))
+        line = _one_line(code, err)
+        assert str(bad) in line and len(line) < 300 and out == ""
+
+
+def test_a_5000_digit_kernel_is_one_short_line(capsys, monkeypatch):
+    for text in ("6." + "1" * 5000, "1" * 5000, "1" * 5000 + ".1", "6.18" + "\x1b[2J"):
+        code, out, err = _main(["explain", "shstk", "--host", str(PROFILE), "--kernel", text],
+                               capsys, monkeypatch)
+        line = _one_line(code, err)
+        assert len(line) < 200 and "\x1b" not in line and "kernel version" in line
+
+
+PROFILE = REPO / "tests" / "data" / "profiles" / "fc-amd-genoa-6.18host.json"
+
+
+def test_host_empty_is_a_usage_error_not_this_machine(capsys, monkeypatch):
+    for args in (["explain", "shstk", "--host", ""], ["lint", str(PROFILE), "--host", ""]):
+        code, out, err = _main(args, capsys, monkeypatch)
+        assert "--host" in _one_line(code, err) and out == ""
+
+
+def test_param_names_the_backend_lacks_are_refused(capsys, monkeypatch):
+    base = ["explain", "shstk", "--host", str(PROFILE)]
+    for param, hint in (("bogus=1", None), ("ept=Y", "npt"), ("np=N", "npt")):
+        code, out, err = _main(base + ["--param", param], capsys, monkeypatch)
+        line = _one_line(code, err)
+        assert "kvm_amd" in line and (hint is None or f"did you mean: {hint}" in line)
+    for param in ("npt=N", "tdp_mmu=N", "ignore_msrs=Y"):      # kvm_amd's and kvm's own
+        code, out, err = _main(base + ["--param", param], capsys, monkeypatch)
+        assert code == 0, err
+
+
+def test_names_from_input_files_are_printed_escaped(tmp_path, capsys, monkeypatch):
+    host = json.loads(PROFILE.read_text())
+    evil = tmp_path / "evil.json"
+    evil.write_text(json.dumps({"supported": host, "name": "h\x1b]0;pwned\x07\n2nd line",
+                                "\x1b[31mred": 1}))
+    code, out, err = _main(["explain", "shstk", "--host", str(evil)], capsys, monkeypatch)
+    line = _one_line(code, err)
+    assert "\x1b" not in line and "\\u001b" in line          # the unknown key, escaped
+    named = tmp_path / "named.json"
+    named.write_text(json.dumps({"supported": host, "name": "h\x1b]0;pwned\x07\n2nd line"}))
+    code, out, err = _main(["explain", "shstk", "--host", str(named)], capsys, monkeypatch)
+    assert code == 0 and "\x1b" not in out and "\x07" not in out and "2nd line" in out
+    assert not any(line.startswith("2nd line") for line in out.splitlines())
+    weird = tmp_path / "we\x1bird\nname.json"
+    code, out, err = _main(["lint", str(weird)], capsys, monkeypatch)
+    assert "\x1b" not in _one_line(code, err)
+
+
+def _child_peak_rss_kib(args, **env) -> tuple[subprocess.CompletedProcess, int]:
+    """Run the CLI in a fresh process; its peak RSS from wait4()."""
+    proc = subprocess.Popen([sys.executable, "-m", "kvmharness", *args], cwd=REPO,
+                            env=_cli_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    out, err = proc.communicate(timeout=300)
+    # Popen has reaped it; ru_maxrss of RUSAGE_CHILDREN is the largest child so far, so compare
+    # with a baseline child (see the caller).
+    import resource
+    return (subprocess.CompletedProcess(args, proc.returncode, out, err),
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+
+
+def test_reading_a_huge_table_or_report_stays_within_ten_times_the_file(tmp_path):
+    """Before: a 64 MiB CPUID table took 2.1 GB and 31 s. Tables are refused from their size
+    (KVM takes 256 entries); a large report is read within ~10x its size."""
+    entry = '{"function": %d, "index": 0, "flags": 0, "eax": 1, "ebx": 2, "ecx": 3, "edx": 4}'
+    table = tmp_path / "t64.json"
+    with open(table, "w") as f:
+        f.write("[" + ", ".join(entry % i for i in range(800_000)) + "]")
+    size = table.stat().st_size
+    assert size > 60 << 20
+    done, _ = _child_peak_rss_kib(["lint", str(table), "--host", str(PROFILE)])
+    _one_line(done.returncode, done.stderr)
+    # A 20 MiB report (schema-valid, 20k results), diffed with itself; and a dense one refused.
+    from kvmharness.report import build_report, dumps_report
+    results = [_result(f"f{i}/c/l") for i in range(20_000)]
+    for r in results:
+        r["reason"] = ["a reason of a realistic length, naming the KVM function " * 3]
+    big = tmp_path / "big.json"
+    big.write_text(dumps_report(build_report(HOST, results, "2026-11-25T10:00:00Z", 1.0, {})))
+    baseline, base_rss = _child_peak_rss_kib(["diff", str(PROFILE), str(PROFILE)])
+    assert baseline.returncode == 2
+    done, rss = _child_peak_rss_kib(["diff", str(big), str(big)])
+    assert done.returncode == 0, done.stderr
+    grown = (rss - base_rss) * 1024
+    assert grown < 10 * 2 * big.stat().st_size, (grown >> 20, big.stat().st_size >> 20)
+    dense = tmp_path / "dense.json"
+    dense.write_text("[" + ",".join(["{}"] * 3_000_000) + "]")
+    done, _ = _child_peak_rss_kib(["diff", str(dense), str(dense)])
+    assert "too dense" in _one_line(done.returncode, done.stderr)
+
+
+def test_unusable_cache_dir_or_home_is_an_environment_error(tmp_path, monkeypatch):
+    from kvmharness.errors import EnvironmentProblem
+    from kvmharness.guest import assemble
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for env in ({"XDG_CACHE_HOME": str(afile / "x")}, {"XDG_CACHE_HOME": "", "HOME": str(afile)},
+                {"XDG_CACHE_HOME": "relative", "HOME": str(afile)},
+                {"XDG_CACHE_HOME": "/proc/version"}):
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        with pytest.raises(EnvironmentProblem) as e:
+            assemble.cache_dir()
+        assert "\n" not in str(e.value) and "XDG_CACHE_HOME" in str(e.value)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "ok"))
+    assert assemble.cache_dir() == tmp_path / "ok" / "kvmharness"
+
+
+@pytest.mark.kvm
+def test_unusable_cache_dir_through_the_real_cli(kvm, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    done = subprocess.run([sys.executable, "-m", "kvmharness", "probe", "cpuid:0:0"], cwd=REPO,
+                          env=_cli_env(XDG_CACHE_HOME=str(afile / "x")), capture_output=True,
+                          text=True, timeout=120)
+    assert "payload cache" in _one_line(done.returncode, done.stderr)
+
+
+@pytest.mark.parametrize("redirect,words", [(">&-", "standard output is closed"),
+                                            (">/dev/full", "No space left on device")])
+def test_stdout_closed_or_full(redirect, words, good_report):
+    done = subprocess.run(f'exec "{sys.executable}" -m kvmharness diff "{good_report}" '
+                          f'"{good_report}" {redirect}', shell=True, cwd=REPO, env=_cli_env(),
+                          capture_output=False, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert words in _one_line(done.returncode, done.stderr)
+
+
+def test_a_deleted_working_directory(tmp_path, good_report):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    done = subprocess.run(f'cd "{gone}" && rmdir "{gone}" && exec "{sys.executable}" -m '
+                          f'kvmharness diff "{good_report}" "{good_report}"', shell=True,
+                          env=_cli_env(), capture_output=True, text=True, timeout=60)
+    assert "working directory" in _one_line(done.returncode, done.stderr)
+
+
+def test_a_stuck_assembler_is_stopped_after_the_timeout(tmp_path, monkeypatch):
+    """A GNU as that never returns (and leaves a child holding its pipes): stopped, with its
+    whole process group, one EnvironmentProblem line."""
+    from kvmharness.errors import EnvironmentProblem
+    from kvmharness.guest import assemble
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    pids = tmp_path / "pids"
+    for tool in ("as", "ld", "objcopy", "nm"):
+        (fake / tool).write_text(f"#!/bin/sh\nsleep 600 &\necho $$ $! >> {pids}\nwait\n")
+        (fake / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(assemble, "TOOL_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(assemble, "_memo", {})
+    with pytest.raises(EnvironmentProblem) as e:
+        assemble.assemble("runtime", 0x10000)
+    assert "did not finish within 0.5 s" in str(e.value) and "\n" not in str(e.value)
+    import time
+    for pid in map(int, pids.read_text().split()):
+        for _ in range(100):                     # SIGKILL is delivered asynchronously
+            try:                                 # gone, or a zombie waiting for its reaper
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except FileNotFoundError:
+                break
+            if state in ("Z", "X"):
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail(f"process {pid} of the stuck assembler is still running")

@@ -120,3 +120,98 @@ def test_not_a_tree(tmp_path):
     (tmp_path / "x").mkdir()
     with pytest.raises(UsageError, match="Makefile: missing"):
         read_tree(tmp_path / "x")
+
+
+# -- --source and `kvmharness catalogue` ------------------------------------------------------------
+def _cli(*args):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "kvmharness", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+SPR = Path(__file__).resolve().parent / "data" / "profiles" / "fc-intel-sapphire-rapids-6.18host.json"
+
+
+def test_explain_with_source_takes_the_trees_classes_and_release(trees):
+    import json
+    new, old = _tree(trees, "7.2."), _tree(trees, "6.18.")
+    d = json.loads(_cli("explain", "movrs", "--host", str(SPR), "--source", str(new), "--json").stdout)
+    assert d["class"] == "plain" and d["kernel"] == "7.2"
+    assert f"classes read from {new} (7.2.8)" in d["rules_note"]
+    d = json.loads(_cli("explain", "movrs", "--host", str(SPR), "--source", str(old), "--json").stdout)
+    assert d["class"] == "untracked" and d["kernel"] == "6.18"
+    d = json.loads(_cli("explain", "movrs", "--host", str(SPR), "--source", str(new), "--kernel",
+                        "6.19", "--json").stdout)
+    assert d["class"] == "plain" and d["kernel"] == "6.19"         # --kernel: the other rules
+
+
+def test_a_patched_tree_changes_the_model(trees, tmp_path):
+    """A patch author's tree: PKU made EMULATED_F is effective without host support."""
+    from kvmharness.cpu.source import with_source
+    from kvmharness.model import effective_caps, load_host_file
+    from kvmharness.model.profile import VcpuConfig
+    from kvmharness.conformance.config import edit_cpuid
+    t = _copy(_tree(trees, "6.18."), tmp_path)
+    cpuid = t / "arch/x86/kvm/cpuid.c"
+    cpuid.write_text(cpuid.read_text().replace("\t\tF(PKU),", "\t\tEMULATED_F(PKU),", 1))
+    host = load_host_file(SPR, kernel="6.18")
+    table = edit_cpuid(host.supported, (), ("pku",))
+    host = host.__class__(**{**host.__dict__, "supported": table})
+    vcpu = VcpuConfig(edit_cpuid(table, ("pku",), ()))
+    assert not effective_caps(host, vcpu).has("pku")
+    patched = with_source(host, t)
+    assert effective_caps(patched, vcpu).has("pku")
+    assert effective_caps(patched, vcpu).klass("pku") == "emulated"
+
+
+def test_catalogue_command(trees):
+    a, b = _tree(trees, "6.18."), _tree(trees, "7.2.")
+    p = _cli("catalogue", "--source", str(a), "--source", str(b))
+    assert p.returncode == 0, p.stderr
+    assert "movrs" in p.stdout and "untracked -> plain" in p.stdout
+    assert "gp_on_user_cpuid" in p.stdout and "untracked -> emulated" in p.stdout
+    p = _cli("catalogue", "--source", str(b))                     # against its own release
+    assert p.returncode == 0 and "no class differences" in p.stdout
+    p = _cli("catalogue", "--source", str(b), "--kernel", "6.12", "--json")
+    import json
+    d = json.loads(p.stdout)
+    assert {"feature": "eraps", "ref": "0x80000021.0.eax.24", "a": "plain", "b": "untracked"} in \
+        d["differences"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("catalogue",), "give --source TREE"),
+    (("catalogue", "--kernel", "6.12"), "give --source TREE"),
+    (("catalogue", "--kernel", "6.1", "--kernel", "6.12", "--kernel", "7.0"), "at most two sides"),
+    (("catalogue", "--source", "/nonexistent/tree"), "/nonexistent/tree: not a directory"),
+    (("explain", "pku", "--host", str(SPR), "--source", "/nonexistent/tree"), "not a directory"),
+    (("lint", str(SPR), "--host", str(SPR), "--source", "/nonexistent/tree"), "not a directory"),
+    (("rejudge", "/nonexistent/r.json", "--source", "/nonexistent/tree"), "not a directory"),
+])
+def test_source_usage_errors_are_one_line(args, message):
+    p = _cli(*args)
+    assert p.returncode == 2 and p.stdout == ""
+    assert len(p.stderr.strip().splitlines()) == 1 and message in p.stderr
+
+
+def test_rejudge_with_source(trees):
+    from tests.test_rejudge import constructed_report
+    from kvmharness.conformance.rejudge import rejudge
+    rep = constructed_report(("pku",))
+    again = rejudge(rep, "constructed", None, str(_tree(trees, "7.2.")))
+    assert again["selection"]["kernel_rules"] == "7.2"
+    assert again["selection"]["classes_source"]["version"] == "7.2.8"
+    assert "classes read from" in again["selection"]["rules_note"]
+
+
+@pytest.mark.kvm
+def test_live_run_with_source(trees, tmp_path):
+    import json
+    out = tmp_path / "r.json"
+    p = _cli("run", "--source", str(_tree(trees, "7.2.")), "--feature", "pku", "--json", str(out),
+             "-j", "1")
+    assert p.returncode in (0, 1), p.stderr
+    sel = json.loads(out.read_text())["selection"]
+    assert sel["kernel_rules"] == "7.2" and sel["classes_source"]["version"] == "7.2.8"
+    assert "classes read from" in p.stdout

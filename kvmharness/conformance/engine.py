@@ -17,8 +17,8 @@ from ..errors import RESOURCE_ERRNOS, UsageError
 from ..model.profile import HostProfile, VcpuConfig
 from ..probes.payloads import guest_code, parse
 from .config import GuestConfig, resolve_feature
-from ..probes.matrix import (EDIT_BITS, HOST_LEVEL, PV_FEATURES, ROWS, USER_SPACE_MSR_INVAL_UNKNOWN, VARIANTS, Row,
-                     features)
+from ..probes.matrix import (EDIT_BITS, GROUPS, HOST_LEVEL, PV_FEATURES, PV_HYPERCALL_FEATURES, ROWS,
+                             USER_SPACE_MSR_INVAL_UNKNOWN, VARIANTS, Row, Variant, features)
 
 @dataclass(frozen=True)
 class Item:
@@ -29,6 +29,7 @@ class Item:
     label: str
     probe: str
     category: str = "behaviour"
+    timeout_ms: float | None = None         # the row's own (shorter) probe timeout
 
     @property
     def id(self) -> str:
@@ -53,10 +54,19 @@ def _supported(profile: HostProfile, feature: str) -> bool:
     return all(has(t) for t in _edit_refs(feature))
 
 
+def _config(name: str, v: Variant, set_: tuple[str, ...] = ()) -> GuestConfig:
+    return GuestConfig(name, set=set_ + v.set, clear=v.clear, quirks_disabled=v.quirks_disabled,
+                       user_space_msr=v.user_space_msr, vendor=v.vendor, vm_caps=v.vm_caps,
+                       msr_filter=v.msr_filter, hyperv=v.hyperv, enforce_pv_cpuid=v.enforce_pv_cpuid)
+
+
 def configs_for(profile: HostProfile, feature: str) -> list[GuestConfig]:
-    """on / claimed-unsupported, off, the declared variants, and enforced PV variants."""
+    """on / claimed-unsupported, off, the declared variants, and enforced PV variants; a group's
+    own list for the groups that are not one CPUID feature (matrix.GROUPS)."""
     if feature in HOST_LEVEL:
         return [BASE]
+    if feature in GROUPS:
+        return [_config(v.suffix, v) for v in GROUPS[feature]]
     refs = _edit_refs(feature)
     primary = "on" if _supported(profile, feature) else "claimed-unsupported"
     out = [GuestConfig(primary, set=refs), GuestConfig("off", clear=refs)]
@@ -65,12 +75,12 @@ def configs_for(profile: HostProfile, feature: str) -> list[GuestConfig]:
         if suffix is None:
             suffix = "".join(f"+{f}-{'on' if _supported(profile, f) else 'claimed'}" for f in v.set)
             suffix += "".join(f"+{f}-off" for f in v.clear)
-        out.append(GuestConfig(primary + suffix, set=refs + v.set, clear=v.clear,
-                               quirks_disabled=v.quirks_disabled, user_space_msr=v.user_space_msr))
+        out.append(_config(primary + suffix, v, refs))
     if feature in PV_FEATURES:
+        usms = (0,) if feature in PV_HYPERCALL_FEATURES else (0, USER_SPACE_MSR_INVAL_UNKNOWN)
         out += [GuestConfig(c.name + "+enforce" + ("+user-space-msr" if usm else ""), c.set, c.clear,
                             enforce_pv_cpuid=True, user_space_msr=usm)
-                for c in out[:2] for usm in (0, USER_SPACE_MSR_INVAL_UNKNOWN)]
+                for c in out[:2] for usm in usms]
     return out
 
 
@@ -124,7 +134,7 @@ def plan(profile: HostProfile, selected: list[str] | None = None, cpuid: bool = 
         items += cpuid_items(profile.supported)
     for feat in wanted:
         for cfg in configs_for(profile, feat):
-            items += [Item(feat, cfg, r.label, r.probe, r.category) for r in by_feature[feat]]
+            items += [Item(feat, cfg, r.label, r.probe, r.category, r.timeout_ms) for r in by_feature[feat]]
     return items
 
 
@@ -150,7 +160,7 @@ class Session:
     def vcpu(self, config: GuestConfig) -> VcpuConfig:
         v = self._vcpus.get(config)
         if v is None:
-            v = self._vcpus[config] = config.vcpu(self.profile.supported)
+            v = self._vcpus[config] = config.vcpu(self.profile.supported, self.profile.hv_cpuid)
         return v
 
     def judge(self, item: Item) -> dict:
@@ -180,9 +190,11 @@ class Session:
             start = time.perf_counter()
             failed: Exception | None = None
             try:
+                timeout = min([self.timeout_ms] + [items[i].timeout_ms for i, _, _, _ in to_run
+                                                   if items[i].timeout_ms is not None])
                 observed = self.runner.run_many(self.vcpu(items[0].config),
                                                 [(spec, guest_code(spec)) for _, spec, _, _ in to_run],
-                                                self.timeout_ms)
+                                                timeout)
             except Exception as e:              # the run itself failed: every item it carried
                 observed, failed = [None] * len(to_run), e
             share = (time.perf_counter() - start) / len(to_run)

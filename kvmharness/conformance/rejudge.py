@@ -33,9 +33,13 @@ def recorded_profile(report: dict, where: str, kernel=None) -> HostProfile:
     return profile_from_record(record, where, rules)
 
 
-def rejudge(report: dict, where: str, kernel=None) -> dict:
-    """A new report: the same header and observations, verdicts from the current model."""
+def rejudge(report: dict, where: str, kernel=None, source=None) -> dict:
+    """A new report: the same header and observations, verdicts from the current model (with
+    the classes of the Linux tree `source`, and its release's rules unless `kernel`)."""
     profile = recorded_profile(report, where, kernel)
+    if source:
+        from ..cpu.source import with_source
+        profile = with_source(profile, source, kernel)
     session = Session(profile)
     results = []
     for r in report["results"]:
@@ -46,7 +50,11 @@ def rejudge(report: dict, where: str, kernel=None) -> dict:
         new = session.judge_observed(item, r["observed"], r.get("skip_reason"))
         new["duration_us"] = r.get("duration_us")
         results.append(new)
-    selection = {**report["selection"], "kernel_rules": ".".join(map(str, profile.kernel))}
+    selection = {**report["selection"], "kernel_rules": ".".join(map(str, profile.kernel)),
+                 "rules_note": profile.rules_note}
+    if profile.source is not None:
+        selection["classes_source"] = {"path": profile.source.path,
+                                       "version": profile.source.version_text}
     out = build_report(report["host"], results, report["started"], report["duration_s"],
                        selection, tool=report["tool"])
     out["rejudged"] = {"tool": {"name": "kvmharness", "version": __version__},

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, replace
 from typing import Iterable, Iterator
 
-from ..errors import UsageError
+from ..errors import UsageError, printable, shown
 
 REGS = ("eax", "ebx", "ecx", "edx")
 KVM_CPUID_FLAG_SIGNIFCANT_INDEX = 1  # sic: the uAPI spelling
@@ -50,12 +50,12 @@ def _int_field(obj: dict, name: str, where: str, default: int | None = None) -> 
         raise UsageError(f"{where}: missing field {name!r}")
     value = obj[name]
     if isinstance(value, bool):
-        raise UsageError(f"{where}: field {name!r} must be a number, not {value!r}")
+        raise UsageError(f"{where}: field {name!r} must be a number, not {shown(value)}")
     if isinstance(value, str):
         try:
             value = int(value, 0)
         except ValueError:
-            raise UsageError(f"{where}: field {name!r} is not a number: {value!r}") from None
+            raise UsageError(f"{where}: field {name!r} is not a number: {shown(value)}") from None
     if not isinstance(value, int):
         raise UsageError(f"{where}: field {name!r} must be a number, not {type(value).__name__}")
     if not 0 <= value <= U32:
@@ -171,7 +171,8 @@ class CpuidTable:
 
     @classmethod
     def load(cls, path: str) -> "CpuidTable":
-        return cls.from_json(load_json_file(path), where=str(path))
+        return cls.from_json(load_json_file(path, MAX_TABLE_BYTES, MAX_TABLE_TOKENS, "CPUID table"),
+                             where=printable(path))
 
 
 # Leaves whose subleaf (ECX) selects a different answer; KVM sets SIGNIFCANT_INDEX on them.
@@ -179,36 +180,107 @@ INDEXED_LEAVES = frozenset({0x4, 0x7, 0xB, 0xD, 0xF, 0x10, 0x12, 0x14, 0x17, 0x1
                             0x1D, 0x1E, 0x1F, 0x20, 0x23, 0x24, 0x8000001D, 0x80000020, 0x80000026})
 
 
-MAX_JSON_BYTES = 64 << 20        # far above any report or CPUID table; bounds hostile input
+MAX_JSON_BYTES = 64 << 20        # far above any report; bounds hostile input
+# Inputs that hold CPUID tables (lint FILE, --host FILE) are small: KVM takes at most 256
+# entries (KVM_MAX_CPUID_ENTRIES), a recorded host a few thousand JSON values.
+MAX_TABLE_BYTES = 8 << 20
+MAX_TABLE_TOKENS = 1 << 16
+# Python objects cost far more than their JSON text: an empty dict is 64 bytes for the 3 bytes
+# of "{}," and a short string ~50 for "\"a\",". Refusing text with more than one JSON value per
+# this many bytes (a run's report has one per ~15) keeps a parse within ~10x the file's size;
+# below DENSITY_FROM_BYTES the absolute cost is small whatever the shape (hand-made reports are
+# denser).
+MIN_BYTES_PER_TOKEN = 10
+DENSITY_FROM_BYTES = 1 << 20
+MAX_JSON_DEPTH = 64              # reports nest ~6 deep; the code that walks them recurses
+MAX_JSON_DIGITS = 24             # a u64 has 20 digits: hundreds of digits are not a value of ours
 
 
-def load_json_file(path: str) -> object:
-    """Read a JSON file, turning every way it can be bad into one UsageError line."""
+def _json_tokens(raw: bytes) -> int:
+    """An upper bound on the number of JSON values in `raw`, counted at C speed (separators and
+    openers inside strings count too, which only overestimates)."""
+    return sum(raw.count(c) for c in (b",", b":", b"{", b"[")) + 1
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_JSON_DIGITS:
+        raise _TooBig(f"an integer of {len(text.lstrip('-'))} digits")
+    return int(text)
+
+
+def _no_constant(name: str):
+    raise _TooBig(f"{name} is not a JSON number")
+
+
+class _TooBig(ValueError):
+    pass
+
+
+def _check_depth(obj, limit: int = MAX_JSON_DEPTH) -> None:
+    """Refuse nesting deeper than `limit` without recursing (the walk itself must not overflow)."""
+    stack = [(obj, 1)] if isinstance(obj, (dict, list)) else []
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            raise _TooBig(f"nested more than {limit} levels deep")
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)) and c)
+
+
+def load_json_file(path: str, max_bytes: int = MAX_JSON_BYTES,
+                   max_tokens: int | None = None, what: str = "kvmharness JSON file") -> object:
+    """Read a JSON file, turning every way it can be bad into one UsageError line. Memory stays
+    within ~10x the file: size, value count and density are checked on the bytes before parsing;
+    integers are bounded as they are parsed, depth right after."""
+    raw = read_input(path, max_bytes, what)
+    return json_from_bytes(raw, printable(path), max_tokens, what)
+
+
+def read_input(path: str, max_bytes: int, what: str) -> bytes:
+    """A user's input file as bytes, at most max_bytes; every failure one UsageError line."""
+    shown = printable(path)
     try:
         with open(path, "rb") as f:
-            raw = f.read(MAX_JSON_BYTES + 1)
+            raw = f.read(max_bytes + 1)
     except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
+        raise UsageError(f"{shown}: no such file") from None
     except IsADirectoryError:
-        raise UsageError(f"{path}: is a directory, expected a JSON file") from None
+        raise UsageError(f"{shown}: is a directory, expected a {what}") from None
     except PermissionError:
-        raise UsageError(f"{path}: permission denied") from None
+        raise UsageError(f"{shown}: permission denied") from None
     except OSError as e:
-        raise UsageError(f"{path}: cannot read: {e.strerror}") from None
-    if len(raw) > MAX_JSON_BYTES:
-        raise UsageError(f"{path}: larger than {MAX_JSON_BYTES >> 20} MiB, not a kvmharness JSON file")
+        raise UsageError(f"{shown}: cannot read: {e.strerror}") from None
+    if len(raw) > max_bytes:
+        raise UsageError(f"{shown}: larger than {max_bytes >> 20} MiB, not a {what}")
+    return raw
+
+
+def json_from_bytes(raw: bytes, shown: str, max_tokens: int | None, what: str) -> object:
+    """Parse JSON text after the cheap checks that bound what parsing it can cost."""
+    tokens = _json_tokens(raw)
+    if max_tokens is not None and tokens > max_tokens:
+        raise UsageError(f"{shown}: more than {max_tokens} JSON values, not a {what}")
+    if max_tokens is None and len(raw) >= DENSITY_FROM_BYTES and tokens * MIN_BYTES_PER_TOKEN > len(raw):
+        raise UsageError(f"{shown}: {tokens} JSON values in {len(raw)} bytes, too dense for a {what}")
+    return parse_json_text(raw, shown)
+
+
+def parse_json_text(raw: bytes | str, shown: str) -> object:
+    """json.loads with our bounds; every failure is one UsageError line naming `shown`."""
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError as e:
-        raise UsageError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise UsageError(f"{shown}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     try:
-        return json.loads(text)
+        data = json.loads(text, parse_int=_bounded_int, parse_constant=_no_constant)
+        _check_depth(data)
+        return data
     except json.JSONDecodeError as e:
-        raise UsageError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        raise UsageError(f"{shown}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except RecursionError:
-        raise UsageError(f"{path}: invalid JSON: nested too deeply") from None
-    except ValueError as e:              # e.g. an integer beyond Python's digit limit
-        raise UsageError(f"{path}: invalid JSON: {str(e).splitlines()[0]}") from None
+        raise UsageError(f"{shown}: invalid JSON: nested too deeply") from None
+    except ValueError as e:              # _TooBig, or an integer beyond Python's digit limit
+        raise UsageError(f"{shown}: unusable JSON: {str(e).splitlines()[0]}") from None
 
 
 def parse_number(text: str, what: str) -> int:
@@ -216,9 +288,9 @@ def parse_number(text: str, what: str) -> int:
     try:
         value = int(text, 0)
     except (ValueError, TypeError):
-        raise UsageError(f"{what}: {text!r} is not a number (decimal or 0x hex)") from None
+        raise UsageError(f"{what}: {shown(text)} is not a number (decimal or 0x hex)") from None
     if value < 0:
-        raise UsageError(f"{what}: {text!r} must not be negative")
+        raise UsageError(f"{what}: {shown(text)} must not be negative")
     return value
 
 

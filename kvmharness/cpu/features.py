@@ -80,11 +80,10 @@ Not catalogued: 0x14 (no KVM word; passed through when INTEL_PT), 0x19 (KeyLocke
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from functools import cached_property
 
-from ..errors import UsageError
+from ..errors import UsageError, did_you_mean
 from .cpuid import REGS, BitRef, CpuidTable
 
 EAX, EBX, ECX, EDX = REGS
@@ -656,16 +655,6 @@ def _normalise(text: str) -> str:
     return t
 
 
-def _suggest(word: str, candidates, n: int = 3, canonical=None) -> str:
-    """'; did you mean: a, b, c?' (up to n distinct targets), or '' when nothing is close."""
-    picks: list[str] = []
-    for c in difflib.get_close_matches(word, list(candidates), n=4 * n, cutoff=0.6):
-        c = canonical(c) if canonical else c
-        if c not in picks:
-            picks.append(c)
-    return f"; did you mean: {', '.join(picks[:n])}?" if picks else ""
-
-
 def by_name(name: str) -> Feature:
     """The feature called ``name`` (catalogue name or alias, case-insensitive)."""
     if not isinstance(name, str) or not name.strip():
@@ -674,7 +663,7 @@ def by_name(name: str) -> Feature:
     f = _BY_NAME.get(t) or _BY_NAME.get(ALIASES.get(t, ""))
     if f is None:
         raise UsageError(f"unknown CPU feature {name.strip()!r}"
-                         f"{_suggest(t, [*_BY_NAME, *ALIASES], canonical=lambda c: ALIASES.get(c, c))}")
+                         f"{did_you_mean(t, [*_BY_NAME, *ALIASES], canonical=lambda c: ALIASES.get(c, c))}")
     return f
 
 
@@ -791,7 +780,7 @@ def property_by_name(name: str) -> Property:
     t = name.strip().lower().replace("-", "_") if isinstance(name, str) else ""
     p = _PROPS.get(t)
     if p is None:
-        raise UsageError(f"unknown CPUID property {name!r}{_suggest(t, _PROPS)}")
+        raise UsageError(f"unknown CPUID property {name!r}{did_you_mean(t, _PROPS)}")
     return p
 
 

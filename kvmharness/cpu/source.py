@@ -60,6 +60,21 @@ class TreeClasses:
     def release(self) -> tuple[int, int]:
         return self.version[:2]
 
+    @property
+    def version_text(self) -> str:
+        return ".".join(map(str, self.version))
+
+
+def with_source(profile, tree, kernel=None):
+    """`profile` judged with the classes read from `tree` and, unless `kernel` (--kernel) says
+    otherwise, the other rules of the tree's release (model/releases.py)."""
+    from dataclasses import replace
+    from ..model.releases import parse_release
+    classes = read_tree(tree)
+    rules = parse_release(kernel if kernel is not None else classes.version_text)
+    return replace(profile, source=classes, kernel=rules.rules,
+                   release=profile.release or rules.given)
+
 
 # -- reading files ----------------------------------------------------------------------------
 def _read(tree: Path, rel: str, what: str) -> str:
@@ -424,3 +439,70 @@ def _pv_bits() -> dict[str, int]:
     """KVM_FEATURE_* bit numbers (uapi kvm_para.h, not in the trees): from the catalogue."""
     from .features import FEATURES, KVM_CPUID_FEATURES as PV
     return {f.name.upper(): f.bit for f in FEATURES if f.leaf == PV}
+
+
+# -- class differences (`kvmharness catalogue`) -------------------------------------------------------
+@dataclass(frozen=True)
+class ClassSide:
+    """One side of a comparison: a tree's classes or the committed catalogue's for a release."""
+
+    label: str                                 # "TREE (7.2.8)" or "catalogue 7.2"
+    classes: dict
+
+
+def catalogue_side(kernel) -> ClassSide:
+    from ..model.releases import parse_release
+    from .features import FEATURES
+    release = parse_release(kernel)
+    k = release.rules
+    label = f"catalogue {k[0]}.{k[1]}" + (f" ({release.note})" if release.note else "")
+    return ClassSide(label, {(f.leaf, f.subleaf, f.reg, f.bit): f.kvm_class(k)
+                             for f in FEATURES if f.tracked(k)})
+
+
+def tree_side(tree) -> ClassSide:
+    t = read_tree(tree)
+    return ClassSide(f"{t.path} ({t.version_text})", dict(t.classes))
+
+
+def class_sides(sources, kernels) -> tuple[ClassSide, ClassSide]:
+    """Two sides from --source TREE and --kernel X.Y options; one tree alone is compared with
+    the catalogue of its release."""
+    sources, kernels = list(sources or ()), list(kernels or ())
+    if len(sources) + len(kernels) > 2:
+        raise UsageError("catalogue: at most two sides (--source TREE or --kernel X.Y)")
+    if not sources and len(kernels) < 2:
+        raise UsageError("catalogue: give --source TREE (with --source B, --kernel X.Y, or alone "
+                         "for its own release), or two --kernel")
+    sides = [tree_side(s) for s in sources]
+    if len(sources) == 1 and not kernels:
+        version = read_tree(sources[0]).version_text
+        sides.append(catalogue_side(version))
+    sides += [catalogue_side(k) for k in kernels]
+    return sides[0], sides[1]
+
+
+def class_differences(a: ClassSide, b: ClassSide) -> list[dict]:
+    """Bits whose class differs between a and b ('untracked' where a side does not track it)."""
+    from .cpuid import BitRef
+    from .features import by_ref
+    out = []
+    for ref in sorted(set(a.classes) | set(b.classes)):
+        ca, cb = a.classes.get(ref, "untracked"), b.classes.get(ref, "untracked")
+        if ca != cb:
+            f = by_ref(BitRef(*ref))
+            out.append({"feature": f.name if f is not None else None,
+                        "ref": f"{ref[0]:#x}.{ref[1]}.{ref[2]}.{ref[3]}", "a": ca, "b": cb})
+    return out
+
+
+def render_class_differences(a: ClassSide, b: ClassSide, diffs: list[dict]) -> str:
+    lines = [f"a: {a.label}", f"b: {b.label}"]
+    if not diffs:
+        return "\n".join(lines + ["no class differences"]) + "\n"
+    width = max(len(d["feature"] or "(not catalogued)") for d in diffs)
+    for d in diffs:
+        lines.append(f"{d['feature'] or '(not catalogued)':<{width}}  {d['ref']:<22} "
+                     f"{d['a']} -> {d['b']}")
+    lines.append(f"{len(diffs)} bit(s) differ")
+    return "\n".join(lines) + "\n"

@@ -18,13 +18,14 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from ..errors import EnvironmentProblem, UsageError
+from ..errors import EnvironmentProblem, UsageError, printable
 
 RECIPE = "as --64; ld -Ttext; objcopy -O binary; v2"
 _TOOLS = ("as", "ld", "objcopy", "nm")
@@ -57,9 +58,25 @@ def sources_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    """$XDG_CACHE_HOME/kvmharness, else ~/.cache/kvmharness; one that cannot be made is an
+    environment error (exit 2). A relative XDG_CACHE_HOME is ignored, as the XDG spec says."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(xdg):
+        base, source = xdg, "XDG_CACHE_HOME"
+    else:
+        home = os.path.expanduser("~")
+        if not os.path.isabs(home):
+            raise EnvironmentProblem("no usable home directory for the payload cache: set HOME or "
+                                     "XDG_CACHE_HOME to an absolute directory")
+        base, source = os.path.join(home, ".cache"), "HOME"
     path = Path(base) / "kvmharness"
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+    except OSError as e:
+        raise EnvironmentProblem(f"payload cache {printable(path)}: {e.strerror or e} (from {source}; "
+                                 "point XDG_CACHE_HOME at a writable directory)") from None
     return path
 
 
@@ -141,7 +158,10 @@ def _store_cached(digest: str, code: bytes, symbols: dict) -> None:
         return
     meta = {"key": digest, "code": code.hex(), "symbols": symbols,
             "sha256": _content_hash(digest, code, symbols)}
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    except OSError:
+        return                               # an unwritable cache only costs a rebuild next time
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(meta, f)
@@ -153,8 +173,26 @@ def _store_cached(digest: str, code: bytes, symbols: dict) -> None:
             pass
 
 
+TOOL_TIMEOUT_S = 60.0       # a payload assembles in well under a second; a stuck tool is stopped
+
+
 def _run(cmd: list[str], what: str) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # Its own session, so a timeout stops the tool and anything it started (which would
+    # otherwise keep the pipes open and the wait going).
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=TOOL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise EnvironmentProblem(f"{what}: {cmd[0]} did not finish within {TOOL_TIMEOUT_S:g} s "
+                                 "and was stopped") from None
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    proc = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
     if proc.returncode != 0:
         first = (proc.stderr or proc.stdout).strip().splitlines()
         raise EnvironmentProblem(f"{what} failed: {first[0] if first else 'exit ' + str(proc.returncode)}")
@@ -163,7 +201,12 @@ def _run(cmd: list[str], what: str) -> str:
 
 def _build(name: str, src: Path, base: int) -> tuple[bytes, dict]:
     _check_tools()
-    with tempfile.TemporaryDirectory(prefix="kvmharness-as-") as tmp:
+    try:
+        workdir = tempfile.TemporaryDirectory(prefix="kvmharness-as-")
+    except OSError as e:
+        raise EnvironmentProblem(f"no usable temporary directory to assemble {src.name} in "
+                                 f"({e.strerror or e}): set TMPDIR to a writable directory") from None
+    with workdir as tmp:
         obj, elf, flat = (os.path.join(tmp, f"{name}.{ext}") for ext in ("o", "elf", "bin"))
         _run(["as", "--64", "-I", str(src.parent), "-o", obj, str(src)], f"assembling {src.name}")
         _run(["ld", "-static", "-nostdlib", f"-Ttext={base:#x}", "-e", f"{base:#x}",

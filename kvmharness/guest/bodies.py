@@ -24,6 +24,8 @@ XSETBV = bytes.fromhex("0f01d1")
 MOV_RAX_CR4 = bytes.fromhex("0f20e0")
 MOV_CR4_RAX = bytes.fromhex("0f22e0")
 OR_RAX_RDX = bytes.fromhex("4809d0")
+VMCALL = bytes.fromhex("0f01c1")
+VMMCALL = bytes.fromhex("0f01d9")
 
 # What a probe body leaves behind that the next probe must not inherit.
 DIRTY_SREGS = "sregs"      # CR0/CR4/EFER/segments may have changed
@@ -127,6 +129,12 @@ def _body(spec: ProbeSpec) -> Body:
     if k == "xsetbv":
         return Body(XSETBV, {"rcx": spec.args[0], **_lo_hi(spec.args[1])},
                     (), frozenset({DIRTY_XCR0}))
+    if k in ("vmcall", "vmmcall"):
+        # KVM's hypercall ABI: number in RAX, arguments in RBX, RCX, RDX, RSI (all 0), result
+        # in RAX. The other vendor's instruction may be patched in place (FIX_HYPERCALL_INSN),
+        # which the body's copy before every probe undoes.
+        return Body(VMCALL if k == "vmcall" else VMMCALL, {"rax": spec.args[0]}, ("rax",),
+                    frozenset())
     if k == "insn":
         # All GPRs 0 but RDI, which points at a zeroed scratch page (the memory operand of
         # instructions that take one). Arbitrary bytes may change anything they can reach.

@@ -39,6 +39,7 @@ DEFAULT_TIMEOUT_MS = 1000.0
 NATIVE_MIN_RUN = 3
 _ZERO_PAGE = bytes(4096)
 _INSN_TAIL = bytes(15)                  # the longest x86 instruction
+_CPUID_0 = ProbeSpec("cpuid", (0, 0))   # a guest probe that runs anywhere (KVM_RUN before a host probe)
 
 
 def runtime_image():
@@ -259,10 +260,18 @@ class Machine:
             vm.enable_cap(kc.KvmCap.X86_USER_SPACE_MSR, self.config.user_space_msr)
         if self.config.quirks_disabled:
             vm.enable_cap(kc.KvmCap.DISABLE_QUIRKS2, self.config.quirks_disabled)
+        for name, arg in self.config.vm_caps:       # before the vCPU: X86_DISABLE_EXITS needs that
+            vm.enable_cap(kc.KvmCap[name], arg)
+        if self.config.msr_filter is not None:
+            f = self.config.msr_filter
+            vm.set_msr_filter(int(f.default_deny),
+                              [(fl, base, n, bm.to_bytes((n + 7) // 8, "little")) for fl, base, n, bm in f.ranges])
         self.vcpu = vcpu = vm.create_vcpu(0)
         vcpu.set_cpuid2(self.config.cpuid)
         if self.config.enforce_pv_cpuid:
             vcpu.enable_cap(kc.KvmCap.ENFORCE_PV_FEATURE_CPUID, 1)
+        if self.config.hyperv_enforce:
+            vcpu.enable_cap(kc.KvmCap.HYPERV_ENFORCE_CPUID, 1)
         self._pieces = dict(_memory_pieces())
         for gpa, data in self._pieces.items():
             self.mem[gpa:gpa + len(data)] = data
@@ -454,6 +463,15 @@ class Machine:
             return {"kind": "ok"}
         if k == "msr-index":
             return {"kind": "ok", "present": spec.args[0] in self._kvm.msr_index_list()}
+        if k == "get-cpuid2-nent":
+            nent = spec.args[0]
+            try:
+                buf = vcpu.get_cpuid2_raw(nent)
+            except kb.KvmError as e:         # the kernel copies nothing back on E2BIG
+                return {**oc.ioctl_error(e.ioctl, e.errno), "nent": nent}
+            return {"kind": "ok", "nent": buf.nent}
+        if k == "set-cpuid2-again":
+            return self._set_cpuid2_again(*spec.args)
         if k == "host-get-reg":
             return {"kind": "ok", "value": oc.hexs(vcpu.get_one_reg(spec.args[0]))}
         if k == "host-set-reg":
@@ -476,6 +494,25 @@ class Machine:
                 return {"kind": "rejected", "ioctl": "KVM_GET_CPUID2", "reason": "no such entry"}
             return oc.ok({"rax": entry.eax, "rbx": entry.ebx, "rcx": entry.ecx, "rdx": entry.edx})
         raise ValueError(f"not a host-side probe: {k}")
+
+    def _set_cpuid2_again(self, leaf: int, subleaf: int, reg: int, xor: int) -> dict:
+        """KVM_SET_CPUID2 once the vCPU has run (a CPUID probe first makes sure it has): the
+        vCPU's own table, register `reg` of leaf.subleaf XORed with `xor`."""
+        first = self.run_probe(_CPUID_0)
+        if first.get("kind") != "ok":
+            return {"kind": "error", "message": f"the KVM_RUN before KVM_SET_CPUID2 gave {oc.describe(first)}"}
+        table = self.config.cpuid
+        e = table.entry(leaf, subleaf)
+        if e is None or (e.function, e.index) != (leaf, subleaf):
+            return {"kind": "rejected", "ioctl": "KVM_SET_CPUID2", "reason": "no such entry"}
+        name = ("eax", "ebx", "ecx", "edx")[reg]
+        try:
+            self.vcpu.set_cpuid2(table.with_entry(e.with_reg(name, e.reg(name) ^ xor)))
+        except kb.KvmError as e:
+            return oc.ioctl_error(e.ioctl, e.errno)
+        if xor:     # a changed table was taken: this vCPU no longer has its configuration
+            self.broken = "KVM_SET_CPUID2 after KVM_RUN changed the vCPU's CPUID"
+        return {"kind": "ok"}
 
     def run_probe(self, spec: ProbeSpec, code: GuestCode | None = None,
                   timeout_ms: float = DEFAULT_TIMEOUT_MS) -> dict:

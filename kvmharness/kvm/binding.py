@@ -23,7 +23,7 @@ from .ioctls import (IOCTL_NAMES, KVM_CHECK_EXTENSION, KVM_CREATE_IRQCHIP, KVM_C
                      KVM_CREATE_VM, KVM_ENABLE_CAP, KVM_GET_API_VERSION, KVM_GET_CPUID2,
                      KVM_GET_DEVICE_ATTR, KVM_GET_EMULATED_CPUID, KVM_GET_MSR_FEATURE_INDEX_LIST,
                      KVM_GET_MSR_INDEX_LIST, KVM_GET_MSRS, KVM_GET_ONE_REG, KVM_GET_REG_LIST,
-                     KVM_GET_REGS, KVM_GET_SREGS, KVM_GET_SREGS2, KVM_GET_SUPPORTED_CPUID,
+                     KVM_GET_REGS, KVM_GET_SREGS, KVM_GET_SREGS2, KVM_GET_SUPPORTED_CPUID, KVM_GET_SUPPORTED_HV_CPUID,
                      KVM_GET_VCPU_EVENTS, KVM_GET_VCPU_MMAP_SIZE, KVM_GET_XCRS,
                      KVM_HAS_DEVICE_ATTR, KVM_RUN, KVM_SET_CPUID2, KVM_SET_IDENTITY_MAP_ADDR,
                      KVM_SET_MSRS, KVM_SET_ONE_REG, KVM_SET_REGS, KVM_SET_SIGNAL_MASK,
@@ -121,18 +121,23 @@ def cpuid_from_struct(buf) -> CpuidTable:
 
 
 def _get_cpuid(fd: int, req: int, nent: int = KVM_MAX_CPUID_ENTRIES) -> CpuidTable:
-    """KVM_GET_{SUPPORTED,EMULATED}_CPUID / KVM_GET_CPUID2, growing the buffer on E2BIG."""
+    """KVM_GET_{SUPPORTED,EMULATED,SUPPORTED_HV}_CPUID / KVM_GET_CPUID2, growing the buffer on E2BIG."""
     while True:
-        buf = with_flex(kvm_cpuid2, nent)()
-        buf.nent = nent
         try:
-            _call(fd, req, buf)
+            return cpuid_from_struct(_get_cpuid_once(fd, req, nent))
         except KvmError as e:
             if e.errno == _errno.E2BIG and nent < 1 << 14:
                 nent *= 2
                 continue
             raise
-        return cpuid_from_struct(buf)
+
+
+def _get_cpuid_once(fd: int, req: int, nent: int):
+    """One call with room for `nent` entries: the kvm_cpuid2 as the kernel left it."""
+    buf = with_flex(kvm_cpuid2, nent)()
+    buf.nent = nent
+    _call(fd, req, buf)
+    return buf
 
 
 def _msr_list(fd: int, req: int) -> list[int]:
@@ -242,6 +247,10 @@ class Kvm(_Fd):
 
     def msr_index_list(self) -> list[int]:
         return _msr_list(self._fd, KVM_GET_MSR_INDEX_LIST)
+
+    def supported_hv_cpuid(self) -> CpuidTable:
+        """KVM_GET_SUPPORTED_HV_CPUID on /dev/kvm (KVM_CAP_SYS_HYPERV_CPUID): the Hyper-V leaves."""
+        return _get_cpuid(self._fd, KVM_GET_SUPPORTED_HV_CPUID)
 
     def msr_feature_index_list(self) -> list[int]:
         return _msr_list(self._fd, KVM_GET_MSR_FEATURE_INDEX_LIST)
@@ -480,6 +489,15 @@ class Vcpu(_Fd):
 
     def get_cpuid2(self) -> CpuidTable:
         return _get_cpuid(self._fd, KVM_GET_CPUID2)
+
+    def get_cpuid2_raw(self, nent: int):
+        """KVM_GET_CPUID2 once, with room for `nent` entries: the kvm_cpuid2 as the kernel left
+        it (its `nent` field included). E2BIG is raised, not retried."""
+        return _get_cpuid_once(self._fd, KVM_GET_CPUID2, nent)
+
+    def supported_hv_cpuid(self) -> CpuidTable:
+        """KVM_GET_SUPPORTED_HV_CPUID on the vCPU (KVM_CAP_HYPERV_CPUID)."""
+        return _get_cpuid(self._fd, KVM_GET_SUPPORTED_HV_CPUID)
 
     # -- MSRs --
     def get_msrs(self, indices: Iterable[int]) -> dict[int, int]:

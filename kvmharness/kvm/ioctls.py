@@ -29,6 +29,7 @@ KVM_GET_VCPU_MMAP_SIZE = IO(KVMIO, 0x04)
 KVM_GET_SUPPORTED_CPUID = IOWR(KVMIO, 0x05, kvm_cpuid2)
 KVM_GET_EMULATED_CPUID = IOWR(KVMIO, 0x09, kvm_cpuid2)
 KVM_GET_MSR_FEATURE_INDEX_LIST = IOWR(KVMIO, 0x0A, kvm_msr_list)
+KVM_GET_SUPPORTED_HV_CPUID = IOWR(KVMIO, 0xC1, kvm_cpuid2)                # also on a vCPU fd
 
 # -- VM fd ------------------------------------------------------------------------------------
 KVM_CREATE_VCPU = IO(KVMIO, 0x41)

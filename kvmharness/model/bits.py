@@ -32,10 +32,6 @@ def _ref(name: str) -> BitRef:
     return by_name(name).ref
 
 
-# Bits of newer releases, by position (the catalogue names them where it has them).
-EFER_LMSLE_MBZ = B(0x80000008, 0, "ebx", 20)     # X86_FEATURE_EFER_LMSLE_MBZ (6.19 passthrough)
-GP_ON_USER_CPUID = B(0x80000021, 0, "eax", 17)   # X86_FEATURE_GP_ON_USER_CPUID (7.2, emulated)
-
 
 # -- CPUID feature bits the rules consult (catalogue names) -------------------------------------
 SSE3 = _ref("pni")
@@ -96,6 +92,8 @@ AMD_STIBP = _ref("amd_stibp")
 AMD_SSBD = _ref("amd_ssbd")
 VIRT_SSBD = _ref("virt_ssbd")
 AUTOIBRS = _ref("autoibrs")
+EFER_LMSLE_MBZ = _ref("efer_lmsle_mbz")          # 6.19: passed through
+GP_ON_USER_CPUID = _ref("gp_on_user_cpuid")      # 7.2: EMULATED_F
 SBPB = _ref("sbpb")
 
 # -- control registers (bit numbers from cpu/registers.py) --------------------------------------
@@ -163,6 +161,12 @@ def canonical(value: int, bits: int) -> bool:
     """True if `value` is canonical for a `bits`-wide linear address."""
     top = value >> (bits - 1)
     return top == 0 or top == (U64 >> (bits - 1))
+
+
+def canonical_value(value: int, bits: int) -> int:
+    """__canonical_address(): bit bits-1 copied into every higher bit."""
+    low = value & ((1 << bits) - 1)
+    return low | (U64 & ~((1 << bits) - 1)) if low >> (bits - 1) else low
 
 
 def bit_list(mask: int) -> list[int]:

@@ -122,7 +122,7 @@ class KvmCaps:
     def _compute(self, ref: BitRef) -> tuple[bool, list[Reason]]:
         name = catalog.name_of(ref)
         shown = self.table_bit(ref)
-        klass = catalog.kvm_class(ref, self.kernel)
+        klass = catalog.kvm_class(ref, self.kernel, self.host.source)
         kname = f"{self.kernel[0]}.{self.kernel[1]}"
         if klass == "emulated":
             return True, [Reason(f"{name} is EMULATED_F: always in kvm_cpu_caps, host support "
@@ -229,7 +229,7 @@ class EffectiveCaps:
         return self.kvm.has(self.ref(feature))
 
     def klass(self, feature) -> str:
-        return catalog.kvm_class(self.ref(feature), self.kernel)
+        return catalog.kvm_class(self.ref(feature), self.kernel, self.host.source)
 
     def has(self, feature) -> bool:
         """guest_cpu_cap_has(): the capability KVM grants this vCPU."""
@@ -279,7 +279,7 @@ class EffectiveCaps:
     def _compute(self, r: BitRef) -> tuple[bool, list[Reason]]:
         name = catalog.name_of(r)
         g = self.guest(r)
-        klass = catalog.kvm_class(r, self.kernel)
+        klass = catalog.kvm_class(r, self.kernel, self.host.source)
         kname = f"{self.kernel[0]}.{self.kernel[1]}"
         gr = Reason(f"guest CPUID {r} ({name}) = {int(g)}", None, None, {"guest": g})
         leaf_present = self.vcpu.cpuid.entry(r.leaf, r.subleaf) is not None

@@ -35,12 +35,17 @@ def name_of(ref: BitRef) -> str:
     return f.name if f is not None else str(ref)
 
 
-def kvm_class(ref: BitRef, kernel: tuple[int, int]) -> str:
-    """The KVM class of a bit for a kernel; 'untracked' for bits the catalogue does not know."""
+def kvm_class(ref: BitRef, kernel: tuple[int, int], source=None) -> str:
+    """The KVM class of a bit for a kernel; 'untracked' for bits the catalogue does not know.
+    With `source` (a kvmharness.cpu.source.TreeClasses, `--source TREE`), the tree's class."""
+    if source is not None:
+        return source.classes.get((ref.leaf, ref.subleaf, ref.reg, ref.bit), "untracked")
     f = features.by_ref(ref)
     return f.kvm_class(kernel) if f is not None else "untracked"
 
 
-def kvm_words(kernel) -> frozenset:
-    """(leaf, subleaf, reg) triples KVM keeps a capability word for on that kernel."""
+def kvm_words(kernel, source=None) -> frozenset:
+    """(leaf, subleaf, reg) triples KVM keeps a capability word for on that kernel (or tree)."""
+    if source is not None:
+        return frozenset(source.words) - features.NON_CAP_WORDS
     return features.kvm_words(kernel)

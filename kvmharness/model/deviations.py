@@ -17,12 +17,13 @@ Entry criteria (all given ones must hold; see the file's "about"):
   expected                subset of the expectation's pattern
   observed / observed_not an outcome pattern the observation must / must not match
   observed_differs_only_in  {reg: mask}: expected and observed registers may differ only there
+  setup_msrs              MSR indexes: the probe sets one of them (msr: modifiers) before it runs
 
 Every entry also names its evidence in the repository (docs/deviations/<backend>.md#<id>: what
 was measured, how, on which host) and a witness: a probe and guest configuration
-({"probe", "set", "clear"}) that shows it. On a host of the entry's backend where the entry
-applies to the witness (`applies`: every criterion but the observed ones holds for the model's
-expectation), the witness must be classified as that entry: tests/test_deviations_live.py fails
+({"probe", "set", "clear", "quirks_disabled"}) that shows it. On a host of the entry's backend
+where the entry applies to the witness (`applies`: every criterion but the observed ones holds
+for the model's expectation), the witness must be classified as that entry: tests/test_deviations_live.py fails
 when a documented deviation no longer happens (a stale entry is a defect too). An expectation
 that predicts nothing (verdict `unpredicted`) is never a deviation.
 """
@@ -44,7 +45,7 @@ from .expectation import Expectation
 from .profile import HostProfile
 
 _CRITERIA = {"kinds", "args", "insn", "payloads", "cpl3", "rule", "cr4_bits", "expected",
-             "observed", "observed_not", "observed_differs_only_in"}
+             "observed", "observed_not", "observed_differs_only_in", "setup_msrs"}
 
 
 @dataclass(frozen=True)
@@ -107,10 +108,12 @@ def validate(data: dict, where: str = "deviations.json") -> list[dict]:
                 raise UsageError(f"{w} ({e['id']}): unknown instruction {name!r}")
         witness = e.get("witness")
         if (not isinstance(witness, dict) or not isinstance(witness.get("probe"), str)
-                or set(witness) - {"probe", "set", "clear"}
-                or not all(isinstance(x, str) for k in ("set", "clear") for x in witness.get(k, []))):
-            raise UsageError(f"{w} ({e['id']}): 'witness' must be an object with a 'probe' string "
-                             "and optional 'set'/'clear' lists of features")
+                or set(witness) - {"probe", "set", "clear", "quirks_disabled"}
+                or not all(isinstance(x, str) for k in ("set", "clear") for x in witness.get(k, []))
+                or not isinstance(witness.get("quirks_disabled", "0"), str)):
+            raise UsageError(f"{w} ({e['id']}): 'witness' must be an object with a 'probe' string, "
+                             "optional 'set'/'clear' lists of features and an optional "
+                             "'quirks_disabled' mask string")
     return data["deviations"]
 
 
@@ -185,6 +188,8 @@ def _entry_applies(e: dict, host: HostProfile, probe: ProbeSpec, exp: Expectatio
     if "payloads" in m and (probe.kind != "payload" or probe.args[0] not in m["payloads"]):
         return False
     if "cpl3" in m and bool(probe.cpl3) != bool(m["cpl3"]):
+        return False
+    if "setup_msrs" in m and not any(i in [_num(x) for x in m["setup_msrs"]] for i, _ in probe.msrs):
         return False
     if "rule" in m and not any(fnmatch.fnmatchcase(exp.rule, pat) for pat in m["rule"]):
         return False

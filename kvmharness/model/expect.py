@@ -49,6 +49,8 @@ from .profile import HostProfile, VcpuConfig
 from .reason import (F_HW, F_KVM_CPUID, F_OUT_OF_RANGE, F_SET_XCR, F_SET_XCRS,
                      F_UPDATE_RUNTIME, F_XSETBV, F_XSTATE_SIZE, Reason, dedup)
 from .state import BASELINE_CR0, BASELINE_CR4, BASELINE_EFER, Ctx, requested_state
+from .vmsetup import (F_MSR_ALLOWED, hypercall, msr_filtered, runtime_bit_mask, tsc_window,
+                      vm_setup_refusal)
 
 __all__ = ["expect", "Expectation", "Reason"]
 
@@ -82,6 +84,9 @@ def _expect(host: HostProfile, vcpu: VcpuConfig, probe: ProbeSpec, caps: Effecti
     ctx = Ctx(host, vcpu, probe, caps, requested_state(probe), forced=forced, open=left_open)
     rules = f" ({host.rules_note})" if host.rules_note else ""
     ctx.note(f"upstream KVM {ctx.kname}{rules}, backend {host.backend}, TDP {caps.tdp.kind}")
+    refusal = vm_setup_refusal(host, vcpu)
+    if refusal is not None:
+        return Expectation(P.skip(refusal.text), ctx.reasons + [refusal], "setup.vm")
     refused = _set_cpuid_refusal(caps)
     if refused is not None:
         err, rule, why = refused
@@ -225,8 +230,14 @@ def _runtime_entry(ctx: Ctx, e: CpuidEntry, notes: list) -> CpuidEntry:
             ebx &= ~((1 << 11) | (1 << 4))
             notes.append(Reason("TSX_CTRL.CPUID_CLEAR hides RTM/HLE", F_KVM_CPUID))
         return e.with_reg("ecx", e.ecx & ~(1 << 4) | pke << 4).with_reg("ebx", ebx)
-    if e.function == 0xD and e.index in (0, 1):
-        return e
+    if 0x40000001 <= e.function <= 0x4000FF01 and e.function & 0xFF == 1 and msrs.hlt_in_guest(ctx.vcpu):
+        unhalt = 1 << b.KVM_FEATURE["PV_UNHALT"]
+        if e.eax & unhalt and msrs.pv_features(ctx)[0] != e.eax:
+            notes.append(Reason("HLT exits are disabled (KVM_CAP_X86_DISABLE_EXITS): KVM clears "
+                                "KVM_FEATURE_PV_UNHALT from the guest's CPUID",
+                                "kvm_apply_cpuid_pv_features_quirk (arch/x86/kvm/cpuid.c; "
+                                "__kvm_update_cpuid_runtime in 6.1/6.12)"))
+            return e.with_reg("eax", e.eax & ~unhalt)
     return e
 
 
@@ -407,6 +418,15 @@ def _guest_fail(ctx: Ctx, res: msrs.MsrResult, write: bool) -> dict:
 
 def _guest_msr(ctx: Ctx, index: int, write: bool, data: int, state_msrs: dict):
     """One guest access -> (status, value, reasons, rule, feature, fail_pattern)."""
+    filtered = msr_filtered(ctx, index, write)
+    if filtered is not None:
+        res = msrs.MsrResult(msrs.ERR, None, [filtered], "msr.filter")
+        if ctx.vcpu.user_space_msr & 4:
+            return res, {**P.exit_("X86_WRMSR" if write else "X86_RDMSR"), "msr_reason": "FILTER",
+                         "index": hex(index)}
+        res.reasons.append(Reason("filtered and KVM_MSR_EXIT_REASON_FILTER not requested -> #GP(0)",
+                                  F_MSR_ALLOWED))
+        return res, P.gp0()
     raw = msrs.access(ctx, index, write, data, False, state_msrs)
     fail = _guest_fail(ctx, raw, write) if raw.status in (msrs.UNSUP, msrs.ERR) else None
     res = msrs.finish(ctx, index, raw, write, data, False)
@@ -425,6 +445,9 @@ def _rdmsr(ctx: Ctx) -> Expectation:
         return _exp(ctx, P.any_(), res.rule, *res.reasons, feature=res.feature)
     if res.status == msrs.ERR:
         return _exp(ctx, fail or P.gp0(), res.rule, *res.reasons, feature=res.feature)
+    if index == b.MSR["TSC"]:
+        regs, why = tsc_window(ctx)
+        return _exp(ctx, P.ok(regs), "msr.tsc", *res.reasons, why)
     return _exp(ctx, P.ok(P.regs64(res.value)), res.rule, *res.reasons, feature=res.feature)
 
 
@@ -646,11 +669,49 @@ def _payload(ctx: Ctx) -> Expectation:
     return exp
 
 
+def _get_cpuid2_nent(ctx: Ctx) -> Expectation:
+    """kvm_vcpu_ioctl_get_cpuid2: -E2BIG when nent is below the vCPU's entry count, and the
+    ioctl copies the header back only on success (every pinned release, 6.1.176 .. 7.2.8)."""
+    want, have = ctx.probe.args[0], len(ctx.vcpu.cpuid)
+    fn = "kvm_vcpu_ioctl_get_cpuid2 (arch/x86/kvm/cpuid.c), KVM_GET_CPUID2 (arch/x86/kvm/x86.c)"
+    if want < have:
+        return _exp(ctx, {**P.ioctl_error("KVM_GET_CPUID2", 7), "nent": want}, "cpuid.get_cpuid2.e2big",
+                    Reason(f"nent {want} < the vCPU's {have} entries -> E2BIG; nent is not written back",
+                           fn))
+    return _exp(ctx, P.ok(nent=have), "cpuid.get_cpuid2.nent", Reason(
+        f"nent {want} >= {have}: the entries are copied and nent is set to {have}", fn))
+
+
+def _set_cpuid2_again(ctx: Ctx) -> Expectation:
+    """kvm_set_cpuid once the vCPU has run: kvm_cpuid_check_equal() after the runtime bits
+    (and, with HLT exits disabled, PV_UNHALT) of the incoming table are brought in line with
+    the vCPU's state."""
+    leaf, sub, reg, xor = ctx.probe.args
+    fn = "kvm_set_cpuid / kvm_cpuid_check_equal (arch/x86/kvm/cpuid.c)"
+    e = ctx.vcpu.cpuid.entry(leaf, sub)
+    if e is None or (e.function, e.index) != (leaf, sub):
+        return _exp(ctx, P.rejected("KVM_SET_CPUID2"), "cpuid.set_again.missing", Reason(
+            f"the vCPU has no CPUID entry {leaf:#x}.{sub} to change (harness-side refusal)"))
+    runtime = runtime_bit_mask(ctx, leaf, sub, reg)
+    if not xor:
+        return _exp(ctx, P.ok(), "cpuid.set_again.equal", Reason(
+            "the same table after KVM_RUN is accepted", fn))
+    if not xor & ~runtime:
+        return _exp(ctx, P.ok(), "cpuid.set_again.runtime", Reason(
+            f"only KVM-owned runtime bits ({xor:#x}) differ: they are recomputed from the vCPU's "
+            "state before the comparison, so the table is accepted", fn))
+    return _exp(ctx, P.ioctl_error("KVM_SET_CPUID2"), "cpuid.set_again.changed", Reason(
+        f"{leaf:#x}.{sub} register {('EAX', 'EBX', 'ECX', 'EDX')[reg]} changed by {xor:#x} after "
+        "KVM_RUN -> EINVAL", fn))
+
+
 _HANDLERS = {
     "cpuid": _cpuid, "cr4": _cr4, "sregs-cr4": _sregs_cr4, "rdmsr": _rdmsr, "wrmsr": _wrmsr,
     "host-rdmsr": lambda c: _host_msr(c, False), "host-wrmsr": lambda c: _host_msr(c, True),
     "xgetbv": _xgetbv, "xsetbv": _xsetbv, "host-xcr0": _host_xcr0, "insn": _insn,
     "payload": _payload, "get-cpuid2": _get_cpuid2, "msr-index": _msr_index,
+    "get-cpuid2-nent": _get_cpuid2_nent, "set-cpuid2-again": _set_cpuid2_again,
+    "vmcall": lambda c: hypercall(c, "vmcall"), "vmmcall": lambda c: hypercall(c, "vmmcall"),
     "host-get-reg": lambda c: _one_reg(c, False), "host-set-reg": lambda c: _one_reg(c, True),
     "reg-list": _reg_list,
 }

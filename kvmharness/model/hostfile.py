@@ -19,11 +19,14 @@ wrong is one UsageError line.
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import replace
+from importlib import resources
 from pathlib import Path
 
 from ..cpu.cpuid import CpuidTable, load_json_file
-from ..errors import UsageError
+from ..errors import UsageError, did_you_mean, printable, shown
 from .profile import BACKENDS, HostProfile
 from .releases import parse_release
 
@@ -49,7 +52,7 @@ def _num(value, where: str) -> int:
         try:
             v = int(value, 0)
         except ValueError:
-            raise UsageError(f"{where}: {value!r} is not a number") from None
+            raise UsageError(f"{where}: {shown(value)} is not a number") from None
         if v < 0:
             raise UsageError(f"{where}: must not be negative")
         return v
@@ -99,8 +102,10 @@ def _is_record(data) -> bool:
 
 def load_host_file(path, backend: str | None = None, kernel=None,
                    params: dict | None = None) -> HostProfile:
-    where = str(path)
-    data = load_json_file(where)
+    if not str(path):
+        raise UsageError("--host: the file name is empty (leave --host out for this machine's KVM)")
+    where = printable(path)
+    data = load_json_file(str(path))          # a recorded host, or a report holding one
     if isinstance(data, dict) and str(data.get("schema", "")).startswith(REPORT_SCHEMA_PREFIX):
         data = report_host_record(data, where)
     if _is_record(data):
@@ -108,11 +113,12 @@ def load_host_file(path, backend: str | None = None, kernel=None,
         if backend is not None:
             profile = replace(profile, backend=backend)
         if params:
+            check_param_names(params, profile.backend, profile.params)
             profile = replace(profile, params={**profile.params,
                                                **{str(k): str(v) for k, v in params.items()}})
         return profile
     if isinstance(data, dict) and "schema" in data:
-        raise UsageError(f"{where}: schema {data['schema']!r} is neither a host record "
+        raise UsageError(f"{where}: schema {shown(data['schema'])} is neither a host record "
                          "(kvmharness-host/1, from `kvmharness info --json`) nor a report")
     fields: dict = {}
     if isinstance(data, list):
@@ -120,7 +126,7 @@ def load_host_file(path, backend: str | None = None, kernel=None,
     elif isinstance(data, dict):
         unknown = sorted(set(data) - _KEYS)
         if unknown:
-            raise UsageError(f"{where}: unknown field(s) {', '.join(unknown)} "
+            raise UsageError(f"{where}: unknown field(s) {', '.join(map(shown, unknown))} "
                              f"(known: {', '.join(sorted(_KEYS))})")
         if "supported" not in data:
             raise UsageError(f"{where}: missing field 'supported' (the KVM_GET_SUPPORTED_CPUID table)")
@@ -154,13 +160,13 @@ def load_host_file(path, backend: str | None = None, kernel=None,
             fields["feature_msrs"] = {_num(k, f"{where}: feature_msrs key"):
                                       _num(v, f"{where}: feature_msrs[{k}]") for k, v in fm.items()}
         if "host_vendor" in data:
-            fields["host_vendor"] = str(data["host_vendor"])
+            fields["host_vendor"] = printable(data["host_vendor"], 40)
         if "caps" in data:
             if not isinstance(data["caps"], dict):
                 raise UsageError(f"{where}: 'caps' must be an object")
             fields["caps"] = dict(data["caps"])
         if "name" in data:
-            fields["name"] = str(data["name"])
+            fields["name"] = printable(data["name"], 80)
     else:
         raise UsageError(f"{where}: expected a JSON list of CPUID entries or an object with "
                          f"'supported', got {type(data).__name__}")
@@ -171,13 +177,39 @@ def load_host_file(path, backend: str | None = None, kernel=None,
         fields["kernel"] = release.rules
         if release.beyond or "release" not in fields:
             fields["release"] = release.given or str(release)
-    if params:
-        fields["params"] = {**fields.get("params", {}), **{str(k): str(v) for k, v in params.items()}}
     if fields.get("backend", "unknown") not in BACKENDS:
-        raise UsageError(f"{where}: backend {fields['backend']!r} is not one of "
+        raise UsageError(f"{where}: backend {shown(fields['backend'])} is not one of "
                          f"{', '.join(BACKENDS)}")
     fields.setdefault("host_vendor", _vendor_of(supported))
     if "backend" not in fields and fields["host_vendor"] in ("intel", "amd"):
         fields["backend"] = fields["host_vendor"]      # kvm_intel / kvm_amd by the CPU vendor
-    fields.setdefault("name", Path(where).stem)
+    if params:
+        check_param_names(params, fields.get("backend", "unknown"), fields.get("params", {}))
+        fields["params"] = {**fields.get("params", {}), **{str(k): str(v) for k, v in params.items()}}
+    fields.setdefault("name", printable(Path(str(path)).stem, 80))
     return HostProfile(supported=supported, **fields)
+
+
+@functools.lru_cache(maxsize=1)
+def _module_params() -> dict:
+    """kvm/kvm_intel/kvm_amd parameter names of the pinned releases (scripts/module_params.py)."""
+    text = resources.files("kvmharness").joinpath("data/module_params.json").read_text()
+    return json.loads(text)
+
+
+def known_param_names(backend: str, recorded=()) -> set[str]:
+    """The module parameters `--param` may name for a backend: kvm's and its module's (any
+    backend's when it is pvm or unknown), plus those the host file recorded."""
+    table = _module_params()
+    vendor = (backend,) if backend in ("intel", "amd") else ("intel", "amd")
+    return set(table["kvm"]).union(*(table[v] for v in vendor), recorded)
+
+
+def check_param_names(params: dict, backend: str, recorded=()) -> None:
+    """A `--param` name the backend does not have is a usage error, never silently ignored."""
+    known = known_param_names(backend, recorded)
+    unknown = [name for name in params if name not in known]
+    if unknown:
+        module = {"intel": "kvm_intel", "amd": "kvm_amd"}.get(backend, "the KVM modules")
+        raise UsageError(f"--param {shown(unknown[0])}: not a parameter of kvm or {module}"
+                         + did_you_mean(str(unknown[0]), known))

@@ -28,7 +28,9 @@ Policy (each finding has "flagged"; the CLI exits 1 when any finding is flagged,
 
 from __future__ import annotations
 
-from ..cpu.cpuid import REGS, BitRef, CpuidTable, load_json_file
+from ..cpu.cpuid import REGS, BitRef, CpuidTable
+from ..cpu.features import vendor_string
+from ..cpu.tables import read_table
 from ..errors import UsageError
 from . import bits as b
 from . import catalog
@@ -73,7 +75,7 @@ def lint(host: HostProfile, table: CpuidTable) -> list[dict]:
     if not isinstance(table, CpuidTable):
         raise UsageError("lint: expected a CPUID table")
     caps = effective_caps(host, VcpuConfig(cpuid=table))
-    words = catalog.kvm_words(host.kernel)
+    words = catalog.kvm_words(host.kernel, host.source)
     base = _kvm_base(table)
     host_base = _kvm_base(host.supported)
     out: list[dict] = []
@@ -185,18 +187,80 @@ def _lint_pv(host: HostProfile, host_base, leaf: int, val: int):
 
 
 def lint_file(host: HostProfile, path: str) -> list[dict]:
-    """lint() on a JSON CPUID table file; malformed input is one UsageError line."""
-    return lint(host, CpuidTable.from_json(load_json_file(path), str(path)))
+    """lint() on a CPUID table file of any shape read_table() knows; bad input is one
+    UsageError line."""
+    return lint(host, read_table(path).table)
+
+
+def vendor_warning(host: HostProfile, table: CpuidTable) -> str | None:
+    """A table of another CPU vendor than the host's: vendor rules (VMX/SVM, SYSCALL in 32-bit
+    mode, AMD-only leaves) then answer for the host, not for the CPU the table describes."""
+    vendor = VENDORS.get(vendor_string(table))
+    if vendor is None or host.host_vendor not in ("intel", "amd") or vendor == host.host_vendor:
+        return None
+    return (f"the table's CPU vendor is {vendor_string(table)} but the host's is "
+            f"{VENDOR_STRINGS[host.host_vendor]}: KVM runs the guest on the host's CPU, so vendor-specific "
+            "features of the table cannot be honoured")
+
+
+VENDORS = {"GenuineIntel": "intel", "AuthenticAMD": "amd", "HygonGenuine": "amd"}
+VENDOR_STRINGS = {"intel": "GenuineIntel", "amd": "AuthenticAMD"}
+LINT_SCHEMA = "kvmharness-lint/1"
+
+
+def lint_report(host: HostProfile, kernel_release: str, source: dict, findings: list[dict],
+                warnings: list[str]) -> dict:
+    """`lint --json`: schema kvmharness-lint/1, a header like a run report's, then the findings.
+
+        {"schema": "kvmharness-lint/1", "tool": {"name", "version"},
+         "host": {"name", "backend", "vendor", "kernel", "module_params"},
+         "kernel_rules": "X.Y",                      # the kernel whose rules the model applied
+         "input": {"path", "shape", "entries", "notes": [str]},
+         "warnings": [str],                          # e.g. a vendor mismatch
+         "summary": {"flagged": n, "informational": n},
+         "findings": [{leaf, subleaf, reg, bit, feature, status, flagged, message, reasons}]}
+
+    Adding a key is not a version change; removing or re-meaning one bumps the number."""
+    from .. import __version__
+    n = sum(1 for f in findings if f["flagged"])
+    return {"schema": LINT_SCHEMA, "tool": {"name": "kvmharness", "version": __version__},
+            "host": {"name": host.name, "backend": host.backend, "vendor": host.host_vendor,
+                     "kernel": kernel_release, "module_params": dict(host.params)},
+            "kernel_rules": f"{host.kernel[0]}.{host.kernel[1]}",
+            "input": source, "warnings": list(warnings),
+            "summary": {"flagged": n, "informational": len(findings) - n},
+            "findings": findings}
+
+
+def lint_report_problem(obj) -> str | None:
+    """The first problem of a would-be `lint --json` document, or None."""
+    if not isinstance(obj, dict) or obj.get("schema") != LINT_SCHEMA:
+        return f"not a {LINT_SCHEMA} document"
+    for key, kind in (("tool", dict), ("host", dict), ("kernel_rules", str), ("input", dict),
+                      ("warnings", list), ("summary", dict), ("findings", list)):
+        if not isinstance(obj.get(key), kind):
+            return f'"{key}" must be {kind.__name__}'
+    for key in ("name", "backend", "vendor", "kernel"):
+        if not isinstance(obj["host"].get(key), str):
+            return f'host "{key}" must be a string'
+    for i, f in enumerate(obj["findings"]):
+        if not isinstance(f, dict) or not isinstance(f.get("flagged"), bool) or \
+                not isinstance(f.get("status"), str) or not isinstance(f.get("message"), str):
+            return f"findings[{i}] must have status, flagged and message"
+    n = sum(1 for f in obj["findings"] if f["flagged"])
+    if obj["summary"] != {"flagged": n, "informational": len(obj["findings"]) - n}:
+        return "summary does not match the findings"
+    return None
 
 
 def flagged(findings: list[dict]) -> bool:
     return any(f.get("flagged") for f in findings)
 
 
-def render_lint(findings: list[dict]) -> str:
+def render_lint(findings: list[dict], notes=(), warnings=()) -> str:
+    lines = [f"note: {n}" for n in notes] + [f"warning: {w}" for w in warnings]
     if not findings:
-        return "lint: no findings\n"
-    lines = []
+        return "\n".join(lines + ["lint: no findings"]) + "\n"
     for f in findings:
         tag = "FLAG" if f["flagged"] else "info"
         lines.append(f"{tag}  {f['status']:<22}{f['message']}")

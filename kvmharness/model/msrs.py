@@ -51,11 +51,10 @@ PV_MSR_FEATURE = {
 }
 # Ranges KVM handles with rules the model does not carry (value depends on vendor, PMU, MCE setup).
 UNMODELLED_RANGES = [
-    (0x174, 0x174, "SYSENTER_CS"), (0x179, 0x17B, "MCG_CAP/STATUS/CTL"), (0x400, 0x47F, "MCi banks"),
+    (0x179, 0x17B, "MCG_CAP/STATUS/CTL"), (0x400, 0x47F, "MCi banks"),
     (0x280, 0x29F, "MCi_CTL2"), (0x200, 0x2FF, "MTRRs"), (0xFE, 0xFE, "MTRRcap"),
-    (0x480, 0x493, "VMX capability MSRs"), (0x1A0, 0x1A0, "MISC_ENABLE"),
-    (0x8B, 0x8B, "UCODE_REV"), (0x1FC, 0x1FC, "POWER_CTL"),
-    (0x40000000, 0x400000FF, "Hyper-V MSRs"), (0x4B564DF0, 0x4B564DF7, "PVM MSRs"),
+    (0x480, 0x493, "VMX capability MSRs"), (0x1FC, 0x1FC, "POWER_CTL"),
+    (0x40000000, 0x400000FF, "Hyper-V MSRs"), (0x40000100, 0x40000105, "Hyper-V MSRs"),  # crash MSRs (0x4B564DF0, 0x4B564DF7, "PVM MSRs"),
 ]
 PMU_RANGES = [(0xC1, 0xC8), (0x186, 0x18F), (0x309, 0x30B), (0x38D, 0x392), (0x3F1, 0x3F2),
               (0x600, 0x600), (0xC0010000, 0xC0010007), (0xC0010200, 0xC001020B),
@@ -81,6 +80,32 @@ WRITE_IGNORED = {0xC001001F: (0, "NB_CFG"), 0xC001102A: (0, "BU_CFG2"), 0xC00110
                  0xC001001B: (0x20000000, "K7_CLK_CTL"), 0x11E: (0xBE702111, "BBL_CR_CTL3")}
 MMIO_CONF_BASE = 0xC0010058         # FAM10H_MMIO_CONF_BASE: reads 0, only 0 may be written
 HWCR_CPUID_USER_DIS = 35            # MSR_K7_HWCR_CPUID_USER_DIS_BIT (7.2: GP_ON_USER_CPUID)
+
+# IA32_MISC_ENABLE (kvm_vcpu_reset, kvm_set_msr_common; the same in every pinned release,
+# 6.1.176 .. 7.2.8): reset value PEBS_UNAVAIL | BTS_UNAVAIL; those two bits are read-only for
+# the guest (MSR_IA32_MISC_ENABLE_PMU_RO_MASK, pmu.h), EMON (bit 7) ignores guest writes.
+MISC_ENABLE_EMON, MISC_ENABLE_BTS_UNAVAIL, MISC_ENABLE_PEBS_UNAVAIL = 1 << 7, 1 << 11, 1 << 12
+MISC_ENABLE_MWAIT = 1 << 18
+MISC_ENABLE_RESET = MISC_ENABLE_PEBS_UNAVAIL | MISC_ENABLE_BTS_UNAVAIL
+MISC_ENABLE_PMU_RO = MISC_ENABLE_PEBS_UNAVAIL | MISC_ENABLE_BTS_UNAVAIL
+# The microcode revision a vCPU starts with, by vendor module (vmx_vcpu_reset: 0x100000000,
+# __svm_vcpu_reset: 0x01000065; under the STUFF_FEATURE_MSRS quirk since it exists).
+UCODE_REV_RESET = {"intel": 0x100000000, "amd": 0x01000065}
+# Hyper-V MSRs with KVM_CAP_HYPERV_ENFORCE_CPUID (hv_check_msr_access, hyperv.c, 6.18): the
+# CPUID 0x40000003 register and bit that make each one accessible.
+HV_MSR_BIT = {
+    0x40000000: ("eax", 5, "HYPERCALL_AVAILABLE"), 0x40000001: ("eax", 5, "HYPERCALL_AVAILABLE"),
+    0x40000002: ("eax", 6, "VP_INDEX_AVAILABLE"), 0x40000010: ("eax", 0, "VP_RUNTIME_AVAILABLE"),
+    0x40000020: ("eax", 1, "TIME_REF_COUNT_AVAILABLE"), 0x40000021: ("eax", 9, "REFERENCE_TSC_AVAILABLE"),
+    0x40000022: ("eax", 11, "ACCESS_FREQUENCY_MSRS"), 0x40000023: ("eax", 11, "ACCESS_FREQUENCY_MSRS"),
+    **{i: ("eax", 2, "SYNIC_AVAILABLE") for i in (0x40000080, 0x40000081, 0x40000082, 0x40000083,
+                                                  0x40000084, *range(0x40000090, 0x400000A0))},
+    **{i: ("eax", 3, "SYNTIMER_AVAILABLE") for i in range(0x400000B0, 0x400000B8)},
+    **{i: ("edx", 10, "GUEST_CRASH_MSR_AVAILABLE") for i in range(0x40000100, 0x40000106)},
+}
+# Their values after vCPU creation, where KVM fixes them (VP_INDEX: the vCPU index, 0 here).
+HV_MSR_RESET = {0x40000000: 0, 0x40000001: 0, 0x40000002: 0, 0x40000080: 0}
+F_HV_MSR = "kvm_hv_get_msr/kvm_hv_set_msr, hv_check_msr_access (arch/x86/kvm/hyperv.c)"
 
 
 @dataclass
@@ -117,11 +142,24 @@ def reset_value(ctx: Ctx, index: int) -> int | None:
         return ctx.host.feature_msrs.get(index)
     if index == M["PLATFORM_INFO"]:
         return 0x80000000 if stuff else 0
-    if index in (M["TSC"], M["UCODE_REV"], M["MISC_ENABLE"], M["KVM_INTERNAL_GUEST_SSP"]):
-        return None             # time, the CPU's, or (the SSP) moved by the probes' shadow stacks
+    if index == M["MISC_ENABLE"]:
+        return MISC_ENABLE_RESET
+    if index == M["UCODE_REV"]:
+        if not stuff:
+            return 0
+        return UCODE_REV_RESET.get(ctx.backend)
+    if index in HV_MSR_RESET:
+        return HV_MSR_RESET[index]
+    if index in (M["TSC"], M["KVM_INTERNAL_GUEST_SSP"]):
+        return None             # time, or (the SSP) moved by the probes' shadow stacks
     if index == M["KVM_POLL_CONTROL"]:
         return 1                # kvm_arch_vcpu_postcreate: "poll control enabled by default"
     return 0
+
+
+def hlt_in_guest(vcpu) -> bool:
+    """kvm_hlt_in_guest(): KVM_CAP_X86_DISABLE_EXITS with KVM_X86_DISABLE_EXITS_HLT (bit 1)."""
+    return bool((vcpu.vm_cap("X86_DISABLE_EXITS") or 0) & 2)
 
 
 def pv_features(ctx: Ctx) -> tuple[int, Reason]:
@@ -134,7 +172,11 @@ def pv_features(ctx: Ctx) -> tuple[int, Reason]:
         sig = b"".join(x.to_bytes(4, "little") for x in (e.ebx, e.ecx, e.edx))
         if sig == b"KVMKVMKVM\0\0\0" and e.eax >= base + 1:
             f = t.reg(base + 1, 0, "eax")
-            return f, Reason(f"KVM PV features (CPUID {base + 1:#x}.EAX) = {f:#x}",
+            note = ""
+            if hlt_in_guest(ctx.vcpu) and f >> b.KVM_FEATURE["PV_UNHALT"] & 1:
+                f &= ~(1 << b.KVM_FEATURE["PV_UNHALT"])
+                note = " (PV_UNHALT cleared: HLT exits are disabled)"
+            return f, Reason(f"KVM PV features (CPUID {base + 1:#x}.EAX) = {f:#x}{note}",
                              "kvm_apply_cpuid_pv_features_quirk (arch/x86/kvm/cpuid.c)")
     return 0, Reason("guest CPUID has no KVM signature leaf: PV features = 0",
                      "kvm_get_hypervisor_cpuid (arch/x86/kvm/cpuid.c)")
@@ -258,15 +300,8 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
             res.reasons.insert(0, canonical_why(ctx))
             return res
         return _ok(current(ctx, msrs, idx), f"{label} reads its stored value", F_GET_MSR, "msr.ok")
-    if idx in (M["SYSENTER_ESP"], M["SYSENTER_EIP"]):
-        if ctx.backend == "pvm":
-            return _unmod(f"{label}: PVM stores SYSENTER MSRs itself (no rule for backend pvm)")
-        if write:
-            small = data < (1 << 32) and b.canonical(data, 48)
-            return _ok(data if small else None, f"{label}: written value is made canonical "
-                       "(never #GP); AMD-vendor guests read back only 32 bits", F_SET_MSR,
-                       "msr.sysenter")
-        return _ok(current(ctx, msrs, idx), f"{label} reads its stored value", F_GET_MSR, "msr.ok")
+    if idx in (M["SYSENTER_CS"], M["SYSENTER_ESP"], M["SYSENTER_EIP"]):
+        return _sysenter(ctx, idx, write, data, host, msrs)
 
     if idx == M["TSC_AUX"]:
         feat = catalog.name_of(b.RDTSCP)
@@ -376,9 +411,35 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
                 return _err(f"{label}: guest writes are refused", F_SET_MSR_COMMON,
                             "msr.platform_info")
             return _ok(data, f"{label}: host write stored", F_SET_MSR_COMMON, "msr.platform_info")
-        return _ok(current(ctx, msrs, idx), f"{label}: readable (KVM_CAP_MSR_PLATFORM_INFO left "
-                   "enabled; CPUID_FAULT bit set by the STUFF_FEATURE_MSRS quirk)",
+        cap = ctx.vcpu.vm_cap("MSR_PLATFORM_INFO")
+        if not host and cap == 0:
+            return _err(f"{label}: KVM_CAP_MSR_PLATFORM_INFO disabled (guest_can_read_msr_"
+                        "platform_info = 0): guest reads fail", F_GET_MSR_COMMON, "msr.platform_info.cap")
+        stuffed = ("CPUID_FAULT bit set by the STUFF_FEATURE_MSRS quirk"
+                   if caps.quirk_on(b.QUIRK_STUFF_FEATURE_MSRS) else "STUFF_FEATURE_MSRS quirk off: 0")
+        return _ok(current(ctx, msrs, idx), f"{label}: readable (KVM_CAP_MSR_PLATFORM_INFO "
+                   f"{'left enabled' if cap is None else 'enabled'}; {stuffed})",
                    F_GET_MSR_COMMON, "msr.platform_info")
+
+    if idx == M["MISC_ENABLE"]:
+        return _misc_enable(ctx, write, data, host, msrs)
+
+    if idx == M["UCODE_REV"]:
+        stuff = caps.quirk_on(b.QUIRK_STUFF_FEATURE_MSRS)
+        if write:
+            if not host:
+                return _ok(current(ctx, msrs, idx), f"{label}: guest writes are accepted and "
+                           "ignored", F_SET_MSR_COMMON, "msr.ucode_rev")
+            return _ok(data, f"{label}: host write sets the vCPU's microcode revision",
+                       F_SET_MSR_COMMON, "msr.ucode_rev")
+        v = current(ctx, msrs, idx)
+        if v is None:
+            return _unmod(f"{label}: the reset value comes from the vendor module; no rule for "
+                          f"backend {ctx.backend}", "msr.ucode_rev")
+        how = (f"set at vCPU reset by the {ctx.backend} module (STUFF_FEATURE_MSRS quirk on)"
+               if stuff else "STUFF_FEATURE_MSRS quirk disabled: left 0")
+        return _ok(v, f"{label} reads vcpu->arch.microcode_version: {how}", F_GET_MSR_COMMON,
+                   "msr.ucode_rev")
 
     if idx == M["MISC_FEATURES_ENABLES"]:
         if write:
@@ -456,6 +517,10 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
     if 0x800 <= idx <= 0x8FF:
         base = current(ctx, msrs, M["APIC_BASE"]) or 0
         if (base >> 10 & 1) and (base >> 11 & 1):
+            if idx == 0x802 and not write:
+                # the ID register holds the vCPU's x2APIC ID, its vcpu_id (kvm_apic_set_x2apic_id)
+                return _ok(0, f"{label}: the x2APIC ID of vCPU 0", "kvm_x2apic_msr_read "
+                           "(arch/x86/kvm/lapic.c)", "msr.x2apic", catalog.name_of(b.X2APIC))
             return _unmod(f"{label}: x2APIC register semantics are not modelled", "msr.x2apic")
         return _err(f"{label}: the local APIC is not in x2APIC mode (APIC_BASE {base:#x})",
                     F_X2APIC_MSR, "msr.x2apic", catalog.name_of(b.X2APIC))
@@ -578,7 +643,7 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
     for lo, hi, what in UNMODELLED_RANGES:
         if lo <= idx <= hi:
             if what == "Hyper-V MSRs":
-                return _hyperv(ctx, idx)
+                return _hyperv(ctx, idx, write, data, host, msrs)
             if what == "PVM MSRs" and ctx.backend != "pvm":
                 break
             return _unmod(f"{label}: {what} are handled by KVM with rules the model does not carry")
@@ -588,9 +653,86 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
                   F_SET_MSR_COMMON if write else F_GET_MSR_COMMON, "msr.unknown")
 
 
-def _hyperv(ctx: Ctx, idx: int) -> MsrResult:
+def _sysenter(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> MsrResult:
+    """__kvm_set_msr makes ESP/EIP canonical (never #GP); then the vendor module stores them:
+    VMX in the VMCS (CS 32 bits, ESP/EIP natural width), SVM in the VMCB with only 32 bits of
+    ESP/EIP, plus the high halves when the guest's vendor is Intel-compatible (svm_set_msr,
+    and svm_get_msr reads them back only then; for an AMD-vendor guest the MSRs are not even
+    intercepted: the CPU keeps 32 bits). Read in 6.18; the same in 6.1.176 .. 7.2.8."""
+    label = msr_label(idx)
+    if ctx.backend in ("pvm", "unknown"):
+        return _unmod(f"{label}: stored by the vendor module; no rule for backend {ctx.backend}")
+    cs = idx == M["SYSENTER_CS"]
+    amd = ctx.caps.amd_guest
+    if not write:
+        return _ok(current(ctx, msrs, idx), f"{label} reads its stored value",
+                   "vmx_get_msr/svm_get_msr", "msr.sysenter")
+    value = data if cs else b.canonical_value(data, msr_addr_bits(ctx))
+    how = [] if cs else [f"made canonical ({msr_addr_bits(ctx)}-bit): {value:#x}"]
+    if ctx.backend == "intel":
+        if cs:
+            value &= 0xFFFFFFFF
+            how.append("VMX keeps 32 bits (GUEST_SYSENTER_CS)")
+        fn = "__kvm_set_msr / vmx_set_msr (arch/x86/kvm/vmx/vmx.c)"
+    else:
+        if not cs and amd:
+            value &= 0xFFFFFFFF
+            how.append("SVM with an AMD-vendor guest keeps bits 31:0 only")
+        elif not cs:
+            how.append("SVM with an Intel-compatible guest keeps bits 63:32 in sysenter_*_hi")
+        fn = "__kvm_set_msr / svm_set_msr (arch/x86/kvm/svm/svm.c)"
+    return _ok(value, f"{label} = {data:#x}: " + "; ".join(how or ["stored"]), fn, "msr.sysenter",
+               guest_vendor="amd" if amd else "intel-compatible")
+
+
+def _misc_enable(ctx: Ctx, write: bool, data: int, host: bool, msrs: dict) -> MsrResult:
+    label = msr_label(M["MISC_ENABLE"])
+    old = current(ctx, msrs, M["MISC_ENABLE"])
+    if not write:
+        return _ok(old, f"{label} reads vcpu->arch.ia32_misc_enable_msr (reset: PEBS_UNAVAIL | "
+                   f"BTS_UNAVAIL = {MISC_ENABLE_RESET:#x})", F_GET_MSR_COMMON, "msr.misc_enable")
+    why = []
+    if not host:
+        if (old ^ data) & MISC_ENABLE_PMU_RO:
+            return _err(f"{label}: the guest may not change PEBS_UNAVAIL/BTS_UNAVAIL "
+                        f"({old:#x} -> {data:#x})", F_SET_MSR_COMMON, "msr.misc_enable", written=data)
+        data = data & ~MISC_ENABLE_EMON | old & MISC_ENABLE_EMON
+        why.append("EMON (bit 7) keeps its value (guest writes are ignored)")
+    if not ctx.caps.quirk_on(b.QUIRK_MISC_ENABLE_NO_MWAIT) and (old ^ data) & MISC_ENABLE_MWAIT:
+        sse3, r = ctx.caps.gate(b.B(0x1, 0, "ecx", 0))
+        if not sse3:
+            res = _err(f"{label}: MISC_ENABLE_NO_MWAIT quirk disabled and the guest lacks SSE3: "
+                       "the MWAIT bit may not change", F_SET_MSR_COMMON, "msr.misc_enable.mwait")
+            res.reasons.insert(0, r)
+            return res
+        why.append("MISC_ENABLE_NO_MWAIT quirk disabled: the MWAIT bit is taken and CPUID.1:ECX[3] "
+                   "follows it")
+    return _ok(data, f"{label} = {data:#x} stored" + ("" if not why else ": " + "; ".join(why)),
+               F_SET_MSR_COMMON, "msr.misc_enable", written=data)
+
+
+def _hyperv(ctx: Ctx, idx: int, write: bool = False, data: int = 0, host: bool = False,
+            msrs: dict | None = None) -> MsrResult:
     t = ctx.vcpu.cpuid
     if t.reg(0x40000001, 0, "eax") == 0x31237648:       # "Hv#1"
+        if ctx.vcpu.hyperv_enforce and idx in HV_MSR_BIT and not host:
+            reg, bit, name = HV_MSR_BIT[idx]
+            have = bool(t.reg(0x40000003, 0, reg) >> bit & 1)
+            why = Reason(f"KVM_CAP_HYPERV_ENFORCE_CPUID: {msr_label(idx)} needs HV_{name} "
+                         f"(CPUID 0x40000003.{reg.upper()}[{bit}] = {int(have)})", F_HV_MSR,
+                         None, {"hv_bit": have})
+            if not have:
+                return MsrResult(ERR, None, [why, Reason("not accessible -> error (#GP)", F_HV_MSR)],
+                                 "msr.hyperv.enforce")
+            if write:
+                if idx in HV_MSR_RESET and idx != 0x40000002:
+                    return MsrResult(OK, data, [why], "msr.hyperv.enforce")
+                return MsrResult(UNMOD, None, [why, Reason("the write's effect is not modelled")],
+                                 "msr.hyperv.enforce")
+            return MsrResult(OK, current(ctx, msrs or {}, idx) if idx in HV_MSR_RESET else None,
+                             [why, Reason("accessible" + ("" if idx in HV_MSR_RESET else
+                                                          " (its value is not compared)"))],
+                             "msr.hyperv.enforce")
         return _unmod(f"{msr_label(idx)}: Hyper-V MSR with Hyper-V CPUID (not modelled)")
     return _err(f"{msr_label(idx)}: Hyper-V MSR but the guest CPUID has no Hyper-V interface "
                 "(hyperv_enabled is false)", "kvm_hv_get/set_msr_common (arch/x86/kvm/hyperv.c)",

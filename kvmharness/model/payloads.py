@@ -166,3 +166,11 @@ for _name, _fn in (*CET_RULES.items(),
                    ("ospke-runtime", _runtime_bit(b.CR4_PKE, 0x7, "rcx", 4, "ospke")),
                    ("xsave-size-runtime", _xsave_size_runtime)):
     register_payload_rule(_name, _fn)
+
+
+def _tsc_guest_write(ctx: Ctx) -> Expectation:
+    from .vmsetup import tsc_guest_write        # vmsetup imports msrs, which this module must not
+    return tsc_guest_write(ctx)
+
+
+register_payload_rule("tsc-guest-write", _tsc_guest_write)

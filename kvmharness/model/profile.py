@@ -36,17 +36,25 @@ class HostProfile:
     feature_msrs: dict = field(default_factory=dict)   # KVM_GET_MSR_FEATURE_INDEX_LIST -> value
     host_vendor: str = "unknown"               # "intel" / "amd" (the real CPU, for vendor rules)
     caps: dict = field(default_factory=dict)   # KVM_CHECK_EXTENSION results by cap name
+    hv_cpuid: CpuidTable = field(default_factory=CpuidTable)   # KVM_GET_SUPPORTED_HV_CPUID (empty: none)
     # CPUID 0x40000000's signature when the host is itself a guest ("TCGTCGTCGTCG" under QEMU's
     # TCG, "KVMKVMKVM" nested on KVM), else None: what emulator deviations are keyed on.
     hypervisor: str | None = None
     name: str = "live"                         # where the profile came from (for reports)
     release: str = ""                          # the kernel as given ("7.4-rc2"), "" if only `kernel`
+    # --source TREE: the CPUID classes read from a kernel tree (kvmharness.cpu.source.TreeClasses)
+    # instead of the catalogue's for `kernel`.
+    source: object = field(default=None, compare=False)
 
     @property
     def rules_note(self) -> str:
-        """'rules of 7.3 applied to 7.4-rc2' when the rules are not the kernel's own, else ''."""
+        """'rules of 7.3 applied to 7.4-rc2' when the rules are not the kernel's own, and the
+        tree the classes were read from (--source); '' when neither."""
         from .releases import rules_note
-        return rules_note(self.kernel, self.release)
+        notes = [rules_note(self.kernel, self.release)]
+        if self.source is not None:
+            notes.append(f"classes read from {self.source.path} ({self.source.version_text})")
+        return "; ".join(n for n in notes if n)
 
     @property
     def xcr0(self) -> int:
@@ -67,6 +75,26 @@ class HostProfile:
         return str(v).strip().upper() in ("Y", "1", "TRUE", "ON")
 
 
+# KVM_X86_SET_MSR_FILTER range flags
+MSR_FILTER_READ, MSR_FILTER_WRITE = 1, 2
+
+
+@dataclass(frozen=True)
+class MsrFilter:
+    """A KVM_X86_SET_MSR_FILTER setup: the default action and up to 16 ranges. A range is
+    (flags, base, nmsrs, bitmap): a set bitmap bit ALLOWS the accesses in flags (READ=1,
+    WRITE=2) for MSR base+i; a clear bit denies them."""
+
+    default_deny: bool = False
+    ranges: tuple[tuple[int, int, int, int], ...] = ()
+
+    def spec(self) -> str:
+        """The --msr-filter spelling: deny|allow[,r|w|rw:BASE:N:BITMAP]..."""
+        names = {MSR_FILTER_READ: "r", MSR_FILTER_WRITE: "w", MSR_FILTER_READ | MSR_FILTER_WRITE: "rw"}
+        return ",".join(["deny" if self.default_deny else "allow"] +
+                        [f"{names[f]}:{base:#x}:{n}:{bm:#x}" for f, base, n, bm in self.ranges])
+
+
 @dataclass(frozen=True)
 class VcpuConfig:
     """One vCPU's guest-visible setup: its CPUID and the per-vCPU/VM caps the harness enables."""
@@ -75,3 +103,15 @@ class VcpuConfig:
     enforce_pv_cpuid: bool = False             # KVM_CAP_ENFORCE_PV_FEATURE_CPUID enabled
     user_space_msr: int = 0                    # KVM_CAP_X86_USER_SPACE_MSR mask (INVAL=1, UNKNOWN=2, FILTER=4)
     quirks_disabled: int = 0                   # KVM_CAP_DISABLE_QUIRKS2 mask
+    # Other VM caps enabled before the vCPU is created: (KvmCap name, args[0]), e.g.
+    # ("MSR_PLATFORM_INFO", 0) or ("X86_DISABLE_EXITS", 2 = HLT).
+    vm_caps: tuple[tuple[str, int], ...] = ()
+    msr_filter: MsrFilter | None = None        # KVM_X86_SET_MSR_FILTER on the VM
+    hyperv_enforce: bool = False               # KVM_CAP_HYPERV_ENFORCE_CPUID on the vCPU
+
+    def vm_cap(self, name: str) -> int | None:
+        """args[0] this configuration enables VM cap `name` with, None if it leaves it alone."""
+        for n, arg in self.vm_caps:
+            if n == name:
+                return arg
+        return None

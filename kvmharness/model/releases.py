@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from ..errors import UsageError
+from ..errors import UsageError, shown
 
 Version = tuple[int, int]
 
@@ -56,7 +56,7 @@ def kname(kernel) -> str:
 
 
 # -- releases ----------------------------------------------------------------------------------
-_RELEASE_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:[.\-+_~][\x21-\x7e]*)?\s*$")
+_RELEASE_RE = re.compile(r"^\s*v?(\d{1,4})\.(\d{1,4})(?:[.\-+_~][\x21-\x7e]*)?\s*$")
 
 
 @dataclass(frozen=True)
@@ -96,11 +96,11 @@ def parse_release(text) -> Release:
     elif isinstance(text, str):
         m = _RELEASE_RE.match(text)
         if not m:
-            raise UsageError(f"kernel version {text!r}: expected MAJOR.MINOR such as 6.18 "
+            raise UsageError(f"kernel version {shown(text)}: expected MAJOR.MINOR such as 6.18 "
                              f"(the model knows {kname(R_MIN)} to {kname(R_MAX)})")
         version, given = (int(m.group(1)), int(m.group(2))), text.strip()
     else:
-        raise UsageError(f"kernel version {text!r}: expected MAJOR.MINOR such as 6.18")
+        raise UsageError(f"kernel version {shown(text)}: expected MAJOR.MINOR such as 6.18")
     if version < R_MIN:
         raise UsageError(f"kernel version {given or kname(version)}: before {kname(R_MIN)}, the "
                          f"oldest release the model knows ({kname(R_MIN)} to {kname(R_MAX)})")
@@ -207,6 +207,13 @@ _TABLE: tuple[Behaviour, ...] = (
          "default -EINVAL"),
        C((6, 18), True, "kvm_get_set_one_reg / kvm_get_reg_list (arch/x86/kvm/x86.c), read in "
          "6.18.15"))),
+    B("quirks", "the KVM_X86_QUIRK_* bits (0-9, those the model names) KVM_CAP_DISABLE_QUIRKS2 "
+      "accepts (KVM_X86_VALID_QUIRKS); a quirk a release lacks cannot be disabled",
+      (C((6, 1), 0x7F, "KVM_X86_VALID_QUIRKS (arch/x86/kvm/x86.h), read in 6.1.176: LINT0_REENABLED "
+         ".. MWAIT_NEVER_UD_FAULTS"),
+       C((6, 12), 0x3FF, "KVM_X86_VALID_QUIRKS (arch/x86/kvm/x86.h), read in 6.12.107 (and 6.17.8 "
+         ".. 7.2.8): + SLOT_ZAP_ALL, STUFF_FEATURE_MSRS, IGNORE_GUEST_PAT",
+         "not pinned: between 6.1.176 (without) and 6.12.107 (with)"))),
     B("pv_msr_missing_feature", "what kvm_get/set_msr_common return for a KVM PV MSR whose "
       "feature guest_pv_has() denies (KVM_CAP_ENFORCE_PV_FEATURE_CPUID): 'invalid' (1: never "
       "forgiven, user-space exit reason INVAL) or 'unsupported' (KVM_MSR_RET_UNSUPPORTED: host "

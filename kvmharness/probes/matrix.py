@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..model.bits import QUIRK_MISC_ENABLE_NO_MWAIT, QUIRK_MWAIT_NEVER_UD_FAULTS
+from ..model.bits import (QUIRK_FIX_HYPERCALL_INSN, QUIRK_MISC_ENABLE_NO_MWAIT,
+                          QUIRK_MWAIT_NEVER_UD_FAULTS, QUIRK_STUFF_FEATURE_MSRS)
 from ..model.instructions import hex_of
+from ..model.profile import MSR_FILTER_READ, MSR_FILTER_WRITE, MsrFilter
 
 
 def I(name: str) -> str:
@@ -39,7 +41,6 @@ EDIT_BITS: dict[str, tuple[str, ...]] = {
     # bit 13 of 0x80000008 EAX is bit 5 of the linear-address width: set in 48 and 57, so "off"
     # makes 16 or 25, which KVM_SET_CPUID2 refuses (kvm_check_cpuid)
     "set_cpuid2.vaddr_bits": ("0x80000008.0.eax.13",),
-    "gp_on_user_cpuid": ("0x80000021.0.eax.17",),          # 7.2 (EMULATED_F)
 }
 
 
@@ -49,10 +50,21 @@ class Row:
     label: str
     probe: str
     category: str = "behaviour"
+    timeout_ms: float | None = None     # a shorter per-probe timeout than the run's (see HYPERCALL_MS)
 
 
-def R(feature: str, label: str, probe: str) -> Row:
-    return Row(feature, label, probe)
+def R(feature: str, label: str, probe: str, timeout_ms: float | None = None) -> Row:
+    return Row(feature, label, probe, timeout_ms=timeout_ms)
+
+
+# Hypercall rows' timeout: a VMCALL/VMMCALL exit is handled in microseconds (tens under an
+# emulated lab), but kvm_pvm never returns from one (a known deviation): without a short
+# timeout each would hold the matrix for the run's whole timeout.
+HYPERCALL_MS = 20.0
+
+
+def H(feature: str, label: str, probe: str) -> Row:
+    return R(feature, label, probe, HYPERCALL_MS)
 
 
 def T(feature: str, label: str, probe: str) -> Row:
@@ -253,6 +265,87 @@ ROWS: tuple[Row, ...] = (
     R("shstk",              "rdsspq",                     I("rdsspq")),
     R("shstk",              "incsspq",                    I("incsspq")),
     R("ibt",                "endbr64",                    I("endbr64")),
+    # -- issue 17: what KVM's selftests check (msrs, feature_msrs, tsc_msrs, monitor_mwait,
+    #    platform_info, userspace_msr_exit, hyperv_features, kvm_pv, fix_hypercall, cpuid) ----
+    # IA32_MISC_ENABLE: reset value, read-only PEBS/BTS-unavailable bits, the MWAIT bit
+    R("misc_enable",        "rdmsr.reset",                "rdmsr:0x1a0"),
+    R("misc_enable",        "host-rdmsr.reset",           "host-rdmsr:0x1a0"),
+    R("misc_enable",        "wrmsr.same",                 "wrmsr:0x1a0:0x1800"),
+    R("misc_enable",        "wrmsr.clear-ro-bits",        "wrmsr:0x1a0:0x0"),
+    R("misc_enable",        "wrmsr.emon",                 "wrmsr:0x1a0:0x1880"),
+    R("misc_enable",        "wrmsr.mwait",                "wrmsr:0x1a0:0x41800"),
+    R("misc_enable",        "host-wrmsr.clear-ro-bits",   "host-wrmsr:0x1a0:0x0"),
+    R("misc_enable",        "cpuid.1.mwait-enabled",      "cpuid:1:0@msr:0x1a0=0x41800"),
+    # monitor_mwait_test's cross product: CPUID.MWAIT (on/off) x quirks (the monitor variants)
+    # x MISC_ENABLE.MWAIT (set by the host before the probe, or left clear)
+    R("monitor",            "monitor.misc-enable-mwait",  I("monitor") + "@msr:0x1a0=0x41800"),
+    R("monitor",            "mwait.misc-enable-mwait",    I("mwait") + "@msr:0x1a0=0x41800"),
+    R("monitor",            "cpuid.1.misc-enable-mwait",  "cpuid:1:0@msr:0x1a0=0x41800"),
+    R("monitor",            "wrmsr.misc_enable.mwait",    "wrmsr:0x1a0:0x41800"),
+    # SYSENTER MSRs: 32 bits for an AMD-vendor guest on SVM, canonical 64 bits otherwise
+    R("sysenter",           "wrmsr.sysenter_cs",          "wrmsr:0x174:0xffffffff00000010"),
+    R("sysenter",           "wrmsr.sysenter_esp",         "wrmsr:0x175:0xffffffff12345678"),
+    R("sysenter",           "wrmsr.sysenter_eip",         "wrmsr:0x176:0x123456789abc"),
+    R("sysenter",           "wrmsr.sysenter_eip.noncanonical", "wrmsr:0x176:0xaaaa5555aaaa5555"),
+    R("sysenter",           "host-wrmsr.sysenter_esp",    "rdmsr:0x175@msr:0x175=0xffffffff12345678"),
+    # feature MSRs at vCPU creation (STUFF_FEATURE_MSRS quirk), host writes
+    R("feature_msrs",       "rdmsr.ucode_rev",            "rdmsr:0x8b"),
+    R("feature_msrs",       "host-rdmsr.ucode_rev",       "host-rdmsr:0x8b"),
+    R("feature_msrs",       "wrmsr.ucode_rev.ignored",    "wrmsr:0x8b:0x1234"),
+    R("feature_msrs",       "rdmsr.ucode_rev.host-set",   "rdmsr:0x8b@msr:0x8b=0x1234500000000"),
+    R("feature_msrs",       "host-rdmsr.arch_capabilities", "host-rdmsr:0x10a"),
+    R("feature_msrs",       "host-wrmsr.arch_capabilities.zero", "host-wrmsr:0x10a:0x0"),
+    R("feature_msrs",       "host-rdmsr.platform_info",   "host-rdmsr:0xce"),
+    R("feature_msrs",       "host-rdmsr.perf_capabilities", "host-rdmsr:0x345"),
+    # KVM_CAP_MSR_PLATFORM_INFO (platform_info_test), CPUID faulting
+    R("platform_info",      "rdmsr.platform_info",        "rdmsr:0xce"),
+    R("platform_info",      "host-rdmsr.platform_info",   "host-rdmsr:0xce"),
+    R("platform_info",      "wrmsr.platform_info",        "wrmsr:0xce:0x0"),
+    R("platform_info",      "host-wrmsr.platform_info.zero", "host-wrmsr:0xce:0x0"),
+    R("platform_info",      "wrmsr.misc_features.cpuid_fault", "wrmsr:0x140:0x1"),
+    # TSC: the guest's TSC starts near 0 at vCPU creation; host writes set it without touching
+    # TSC_ADJUST, guest writes move TSC_ADJUST by the same amount (tsc_msrs_test)
+    R("tsc_adjust",         "rdmsr.tsc.at-creation",      "rdmsr:0x10"),
+    R("tsc_adjust",         "rdmsr.tsc.host-set",         "rdmsr:0x10@msr:0x10=0x10000000000"),
+    R("tsc_adjust",         "rdmsr.tsc_adjust.host-set-tsc", "rdmsr:0x3b@msr:0x3b=0x0,msr:0x10=0x10000000000"),
+    R("tsc_adjust",         "wrmsr.tsc_adjust",           "wrmsr:0x3b:0x1000"),
+    R("tsc_adjust",         "guest-wrmsr.tsc.adjust-follows", "tsc-guest-write"),
+    # MSR filters (userspace_msr_exit_test): denied ranges, the FILTER exit, never-filtered MSRs
+    R("msr_filter",         "rdmsr.read-denied",          "rdmsr:0x1a0"),
+    R("msr_filter",         "wrmsr.write-allowed.read-denied", "wrmsr:0x1a0:0x1800"),
+    R("msr_filter",         "rdmsr.write-denied",         "rdmsr:0x277"),
+    R("msr_filter",         "wrmsr.write-denied",         "wrmsr:0x277:0x7040600070406"),
+    R("msr_filter",         "rdmsr.outside-ranges",       "rdmsr:0x3b"),
+    R("msr_filter",         "host-rdmsr.read-denied",     "host-rdmsr:0x1a0"),
+    R("msr_filter",         "rdmsr.x2apic-not-filterable", "rdmsr:0x802@msr:0x1b=0xfee00d00"),
+    # KVM PV hypercalls: -KVM_ENOSYS without their PV feature under ENFORCE_PV_FEATURE_CPUID
+    H("pv_unhalt",          "hypercall.kick_cpu",         "vmcall:5"),
+    H("pv_send_ipi",        "hypercall.send_ipi",         "vmcall:10"),
+    H("pv_sched_yield",     "hypercall.sched_yield",      "vmcall:11"),
+    # HLT exits disabled (KVM_CAP_X86_DISABLE_EXITS): KVM clears PV_UNHALT from guest CPUID
+    R("pv_unhalt",          "cpuid.kvm_features",         "cpuid:0x40000001:0"),
+    R("pv_unhalt",          "get-cpuid2.kvm_features",    "get-cpuid2:0x40000001:0"),
+    # VMCALL vs VMMCALL (fix_hypercall_test): the other vendor's instruction is patched or #UD
+    H("hypercall",          "vmcall.unknown-nr",          "vmcall:0"),
+    H("hypercall",          "vmmcall.unknown-nr",         "vmmcall:0"),
+    H("hypercall",          "vmcall.vapic_poll_irq",      "vmcall:1"),
+    # Hyper-V (hyperv_features): with KVM_CAP_HYPERV_ENFORCE_CPUID each MSR needs its CPUID bit
+    *(R("hyperv", f"rdmsr.{name}", f"rdmsr:{index:#x}") for name, index in (
+        ("guest_os_id", 0x40000000), ("hypercall", 0x40000001), ("vp_index", 0x40000002),
+        ("vp_runtime", 0x40000010), ("time_ref_count", 0x40000020),
+        ("reference_tsc", 0x40000021), ("tsc_frequency", 0x40000022), ("scontrol", 0x40000080),
+        ("stimer0_config", 0x400000b0), ("crash_ctl", 0x40000105))),
+    R("hyperv",             "wrmsr.guest_os_id",          "wrmsr:0x40000000:0x1"),
+    # KVM_GET_CPUID2 with too small a buffer, KVM_SET_CPUID2 after KVM_RUN (cpuid_test)
+    R("cpuid2",             "get-cpuid2.nent-1",          "get-cpuid2-nent:1"),
+    R("cpuid2",             "get-cpuid2.nent-max",        "get-cpuid2-nent:256"),
+    R("cpuid2",             "set-cpuid2-again.identical", "set-cpuid2-again:0:0:0:0"),
+    R("cpuid2",             "set-cpuid2-again.osxsave",   "set-cpuid2-again:1:0:2:0x8000000"),
+    R("cpuid2",             "set-cpuid2-again.changed",   "set-cpuid2-again:0x80000001:0:2:0x1"),
+    # kvm_pvm's CPL0 emulator: instructions the selftests' own code and handlers use
+    R("sse2",               "movq.xmm-from-r64",          I("movq-xmm-r64")),
+    R("sse4_1",             "pinsrq",                     I("pinsrq")),
+    R("cpl0-insn",          "int3",                       I("int3")),
 )
 
 @dataclass(frozen=True)
@@ -265,6 +358,11 @@ class Variant:
     quirks_disabled: int = 0
     user_space_msr: int = 0
     suffix: str | None = None
+    vendor: str | None = None
+    vm_caps: tuple[tuple[str, int], ...] = ()
+    msr_filter: MsrFilter | None = None
+    hyperv: bool = False
+    enforce_pv_cpuid: bool = False
 
 
 USER_SPACE_MSR_INVAL_UNKNOWN = 0x3
@@ -287,6 +385,51 @@ VARIANTS: dict[str, tuple[Variant, ...]] = {
                 Variant(quirks_disabled=QUIRK_MWAIT_NEVER_UD_FAULTS | QUIRK_MISC_ENABLE_NO_MWAIT,
                         suffix="+quirks-mwait-off")),
     "arch_capabilities": (Variant(user_space_msr=USER_SPACE_MSR_INVAL_UNKNOWN, suffix="+user-space-msr"),),
+    "pv_unhalt": (Variant(vm_caps=(("X86_DISABLE_EXITS", 2),), suffix="+hlt-exits-disabled"),
+                  Variant(vm_caps=(("X86_DISABLE_EXITS", 2),), enforce_pv_cpuid=True,
+                          suffix="+hlt-exits-disabled+enforce")),
+}
+
+VENDORS = (Variant(vendor="intel", suffix="vendor-intel"), Variant(vendor="amd", suffix="vendor-amd"))
+# The MSR filter configurations: reads of MISC_ENABLE and writes of PAT denied, the x2APIC
+# range denied (it cannot be filtered), everything else allowed.
+FILTER = MsrFilter(False, ((MSR_FILTER_READ, 0x1A0, 1, 0), (MSR_FILTER_WRITE, 0x277, 1, 0),
+                           (MSR_FILTER_READ | MSR_FILTER_WRITE, 0x800, 0x100, 0)))
+USER_SPACE_MSR_FILTER = 0x4
+# Hyper-V CPUID 0x40000003 EAX bits the hyperv rows need (HV_MSR_*_AVAILABLE), and the
+# crash-MSR bit in EDX: each rung of the ladder has one of them.
+HV_EAX_BITS = {"vp_runtime": 0, "time_ref_count": 1, "synic": 2, "syntimer": 3,
+               "hypercall": 5, "vp_index": 6, "reference_tsc": 9, "frequency_msrs": 11}
+HV_LADDER = tuple(f"0x40000003.0.eax.{b}" for b in HV_EAX_BITS.values()) + ("0x40000003.0.edx.10",)
+
+# Groups that are not one CPUID feature: their configurations are listed here, each a Variant
+# whose suffix is the configuration's name (no on/off derived from the host's support).
+GROUPS: dict[str, tuple[Variant, ...]] = {
+    "misc_enable": (Variant(suffix="supported"), *VENDORS,
+                    Variant(quirks_disabled=QUIRK_MISC_ENABLE_NO_MWAIT, suffix="quirk-no-mwait-off"),
+                    Variant(quirks_disabled=QUIRK_MISC_ENABLE_NO_MWAIT, clear=("pni",),
+                            suffix="quirk-no-mwait-off+sse3-off")),
+    "sysenter": VENDORS,
+    "feature_msrs": (Variant(suffix="supported"),
+                     Variant(quirks_disabled=QUIRK_STUFF_FEATURE_MSRS, suffix="quirk-stuff-off"),
+                     *VENDORS),
+    "platform_info": (Variant(suffix="supported"),
+                      Variant(vm_caps=(("MSR_PLATFORM_INFO", 0),), suffix="cap-off"),
+                      Variant(quirks_disabled=QUIRK_STUFF_FEATURE_MSRS, suffix="quirk-stuff-off")),
+    "msr_filter": (Variant(msr_filter=FILTER, suffix="filter"),
+                   Variant(msr_filter=FILTER, user_space_msr=USER_SPACE_MSR_FILTER,
+                           suffix="filter+user-space-msr")),
+    "hypercall": (Variant(suffix="supported"),
+                  Variant(quirks_disabled=QUIRK_FIX_HYPERCALL_INSN, suffix="quirk-fix-hypercall-off")),
+    "hyperv": (Variant(hyperv=True, suffix="hv-all"),
+               Variant(hyperv=True, clear=HV_LADDER, suffix="hv-none"),
+               *(Variant(hyperv=True, clear=tuple(c for c in HV_LADDER if c != bit),
+                         suffix=f"hv-only-{name}")
+                 for name, bit in (*((n, f"0x40000003.0.eax.{b}") for n, b in HV_EAX_BITS.items()),
+                                   ("crash_msrs", "0x40000003.0.edx.10")))),
+    "cpuid2": (Variant(suffix="supported"),
+               Variant(vm_caps=(("X86_DISABLE_EXITS", 2),), suffix="hlt-exits-disabled")),
+    "cpl0-insn": (Variant(suffix="supported"),),
 }
 
 # Host-level groups: one configuration (the supported table), nothing to set or clear.
@@ -294,7 +437,9 @@ HOST_LEVEL = frozenset({"msr-index"})
 
 # Features whose probes also run with KVM_CAP_ENFORCE_PV_FEATURE_CPUID enabled.
 PV_FEATURES = frozenset({"clocksource", "clocksource2", "async_pf", "steal_time", "pv_eoi",
-                         "poll_control", "async_pf_int"})
+                         "poll_control", "async_pf_int", "pv_unhalt", "pv_send_ipi", "pv_sched_yield"})
+# ... of which these are checked by hypercalls, not MSRs: no KVM_CAP_X86_USER_SPACE_MSR variant.
+PV_HYPERCALL_FEATURES = frozenset({"pv_unhalt", "pv_send_ipi", "pv_sched_yield"})
 
 
 def probes_of(feature: str) -> tuple[str, ...]:

@@ -101,6 +101,8 @@ PAYLOADS: dict[str, Payload] = {p.name: p for p in (
     Payload("osxsave-runtime",    "basic", "osxsave_runtime",    "guest sets CR4.OSXSAVE, then CPUID.1: ECX[27] follows CR4"),
     Payload("ospke-runtime",      "basic", "ospke_runtime",      "guest sets CR4.PKE, then CPUID.7.0: ECX[4] follows CR4"),
     Payload("xsave-size-runtime", "basic", "xsave_size_runtime", "guest sets CR4.OSXSAVE and XCR0 = 7, then CPUID.0xD.0: EBX follows XCR0"),
+    Payload("tsc-guest-write",    "basic", "tsc_guest_write",    "guest WRMSR TSC = 2^40+2^35 after the host zeroed TSC and TSC_ADJUST: rbx = TSC, rcx = TSC_ADJUST",
+            results=("rbx", "rcx"), mods=f"msr:{MSRS['IA32_TSC_ADJUST']:#x}=0x0,msr:{MSRS['IA32_TSC']:#x}=0x0"),
     Payload("shstk-near-ret",     "cet",   "shstk_near_ret",     "user shadow stack: tampered near RET -> #CP(NEAR-RET)",
             setup=_reset_pages, mods=_user_cet(CET_SHSTK_EN)),
     Payload("shstk-far-ret",      "cet",   "shstk_far_ret",      "user shadow stack: tampered far RET -> #CP(FAR-RET)",

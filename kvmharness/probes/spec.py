@@ -14,6 +14,11 @@
       host-xcr0:VALUE        host KVM_SET_XCRS with XCR0=VALUE
       get-cpuid2:LEAF:SUB    host KVM_GET_CPUID2: the vCPU's entry as KVM holds it
       msr-index:INDEX        host KVM_GET_MSR_INDEX_LIST: is INDEX listed (saved/restored)?
+      get-cpuid2-nent:N      host KVM_GET_CPUID2 with room for N entries (E2BIG, nent)
+      set-cpuid2-again:LEAF:SUB:R:XOR
+                             host KVM_SET_CPUID2 after KVM_RUN: the vCPU's table with register
+                             R (0 EAX, 1 EBX, 2 ECX, 3 EDX) of LEAF.SUB XORed with XOR (0: identical)
+      vmcall:NR / vmmcall:NR guest VMCALL / VMMCALL with RAX=NR, RBX=RCX=RDX=RSI=0 (result in RAX)
       host-get-reg:REG       host KVM_GET_ONE_REG (REG: guest_ssp or a numeric register id)
       host-set-reg:REG:VALUE host KVM_SET_ONE_REG (the old value is put back afterwards)
       reg-list:N             host KVM_GET_REG_LIST with room for N ids
@@ -52,13 +57,18 @@ KINDS: dict[str, tuple[tuple[str, ...], bool]] = {
     "host-xcr0": (("value",), False),
     "get-cpuid2": (("leaf", "subleaf"), False),
     "msr-index": (("index",), False),
+    "get-cpuid2-nent": (("nent",), False),
+    "set-cpuid2-again": (("leaf", "subleaf", "cpuid_reg", "xor"), False),
+    "vmcall": (("nr",), True),
+    "vmmcall": (("nr",), True),
     "host-get-reg": (("reg",), False),
     "host-set-reg": (("reg", "value"), False),
     "reg-list": (("capacity",), False),
     "insn": (("bytes",), True),
 }
 _LIMITS = {"leaf": 0xFFFFFFFF, "subleaf": 0xFFFFFFFF, "bit": 63, "index": 0xFFFFFFFF,
-           "value": 0xFFFFFFFFFFFFFFFF, "reg": 0xFFFFFFFFFFFFFFFF, "capacity": 1024}
+           "value": 0xFFFFFFFFFFFFFFFF, "reg": 0xFFFFFFFFFFFFFFFF, "capacity": 1024,
+           "nent": 4096, "cpuid_reg": 3, "xor": 0xFFFFFFFF, "nr": 0xFFFFFFFFFFFFFFFF}
 # KVM_{GET,SET}_ONE_REG registers by name (any other register is given by its numeric id).
 REG_NAMES = {"guest_ssp": KVM_X86_REG_GUEST_SSP}
 REG_IDS = {v: k for k, v in REG_NAMES.items()}
@@ -125,7 +135,7 @@ class ProbeSpec:
 def _fmt(kind: str, name: str, value: int) -> str:
     if name == "reg" and value in REG_IDS:
         return REG_IDS[value]
-    if name in ("bit", "subleaf", "capacity") or (kind == "xgetbv" and name == "index"):
+    if name in ("bit", "subleaf", "capacity", "nent", "cpuid_reg", "nr") or (kind == "xgetbv" and name == "index"):
         return str(value)
     return hex(value)
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import EXIT_MISMATCH, EXIT_OK
+from ..errors import EXIT_MISMATCH, EXIT_OK, printable
 from .schema import UNCHECKED
 from .text import clean, describe_outcome, result_details
 
@@ -188,6 +188,9 @@ def _fingerprint(report: dict) -> dict[str, object]:
         fp["selected features"] = ",".join(sorted(map(str, features))) or "(all)"
     # The kernel whose rules the model applied (`run --kernel`): a verdict can change with it alone.
     fp["model kernel rules"] = selection.get("kernel_rules")
+    source = selection.get("classes_source")
+    if isinstance(source, dict):               # --source TREE: classes read from a kernel tree
+        fp["model classes source"] = f"{source.get('path')} ({source.get('version')})"
     return fp
 
 
@@ -196,7 +199,7 @@ def _show(value) -> str:
         return "(none)"
     if isinstance(value, bool):
         return "Y" if value else "N"
-    return clean(value)
+    return printable(value, 200, blank_whitespace=True)
 
 
 def _context(old: dict, new: dict) -> list[str]:

@@ -54,6 +54,7 @@ import math
 from .. import __version__
 from ..cpu.cpuid import load_json_file
 from ..errors import EXIT_MISMATCH, EXIT_NO_KVM, EXIT_OK, UsageError
+from ..errors import shown as _show
 
 SCHEMA_NAME = "kvmharness-report"
 SCHEMA_VERSION = 1
@@ -80,15 +81,6 @@ class _Bad(Exception):
 
 
 # -- small helpers ---------------------------------------------------------------------------
-def _show(value, limit: int = 60) -> str:
-    """A one-line, bounded rendering of a value for an error message."""
-    try:
-        text = json.dumps(value, ensure_ascii=True)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _type_name(value) -> str:
     if value is None:
         return "null"

@@ -6,6 +6,7 @@ write terminal escape sequences or break the layout with newlines.
 
 from __future__ import annotations
 
+from ..errors import printable
 from ..outcome import EXCEPTION_NAMES, describe
 from .schema import UNCHECKED, VERDICTS, count_verdicts, rules_note
 
@@ -16,19 +17,8 @@ _KINDS = frozenset({"ok", "exception", "exit", "ioctl_error", "timeout", "skip",
 
 
 def clean(text) -> str:
-    """One printable line: control characters (newline included) become visible escapes."""
-    text = str(text)
-    if text.isprintable():
-        return text
-    out = []
-    for ch in text:
-        if ch.isprintable():
-            out.append(ch)
-        elif ch in "\n\r\t":
-            out.append(" ")
-        else:
-            out.append(ch.encode("unicode_escape", "backslashreplace").decode("ascii"))
-    return "".join(out)
+    """One printable line: control characters become visible escapes, newlines and tabs blanks."""
+    return printable(text, None, blank_whitespace=True)
 
 
 def _named(pattern: dict) -> dict:
