@@ -4,6 +4,8 @@ Host profiles are the recorded Firecracker tables (tests/data/profiles, see test
 profiles built from them. Each test names the KVM rule it checks.
 """
 
+from dataclasses import replace
+
 import pytest
 
 from kvmharness.errors import UsageError
@@ -60,14 +62,46 @@ def test_cet_612_kernel_has_no_cet():
 
 
 def test_tdp_off_clears_shstk_keeps_ibt():
-    """kvm_set_cpu_caps: SHSTK (and PKU) are cleared without TDP; IBT is not."""
-    h = with_params(fc_profile(SPR_618), ept="N")
+    """kvm_set_cpu_caps: SHSTK (and PKU) are cleared without TDP; IBT is not (the common rule,
+    seen alone where no vendor rule applies: a backend the model does not know)."""
+    h = replace(with_params(fc_profile(SPR_618), ept="N"), backend="unknown")
     c = caps(h, set_=["shstk", "ibt"])
     assert not c.tdp.enabled
     assert not c.has("shstk")
     assert c.has("ibt")
     assert not c.has("pku")
     assert c.kvm.supported_xss == 0x1800        # IBT keeps the CET XSS bits
+
+
+@pytest.mark.parametrize("params", [{"ept": "N"}, {"unrestricted_guest": "N"}])
+def test_vmx_without_unrestricted_guest_clears_shstk_and_ibt(params):
+    """vmx_set_cpu_caps (6.18.15 .. 7.2.8): no unrestricted guest (ept=N forces it off in
+    vmx_hardware_setup) -> SHSTK and IBT cleared, so the CET XSS bits go too. Seen live: the
+    Bochs lab's kvm_intel.ept=0 run (tests/data/labs)."""
+    h = with_params(fc_profile(SPR_618), **params)
+    c = caps(h, set_=["shstk", "ibt"])
+    assert not c.supported("shstk") and not c.supported("ibt")
+    assert not c.has("shstk") and not c.has("ibt")
+    assert c.kvm.supported_xss == 0
+    assert "vmx_set_cpu_caps" in " ".join(map(str, c.why("ibt")))
+    assert caps(fc_profile(SPR_618), set_=["ibt"]).has("ibt")
+
+
+def test_vmx_cet_parameter_from_7_1():
+    """kvm_intel.cet (7.1.13: module_param_named(cet, enable_cet)) clears SHSTK and IBT; 7.0
+    has no such parameter, so a stray value there changes nothing."""
+    h = with_params(fc_profile(SPR_618, kernel=(7, 1)), cet="N")
+    assert not caps(h, set_=["ibt"]).has("ibt")
+    h = with_params(fc_profile(SPR_618, kernel=(7, 0)), cet="N")
+    assert caps(h, set_=["ibt"]).has("ibt")
+
+
+def test_vmx_table_without_cet_names_the_vmx_conditions():
+    """A VMX table without SHSTK/IBT: the reason names the hardware conditions of
+    vmx_set_cpu_caps (LOAD_CET_STATE, VMX_BASIC bit 56), which the table reflects."""
+    c = caps(fc_profile(ICX_618), set_=["ibt"])
+    assert not c.has("ibt")
+    assert "LOAD_CET_STATE" in " ".join(map(str, c.why("ibt")))
 
 
 def test_allow_smaller_maxphyaddr_clears_both_cet_features():

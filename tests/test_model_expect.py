@@ -1,6 +1,8 @@
 """Expectations (kvmharness.model.expect): the outcome upstream KVM promises for each probe kind,
 and the known-deviation classifier. Each test names the rule it checks."""
 
+from dataclasses import replace
+
 import pytest
 
 from kvmharness.model import classify, expect, register_payload_rule
@@ -106,8 +108,9 @@ def test_cr4_feature_shstk_claimed_but_unsupported_gp():
 
 
 def test_cr4_feature_cet_allowed_when_only_ibt_effective():
-    """SHSTK not effective (TDP off) but IBT is: CR4.CET is still allowed."""
-    h = with_params(fc_profile(SPR_618), ept="N")
+    """SHSTK not effective (TDP off) but IBT is: CR4.CET is still allowed. (On VMX, ept=N
+    clears IBT too, see test_model_caps; the common rule alone: a backend without it.)"""
+    h = replace(with_params(fc_profile(SPR_618), ept="N"), backend="unknown")
     assert ex(h, "cr4:23", set_=["shstk", "ibt"]).rule == "cr4.ok"
     assert ex(h, "cr4:23", set_=["shstk"], clear=["ibt"]).pattern == GP
 
@@ -412,11 +415,30 @@ def test_msr_user_space_msr_exit_names_the_reason():
     assert matches(e.pattern, unknown) and not matches(e.pattern, obs_exc(13, 0))
     e = ex(h, "rdmsr:0x6a0", v=VcpuConfig(h.supported, user_space_msr=1))   # INVAL only
     assert matches(e.pattern, obs_exc(13, 0)) and not matches(e.pattern, unknown)
-    # a CET MSR that exists but gets a reserved value: INVAL, not UNKNOWN
+    # a CET MSR that exists and is intercepted (INT_SSP_TAB always is) but gets a bad value:
+    # INVAL, not UNKNOWN
     h = fc_profile(SPR_618)
-    e = ex(h, "wrmsr:0x6a0:0x40", v=VcpuConfig(h.supported, user_space_msr=3))
+    e = ex(h, "wrmsr:0x6a8:0x8000000000000000", v=VcpuConfig(h.supported, user_space_msr=3))
     assert matches(e.pattern, {"kind": "exit", "reason": "X86_WRMSR", "msr_reason": "INVAL",
-                               "index": "0x6a0", "data": "0x40"})
+                               "index": "0x6a8", "data": "0x8000000000000000"})
+
+
+@pytest.mark.parametrize("profile", [SPR_618, GENOA_618])
+@pytest.mark.parametrize("probe", ["wrmsr:0x6a0:0x40", "wrmsr:0x6a2:0x1004",
+                                   "wrmsr:0x6a5:0x8000000000000000", "wrmsr:0x6a7:0x2"])
+def test_msr_cet_passed_through_writes_fail_on_the_cpu(profile, probe):
+    """vmx_recalc_msr_intercepts / svm_recalc_msr_intercepts (6.18.15 .. 7.2.8): once the guest
+    has SHSTK (VMX: or IBT), U_CET, S_CET and PL0-3_SSP are not intercepted, so a bad value is
+    the CPU's #GP even with KVM_CAP_X86_USER_SPACE_MSR. Seen live in the Bochs lab (kvm_intel
+    6.18.15 and 7.3.4: shstk/on+user-space-msr)."""
+    h = fc_profile(profile)
+    e = ex(h, probe, v=VcpuConfig(h.supported, user_space_msr=3))
+    assert e.pattern == GP
+    assert "not intercepted" in " ".join(map(str, e.reasons))
+    # without the features the MSR is intercepted and unsupported: the exit names UNKNOWN
+    off = vcpu(h, clear=["shstk", "ibt"])
+    e = ex(h, probe, v=VcpuConfig(off.cpuid, user_space_msr=3))
+    assert e.pattern["kind"] == "exit" and e.pattern["msr_reason"] == "UNKNOWN"
 
 
 def test_setup_msrs_refused_is_rejected():

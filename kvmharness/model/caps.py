@@ -29,7 +29,8 @@ from . import bits as b
 from . import catalog, releases
 from .profile import HostProfile, VcpuConfig
 from .reason import (F_AFTER_SET_CPUID, F_CPUID_EMULATED, F_SET_CPU_CAPS, F_SVM_AFTER_CPUID,
-                     F_SVM_CAPS, F_UPDATE_RUNTIME, F_VENDOR_INIT, F_VMX_AFTER_CPUID, Reason)
+                     F_SVM_CAPS, F_UPDATE_RUNTIME, F_VENDOR_INIT, F_VMX_AFTER_CPUID, F_VMX_CAPS,
+                     Reason)
 
 K614 = releases.first("cpu_caps")             # per-vCPU cpu_caps
 K618 = releases.first("cet")                  # CET virtualization
@@ -131,14 +132,41 @@ class KvmCaps:
             return False, [Reason(f"kernel {kname}: KVM has no CET virtualization before 6.18; "
                                   f"{name} is never in kvm_cpu_caps", F_SET_CPU_CAPS, K618)]
         if not shown:
-            return False, [Reason(f"KVM_GET_SUPPORTED_CPUID does not report {name} ({ref})",
-                                  F_SET_CPU_CAPS, None, {"table": self.host.name})]
+            why = [Reason(f"KVM_GET_SUPPORTED_CPUID does not report {name} ({ref})",
+                          F_SET_CPU_CAPS, None, {"table": self.host.name})]
+            if ref in (b.SHSTK, b.IBT) and self.host.backend == "intel":
+                off = self._vmx_cet_off()
+                why.append(Reason(f"on VMX: cleared {off[0]}", F_VMX_CAPS, K618, off[1]) if off
+                           else Reason("on VMX, also cleared when the CPU lacks VM_ENTRY/VM_EXIT_"
+                                       "LOAD_CET_STATE or VMX_BASIC bit 56 (no error-code "
+                                       "consistency check), facts the table reflects",
+                                       F_VMX_CAPS, K618))
+            return False, why
         why = [Reason(f"KVM_GET_SUPPORTED_CPUID reports {name}", F_SET_CPU_CAPS, None,
                       {"table": self.host.name})]
         removed = self._removal(ref, name)
         if removed is not None:
             return False, why + [removed]
         return True, why
+
+    def _vmx_cet_off(self) -> tuple[str, dict] | None:
+        """vmx_set_cpu_caps() clears SHSTK and IBT without unrestricted guest (KVM's emulator
+        does not enforce CET), without VM_ENTRY/VM_EXIT_LOAD_CET_STATE or VMX_BASIC bit 56
+        (7.1+: enable_cet, also the `cet` parameter). The hardware conditions are in the table;
+        the parameters are re-applied here so `--param` on a recorded host gives the answer."""
+        p = self.host.params
+        if not self.host.param_on("ept", default=True):
+            return ("without unrestricted guest: kvm_intel.ept=N turns unrestricted_guest off "
+                    "(vmx_hardware_setup), and KVM's emulator does not enforce CET",
+                    {"ept": p.get("ept")})
+        if not self.host.param_on("unrestricted_guest", default=True):
+            return ("without unrestricted guest (kvm_intel.unrestricted_guest=N): KVM's emulator "
+                    "does not enforce CET", {"unrestricted_guest": p.get("unrestricted_guest")})
+        if releases.value("vmx_cet_param", self.kernel) and not self.host.param_on(
+                "cet", default=True):
+            return (f"with kvm_intel.cet=N ({releases.change('vmx_cet_param', self.kernel).source})",
+                    {"cet": p.get("cet")})
+        return None
 
     def _removal(self, ref: BitRef, name: str) -> Reason | None:
         """kvm_set_cpu_caps()/vendor/vendor-init removals the table might not reflect."""
@@ -150,6 +178,10 @@ class KvmCaps:
             return Reason("SHSTK is cleared when TDP is off: the shadow MMU cannot build "
                           "Writable=0/Dirty=1 shadow-stack SPTEs", F_SET_CPU_CAPS, K618,
                           {"tdp": False})
+        if ref in (b.SHSTK, b.IBT) and self.host.backend == "intel":
+            off = self._vmx_cet_off()
+            if off is not None:
+                return Reason(f"{name} is cleared on VMX {off[0]}", F_VMX_CAPS, K618, off[1])
         if ref in (b.SHSTK, b.IBT) and self.host.param_on("allow_smaller_maxphyaddr"):
             return Reason(f"{name} is cleared when kvm.allow_smaller_maxphyaddr=Y",
                           F_SET_CPU_CAPS, K618, {"allow_smaller_maxphyaddr": p.get(

@@ -404,7 +404,10 @@ def _sregs_cr4(ctx: Ctx) -> Expectation:
 
 # -- MSRs -----------------------------------------------------------------------------------------
 def _guest_fail(ctx: Ctx, res: msrs.MsrResult, write: bool) -> dict:
-    """#GP(0), or an X86_RDMSR/X86_WRMSR exit when KVM_CAP_X86_USER_SPACE_MSR asks for it."""
+    """#GP(0), or an X86_RDMSR/X86_WRMSR exit when KVM_CAP_X86_USER_SPACE_MSR asks for it
+    (only for an access KVM intercepts: a passed-through one fails on the CPU)."""
+    if not res.intercepted:
+        return P.gp0()
     mask = ctx.vcpu.user_space_msr
     want = USER_SPACE_MSR_UNKNOWN if res.status == msrs.UNSUP else USER_SPACE_MSR_INVAL
     if mask & want:

@@ -104,7 +104,8 @@ HV_MSR_BIT = {
     **{i: ("edx", 10, "GUEST_CRASH_MSR_AVAILABLE") for i in range(0x40000100, 0x40000106)},
 }
 # Their values after vCPU creation, where KVM fixes them (VP_INDEX: the vCPU index, 0 here).
-HV_MSR_RESET = {0x40000000: 0, 0x40000001: 0, 0x40000002: 0, 0x40000080: 0}
+HV_MSR_RESET = {0x40000000: 0, 0x40000001: 0, 0x40000002: 0}
+HV_SYNIC_MSRS = range(0x40000080, 0x400000A0)       # SCONTROL .. SINT15
 F_HV_MSR = "kvm_hv_get_msr/kvm_hv_set_msr, hv_check_msr_access (arch/x86/kvm/hyperv.c)"
 
 
@@ -115,6 +116,9 @@ class MsrResult:
     reasons: list = field(default_factory=list)
     rule: str = "msr"
     feature: str | None = None
+    # False when the guest's access never reaches KVM (the vendor's MSR bitmap passes it
+    # through): a failure is then the CPU's #GP, never a KVM_CAP_X86_USER_SPACE_MSR exit.
+    intercepted: bool = True
 
 
 def msr_label(index: int) -> str:
@@ -724,6 +728,13 @@ def _hyperv(ctx: Ctx, idx: int, write: bool = False, data: int = 0, host: bool =
             if not have:
                 return MsrResult(ERR, None, [why, Reason("not accessible -> error (#GP)", F_HV_MSR)],
                                  "msr.hyperv.enforce")
+            if idx in HV_SYNIC_MSRS:
+                # synic_get_msr/synic_set_msr: a guest access needs an active SynIC, which only
+                # KVM_CAP_HYPERV_SYNIC/SYNIC2 on the vCPU gives (the harness never enables it)
+                return MsrResult(ERR, None, [why, Reason(
+                    "the SynIC is not activated (no KVM_CAP_HYPERV_SYNIC2 on the vCPU): guest "
+                    "accesses fail -> error (#GP)", "synic_get_msr/synic_set_msr (arch/x86/kvm/hyperv.c)")],
+                    "msr.hyperv.synic")
             if write:
                 if idx in HV_MSR_RESET and idx != 0x40000002:
                     return MsrResult(OK, data, [why], "msr.hyperv.enforce")
@@ -774,6 +785,33 @@ def _apic_base(ctx: Ctx, write: bool, data: int, host: bool, msrs: dict) -> MsrR
                                              F_APIC_SET_BASE)], "msr.apic_base", feat)
 
 
+# Guest CET MSR accesses the vendor code stops intercepting once the guest has the feature
+# (KVM supporting it is implied by the guest cap): MSR -> the caps any of which passes it through.
+# Read in 6.18.15, 6.19.11, 7.0.0, 7.1.13 and 7.2.8 (unchanged); INT_SSP_TAB stays intercepted
+# on both (VMX keeps it in the VMCS).
+_PL_SSP = tuple(range(b.MSR["PL0_SSP"], b.MSR["PL3_SSP"] + 1))
+CET_PASSTHROUGH = {
+    "intel": ("vmx_recalc_msr_intercepts (arch/x86/kvm/vmx/vmx.c)",
+              {**{i: (b.SHSTK,) for i in _PL_SSP},
+               b.MSR["U_CET"]: (b.SHSTK, b.IBT), b.MSR["S_CET"]: (b.SHSTK, b.IBT)}),
+    "amd": ("svm_recalc_msr_intercepts (arch/x86/kvm/svm/svm.c)",
+            {i: (b.SHSTK,) for i in (*_PL_SSP, b.MSR["U_CET"], b.MSR["S_CET"])}),
+}
+
+
+def cet_passthrough(ctx: Ctx, idx: int) -> Reason | None:
+    """Why a guest access of this CET MSR is not intercepted, or None when it is."""
+    fn, table = CET_PASSTHROUGH.get(ctx.backend, (None, {}))
+    feats = table.get(idx, ())
+    held = [catalog.name_of(f) for f in feats if ctx.caps.has(f)]
+    if not held:
+        return None
+    return Reason(f"{msr_label(idx)}: not intercepted once the guest has "
+                  f"{' or '.join(catalog.name_of(f) for f in feats)} (it has {', '.join(held)}): "
+                  "the guest's RDMSR/WRMSR runs on the CPU, so a value the CPU refuses is its "
+                  "#GP, never an exit to KVM or to userspace", fn, K618)
+
+
 def _cet(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> MsrResult:
     caps = ctx.caps
     label = msr_label(idx)
@@ -796,18 +834,16 @@ def _cet(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> 
             return res
         if write:
             bad = []
-            # VMX passes U_CET/S_CET through to the guest once it has SHSTK or IBT
-            # (vmx_recalc_msr_intercepts, 6.18: intercept = !IBT && !SHSTK): its WRMSR is then
-            # judged by the CPU, which takes the bits of every CET feature it implements, not
-            # only the guest's. KVM's check (kvm_is_valid_u_s_cet) stays for host writes and SVM.
-            passthrough = not host and ctx.backend == "intel"
+            # A guest write that is passed through (cet_passthrough) is judged by the CPU,
+            # which takes the bits of every CET feature it implements, not only the guest's.
+            # KVM's check (kvm_is_valid_u_s_cet) stays for host writes and intercepted ones.
+            passthrough = None if host else cet_passthrough(ctx, idx)
             if passthrough:
                 sh_ok, ib_ok = caps.supported(b.SHSTK), caps.supported(b.IBT)
-                why = why + [Reason(f"{label}: not intercepted (the guest has SHSTK or IBT): "
-                                    "the CPU checks the value against its own SHSTK/IBT support, "
-                                    "taken here as KVM's (the profile has no raw host CPUID): "
-                                    f"SHSTK {int(sh_ok)}, IBT {int(ib_ok)}",
-                                    "vmx_recalc_msr_intercepts (arch/x86/kvm/vmx/vmx.c)", K618)]
+                why = why + [passthrough, Reason(
+                    f"{label}: the CPU checks the value against its own SHSTK/IBT support, "
+                    "taken here as KVM's (the profile has no raw host CPUID): "
+                    f"SHSTK {int(sh_ok)}, IBT {int(ib_ok)}", None, K618)]
             else:
                 sh_ok, ib_ok = sh, ib
             if data & b.CET_RESERVED:
@@ -824,6 +860,7 @@ def _cet(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> 
                 res = _err(f"{label} = {data:#x}: " + "; ".join(bad), F_VALID_CET,
                            "msr.cet.value", feat, K618, value=data, shstk=sh, ibt=ib)
                 res.reasons[:0] = why
+                res.intercepted = passthrough is None
                 return res
             return MsrResult(OK, data, why + [Reason(f"{label} = {data:#x} passes "
                                                      "kvm_is_valid_u_s_cet", F_VALID_CET, K618)],
@@ -843,12 +880,21 @@ def _cet(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> 
             return res
     if write:
         w = msr_addr_bits(ctx)
+        bad = None
         if not b.canonical(data, w):
-            return _err(f"{label}: {data:#x} is not canonical ({w}-bit)", F_SET_MSR,
-                        "msr.cet.value", feat, K618, value=data)
-        if idx != b.MSR["INT_SSP_TAB"] and data & 3:
-            return _err(f"{label}: {data:#x} is not 4-byte aligned (only INT_SSP_TAB may be)",
-                        F_SET_MSR, "msr.cet.value", feat, K618, value=data)
+            bad = f"{label}: {data:#x} is not canonical ({w}-bit)"
+        elif idx != b.MSR["INT_SSP_TAB"] and data & 3:
+            bad = f"{label}: {data:#x} is not 4-byte aligned (only INT_SSP_TAB may be)"
+        if bad:
+            passthrough = None if host else cet_passthrough(ctx, idx)
+            if passthrough is None:
+                return _err(bad, F_SET_MSR, "msr.cet.value", feat, K618, value=data)
+            # KVM's checks here mirror the SDM's WRMSR checks, which the CPU applies itself.
+            res = _err(bad + " (the CPU's own WRMSR check, which KVM's __kvm_set_msr mirrors)",
+                       F_SET_MSR, "msr.cet.value", feat, K618, value=data)
+            res.reasons.insert(0, passthrough)
+            res.intercepted = False
+            return res
         return MsrResult(OK, data, caps.why(b.SHSTK) + [Reason(
             f"{label} = {data:#x}: canonical and aligned", F_SET_MSR, K618)], "msr.cet.value", feat)
     return MsrResult(OK, current(ctx, msrs, idx), caps.why(b.SHSTK) + [Reason(

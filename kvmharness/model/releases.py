@@ -201,6 +201,12 @@ _TABLE: tuple[Behaviour, ...] = (
     B("cet", "KVM virtualizes CET (SHSTK/IBT caps, CET MSRs, CR4.CET, XSS CET_U/CET_S)",
       (C((6, 1), False, "kvm_set_cpu_caps (arch/x86/kvm/cpuid.c), read in 6.17.8: no SHSTK/IBT"),
        C((6, 18), True, "kvm_set_cpu_caps (arch/x86/kvm/cpuid.c), read in 6.18.15"))),
+    B("vmx_cet_param", "kvm_intel has a `cet` module parameter; cet=N clears SHSTK and IBT",
+      (C((6, 1), False, "vmx_set_cpu_caps (arch/x86/kvm/vmx/vmx.c), read in 6.18.15 and 7.0.0: "
+         "CET follows cpu_has_load_cet_ctrl(), no parameter"),
+       C((7, 1), True, "vmx_hardware_setup / vmx_set_cpu_caps (arch/x86/kvm/vmx/vmx.c), read in "
+         "7.1.13 and 7.2.8: module_param_named(cet, enable_cet), cleared without "
+         "VM_ENTRY/VM_EXIT_LOAD_CET_STATE"))),
     B("one_reg", "x86 has KVM_GET_ONE_REG/KVM_SET_ONE_REG/KVM_GET_REG_LIST (KVM_REG_GUEST_SSP, "
       "MSR ids)",
       (C((6, 1), False, "kvm_arch_vcpu_ioctl (arch/x86/kvm/x86.c), read in 6.17.8: no case, the "
