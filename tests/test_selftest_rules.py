@@ -286,11 +286,12 @@ def test_live_observations_that_hold_on_every_backend(live_results):
     profile, results = live_results
     for rid in ("cpuid2/supported/get-cpuid2.nent-1", "cpuid2/supported/get-cpuid2.nent-max",
                 "cpuid2/supported/set-cpuid2-again.changed",
-                "msr_filter/filter/rdmsr.read-denied", "msr_filter/filter+user-space-msr/rdmsr.read-denied",
-                "msr_filter/filter/wrmsr.write-denied", "msr_filter/filter/rdmsr.x2apic-not-filterable",
+                "msr_filter/filter/rdmsr.misc_enable", "msr_filter/filter+user-space-msr/rdmsr.misc_enable",
+                "msr_filter/filter/wrmsr.pat", "msr_filter/filter/rdmsr.x2apic_id",
+                "msr_filter/filter-default-deny/rdmsr.tsc_adjust", "msr_filter/filter-default-deny/rdmsr.pat",
                 "platform_info/cap-off/rdmsr.platform_info", "platform_info/cap-off/host-rdmsr.platform_info"):
         assert results[rid]["verdict"] == "pass", (rid, results[rid]["observed"])
-    exit_ = results["msr_filter/filter+user-space-msr/rdmsr.read-denied"]["observed"]
+    exit_ = results["msr_filter/filter+user-space-msr/rdmsr.misc_enable"]["observed"]
     assert exit_["reason"] == "X86_RDMSR" and exit_["msr_reason"] == "FILTER"
     if profile.caps.get("X86_DISABLE_EXITS", 0) & 2:
         for label in ("cpuid.kvm_features", "get-cpuid2.kvm_features"):

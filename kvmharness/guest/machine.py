@@ -15,6 +15,7 @@ import errno
 import functools
 import mmap
 import os
+import struct
 import time
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ from ..kvm import binding as kb
 from ..kvm import constants as kc
 from ..kvm import structs as ks
 from ..kvm.ioctls import IOCTL_NAMES, KVM_GET_MSRS, KVM_SET_MSRS
+from ..lazy import cached_property
 from ..model.profile import VcpuConfig
 from ..probes.spec import ProbeSpec
 from . import layout as L
@@ -104,15 +106,16 @@ class GuestCode:
             image = self._images[cpl3] = _regs_image(tuple(sorted(regs.items())))
         return image
 
-    @functools.cached_property
+    @cached_property
     def image(self) -> bytes:
         """What is copied into guest memory: the code, then zeros for one instruction's length.
         An emulation failure's exit data carries the instruction bytes fetched at RIP (up to
         15); without the zeros, those past a short body would be whatever an earlier, longer
-        body left there, and the same probe would report different bytes run to run."""
-        return self.code + _INSN_TAIL
+        body left there, and the same probe would report different bytes run to run. Shared by
+        every GuestCode of the same code (thousands of CPUID probes have one body)."""
+        return _image(self.code)
 
-    @functools.cached_property
+    @cached_property
     def loop_entry(self) -> bytes | None:
         """This code's struct probe for the native loop (CPL0 entry), None if the loop cannot run
         it (`loopable`). The bytes objects whose addresses it holds live as long as this GuestCode."""
@@ -124,7 +127,7 @@ class GuestCode:
                                        native.buffer_address(self.regs_image(False, 0)), flags,
                                        self.saved_msr or 0, done_tag)
 
-    @functools.cached_property
+    @cached_property
     def loopable(self) -> bool:
         """The native loop can run it (at CPL0, from the baseline state): no host-side setup,
         nothing to undo but what the loop puts back itself, results in RAX..RDX."""
@@ -137,7 +140,7 @@ class GuestCode:
         state.pop("loop_entry", None)       # host addresses: meaningless in another process
         return state
 
-    @functools.cached_property
+    @cached_property
     def result_slots(self) -> tuple[tuple[str, int], ...]:
         """(register, index in the native loop's result record) for each result register."""
         return tuple((r, native.RESULT_REGS.index(r)) for r in self.results)
@@ -166,14 +169,26 @@ def _baseline_sregs(vcpu) -> ks.kvm_sregs:
 
 
 @functools.lru_cache(maxsize=4096)
+def _image(code: bytes) -> bytes:
+    return code + _INSN_TAIL
+
+
+_REG_INDEX = {name: i for i, (name, _) in enumerate(ks.kvm_regs._fields_)}
+_REGS_PACK = struct.Struct(f"<{len(_REG_INDEX)}Q").pack
+_REGS_BASE = [0] * len(_REG_INDEX)
+_REGS_BASE[_REG_INDEX["rsp"]] = L.KERNEL_STACK_TOP
+_REGS_BASE[_REG_INDEX["rflags"]] = L.RFLAGS_BASELINE
+
+
+@functools.lru_cache(maxsize=4096)
 def _regs_image(regs: tuple) -> bytes:
-    """The kvm_regs bytes for a probe's entry state: baseline stack and flags plus its inputs."""
-    r = ks.kvm_regs()
-    r.rsp = L.KERNEL_STACK_TOP
-    r.rflags = L.RFLAGS_BASELINE
+    """The kvm_regs bytes for a probe's entry state: baseline stack and flags plus its inputs
+    (packed directly: a ctypes struct filled field by field costs several times more, once per
+    distinct probe of a bulk `probe` command)."""
+    values = list(_REGS_BASE)
     for name, value in regs:
-        setattr(r, name, value)
-    return bytes(r)
+        values[_REG_INDEX[name]] = value & 0xFFFFFFFFFFFFFFFF
+    return _REGS_PACK(*values)
 
 
 def _decode_records(probes, records) -> list[dict]:
