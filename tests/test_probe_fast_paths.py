@@ -27,12 +27,12 @@ def test_probe_text_is_canonical_with_and_without_modifiers():
 
 
 def test_regs_image_equals_the_ctypes_struct():
-    regs = (("rax", 1), ("rcx", 0xFFFFFFFF), ("rip", L.KERNEL_PAYLOAD), ("r15", 1 << 63))
+    regs = {"rax": 1, "rcx": 0xFFFFFFFF, "r15": 1 << 63}
     r = ks.kvm_regs()
     r.rsp, r.rflags = L.KERNEL_STACK_TOP, L.RFLAGS_BASELINE
-    for name, value in regs:
+    for name, value in (*regs.items(), ("rip", L.KERNEL_PAYLOAD)):
         setattr(r, name, value)
-    assert _regs_image(regs) == bytes(r)
+    assert _regs_image(regs, {"rip": L.KERNEL_PAYLOAD}) == bytes(r)
 
 
 def test_buffer_address_is_where_ctypes_finds_the_bytes():

@@ -98,12 +98,9 @@ class GuestCode:
         """kvm_regs bytes to enter this code (through to_user at CPL3), computed once."""
         image = self._images.get(cpl3)
         if image is None:
-            regs = dict(self.regs)
-            if cpl3:
-                regs.update(r14=self.entry, r15=L.USER_STACK_TOP, rip=to_user)
-            else:
-                regs["rip"] = self.entry
-            image = self._images[cpl3] = _regs_image(tuple(sorted(regs.items())))
+            entry = (dict(r14=self.entry, r15=L.USER_STACK_TOP, rip=to_user) if cpl3
+                     else {"rip": self.entry})
+            image = self._images[cpl3] = _regs_image(self.regs, entry)
         return image
 
     @cached_property
@@ -119,21 +116,25 @@ class GuestCode:
     def loop_entry(self) -> bytes | None:
         """This code's struct probe for the native loop (CPL0 entry), None if the loop cannot run
         it (`loopable`). The bytes objects whose addresses it holds live as long as this GuestCode."""
-        if not self.loopable:
+        plan = self._loop_plan
+        if plan is None:
             return None
-        flags = sum(f for d, f in _LOOP_FLAGS.items() if d in self.dirties)
-        done_tag = native.TAG_DONE if self.results == native.RESULT_REGS else native.TAG_DONE_NAMED
-        return native.PROBE_ENTRY.pack(self.base, len(self.image), native.buffer_address(self.image),
+        flags, done_tag = plan
+        image = self.image
+        return native.PROBE_ENTRY.pack(self.base, len(image), native.buffer_address(image),
                                        native.buffer_address(self.regs_image(False, 0)), flags,
                                        self.saved_msr or 0, done_tag)
 
-    @cached_property
+    @property
     def loopable(self) -> bool:
         """The native loop can run it (at CPL0, from the baseline state): no host-side setup,
         nothing to undo but what the loop puts back itself, results in RAX..RDX."""
-        return (self.setup is None and self.dirties <= _LOOP_FLAGS.keys()
-                and (DIRTY_MSR in self.dirties) == (self.saved_msr is not None)
-                and all(r in native.RESULT_REGS for r in self.results))
+        return self._loop_plan is not None
+
+    @property
+    def _loop_plan(self) -> tuple[int, int] | None:
+        return _loop_plan(self.setup is None, self.dirties, self.saved_msr is not None,
+                          self.results)
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -180,15 +181,27 @@ _REGS_BASE[_REG_INDEX["rsp"]] = L.KERNEL_STACK_TOP
 _REGS_BASE[_REG_INDEX["rflags"]] = L.RFLAGS_BASELINE
 
 
-@functools.lru_cache(maxsize=4096)
-def _regs_image(regs: tuple) -> bytes:
-    """The kvm_regs bytes for a probe's entry state: baseline stack and flags plus its inputs
-    (packed directly: a ctypes struct filled field by field costs several times more, once per
-    distinct probe of a bulk `probe` command)."""
+def _regs_image(regs: dict, entry: dict) -> bytes:
+    """The kvm_regs bytes for a probe's entry state: baseline stack and flags, its inputs, its
+    entry point (packed directly: a ctypes struct filled field by field costs several times
+    more, once per distinct probe of a bulk `probe` command)."""
     values = list(_REGS_BASE)
-    for name, value in regs:
+    for name, value in (*regs.items(), *entry.items()):
         values[_REG_INDEX[name]] = value & 0xFFFFFFFFFFFFFFFF
     return _REGS_PACK(*values)
+
+
+@functools.lru_cache(maxsize=256)
+def _loop_plan(no_setup: bool, dirties: frozenset, saves_msr: bool,
+               results: tuple) -> tuple[int, int] | None:
+    """(flags, done tag) of the native loop's entry for code of this kind, None if the loop
+    cannot run it. The same for every probe of one body: decided once, not per probe."""
+    if not (no_setup and dirties <= _LOOP_FLAGS.keys() and (DIRTY_MSR in dirties) == saves_msr
+            and all(r in native.RESULT_REGS for r in results)):
+        return None
+    flags = sum(f for d, f in _LOOP_FLAGS.items() if d in dirties)
+    done_tag = native.TAG_DONE if results == native.RESULT_REGS else native.TAG_DONE_NAMED
+    return flags, done_tag
 
 
 def _decode_records(probes, records) -> list[dict]:
