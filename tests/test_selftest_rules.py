@@ -112,18 +112,31 @@ def test_misc_enable_mwait_with_the_quirk_disabled_needs_sse3():
 
 
 # -- SYSENTER ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("host, vendor, msr, value, want", [
-    (GENOA, "amd", 0x175, 0xFFFFFFFF12345678, 0x12345678),       # SVM, AMD guest: 32 bits
-    (GENOA, "intel", 0x175, 0xFFFFFFFF12345678, 0xFFFFFFFF12345678),  # intel-compatible: hi kept
-    (GENOA, "intel", 0x176, 0xAAAA5555AAAA5555, canonical_value(0xAAAA5555AAAA5555, 57)),  # LA57 host
-    (GENOA, "amd", 0x176, 0xAAAA5555AAAA5555, 0xAAAA5555),
-    (SPR, "amd", 0x175, 0xFFFFFFFF12345678, 0xFFFFFFFF12345678),  # VMX ignores the vendor
-    (SPR, "amd", 0x174, 0xFFFFFFFF00000010, 0x10),                  # GUEST_SYSENTER_CS is 32-bit
-    (GENOA, "amd", 0x174, 0xFFFFFFFF00000010, 0xFFFFFFFF00000010),  # the VMCB keeps 64
+@pytest.mark.parametrize("host, vendor, probe, want", [
+    # SVM, AMD-vendor guest: ESP/EIP not intercepted, the CPU keeps 32 bits
+    (GENOA, "amd", "wrmsr:0x175:0xffffffff12345678", 0x12345678),
+    (GENOA, "amd", "wrmsr:0x176:0xaaaa5555aaaa5555", 0xAAAA5555),
+    # SVM, Intel-compatible guest: intercepted, made canonical (LA57 host: 57 bits), kept whole
+    (GENOA, "intel", "wrmsr:0x175:0xffffffff12345678", 0xFFFFFFFF12345678),
+    (GENOA, "intel", "wrmsr:0x176:0xaaaa5555aaaa5555", canonical_value(0xAAAA5555AAAA5555, 57)),
+    # host writes: __kvm_set_msr then the vendor module, read back by the guest
+    (GENOA, "amd", "rdmsr:0x175@msr:0x175=0xffffffff12345678", 0x12345678),
+    (SPR, "amd", "rdmsr:0x175@msr:0x175=0xffffffff12345678", 0xFFFFFFFF12345678),
+    (SPR, "intel", "rdmsr:0x174@msr:0x174=0xffffffff00000010", 0x10),     # GUEST_SYSENTER_CS: 32 bits
+    # VMX passes all three through: the CPU's rules, whatever the guest's vendor
+    (SPR, "amd", "wrmsr:0x175:0xffffffff12345678", 0xFFFFFFFF12345678),
+    (SPR, "intel", "wrmsr:0x174:0x10", 0x10),
+    (GENOA, "amd", "wrmsr:0x174:0x10", 0x10),
 ])
-def test_sysenter_msrs_by_backend_and_guest_vendor(host, vendor, msr, value, want):
-    e = ex(host, f"wrmsr:{msr:#x}:{value:#x}", vendor=vendor)
+def test_sysenter_msrs_by_backend_and_guest_vendor(host, vendor, probe, want):
+    e = ex(host, probe, vendor=vendor)
     assert matches(e.pattern, ok_regs(want)) and e.rule == "msr.sysenter", e.pattern
+
+
+def test_sysenter_noncanonical_on_vmx_is_the_cpus_gp():
+    e = ex(SPR, "wrmsr:0x176:0xaaaa5555aaaa5555", vendor="intel")
+    assert fault(e.pattern) == GP and e.rule == "msr.sysenter"
+    assert ex(SPR, "wrmsr:0x174:0xffffffff00000010").pattern["kind"] == "any"
 
 
 def test_sysenter_has_no_rule_for_pvm():

@@ -171,3 +171,82 @@ def test_live_boot_runs_kvmharness_on_kvm_amd_and_brings_back_status_and_report(
     assert rep["host"]["profile"]["hypervisor_signature"] == "TCGTCGTCGTCG"
     assert (p.returncode == 1) == bool(rep["summary"]["mismatch"] or rep["summary"]["error"])
     assert "userspace at" in p.stderr and "/dev/kvm at" in p.stderr
+
+
+# -- the host side's handling of what the guest did, with a stand-in for virtme-ng ---------------
+# A script in vng's place that does what a boot ends in: a console on stderr, the command's
+# output on stdout, the job directory's result.json (what kvmharness.lab.inside writes), an exit
+# status. It exercises the real run_vm/_boot code (pipes, timeout, crash scan, copy-back).
+FAKE_VNG = r'''#!{python}
+import json, os, sys, time
+argv = sys.argv[1:]
+job = next(a.split("=", 1)[1] for a in argv if a.startswith("--rwdir="))
+spec = json.load(open(os.path.join(job, "job.json")))
+mode = {mode!r}
+sys.stderr.write("[    0.000000] Linux version 6.99.0-test\n")
+if mode == "panic":
+    sys.stderr.write("[    2.100000] Kernel panic - not syncing: VFS: Unable to mount root fs\n")
+    sys.exit(255)
+if mode == "no-userspace":
+    sys.stderr.write("[    1.000000] virtio: probing\n")
+    sys.exit(1)
+if mode == "hang":
+    time.sleep(60)
+sys.stderr.write("[    9.000000] virtme-ng-init: starting script\n")
+out = next(a.split("=", 1)[1] for a in spec["args"] if a.startswith("--json="))
+open(out, "w").write('{{"made": "inside"}}\n')
+sys.stdout.write("769 results: 1 mismatch\n")
+if mode == "oops":
+    sys.stderr.write("[   30.000000] BUG: kernel NULL pointer dereference, address: 0000000000000008\n")
+json.dump({{"status": 1, "timings": {{"userspace_s": 9.0, "dev_kvm_s": 12.0, "run_s": 20.0}}}},
+          open(os.path.join(job, "result.json"), "w"))
+sys.exit(1 if mode != "status-disagrees" else 0)
+'''
+
+
+def _lab(monkeypatch, tmp_path, mode):
+    fake = tmp_path / f"vng-{mode}"
+    fake.write_text(FAKE_VNG.format(python=sys.executable, mode=mode))
+    fake.chmod(0o755)
+    _tools_present(monkeypatch)
+    monkeypatch.setattr(vm, "vng_binary", lambda: str(fake))
+    image = fake_bzimage(tmp_path / "k/usr/lib/modules/6.99.0-test/vmlinuz", "6.99.0-test")
+    (tmp_path / "k/usr/lib/modules/6.99.0-test/kernel/arch/x86/kvm").mkdir(parents=True)
+    (tmp_path / "k/usr/lib/modules/6.99.0-test/kernel/arch/x86/kvm/kvm-amd.ko").write_bytes(b"")
+    return image
+
+
+@pytest.mark.parametrize("mode, needle", [
+    ("panic", "crashed (Kernel panic - not syncing"),
+    ("oops", "crashed (BUG: kernel NULL pointer dereference"),
+    ("no-userspace", "the boot never reached userspace"),
+    ("status-disagrees", "the command inside exited 1 but virtme-ng reported 0"),
+])
+def test_a_lab_that_fails_is_exit_2_with_the_console_never_a_verdict(monkeypatch, tmp_path, capfd, mode, needle):
+    image = _lab(monkeypatch, tmp_path, mode)
+    out = tmp_path / "r.json"
+    assert cli.main(["vm", "--kernel", str(image), "--accel", "tcg", "--", "run", "--json", str(out)]) == 2
+    err = capfd.readouterr().err.splitlines()
+    first = next(i for i, ln in enumerate(err) if ln.startswith("kvmharness: "))
+    assert needle in err[first], err
+    assert any("Linux version 6.99.0-test" in ln for ln in err[first + 1:] if ln.startswith("  | "))
+    assert not out.exists()                       # no verdict: nothing is brought back
+
+
+def test_a_lab_that_does_not_finish_is_stopped(monkeypatch, tmp_path, capfd):
+    image = _lab(monkeypatch, tmp_path, "hang")
+    assert cli.main(["vm", "--kernel", str(image), "--accel", "tcg", "--timeout", "3", "--", "run"]) == 2
+    assert "did not finish within 3 s" in capfd.readouterr().err
+
+
+def test_status_report_and_output_come_back(monkeypatch, tmp_path, capfd):
+    image = _lab(monkeypatch, tmp_path, "ok")
+    out = tmp_path / "r.json"
+    console = tmp_path / "console.log"
+    assert cli.main(["vm", "--kernel", str(image), "--accel", "tcg", "--console", str(console), "--",
+                     "run", "--json", str(out)]) == 1
+    assert json.loads(out.read_text()) == {"made": "inside"}
+    cap = capfd.readouterr()
+    assert "769 results: 1 mismatch" in cap.out
+    assert "userspace at 9.0 s, /dev/kvm at 12.0 s, kvmharness run took 20.0 s" in cap.err
+    assert "starting script" in console.read_text()

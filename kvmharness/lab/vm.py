@@ -450,7 +450,8 @@ def _boot(cmd, job: Path, console: Path, kernel: Kernel, accel, cpu, timeout_s, 
     except (OSError, ValueError):
         result = None
     if crash:
-        raise LabFailure(f"vm: {kernel.release} crashed ({crash[0].strip()}): no verdict", tail)
+        what = re.sub(r"^\[\s*[\d.]+\]\s*", "", crash[0].strip())     # without the timestamp
+        raise LabFailure(f"vm: {kernel.release} crashed ({what}): no verdict", tail)
     if result is None:
         started = any("virtme-ng-init" in ln for ln in _tail(console, 10**6))
         why = ("the command inside never started" if started else "the boot never reached userspace")
