@@ -442,6 +442,19 @@ class Cpio:
         return self.path
 
 
+def elf_without_debug(path: Path) -> bytes:
+    """An ELF file without its debug sections (pyenv's libpython is 23 MB with them, 6.5 MB
+    without): a smaller initramfs is a faster boot under emulation. Unchanged without strip."""
+    strip = shutil.which("strip")
+    if strip is None:
+        return path.read_bytes()
+    with tempfile.TemporaryDirectory(prefix="kvmharness-strip-") as tmp:
+        out = Path(tmp) / path.name
+        proc = subprocess.run([strip, "--strip-debug", "-o", str(out), str(path)],
+                              capture_output=True, timeout=T_TOOL)
+        return out.read_bytes() if proc.returncode == 0 else path.read_bytes()
+
+
 def shared_libraries(binaries: list[Path]) -> list[Path]:
     """The shared libraries (and the loader) these binaries need, from ldd."""
     libs: set[Path] = set()
@@ -459,7 +472,7 @@ def shared_libraries(binaries: list[Path]) -> list[Path]:
 def _add_libraries(cpio: Cpio, binaries: list[Path]) -> None:
     for lib in shared_libraries(binaries):
         dest = "lib64" if lib.name.startswith("ld-linux") else "lib/x86_64-linux-gnu"
-        cpio.file(f"{dest}/{lib.name}", lib.resolve().read_bytes(), 0o755)
+        cpio.file(f"{dest}/{lib.name}", elf_without_debug(lib.resolve()), 0o755)
 
 
 # Parts of the standard library the harness never imports (each large).
@@ -486,7 +499,7 @@ def base_layer(lab: Path, tools: Tools) -> Path:
             raise EnvironmentProblem(f"GNU binutils' {t} not found: install binutils")
         binutils.append(Path(w).resolve())
     key_src = [str(python), sys.version, str(stdlib), *map(str, binutils),
-               str(tools.busybox.stat().st_size)]
+               str(tools.busybox.stat().st_size), "strip --strip-debug"]
     key = hashlib.sha256("\0".join(key_src).encode()).hexdigest()[:12]
     out = lab / "image" / f"base-{python_version()}-{key}.cpio.gz"
     if out.is_file():
@@ -497,7 +510,7 @@ def base_layer(lab: Path, tools: Tools) -> Path:
         cpio.dir(d)
     cpio.file("bin/busybox", tools.busybox.read_bytes(), 0o755)
     v = python_version()
-    cpio.file(f"usr/bin/python{v}", python.read_bytes(), 0o755)
+    cpio.file(f"usr/bin/python{v}", elf_without_debug(python), 0o755)
     cpio.symlink("usr/bin/python3", f"python{v}")
 
     def skip_stdlib(rel: str) -> bool:
@@ -506,13 +519,15 @@ def base_layer(lab: Path, tools: Tools) -> Path:
             return True
         if rel.endswith((".opt-1.pyc", ".opt-2.pyc", ".exe", ".a")):
             return True
-        return top == "lib-dynload" and os.path.basename(rel).startswith(DYNLOAD_SKIP)
+        return top == "lib-dynload"          # below, without debug sections
 
     cpio.tree(stdlib, f"usr/lib/python{v}", skip_stdlib)
     dynload = sorted((stdlib / "lib-dynload").glob("*.so"))
     dynload = [p for p in dynload if not p.name.startswith(DYNLOAD_SKIP)]
+    for so in dynload:
+        cpio.file(f"usr/lib/python{v}/lib-dynload/{so.name}", elf_without_debug(so), 0o755)
     for exe in binutils:
-        cpio.file(f"usr/bin/{BINUTILS[binutils.index(exe)]}", exe.read_bytes(), 0o755)
+        cpio.file(f"usr/bin/{BINUTILS[binutils.index(exe)]}", elf_without_debug(exe), 0o755)
     _add_libraries(cpio, [python, *dynload, *binutils])
     cpio.close()
     return out
