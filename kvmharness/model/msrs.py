@@ -29,7 +29,7 @@ from . import catalog, releases
 from .cr import check_efer
 from .reason import (F_APIC_SET_BASE, F_DO_SET_MSR, F_GET_MSR, F_GET_MSR_COMMON, F_MSR_ACCESS,
                      F_PV_HAS, F_SET_EFER, F_SET_MSR, F_SET_MSR_COMMON, F_VALID_CET,
-                     F_X2APIC_MSR, Reason)
+                     F_VMX_MSR_INTERCEPTS, F_X2APIC_MSR, F_HW, Reason)
 from .state import BASELINE_APIC_BASE, GUEST_MEMORY_MIN, Ctx
 
 M = b.MSR
@@ -657,7 +657,9 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
 
 
 def _sysenter(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> MsrResult:
-    """__kvm_set_msr makes ESP/EIP canonical (never #GP); then the vendor module stores them:
+    """Guest writes on VMX are not intercepted (vmx_recalc_msr_intercepts; vmx_vcpu_create up
+    to 6.12): the CPU #GPs a non-canonical ESP/EIP. Otherwise (host writes, SVM):
+    __kvm_set_msr makes ESP/EIP canonical (never #GP); then the vendor module stores them:
     VMX in the VMCS (CS 32 bits, ESP/EIP natural width), SVM in the VMCB with only 32 bits of
     ESP/EIP, plus the high halves when the guest's vendor is Intel-compatible (svm_set_msr,
     and svm_get_msr reads them back only then; for an AMD-vendor guest the MSRs are not even
@@ -670,6 +672,23 @@ def _sysenter(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict
     if not write:
         return _ok(current(ctx, msrs, idx), f"{label} reads its stored value",
                    "vmx_get_msr/svm_get_msr", "msr.sysenter")
+    if ctx.backend == "intel" and not host and not cs:
+        # VMX never intercepts the SYSENTER MSRs (vmx_disable_intercept_for_msr, RW): the
+        # guest's WRMSR runs on the CPU, which refuses a non-canonical ESP/EIP with #GP where
+        # KVM's own path (host writes) would make it canonical. Seen in the Bochs lab.
+        w = msr_addr_bits(ctx)
+        why = Reason(f"{label}: not intercepted on VMX, the guest's WRMSR runs on the CPU "
+                     f"(canonical check, {w}-bit)", F_VMX_MSR_INTERCEPTS, None, {"value": data})
+        if not b.canonical(data, w):
+            res = _err(f"{label}: {data:#x} is not canonical: the CPU's #GP, never an exit",
+                       F_HW, "msr.sysenter")
+            res.reasons.insert(0, why)
+            res.intercepted = False
+            return res
+        res = _ok(data, f"{label} = {data:#x} stored by the CPU", F_HW, "msr.sysenter")
+        res.reasons.insert(0, why)
+        res.intercepted = False
+        return res
     value = data if cs else b.canonical_value(data, msr_addr_bits(ctx))
     how = [] if cs else [f"made canonical ({msr_addr_bits(ctx)}-bit): {value:#x}"]
     if ctx.backend == "intel":
@@ -714,10 +733,29 @@ def _misc_enable(ctx: Ctx, write: bool, data: int, host: bool, msrs: dict) -> Ms
                F_SET_MSR_COMMON, "msr.misc_enable", written=data)
 
 
+# SynIC's own registers (SCONTROL, SVERSION, SIEFP, SIMP, EOM, SINT0-15): synic_get_msr /
+# synic_set_msr (arch/x86/kvm/hyperv.c, 6.1.176 .. 7.2.8) return 1 to a guest access while the
+# vCPU's SynIC is not active, i.e. until KVM_CAP_HYPERV_SYNIC or _SYNIC2 is enabled on it.
+SYNIC_MSRS = frozenset((*range(0x40000080, 0x40000085), *range(0x40000090, 0x400000A0)))
+SYNIC_CAPS = ("HYPERV_SYNIC", "HYPERV_SYNIC2")
+
+
+def _synic_inactive(ctx: Ctx, idx: int, write: bool, data: int, host: bool) -> Reason | None:
+    if idx not in SYNIC_MSRS or any(name in SYNIC_CAPS for name, _ in ctx.vcpu.vm_caps):
+        return None
+    if host and not (write and data):
+        return None
+    return Reason(f"{msr_label(idx)}: the vCPU's SynIC is not active (no KVM_CAP_HYPERV_SYNIC/"
+                  "SYNIC2 on it), so a guest access (or a host write of non-zero) returns 1 -> "
+                  "error (#GP)", "synic_get_msr / synic_set_msr (arch/x86/kvm/hyperv.c)", None,
+                  {"synic_active": False})
+
+
 def _hyperv(ctx: Ctx, idx: int, write: bool = False, data: int = 0, host: bool = False,
             msrs: dict | None = None) -> MsrResult:
     t = ctx.vcpu.cpuid
     if t.reg(0x40000001, 0, "eax") == 0x31237648:       # "Hv#1"
+        inactive = _synic_inactive(ctx, idx, write, data, host)
         if ctx.vcpu.hyperv_enforce and idx in HV_MSR_BIT and not host:
             reg, bit, name = HV_MSR_BIT[idx]
             have = bool(t.reg(0x40000003, 0, reg) >> bit & 1)
@@ -727,6 +765,8 @@ def _hyperv(ctx: Ctx, idx: int, write: bool = False, data: int = 0, host: bool =
             if not have:
                 return MsrResult(ERR, None, [why, Reason("not accessible -> error (#GP)", F_HV_MSR)],
                                  "msr.hyperv.enforce")
+            if inactive is not None:
+                return MsrResult(ERR, None, [why, inactive], "msr.hyperv.synic")
             if write:
                 if idx in HV_MSR_RESET and idx != 0x40000002:
                     return MsrResult(OK, data, [why], "msr.hyperv.enforce")
@@ -736,6 +776,8 @@ def _hyperv(ctx: Ctx, idx: int, write: bool = False, data: int = 0, host: bool =
                              [why, Reason("accessible" + ("" if idx in HV_MSR_RESET else
                                                           " (its value is not compared)"))],
                              "msr.hyperv.enforce")
+        if inactive is not None:
+            return MsrResult(ERR, None, [inactive], "msr.hyperv.synic")
         return _unmod(f"{msr_label(idx)}: Hyper-V MSR with Hyper-V CPUID (not modelled)")
     return _err(f"{msr_label(idx)}: Hyper-V MSR but the guest CPUID has no Hyper-V interface "
                 "(hyperv_enabled is false)", "kvm_hv_get/set_msr_common (arch/x86/kvm/hyperv.c)",
@@ -783,7 +825,7 @@ def _apic_base(ctx: Ctx, write: bool, data: int, host: bool, msrs: dict) -> MsrR
 # on both (VMX keeps it in the VMCS).
 _PL_SSP = tuple(range(b.MSR["PL0_SSP"], b.MSR["PL3_SSP"] + 1))
 CET_PASSTHROUGH = {
-    "intel": ("vmx_recalc_msr_intercepts (arch/x86/kvm/vmx/vmx.c)",
+    "intel": (F_VMX_MSR_INTERCEPTS,
               {**{i: (b.SHSTK,) for i in _PL_SSP},
                b.MSR["U_CET"]: (b.SHSTK, b.IBT), b.MSR["S_CET"]: (b.SHSTK, b.IBT)}),
     "amd": ("svm_recalc_msr_intercepts (arch/x86/kvm/svm/svm.c)",
