@@ -106,7 +106,7 @@ def _add_report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML to FILE ('-': stdout)")
     p.add_argument("--baseline", metavar="FILE",
                    help="compare with an earlier JSON report; exit 1 only on regressions")
-    p.add_argument("--show", default="mismatch,error", metavar="VERDICTS",
+    p.add_argument("--show", default=",".join(DEFAULT_SHOW), metavar="VERDICTS",
                    help="verdicts listed in the table (default mismatch,error; 'all' for every result)")
 
 
@@ -160,7 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "--baseline: on a regression against it), 2 on usage errors, 4 when "
                        "nothing could run.")
     p.add_argument("--feature", action="append", default=[], metavar="F",
-                   help="only this feature (repeatable); 'cpuid' selects the CPUID table checks")
+                   help="only this feature (repeatable); 'cpuid' selects the CPUID table checks; "
+                   "--list shows them all")
+    p.add_argument("--list", action="store_true",
+                   help="list the matrix's features and groups with their result counts here, "
+                   "and run nothing")
     p.add_argument("-j", "--jobs", type=int, default=0, metavar="N",
                    help="worker processes (default: the number of CPUs)")
     _add_report_options(p)
@@ -320,6 +324,8 @@ def cmd_run(args) -> int:
         raise UsageError(f"--timeout {args.timeout}: must be between 0 and 600000 ms")
     if args.jobs < 0:
         raise UsageError(f"--jobs {args.jobs}: must be 0 (all CPUs) or more")
+    if args.list:
+        return _list_matrix(args)
     out = _ReportOutputs(args)                                # bad options and input: fail early
     selected = list(dict.fromkeys(matrix_feature(f) for f in args.feature))   # as the matrix names them
     kernel = parse_release(args.kernel) if args.kernel else None
@@ -356,6 +362,36 @@ def cmd_run(args) -> int:
     return out.write(report)
 
 
+DEFAULT_SHOW = ("mismatch", "error")
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _list_matrix(args) -> int:
+    """`run --list`: the matrix's features and groups, with their result counts on this host."""
+    from .conformance.engine import matrix_listing
+    from .guest.runner import open_kvm
+    from .host import gather_facts
+    from .model.releases import parse_release
+    kernel = parse_release(args.kernel) if args.kernel else None
+    with open_kvm() as kvm:
+        profile = _with_source(gather_facts(kvm).to_profile(kernel), args)
+    rows = matrix_listing(profile)
+    width = max(len("FEATURE"), *(len(r["name"]) for r in rows))
+    lines = [f"{'FEATURE':<{width}}  RESULTS  CONFIGS  WHAT"]
+    lines += [f"{r['name']:<{width}}  {r['results']:>7}  {r['configs']:>7}  {r['kind']}" for r in rows]
+    groups = sum(1 for r in rows if r["kind"] == "group")
+    lines.append(f"{len(rows) - groups} features and tables, {groups} groups, "
+                 f"{sum(r['results'] for r in rows)} results (`run --feature NAME` runs one)")
+    _emit("\n".join(lines))
+    return EXIT_OK
+
+
 class _ReportOutputs:
     """The outputs of a judged run (run, rejudge): options checked before anything runs, then
     the report written as asked, and the run's exit status."""
@@ -383,6 +419,7 @@ class _ReportOutputs:
     def write(self, report: dict) -> int:
         from .report import (apply_baseline, dumps_report, exit_code, render_diff, render_table,
                              summary_line, to_junit, to_ktap)
+        from .report.text import render_not_pass
         args, human = self.args, self.human
         if args.json:
             _write_report(args.json, dumps_report(report))
@@ -395,6 +432,10 @@ class _ReportOutputs:
             table = render_table(report, show=self.show)
             if table:
                 _emit(table, human)
+            if self.show == DEFAULT_SHOW and _isatty(human):   # a person reads it: what did not pass
+                rest = render_not_pass(report)
+                if rest:
+                    _emit(rest.rstrip("\n"), human)
             _emit(summary_line(report), human)
         if d is not None:
             _emit(render_diff(d).rstrip("\n"), human)

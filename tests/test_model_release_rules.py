@@ -11,7 +11,7 @@ from kvmharness.model.payloads import payload_names
 from kvmharness.outcome import matches
 from kvmharness.probes.spec import parse_probe
 
-from profiles import GENOA_618, SPR_618, fc_profile, pvm_profile, vcpu, with_params
+from profiles import GENOA_61, GENOA_618, SPR_618, fc_profile, pvm_profile, vcpu, with_params
 
 GP = {"kind": "exception", "vector": 13, "error_code": 0}
 REJECTED = {"kind": "rejected", "ioctl": "KVM_GET_MSRS"}
@@ -169,3 +169,113 @@ def test_hwcr_cpuid_user_dis_needs_gp_on_user_cpuid_from_72(release):
     assert is_gp(c.pattern) if new else has(c.pattern, {"kind": "rejected", "ioctl": "KVM_SET_MSRS"})
     assert ex(h, "cpuid:0:0@msr:0xc0010015=0x800000000", on).pattern["kind"] == (
         "ok" if new else "rejected")                                  # CPL0 is never faulted
+
+
+# -- what the 6.1 and 6.12 kvm_amd labs show, from the source -------------------------------------
+def _as(name: str, release: str, **kw):
+    h = fc_profile(name)
+    return replace(h, kernel=releases.parse_release(release).rules, release=release, **kw)
+
+
+@pytest.mark.parametrize("release", ["6.1.176", "6.12.107"])
+def test_arch_capabilities_before_613_host_reads_are_never_gated(release):
+    """kvm_get/set_msr_common (6.1.176, 6.12.107): a host read gives the vCPU's value whatever
+    the guest CPUID says; a guest read without the bit and every guest write fail with 1 (exit
+    reason INVAL, not forgiven)."""
+    h = _as(GENOA_61, release, feature_msrs={0x10A: 0x2000000})
+    off = dict(clear=("arch_capabilities",))
+    assert ex(h, "host-rdmsr:0x10a", **off).pattern == {"kind": "ok", "value": "0x2000000"}
+    w = ex(h, "host-wrmsr:0x10a:0x0", **off).pattern
+    if releases.value("immutable_feature_msrs", h.kernel):    # 6.12: a changed value after
+        assert {"kind": "ok"} in w["any_of"]                    # KVM_RUN is refused
+    else:                                                       # 6.1: no such check
+        assert w == {"kind": "ok"}
+    assert is_gp(ex(h, "rdmsr:0x10a", **off).pattern)
+    usm = ex(h, "wrmsr:0x10a:0x0", user_space_msr=3).pattern
+    assert usm["msr_reason"] == "INVAL"                       # 1, not "unsupported"
+    assert has(ex(h, "rdmsr:0x10a", set_=("arch_capabilities",)).pattern, ok_regs(0x2000000, 0))
+    assert has(ex(h, "host-rdmsr:0x345", clear=("pdcm",)).pattern, {"kind": "ok"})
+
+
+def test_arch_capabilities_from_613_needs_the_cap_for_host_reads_too():
+    """6.17.8: KVM_MSR_RET_UNSUPPORTED without the cap, so a host read of the advertised MSR is
+    forgiven as 0 (kvm_do_msr_access), and the exit reason is UNKNOWN."""
+    h = _as(GENOA_618, "6.17.8", feature_msrs={0x10A: 0x2000000})
+    off = dict(clear=("arch_capabilities",))
+    assert ex(h, "host-rdmsr:0x10a", **off).pattern["value"] == "0x0"
+    assert ex(h, "wrmsr:0x10a:0x0", user_space_msr=3).pattern["msr_reason"] == "UNKNOWN"
+
+
+def test_osvw_on_kvm_amd_reads_what_svm_init_osvw_set():
+    """svm_init_osvw: length max(3, osvw_len), 3 on a host without OSVW (status 0); on a host
+    with OSVW the value follows its errata and is not compared."""
+    h = _as(GENOA_61, "6.1.176")
+    no = replace(h, supported=h.supported.with_bit(0x80000001, 0, "ecx", 9, False))
+    assert has(ex(no, "rdmsr:0xc0010140", set_=("osvw",)).pattern, ok_regs(3, 0))
+    assert has(ex(no, "rdmsr:0xc0010141", set_=("osvw",)).pattern, ok_regs(0, 0))
+    yes = replace(h, supported=h.supported.with_bit(0x80000001, 0, "ecx", 9, True))
+    assert ex(yes, "rdmsr:0xc0010140", set_=("osvw",)).pattern == {"kind": "ok"}
+    # the guest's OSVW bit gates it (6.1: guest_cpuid_has, so a claimed bit opens it)
+    assert is_gp(ex(no, "rdmsr:0xc0010140", clear=("osvw",)).pattern)
+
+
+def test_invpcid_claimed_on_a_cpu_without_it_is_ud_in_every_release():
+    """Before 6.14 the gate is the raw guest bit, but without INVPCID in KVM (the CPU) VMX cannot
+    enable it and SVM sets no intercept: #UD on the CPU (svm init_vmcb, 6.1.176/6.12.107)."""
+    from kvmharness.model.instructions import hex_of
+    for release in ("6.1.176", "6.12.107", "6.18.15"):
+        h = _as(GENOA_61, release)
+        h = replace(h, supported=h.supported.with_bit(7, 0, "ebx", 10, False))
+        e = ex(h, "insn:" + hex_of("invpcid"), set_=("invpcid",))
+        assert has(e.pattern, {"kind": "exception", "vector": 6}), release
+
+
+def test_hwcr_before_tsc_freq_sel():
+    h = _as(GENOA_61, "6.1.176")
+    assert is_gp(ex(h, "wrmsr:0xc0010015:0x1000000").pattern)           # TscFreqSel: 6.12.107
+    assert has(ex(h, "wrmsr:0xc0010015:0x40000").pattern, ok_regs(0x40000, 0))
+    assert has(ex(_as(GENOA_61, "6.12.107"), "wrmsr:0xc0010015:0x1000000").pattern,
+               ok_regs(0x1000000, 0))
+
+
+# -- KVM_SET_SREGS's EFER check: 7.3 (184bd464), backported to 7.2.y and (later) 6.12.y -----------
+@pytest.mark.parametrize("release,checked", [
+    ("6.1.176", False), ("6.12.107", False), ("6.18.44-fc-v1300", False), ("7.1.13", False),
+    ("7.2", False), ("7.2.8", True), ("7.3.4", True), ("6.12.117", None), ("6.18.50", None)])
+def test_sregs_efer_check_by_release(release, checked):
+    """kvm_is_valid_sregs: no kvm_valid_efer through 7.1.13 (and 6.18.44 live); 7.2.8 (regs.c)
+    and 7.3 check it; a series that took it later leaves the point releases after its last known
+    one open (either outcome, said in the reason)."""
+    h = kernel(release)
+    e = ex(h, "cpuid:0:0@efer+11", clear=("nx",))
+    refused = {"kind": "ioctl_error", "ioctl": "KVM_SET_SREGS"}
+    if checked is None:
+        assert len(e.pattern["any_of"]) == 2 and any(has(p, refused) for p in e.pattern["any_of"])
+    elif checked:
+        assert has(e.pattern, refused)
+    else:
+        assert e.pattern["kind"] == "ok"
+
+
+# -- the PV signature's leaf limit and MAXPHYADDR 0 ---------------------------------------------------
+def test_pv_features_ignore_the_signature_leafs_limit():
+    """kvm_get_hypervisor_cpuid records the limit (EAX of the signature leaf) without checking
+    it: the features leaf is read even when the limit stops short of it."""
+    from kvmharness.cpu.cpuid import CpuidEntry
+    h = kernel("7.2.8")
+    v = vcpu(h, enforce_pv_cpuid=True)
+    sig = v.cpuid.entry(0x40000000, 0)
+    v = replace(v, cpuid=v.cpuid.with_entry(CpuidEntry(0x40000000, 0, 0, 0x40000000, sig.ebx,
+                                                       sig.ecx, sig.edx)))
+    assert has(ex(h, "rdmsr:0x4b564d05", v).pattern, ok_regs(1, 0))    # POLL_CONTROL granted
+
+
+def test_maxphyaddr_zero_is_zero():
+    """cpuid_query_maxphyaddr returns 0x80000008 EAX[7:0] as it is, 0 included: every APIC_BASE
+    address bit is then reserved."""
+    h = kernel("6.18.44")
+    v = vcpu(h)
+    e8 = v.cpuid.entry(0x80000008, 0)
+    zero = replace(v, cpuid=v.cpuid.with_entry(e8.with_reg("eax", e8.eax & ~0xFF)))
+    assert is_gp(ex(h, "wrmsr:0x1b:0xfee00d00", zero).pattern)
+    assert not is_gp(ex(h, "wrmsr:0x1b:0xfee00d00", v).pattern)

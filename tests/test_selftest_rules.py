@@ -234,6 +234,8 @@ def test_hyperv_ladder():
     assert ex(host, "rdmsr:0x40000105", hyperv=True).pattern["kind"] == "ok"
     assert fault(ex(host, "rdmsr:0x40000105", hyperv=True, clear=("0x40000003.0.edx.10",)).pattern) == GP
     assert matches(ex(host, "wrmsr:0x40000000:0x1", hyperv=True).pattern, ok_regs(1))
+    e = ex(host, "rdmsr:0x40000080", hyperv=True)             # SCONTROL: bit set, SynIC inactive
+    assert fault(e.pattern) == GP and e.rule == "msr.hyperv.synic"
     for c in configs_for(host, "hyperv"):
         for probe in ("rdmsr:0x40000020", "rdmsr:0x400000b0"):
             assert ex(host, probe, config=c).pattern["kind"] in ("ok", "exception")

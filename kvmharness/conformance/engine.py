@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .. import outcome as oc
 from ..cpu.cpuid import CpuidTable
-from ..errors import RESOURCE_ERRNOS, UsageError
+from ..errors import RESOURCE_ERRNOS, UsageError, did_you_mean, shown
 from ..model.profile import HostProfile, VcpuConfig
 from ..probes.payloads import guest_code, parse
 from .config import GuestConfig, resolve_feature
@@ -102,22 +102,53 @@ def cpuid_items(supported: CpuidTable) -> list[Item]:
 def matrix_feature(text: str) -> str:
     """The matrix feature `--feature TEXT` selects: one of features() or "cpuid" as spelt there,
     or a CPU feature given by any name `--set` takes (alias, X86_FEATURE_ spelling,
-    LEAF.SUBLEAF.REG.BIT) that has rows in the matrix. UsageError (one line) otherwise."""
+    LEAF.SUBLEAF.REG.BIT) that has rows in the matrix. UsageError (one line) otherwise, with
+    the closest names, as `explain` suggests them."""
     known = features()
     t = text.strip() if isinstance(text, str) else ""
     if t in known or t == "cpuid":
         return t
-    listing = f"(features: cpuid, {', '.join(known)})"
+    see = " (`kvmharness run --list` lists the matrix's features and groups)"
     try:
         from ..cpu.features import by_ref
         f = by_ref(resolve_feature(t))
     except UsageError:
         f = None
     if f is None:
-        raise UsageError(f"--feature {text!r}: not in the matrix {listing}")
+        from ..cpu.features import ALIASES
+        names = [*known, "cpuid", *(a for a, target in ALIASES.items() if target in known)]
+        raise UsageError(f"--feature {shown(text)}: not in the matrix"
+                         f"{did_you_mean(t.lower(), names, canonical=lambda c: ALIASES.get(c, c))}"
+                         + see)
     if f.name not in known:
-        raise UsageError(f"--feature {text!r}: the CPU feature {f.name!r} has no probes in the matrix {listing}")
+        raise UsageError(f"--feature {shown(text)}: the CPU feature {f.name!r} has no probes in "
+                         "the matrix" + see)
     return f.name
+
+
+def matrix_listing(profile: HostProfile) -> list[dict]:
+    """What `run --list` prints: every feature and group of the matrix, in matrix order, with
+    how many results and guest configurations it has on this host."""
+    from ..cpu.features import by_name
+    counts: dict[str, dict] = {}
+    for item in plan(profile):
+        entry = counts.setdefault(item.feature, {"results": 0, "configs": set()})
+        entry["results"] += 1
+        entry["configs"].add(item.config.name)
+    out = []
+    for name, entry in counts.items():
+        if name == "cpuid":
+            kind = "table: KVM_GET_SUPPORTED_CPUID x KVM_GET_CPUID2 x guest CPUID"
+        elif name in GROUPS or name in HOST_LEVEL:
+            kind = "group"
+        elif name in EDIT_BITS:
+            kind = "CPUID bits " + ", ".join(EDIT_BITS[name])
+        else:
+            f = by_name(name)
+            kind = f"CPU feature {f.leaf:#x}.{f.subleaf}.{f.reg}.{f.bit}"
+        out.append({"name": name, "kind": kind, "results": entry["results"],
+                    "configs": len(entry["configs"])})
+    return out
 
 
 def plan(profile: HostProfile, selected: list[str] | None = None, cpuid: bool = True) -> list[Item]:

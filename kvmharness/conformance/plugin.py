@@ -24,6 +24,33 @@ def pytest_addoption(parser):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
+    # The mark our items carry; registered here too so runs without xdist (-p no:xdist) and
+    # --strict-markers accept it.
+    config.addinivalue_line("markers", "xdist_group(name): run items of one group on one "
+                            "xdist worker (kvmharness: one guest configuration's items)")
     # Keep each configuration's items on one worker (they share its vCPU).
     if getattr(config.option, "dist", "no") == "load":
         config.option.dist = "loadgroup"
+    _check_options(config)
+
+
+def _check_options(config):
+    """A bad --kvmharness-* option is a pytest usage error (exit 4, one line), found before
+    collection: never a failed or skipped test item."""
+    from kvmharness.errors import UsageError
+    features = config.getoption("kvmharness_feature", default=None) or []
+    timeout = config.getoption("kvmharness_timeout", default=1000.0)
+    kernel = config.getoption("kvmharness_kernel", default=None)
+    try:
+        if features:
+            from kvmharness.conformance.engine import matrix_feature
+            for f in features:
+                matrix_feature(f)
+        if kernel is not None:
+            from kvmharness.model.releases import parse_release
+            parse_release(kernel)
+    except UsageError as e:
+        raise pytest.UsageError(f"kvmharness: {str(e).replace('--feature', '--kvmharness-feature', 1)}") from None
+    if not 0 < timeout <= 600_000:
+        raise pytest.UsageError(f"kvmharness: --kvmharness-timeout {timeout}: must be between 0 "
+                                "and 600000 ms")

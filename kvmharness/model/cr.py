@@ -12,9 +12,10 @@ Read in the 6.18-era x86.c/x86.h text:
     CET/WP checks of kvm_set_cr4/kvm_set_cr0, and not kvm_valid_efer either: __set_sregs_common
     hands EFER to the vendor's set_efer unchecked (seen on 6.18.44: `--clear lm` with the
     baseline's LME|LMA, and EFER.NXE with NX cleared, are accepted). Upstream added the
-    kvm_valid_efer call in 2026 (commit 184bd464, "Check EFER validity on KVM_SET_SREGS*"); the
-    model applies it from SREGS_EFER_CHECK_SINCE, the first mainline release after it as far as
-    known (not pinned; stable backports to older lines are not modelled).
+    kvm_valid_efer call in 2026 (commit 184bd464, "Check EFER validity on KVM_SET_SREGS*", Cc:
+    stable): 7.1.13 lacks it, 7.2.8 has it in regs.c. It was merged for 7.3 (in -next after
+    7.2-rc3) and taken into 7.2.y and 6.12.y as a stable backport; the model applies it from
+    SREGS_EFER_CHECK_SINCE and by point release in the series that took it (releases.py).
 """
 
 from __future__ import annotations
@@ -202,9 +203,10 @@ def check_sregs(ctx: Ctx, cr0: int, cr4: int, efer: int) -> tuple[bool, list[Rea
     """kvm_is_valid_sregs(): what KVM_SET_SREGS refuses with EINVAL. Returns (ok, reasons, facts).
     A function of the vCPU's caps and the host alone, asked for nearly every probe with the same
     few register values: computed once per vCPU (it was a third of the model's time in a run)."""
+    efer_check, _ = ctx.behaviour("sregs_efer_check")      # may be left open by a backport
     if ctx.host is not ctx.caps.host:
         return _check_sregs(ctx, cr0, cr4, efer)
-    key = ("check_sregs", cr0, cr4, efer)
+    key = ("check_sregs", cr0, cr4, efer, efer_check)
     hit = ctx.caps.memo.get(key)
     if hit is None:
         hit = ctx.caps.memo[key] = _check_sregs(ctx, cr0, cr4, efer)
@@ -235,12 +237,15 @@ def _check_sregs(ctx: Ctx, cr0: int, cr4: int, efer: int) -> tuple[bool, list[Re
         return False, [Reason("CR0.NW without CR0.CD", "kvm_is_valid_cr0 (arch/x86/kvm/x86.c)")], {}
     if pg and not cr0 >> b.CR0_PE & 1:
         return False, [Reason("CR0.PG without CR0.PE", "kvm_is_valid_cr0 (arch/x86/kvm/x86.c)")], {}
-    if releases.value("sregs_efer_check", ctx.kernel):
+    efer_check, backport = ctx.behaviour("sregs_efer_check")
+    if efer_check:
         ok, ewhy = check_efer(ctx, efer, host_initiated=False)
         if not ok:
-            return False, ewhy + [Reason("KVM_SET_SREGS runs kvm_valid_efer (guest CPUID checks "
-                                         "included) -> EINVAL", F_VALID_SREGS,
-                                         SREGS_EFER_CHECK_SINCE)], {"efer": efer}
+            return False, ewhy + [releases.reason(
+                "sregs_efer_check", ctx.kernel, "KVM_SET_SREGS runs kvm_valid_efer (guest CPUID "
+                "checks included) -> EINVAL" + (f" ({backport})" if backport and
+                                                "sregs_efer_check" not in ctx.open else ""))], \
+                {"efer": efer}
         return True, [Reason(f"KVM_SET_SREGS accepts CR0={cr0:#x} CR4={cr4:#x} EFER={efer:#x}",
                              F_VALID_SREGS)], {}
     return True, [Reason(f"KVM_SET_SREGS accepts CR0={cr0:#x} CR4={cr4:#x} EFER={efer:#x} "

@@ -68,13 +68,12 @@ def expect(host: HostProfile, vcpu: VcpuConfig, probe: ProbeSpec,
     exp = _expect(host, vcpu, probe, caps, {}, left_open)
     for name, (values, why) in left_open.items():
         # a stable backport leaves this behaviour open for the kernel: every value's outcome
-        # is accepted (the first was computed above)
+        # is accepted (the first was computed above); said only where it changes the outcome
         for alt in values[1:]:
             other = _expect(host, vcpu, probe, caps, {name: alt}, {})
             if other.pattern != exp.pattern:
                 exp.pattern = P.any_of(exp.pattern, other.pattern)
-                exp.reasons += [r for r in other.reasons if r not in exp.reasons]
-        exp.reasons.append(Reason(why))
+                exp.reasons += [r for r in other.reasons if r not in exp.reasons] + [Reason(why)]
     exp.reasons = releases.localise(exp.reasons, host.kernel)
     return exp
 

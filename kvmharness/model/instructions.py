@@ -181,6 +181,14 @@ def _invpcid(ctx, ins):
         return _e(ctx, ins, P.any_of(P.gp0(), P.ud()), "insn.invpcid.cpl", *rc, Reason(
             "INVPCID at CPL3: #GP(0) when enabled, #UD when disabled", F_HW))
     fn = F_VMX_SEC_EXEC if ctx.backend == "intel" else F_SVM_INIT_VMCB
+    if c and not ctx.caps.supported(b.INVPCID):
+        # before 6.14 the gate is the raw guest bit, which a guest may claim on a CPU without
+        # INVPCID: VMX cannot enable it, SVM does not intercept it, so the CPU raises #UD
+        return _e(ctx, ins, P.ud(), "insn.invpcid", *rc, *ctx.caps.kvm.why(b.INVPCID), Reason(
+            "the guest claims INVPCID but KVM (the CPU) lacks it: "
+            + ("ENABLE_INVPCID cannot be set" if ctx.backend == "intel" else
+               "init_vmcb sets no INVPCID intercept (kvm_cpu_cap_has is false)")
+            + ", so the instruction raises #UD on the CPU", fn))
     how = ("VMX ENABLE_INVPCID follows the cap; handle_invpcid injects #UD without it"
            if ctx.backend == "intel" else
            "SVM intercepts INVPCID when the cap is missing (or NPT is off) and injects #UD")

@@ -104,7 +104,7 @@ HV_MSR_BIT = {
     **{i: ("edx", 10, "GUEST_CRASH_MSR_AVAILABLE") for i in range(0x40000100, 0x40000106)},
 }
 # Their values after vCPU creation, where KVM fixes them (VP_INDEX: the vCPU index, 0 here).
-HV_MSR_RESET = {0x40000000: 0, 0x40000001: 0, 0x40000002: 0, 0x40000080: 0}
+HV_MSR_RESET = {0x40000000: 0, 0x40000001: 0, 0x40000002: 0}
 F_HV_MSR = "kvm_hv_get_msr/kvm_hv_set_msr, hv_check_msr_access (arch/x86/kvm/hyperv.c)"
 
 
@@ -157,7 +157,23 @@ def reset_value(ctx: Ctx, index: int) -> int | None:
         return None             # time, or (the SSP) moved by the probes' shadow stacks
     if index == M["KVM_POLL_CONTROL"]:
         return 1                # kvm_arch_vcpu_postcreate: "poll control enabled by default"
+    if index in (M["OSVW_ID_LENGTH"], M["OSVW_STATUS"]) and ctx.backend == "amd":
+        return svm_osvw(ctx, index)
     return 0
+
+
+def svm_osvw(ctx: Ctx, index: int) -> int | None:
+    """svm_init_osvw (svm/svm.c, 6.1.176..7.2.8): the vCPU's OSVW length is max(3, osvw_len) and
+    its status osvw_status & ~6, where osvw_len is min(4, the host's) on a host with OSVW and 0
+    without (status then 0, or 1 on family 0x10). The host's OSVW shows in the supported table
+    (F(OSVW)); its own length and status do not: None where they decide."""
+    if ctx.caps.kvm.table_bit(b.OSVW):
+        return None                     # 3 or 4, and the host's errata bits: not known here
+    if index == M["OSVW_ID_LENGTH"]:
+        return 3
+    eax = ctx.host.supported.reg(1, 0, "eax")
+    family = (eax >> 8 & 0xF) + ((eax >> 20 & 0xFF) if eax >> 8 & 0xF == 0xF else 0)
+    return 1 if family == 0x10 else 0
 
 
 def hlt_in_guest(vcpu) -> bool:
@@ -173,14 +189,18 @@ def pv_features(ctx: Ctx) -> tuple[int, Reason]:
         if e is None:
             continue
         sig = b"".join(x.to_bytes(4, "little") for x in (e.ebx, e.ecx, e.edx))
-        if sig == b"KVMKVMKVM\0\0\0" and e.eax >= base + 1:
+        if sig == b"KVMKVMKVM\0\0\0":
+            # the first base with the signature wins; its EAX (the leaf limit) is recorded but
+            # not checked: the features leaf is read whatever the limit says
             f = t.reg(base + 1, 0, "eax")
             note = ""
             if hlt_in_guest(ctx.vcpu) and f >> b.KVM_FEATURE["PV_UNHALT"] & 1:
                 f &= ~(1 << b.KVM_FEATURE["PV_UNHALT"])
                 note = " (PV_UNHALT cleared: HLT exits are disabled)"
-            return f, Reason(f"KVM PV features (CPUID {base + 1:#x}.EAX) = {f:#x}{note}",
-                             "kvm_apply_cpuid_pv_features_quirk (arch/x86/kvm/cpuid.c)")
+            return f, Reason(f"KVM PV features (CPUID {base + 1:#x}.EAX) = {f:#x}{note} (the "
+                             f"signature leaf's limit {e.eax:#x} is not consulted)",
+                             "kvm_get_hypervisor_cpuid / kvm_apply_cpuid_pv_features_quirk "
+                             "(arch/x86/kvm/cpuid.c)", None, {"limit": e.eax})
     return 0, Reason("guest CPUID has no KVM signature leaf: PV features = 0",
                      "kvm_get_hypervisor_cpuid (arch/x86/kvm/cpuid.c)")
 
@@ -196,9 +216,12 @@ def pv_has(ctx: Ctx, feature: str) -> tuple[bool, list[Reason]]:
 
 
 def maxphyaddr(ctx: Ctx) -> int:
+    """cpuid_query_maxphyaddr (cpuid.c, 6.1.176..7.2.8): 0x80000008 EAX[7:0] when the guest's
+    0x80000000 EAX reaches that leaf and it exists, 0 included (KVM does not substitute a
+    default for 0); 36 otherwise."""
     t = ctx.vcpu.cpuid
     if t.reg(0x80000000, 0, "eax") >= 0x80000008 and t.has_leaf(0x80000008):
-        return t.reg(0x80000008, 0, "eax") & 0xFF or 36
+        return t.reg(0x80000008, 0, "eax") & 0xFF
     return 36
 
 
@@ -351,6 +374,9 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
         return _unmod(f"{label}: vendor-specific rules are not modelled")
 
     # --- kvm_set_msr_common / kvm_get_msr_common --------------------------------------------------
+    if idx in (M["ARCH_CAPABILITIES"], M["PERF_CAPABILITIES"]) and not ctx.behaviour(
+            "feature_msr_gate")[0]:
+        return _feature_msr_before_613(ctx, idx, write, data, host, msrs)
     if idx == M["ARCH_CAPABILITIES"]:
         feat = catalog.name_of(b.ARCH_CAPABILITIES)
         have, r = caps.gate(b.ARCH_CAPABILITIES)
@@ -587,6 +613,11 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
         if write:
             d = data & ~(0x40 | 0x100 | 0x8)
             valid, why = (1 << 18) | (1 << 24), []
+            if not ctx.behaviour("hwcr_tsc_freq_sel")[0]:
+                if d not in (0, 1 << 18):
+                    return _err(f"{label}: only 0 or exactly McStatusWrEn (bit 18) may be "
+                                "written", F_SET_MSR_COMMON, "msr.hwcr", since=None)
+                return _ok(d, f"{label}: stored", F_SET_MSR_COMMON, "msr.hwcr")
             if ctx.behaviour("gp_on_user_cpuid")[0]:
                 g, r = caps.gate(b.GP_ON_USER_CPUID)
                 why = [r, releases.reason("gp_on_user_cpuid", ctx.kernel, "HWCR.CPUID_USER_DIS "
@@ -615,8 +646,14 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
                        "msr.osvw", catalog.name_of(b.OSVW))
             res.reasons.insert(0, r)
             return res
-        return _ok(data if write else current(ctx, msrs, idx), f"{label}: accessible",
-                   F_SET_MSR_COMMON, "msr.osvw", catalog.name_of(b.OSVW))
+        v = data if write else current(ctx, msrs, idx)
+        how = ""
+        if not write and ctx.backend == "amd" and idx not in msrs:
+            how = (" (svm_init_osvw: the host has OSVW, so the value follows its errata and is "
+                   "not predicted)" if v is None else f" (svm_init_osvw: {v:#x} on a host "
+                   "without OSVW)")
+        return _ok(v, f"{label}: accessible{how}", F_SET_MSR_COMMON, "msr.osvw",
+                   catalog.name_of(b.OSVW))
     if idx == M["XSS"]:
         return _xss(ctx, write, data, host, msrs)
     if idx in (M["XFD"], M["XFD_ERR"]):
@@ -654,6 +691,48 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
         return _unsup(f"{label}: PKS is not virtualized upstream", F_SET_MSR_COMMON, "msr.unknown")
     return _unsup(f"{label}: no KVM handler (default case)",
                   F_SET_MSR_COMMON if write else F_GET_MSR_COMMON, "msr.unknown")
+
+
+def _feature_msr_before_613(ctx: Ctx, idx: int, write: bool, data: int, host: bool,
+                            msrs: dict) -> MsrResult:
+    """ARCH_CAPABILITIES / PERF_CAPABILITIES before 6.13 (kvm_set/get_msr_common, 6.1.176 and
+    6.12.107): host accesses are never gated by the guest's CPUID; guest reads need the raw
+    guest CPUID bit; guest writes fail; every failure is 1, which nothing forgives."""
+    arch = idx == M["ARCH_CAPABILITIES"]
+    ref = b.ARCH_CAPABILITIES if arch else b.PDCM
+    feat, label = catalog.name_of(ref), msr_label(idx)
+    rule = "msr.arch_capabilities" if arch else "msr.perf_capabilities"
+    fn = F_SET_MSR_COMMON if write else F_GET_MSR_COMMON
+    era = releases.reason("feature_msr_gate", ctx.kernel, f"{label}: host accesses are not "
+                          "gated by the guest's CPUID; guest failures return 1")
+    if write:
+        if not host:
+            res = _err(f"{label}: guest writes are never allowed", fn, rule + ".write", feat)
+        elif arch:
+            res = _ok(data, f"{label}: host write stored (no CPUID check)", fn, rule + ".write",
+                      feat)
+        else:
+            sup = 0 if not ctx.host.param_on("enable_pmu", True) else ctx.host.feature_msrs.get(idx)
+            if sup is None:
+                res = _unmod(f"{label}: kvm_caps.supported_perf_cap unknown", rule + ".write",
+                             feat)
+            elif data & ~sup:
+                res = _err(f"{label}: {data:#x} outside the supported {sup:#x}", fn,
+                           rule + ".write", feat)
+            else:
+                res = _ok(data, f"{label}: host write stored (no CPUID check)", fn,
+                          rule + ".write", feat)
+        res.reasons.insert(0, era)
+        return res
+    g = ctx.caps.guest(ref)
+    if not host and not g:
+        res = _err(f"{label}: guest read without {feat} in guest CPUID (guest_cpuid_has)", fn,
+                   rule + ".read", feat)
+    else:
+        res = _ok(current(ctx, msrs, idx), f"{label}: readable" + (
+            " (host-initiated: no CPUID check)" if host else ""), fn, rule + ".read", feat)
+    res.reasons.insert(0, era)
+    return res
 
 
 def _sysenter(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> MsrResult:
@@ -1064,7 +1143,7 @@ def finish(ctx: Ctx, index: int, res: MsrResult, write: bool, data: int, host: b
 
 def immutable_check(ctx: Ctx, index: int, data: int, msrs: dict) -> Reason | None:
     """do_set_msr(): after KVM_RUN an immutable feature MSR refuses a different value."""
-    if index not in IMMUTABLE_FEATURE_MSRS:
+    if index not in IMMUTABLE_FEATURE_MSRS or not ctx.behaviour("immutable_feature_msrs")[0]:
         return None
     cur = current(ctx, msrs, index)
     if cur is not None and cur == data:

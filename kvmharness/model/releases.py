@@ -253,16 +253,62 @@ _TABLE: tuple[Behaviour, ...] = (
          "upstream 1b1336d1d858 \"model canonical checks more precisely\", merged for 6.13",
          backports=(Backport((6, 12), 0, 107, "6.12.107 has it (queued for 6.12.y in July "
                              "2025); 6.12 itself checked the guest's CR4.LA57"),)))),
+    B("feature_msr_gate", "ARCH_CAPABILITIES/PERF_CAPABILITIES: True: KVM_MSR_RET_UNSUPPORTED "
+      "without the guest's cap, host accesses included (guest writes always); False: host "
+      "accesses always allowed, guest reads need the guest CPUID bit and guest writes fail, "
+      "both with 1 (never forgiven)",
+      (C((6, 1), False, "kvm_set_msr_common / kvm_get_msr_common (arch/x86/kvm/x86.c), read in "
+         "6.1.176 and 6.12.107"),
+       C((6, 13), True, "kvm_set_msr_common / kvm_get_msr_common (arch/x86/kvm/x86.c), read in "
+         "6.17.8", "upstream a5d563890b8f and d75cac366f44 (\"Reject userspace attempts to "
+         "access ARCH_CAPABILITIES w/o support\", \"... PERF_CAPABILITIES w/o PDCM\"), kvm-x86 "
+         "misc rebased on 6.12-rc5, merged for 6.13"))),
+    B("immutable_feature_msrs", "after KVM_RUN, KVM_SET_MSRS refuses a changed value of a "
+      "feature MSR (ARCH_CAPABILITIES, PERF_CAPABILITIES, PLATFORM_INFO, VMX caps)",
+      (C((6, 1), False, "do_set_msr (arch/x86/kvm/x86.c), read in 6.1.176: no such check"),
+       C((6, 5), True, "do_set_msr / kvm_is_immutable_feature_msr (arch/x86/kvm/x86.c), read "
+         "in 6.12.107", "not pinned: between 6.1.176 and 6.12.107 (6.5 assumed)"))),
+    B("hwcr_tsc_freq_sel", "HWCR writes may set TscFreqSel (bit 24) besides McStatusWrEn (18)",
+      (C((6, 1), False, "kvm_set_msr_common (arch/x86/kvm/x86.c), read in 6.1.176: only 0 or "
+         "exactly McStatusWrEn"),
+       C((6, 7), True, "kvm_set_msr_common (arch/x86/kvm/x86.c), read in 6.12.107",
+         "not pinned: between 6.1.176 and 6.12.107 (the change's comment names guests up to "
+         "v6.6)"))),
     B("gp_on_user_cpuid", "HWCR bit 35 (CPUID_USER_DIS) is writable with the guest's "
       "GP_ON_USER_CPUID cap, and then faults CPUID at CPL>0 (cpuid_fault_enabled)",
       (C((6, 1), False, "kvm_set_msr_common (arch/x86/kvm/x86.c), read in 7.1.13: HWCR takes "
          "bits 18 and 24 only"),
        C((7, 2), True, "kvm_set_msr_common (arch/x86/kvm/x86.c) and cpuid_fault_enabled "
          "(arch/x86/kvm/cpuid.h), read in 7.2.8"))),
+    B("avx10_version_cap", "the highest AVX10 version KVM_GET_SUPPORTED_CPUID reports in "
+      "CPUID.0x24.0:EBX[7:0] (0: KVM has no leaf 0x24)",
+      (C((6, 1), 0, "__do_cpuid_func (arch/x86/kvm/cpuid.c), read in 6.1.176: no case 0x24"),
+       C((6, 12), 1, "__do_cpuid_func case 0x24, min_t(u8, version, 1) (arch/x86/kvm/cpuid.c), "
+         "read in 6.12.107 to 6.19.11"),
+       C((7, 0), 2, "__do_cpuid_func case 0x24, min_t(u8, version, 2) (arch/x86/kvm/cpuid.c), "
+         "read in 7.0.0 to 7.2.8"))),
+    B("rap_size", "CPUID.0x80000021:EBX[23:16] (ERAPS' return-address-predictor size) is "
+      "reported (with ERAPS) rather than zeroed",
+      (C((6, 1), False, "__do_cpuid_func case 0x80000021: EBX = 0 (arch/x86/kvm/cpuid.c), read "
+         "in 6.18.15 and 6.19.11"),
+       C((7, 0), True, "__do_cpuid_func case 0x80000021: EBX &= GENMASK(23, 16) when "
+         "kvm_cpu_cap_has(ERAPS), else 0 (arch/x86/kvm/cpuid.c), read in 7.0.0 to 7.2.8"))),
     B("sregs_efer_check", "KVM_SET_SREGS checks EFER with kvm_valid_efer (guest CPUID included)",
-      (C((6, 1), False, "kvm_is_valid_sregs (arch/x86/kvm/x86.c), read in 6.18.15"),
-       C((7, 2), True, "kvm_is_valid_sregs (arch/x86/kvm/regs.c), read in 7.2.8",
-         "upstream commit 184bd464; first release not pinned (see cr.py)"))),
+      (C((6, 1), False, "kvm_is_valid_sregs (arch/x86/kvm/x86.c), read in 6.1.176, 6.12.107, "
+         "6.18.15, 6.19.11, 7.0.0 and 7.1.13"),
+       C((7, 3), True, "kvm_is_valid_sregs (arch/x86/kvm/regs.c), read in 7.2.8, where it is a "
+         "stable backport",
+         "upstream 184bd464 (Cc: stable), in -next after 7.2-rc3, so merged for 7.3 (no 7.3 tree "
+         "here: inferred from the -next and stable-queue mails)",
+         backports=(
+             Backport((7, 2), 0, 8, "7.2.8 has it (with the regs.c move it depends on); 7.2 "
+                      "itself predates the commit"),
+             Backport((6, 12), 107, None, "6.12.107 lacks it; pushed to 6.12.y on 2026-09-30, "
+                      "the first point release with it not known"),
+             Backport((6, 18), 44, None, "6.18.15 lacks it and 6.18.44 accepts EFER.NXE without "
+                      "NX (seen live on kvm_pvm); later 6.18.y may have it"),
+             Backport((6, 1), 176, None, "6.1.176 lacks it; whether 6.1.y took it is not known"),
+         )))),
 )
 BEHAVIOURS: dict[str, Behaviour] = {b.name: b for b in _TABLE}
 if len(BEHAVIOURS) != len(_TABLE):

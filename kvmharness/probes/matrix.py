@@ -342,9 +342,10 @@ ROWS: tuple[Row, ...] = (
     R("cpuid2",             "set-cpuid2-again.identical", "set-cpuid2-again:0:0:0:0"),
     R("cpuid2",             "set-cpuid2-again.osxsave",   "set-cpuid2-again:1:0:2:0x8000000"),
     R("cpuid2",             "set-cpuid2-again.changed",   "set-cpuid2-again:0x80000001:0:2:0x1"),
+    R("cpuid2",             "set-cpuid2-again.pv_unhalt", "set-cpuid2-again:0x40000001:0:0:0x80"),
     # kvm_pvm's CPL0 emulator: instructions the selftests' own code and handlers use
-    R("sse2",               "movq.xmm-from-r64",          I("movq-xmm-r64")),
-    R("sse4_1",             "pinsrq",                     I("pinsrq")),
+    R("cpl0-insn",          "movq.xmm-from-r64",          I("movq-xmm-r64")),
+    R("cpl0-insn",          "pinsrq",                     I("pinsrq")),
     R("cpl0-insn",          "int3",                       I("int3")),
 )
 
@@ -405,14 +406,14 @@ HV_LADDER = tuple(f"0x40000003.0.eax.{b}" for b in HV_EAX_BITS.values()) + ("0x4
 # Groups that are not one CPUID feature: their configurations are listed here, each a Variant
 # whose suffix is the configuration's name (no on/off derived from the host's support).
 GROUPS: dict[str, tuple[Variant, ...]] = {
-    "misc_enable": (Variant(suffix="supported"), *VENDORS,
+    # MISC_ENABLE and UCODE_REV depend on the vendor module (the host), not the guest's vendor
+    "misc_enable": (Variant(suffix="supported"),
                     Variant(quirks_disabled=QUIRK_MISC_ENABLE_NO_MWAIT, suffix="quirk-no-mwait-off"),
                     Variant(quirks_disabled=QUIRK_MISC_ENABLE_NO_MWAIT, clear=("pni",),
                             suffix="quirk-no-mwait-off+sse3-off")),
     "sysenter": VENDORS,
     "feature_msrs": (Variant(suffix="supported"),
-                     Variant(quirks_disabled=QUIRK_STUFF_FEATURE_MSRS, suffix="quirk-stuff-off"),
-                     *VENDORS),
+                     Variant(quirks_disabled=QUIRK_STUFF_FEATURE_MSRS, suffix="quirk-stuff-off")),
     "platform_info": (Variant(suffix="supported"),
                       Variant(vm_caps=(("MSR_PLATFORM_INFO", 0),), suffix="cap-off"),
                       Variant(quirks_disabled=QUIRK_STUFF_FEATURE_MSRS, suffix="quirk-stuff-off")),

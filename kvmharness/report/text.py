@@ -128,3 +128,33 @@ def progress_line(done: int, total: int, counts: dict, width: int | None = None)
     if width is not None and width > 1 and len(text) > width - 1:
         text = text[: width - 1]
     return text
+
+
+def render_not_pass(report: dict, skip_examples: int = 3) -> str:
+    """What a terminal run ends with: every result that is not a pass, one line each (id,
+    observed vs expected, the reproduce line); skips, which observed nothing, grouped by reason.
+    Mismatches and errors come first; "" when everything passed."""
+    results = [r for r in report.get("results", []) if isinstance(r, dict)]
+    order = [v for v in VERDICTS if v not in ("pass", "skip")]
+    rows = sorted((r for r in results if r.get("verdict") in order),
+                  key=lambda r: (order.index(r["verdict"]), str(r.get("id"))))
+    skips: dict[str, list[str]] = {}
+    for r in results:
+        if r.get("verdict") == "skip":
+            skips.setdefault(clean(r.get("skip_reason") or "no reason given"), []).append(
+                clean(r.get("id")))
+    if not rows and not skips:
+        return ""
+    out = [f"not pass ({len(rows) + sum(map(len, skips.values()))}): id, observed vs expected, "
+           "reproduce"]
+    width = max((len(clean(r.get("id"))) for r in rows), default=0)
+    for r in rows:
+        observed = describe_outcome(r.get("observed"))
+        expected = ("no prediction" if r["verdict"] in UNCHECKED
+                    else f"expected {describe_outcome(r.get('expected'))}")
+        out.append(f"{clean(r['verdict']):<12}{clean(r.get('id')):<{width}}  observed {observed}, "
+                   f"{expected}  | {clean(r.get('reproduce', ''))}")
+    for reason, ids in sorted(skips.items(), key=lambda kv: -len(kv[1])):
+        more = f" (+{len(ids) - skip_examples} more)" if len(ids) > skip_examples else ""
+        out.append(f"{'skip':<12}{len(ids):>4} x {reason}: {', '.join(ids[:skip_examples])}{more}")
+    return "\n".join(out) + "\n"
