@@ -43,13 +43,13 @@ def constructed_report(features=("pku", "shstk", "xsave")) -> dict:
     session = Session(profile)
     results = []
     for item in plan(profile, list(features), cpuid=False):
-        _, exp, _, skipped = session._expect(item)
+        spec, exp, _, skipped = session._expect(item)
         if skipped is not None:
             results.append(skipped)
             continue
         seen = _concrete(exp.pattern)
         if seen is not None:
-            results.append(session._verdict(item, None, exp, [str(r) for r in exp.reasons], seen))
+            results.append(session._verdict(item, spec, exp, [str(r) for r in exp.reasons], seen))
     for r in results:
         r["duration_us"] = 10.0
     host = {"kernel": facts.kernel_release, "backend": facts.backend_module, "profile": facts.to_json()}

@@ -112,17 +112,24 @@ def test_misc_enable_mwait_with_the_quirk_disabled_needs_sse3():
 
 
 # -- SYSENTER ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("host, vendor, msr, value, want", [
-    (GENOA, "amd", 0x175, 0xFFFFFFFF12345678, 0x12345678),       # SVM, AMD guest: 32 bits
-    (GENOA, "intel", 0x175, 0xFFFFFFFF12345678, 0xFFFFFFFF12345678),  # intel-compatible: hi kept
-    (GENOA, "intel", 0x176, 0xAAAA5555AAAA5555, canonical_value(0xAAAA5555AAAA5555, 57)),  # LA57 host
-    (GENOA, "amd", 0x176, 0xAAAA5555AAAA5555, 0xAAAA5555),
-    (SPR, "amd", 0x175, 0xFFFFFFFF12345678, 0xFFFFFFFF12345678),  # VMX ignores the vendor
-    (SPR, "amd", 0x174, 0xFFFFFFFF00000010, 0x10),                  # GUEST_SYSENTER_CS is 32-bit
-    (GENOA, "amd", 0x174, 0xFFFFFFFF00000010, 0xFFFFFFFF00000010),  # the VMCB keeps 64
+@pytest.mark.parametrize("host, vendor, probe, want", [
+    # SVM, AMD-vendor guest: ESP/EIP not intercepted, the CPU keeps 32 bits
+    (GENOA, "amd", "wrmsr:0x175:0xffffffff12345678", 0x12345678),
+    (GENOA, "amd", "wrmsr:0x176:0xaaaa5555aaaa5555", 0xAAAA5555),
+    # SVM, Intel-compatible guest: intercepted, made canonical (LA57 host: 57 bits), kept whole
+    (GENOA, "intel", "wrmsr:0x175:0xffffffff12345678", 0xFFFFFFFF12345678),
+    (GENOA, "intel", "wrmsr:0x176:0xaaaa5555aaaa5555", canonical_value(0xAAAA5555AAAA5555, 57)),
+    # host writes: __kvm_set_msr then the vendor module, read back by the guest
+    (GENOA, "amd", "rdmsr:0x175@msr:0x175=0xffffffff12345678", 0x12345678),
+    (SPR, "amd", "rdmsr:0x175@msr:0x175=0xffffffff12345678", 0xFFFFFFFF12345678),
+    (SPR, "intel", "rdmsr:0x174@msr:0x174=0xffffffff00000010", 0x10),     # GUEST_SYSENTER_CS: 32 bits
+    # VMX passes all three through: the CPU's rules, whatever the guest's vendor
+    (SPR, "amd", "wrmsr:0x175:0xffffffff12345678", 0xFFFFFFFF12345678),
+    (SPR, "intel", "wrmsr:0x174:0x10", 0x10),
+    (GENOA, "amd", "wrmsr:0x174:0x10", 0x10),
 ])
-def test_sysenter_msrs_by_backend_and_guest_vendor(host, vendor, msr, value, want):
-    e = ex(host, f"wrmsr:{msr:#x}:{value:#x}", vendor=vendor)
+def test_sysenter_msrs_by_backend_and_guest_vendor(host, vendor, probe, want):
+    e = ex(host, probe, vendor=vendor)
     assert matches(e.pattern, ok_regs(want)) and e.rule == "msr.sysenter", e.pattern
 
 
@@ -137,6 +144,12 @@ def test_sysenter_guest_writes_on_vmx_are_the_cpus(vendor):
     e = ex(SPR, "wrmsr:0x176:0xaaaa5555aaaa5555", vendor=vendor, user_space_msr=3)
     assert fault(e.pattern) == GP                                          # never an exit
     assert ex(SPR, "host-wrmsr:0x176:0xaaaa5555aaaa5555", vendor=vendor).pattern["kind"] == "ok"
+
+
+def test_sysenter_noncanonical_on_vmx_is_the_cpus_gp():
+    e = ex(SPR, "wrmsr:0x176:0xaaaa5555aaaa5555", vendor="intel")
+    assert fault(e.pattern) == GP and e.rule == "msr.sysenter"
+    assert ex(SPR, "wrmsr:0x174:0xffffffff00000010").pattern["kind"] == "any"
 
 
 def test_sysenter_has_no_rule_for_pvm():
@@ -313,11 +326,12 @@ def test_live_observations_that_hold_on_every_backend(live_results):
     profile, results = live_results
     for rid in ("cpuid2/supported/get-cpuid2.nent-1", "cpuid2/supported/get-cpuid2.nent-max",
                 "cpuid2/supported/set-cpuid2-again.changed",
-                "msr_filter/filter/rdmsr.read-denied", "msr_filter/filter+user-space-msr/rdmsr.read-denied",
-                "msr_filter/filter/wrmsr.write-denied", "msr_filter/filter/rdmsr.x2apic-not-filterable",
+                "msr_filter/filter/rdmsr.misc_enable", "msr_filter/filter+user-space-msr/rdmsr.misc_enable",
+                "msr_filter/filter/wrmsr.pat", "msr_filter/filter/rdmsr.x2apic_id",
+                "msr_filter/filter-default-deny/rdmsr.tsc_adjust", "msr_filter/filter-default-deny/rdmsr.pat",
                 "platform_info/cap-off/rdmsr.platform_info", "platform_info/cap-off/host-rdmsr.platform_info"):
         assert results[rid]["verdict"] == "pass", (rid, results[rid]["observed"])
-    exit_ = results["msr_filter/filter+user-space-msr/rdmsr.read-denied"]["observed"]
+    exit_ = results["msr_filter/filter+user-space-msr/rdmsr.misc_enable"]["observed"]
     assert exit_["reason"] == "X86_RDMSR" and exit_["msr_reason"] == "FILTER"
     if profile.caps.get("X86_DISABLE_EXITS", 0) & 2:
         for label in ("cpuid.kvm_features", "get-cpuid2.kvm_features"):

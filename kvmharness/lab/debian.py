@@ -352,6 +352,11 @@ APT::Sandbox::User "root";
         stamps = [f.stat().st_mtime for f in (self.dir / "lists").glob(index)]
         return time.time() - min(stamps) if len(stamps) >= len(self.suites) else None
 
+    def lists_stamp(self) -> str:
+        """What the package lists are now: their names, sizes and times."""
+        files = sorted((self.dir / "lists").glob("*_Packages*"))
+        return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+
     def update(self) -> None:
         self._run(["apt-get", "update", "-q"], "apt-get update (private lists)")
 
@@ -459,6 +464,11 @@ def fetch_kernel(spec: str, cache: Path | None = None, *, refresh: bool = False,
             say(f"debian: package lists are {age / 86400:.0f} days old, refreshing")
             with contextlib.suppress(DebianError):
                 apt.update()
+        memo = _Memo(base / "resolved.json", apt.lists_stamp())
+        known = memo.kernel(spec)
+        if known is not None:               # the same lists named this cached kernel before
+            say(f"debian: {known.image_package} {known.version} ({known.suite}) cached")
+            return known
         try:
             choice = resolve(spec, apt.stanzas())
         except DebianError:
@@ -476,6 +486,7 @@ def fetch_kernel(spec: str, cache: Path | None = None, *, refresh: bool = False,
                 kernel = DebianKernel.from_json(json.loads(marker.read_text()))
                 if kernel.vmlinuz.is_file() and kernel.modules_dir.is_dir():
                     say(f"debian: {img.package} {img.version} ({img.suite}) cached")
+                    memo.remember(spec, marker)
                     return kernel
             except (OSError, ValueError, KeyError, TypeError):
                 pass
@@ -502,7 +513,38 @@ def fetch_kernel(spec: str, cache: Path | None = None, *, refresh: bool = False,
         tmp = marker.with_suffix(".tmp")
         tmp.write_text(json.dumps(kernel.to_json(), indent=2) + "\n")
         os.replace(tmp, marker)
+        memo.remember(spec, marker)
         return kernel
+
+
+class _Memo:
+    """SPEC -> the cached kernel it resolved to, valid while the package lists are the same
+    files (name, size, mtime): resolving reads ~60 MB of lists (4-5 s, more on a loaded host),
+    and the same lists always name the same kernel."""
+
+    def __init__(self, path: Path, stamp: str):
+        self.path, self.stamp = path, stamp
+        try:
+            data = json.loads(path.read_text())
+            self.specs = data["specs"] if data.get("stamp") == stamp else {}
+        except (OSError, ValueError, KeyError, TypeError):
+            self.specs = {}
+
+    def kernel(self, spec: str) -> DebianKernel | None:
+        marker = self.specs.get(spec)
+        if not marker:
+            return None
+        try:
+            k = DebianKernel.from_json(json.loads(Path(marker).read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return k if k.vmlinuz.is_file() and k.modules_dir.is_dir() else None
+
+    def remember(self, spec: str, marker: Path) -> None:
+        self.specs[spec] = str(marker)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"stamp": self.stamp, "specs": self.specs}, indent=2))
+        os.replace(tmp, self.path)
 
 
 __all__ = ["DebianError", "DebianKernel", "Stanza", "Choice", "SUITES", "compare_versions",

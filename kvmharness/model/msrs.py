@@ -29,7 +29,7 @@ from . import catalog, releases
 from .cr import check_efer
 from .reason import (F_APIC_SET_BASE, F_DO_SET_MSR, F_GET_MSR, F_GET_MSR_COMMON, F_MSR_ACCESS,
                      F_PV_HAS, F_SET_EFER, F_SET_MSR, F_SET_MSR_COMMON, F_VALID_CET,
-                     F_VMX_MSR_INTERCEPTS, F_X2APIC_MSR, F_HW, Reason)
+                     F_VMX_MSR_INTERCEPTS, F_X2APIC_MSR, Reason)
 from .state import BASELINE_APIC_BASE, GUEST_MEMORY_MIN, Ctx
 
 M = b.MSR
@@ -736,54 +736,57 @@ def _feature_msr_before_613(ctx: Ctx, idx: int, write: bool, data: int, host: bo
 
 
 def _sysenter(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> MsrResult:
-    """Guest writes on VMX are not intercepted (vmx_recalc_msr_intercepts; vmx_vcpu_create up
-    to 6.12): the CPU #GPs a non-canonical ESP/EIP. Otherwise (host writes, SVM):
-    __kvm_set_msr makes ESP/EIP canonical (never #GP); then the vendor module stores them:
-    VMX in the VMCS (CS 32 bits, ESP/EIP natural width), SVM in the VMCB with only 32 bits of
-    ESP/EIP, plus the high halves when the guest's vendor is Intel-compatible (svm_set_msr,
-    and svm_get_msr reads them back only then; for an AMD-vendor guest the MSRs are not even
-    intercepted: the CPU keeps 32 bits). Read in 6.18; the same in 6.1.176 .. 7.2.8."""
+    """SYSENTER_CS/ESP/EIP (read in 6.18; the same in 6.1.176 .. 7.2.8). Guest accesses KVM does
+    not intercept are the CPU's: VMX passes all three through (vmx_recalc_msr_intercepts), SVM
+    passes SYSENTER_CS through, and ESP/EIP for an AMD-vendor guest (svm_recalc_msr_intercepts:
+    intercepted only when the guest's vendor is Intel-compatible). Intercepted and host writes
+    go through __kvm_set_msr, which makes ESP/EIP canonical (never #GP), then the vendor module:
+    VMX keeps SYSENTER_CS in 32 bits and ESP/EIP whole; SVM keeps bits 31:0 of ESP/EIP in the
+    VMCB and the high halves only for an Intel-compatible guest (svm_set_msr/svm_get_msr)."""
     label = msr_label(idx)
     if ctx.backend in ("pvm", "unknown"):
         return _unmod(f"{label}: stored by the vendor module; no rule for backend {ctx.backend}")
     cs = idx == M["SYSENTER_CS"]
     amd = ctx.caps.amd_guest
+    intel = ctx.backend == "intel"
+    passthrough = not host and (intel or cs or amd)
+    fn = ("vmx_recalc_msr_intercepts / vmx_set_msr (arch/x86/kvm/vmx/vmx.c)" if intel else
+          "svm_recalc_msr_intercepts / svm_set_msr (arch/x86/kvm/svm/svm.c)")
     if not write:
-        return _ok(current(ctx, msrs, idx), f"{label} reads its stored value",
-                   "vmx_get_msr/svm_get_msr", "msr.sysenter")
-    if ctx.backend == "intel" and not host and not cs:
-        # VMX never intercepts the SYSENTER MSRs (vmx_disable_intercept_for_msr, RW): the
-        # guest's WRMSR runs on the CPU, which refuses a non-canonical ESP/EIP with #GP where
-        # KVM's own path (host writes) would make it canonical. Seen in the Bochs lab.
-        w = msr_addr_bits(ctx)
-        why = Reason(f"{label}: not intercepted on VMX, the guest's WRMSR runs on the CPU "
-                     f"(canonical check, {w}-bit)", F_VMX_MSR_INTERCEPTS, None, {"value": data})
-        if not b.canonical(data, w):
-            res = _err(f"{label}: {data:#x} is not canonical: the CPU's #GP, never an exit",
-                       F_HW, "msr.sysenter")
-            res.reasons.insert(0, why)
-            res.intercepted = False
-            return res
-        res = _ok(data, f"{label} = {data:#x} stored by the CPU", F_HW, "msr.sysenter")
-        res.reasons.insert(0, why)
-        res.intercepted = False
-        return res
+        return _ok(current(ctx, msrs, idx), f"{label} reads its stored value"
+                   + (" (not intercepted: the CPU's own MSR)" if passthrough else ""), fn,
+                   "msr.sysenter")
+    if passthrough:
+        if cs:
+            if data >> 16:
+                return _unmod(f"{label} = {data:#x}: not intercepted, and what the CPU does with "
+                              "bits above the selector is not modelled", "msr.sysenter")
+            return _ok(data, f"{label}: not intercepted; the CPU stores the selector", fn,
+                       "msr.sysenter")
+        if intel:
+            w = msr_addr_bits(ctx)
+            if not b.canonical(data, w):
+                res = _err(f"{label} = {data:#x}: not intercepted on VMX, and the CPU refuses a "
+                           f"non-canonical address ({w}-bit)", fn, "msr.sysenter", written=data)
+                res.intercepted = False          # the CPU's #GP: never a user-space MSR exit
+                return res
+            return _ok(data, f"{label}: not intercepted; the CPU keeps all 64 bits", fn,
+                       "msr.sysenter")
+        return _ok(data & 0xFFFFFFFF, f"{label}: not intercepted for an AMD-vendor guest; AMD CPUs "
+                   "keep bits 31:0 only", fn, "msr.sysenter")
     value = data if cs else b.canonical_value(data, msr_addr_bits(ctx))
     how = [] if cs else [f"made canonical ({msr_addr_bits(ctx)}-bit): {value:#x}"]
-    if ctx.backend == "intel":
+    if intel:
         if cs:
             value &= 0xFFFFFFFF
             how.append("VMX keeps 32 bits (GUEST_SYSENTER_CS)")
-        fn = "__kvm_set_msr / vmx_set_msr (arch/x86/kvm/vmx/vmx.c)"
-    else:
-        if not cs and amd:
-            value &= 0xFFFFFFFF
-            how.append("SVM with an AMD-vendor guest keeps bits 31:0 only")
-        elif not cs:
-            how.append("SVM with an Intel-compatible guest keeps bits 63:32 in sysenter_*_hi")
-        fn = "__kvm_set_msr / svm_set_msr (arch/x86/kvm/svm/svm.c)"
-    return _ok(value, f"{label} = {data:#x}: " + "; ".join(how or ["stored"]), fn, "msr.sysenter",
-               guest_vendor="amd" if amd else "intel-compatible")
+    elif not cs and amd:
+        value &= 0xFFFFFFFF
+        how.append("SVM with an AMD-vendor guest keeps bits 31:0 only")
+    elif not cs:
+        how.append("SVM with an Intel-compatible guest keeps bits 63:32 in sysenter_*_hi")
+    return _ok(value, f"{label} = {data:#x}: " + "; ".join(how or ["stored"]), "__kvm_set_msr / " + fn,
+               "msr.sysenter", guest_vendor="amd" if amd else "intel-compatible")
 
 
 def _misc_enable(ctx: Ctx, write: bool, data: int, host: bool, msrs: dict) -> MsrResult:
