@@ -145,15 +145,11 @@ class GuestConfig:
     def from_json(cls, d: dict) -> "GuestConfig":
         """The inverse of to_json (a recorded result's `config`)."""
         num = lambda v: int(v, 0) if isinstance(v, str) else int(v or 0)   # noqa: E731
-        caps = d.get("vm_caps") or {}
-        if not isinstance(caps, dict):
-            raise ValueError("config vm_caps must be an object")
-        filt = d.get("msr_filter")
         return cls(str(d["name"]), tuple(d.get("set", ())), tuple(d.get("clear", ())),
                    bool(d.get("enforce_pv_cpuid", False)), num(d.get("quirks_disabled", 0)),
                    num(d.get("user_space_msr", 0)), d.get("vendor") or None,
-                   tuple((str(k), num(v)) for k, v in caps.items()),
-                   parse_msr_filter(filt) if filt is not None else None,
+                   tuple((str(k), num(v)) for k, v in (d.get("vm_caps") or {}).items()),
+                   parse_msr_filter(d["msr_filter"]) if d.get("msr_filter") else None,
                    bool(d.get("hyperv", False)))
 
     def to_json(self) -> dict:
