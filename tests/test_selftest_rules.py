@@ -346,3 +346,17 @@ def test_live_vendor_configuration_changes_the_guest_vendor(kvm):
         for vendor, ebx in (("amd", 0x68747541), ("intel", 0x756E6547)):
             v = GuestConfig("t", vendor=vendor).vcpu(kvm.supported_cpuid())
             assert runner.run(v, parse("cpuid:0:0"))["regs"]["rbx"] == ebx
+
+
+def test_sysenter_high_half_vendor_rule_per_release():
+    """6.1 keeps SVM's SYSENTER high halves for GenuineIntel only; 6.12+ for every vendor but
+    AMD/Hygon (releases.py svm_sysenter_high_half): a third vendor string tells them apart."""
+    odd = GuestConfig("t").vcpu(GENOA.supported)
+    e0 = odd.cpuid.entry(0, 0)
+    raw = b"CentaurHauls"
+    ebx, edx, ecx = (int.from_bytes(raw[i:i + 4], "little") for i in (0, 4, 8))
+    odd = replace(odd, cpuid=odd.cpuid.with_entry(e0.with_reg("ebx", ebx).with_reg("ecx", ecx)
+                                                  .with_reg("edx", edx)))
+    probe = parse("rdmsr:0x175@msr:0x175=0xffffffff12345678")
+    assert matches(expect(GENOA, odd, probe).pattern, ok_regs(0xFFFFFFFF12345678))
+    assert matches(expect(fc_profile(GENOA_61), odd, probe).pattern, ok_regs(0x12345678))

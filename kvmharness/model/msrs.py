@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from . import bits as b
 from . import catalog, releases
+from .caps import guest_vendor_string
 from .cr import check_efer
 from .reason import (F_APIC_SET_BASE, F_DO_SET_MSR, F_GET_MSR, F_GET_MSR_COMMON, F_MSR_ACCESS,
                      F_PV_HAS, F_SET_EFER, F_SET_MSR, F_SET_MSR_COMMON, F_VALID_CET,
@@ -747,7 +748,10 @@ def _sysenter(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict
     if ctx.backend in ("pvm", "unknown"):
         return _unmod(f"{label}: stored by the vendor module; no rule for backend {ctx.backend}")
     cs = idx == M["SYSENTER_CS"]
-    amd = ctx.caps.amd_guest
+    who, _ = ctx.behaviour("svm_sysenter_high_half")
+    # "amd" below: SVM keeps only bits 31:0 for this guest (releases.py svm_sysenter_high_half)
+    amd = (ctx.caps.amd_guest if who == "intel_compatible"
+           else guest_vendor_string(ctx.vcpu.cpuid) != "GenuineIntel")
     intel = ctx.backend == "intel"
     passthrough = not host and (intel or cs or amd)
     fn = ("vmx_recalc_msr_intercepts / vmx_set_msr (arch/x86/kvm/vmx/vmx.c)" if intel else
@@ -772,8 +776,9 @@ def _sysenter(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict
                 return res
             return _ok(data, f"{label}: not intercepted; the CPU keeps all 64 bits", fn,
                        "msr.sysenter")
-        return _ok(data & 0xFFFFFFFF, f"{label}: not intercepted for an AMD-vendor guest; AMD CPUs "
-                   "keep bits 31:0 only", fn, "msr.sysenter")
+        return _ok(data & 0xFFFFFFFF, f"{label}: not intercepted for this guest's vendor "
+                   f"({who} rule: {guest_vendor_string(ctx.vcpu.cpuid)!r}); AMD CPUs keep bits 31:0 "
+                   "only", fn, "msr.sysenter")
     value = data if cs else b.canonical_value(data, msr_addr_bits(ctx))
     how = [] if cs else [f"made canonical ({msr_addr_bits(ctx)}-bit): {value:#x}"]
     if intel:
@@ -782,11 +787,11 @@ def _sysenter(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict
             how.append("VMX keeps 32 bits (GUEST_SYSENTER_CS)")
     elif not cs and amd:
         value &= 0xFFFFFFFF
-        how.append("SVM with an AMD-vendor guest keeps bits 31:0 only")
+        how.append(f"SVM keeps bits 31:0 only for this guest's vendor ({who} rule)")
     elif not cs:
-        how.append("SVM with an Intel-compatible guest keeps bits 63:32 in sysenter_*_hi")
+        how.append(f"SVM keeps bits 63:32 in sysenter_*_hi for this guest's vendor ({who} rule)")
     return _ok(value, f"{label} = {data:#x}: " + "; ".join(how or ["stored"]), "__kvm_set_msr / " + fn,
-               "msr.sysenter", guest_vendor="amd" if amd else "intel-compatible")
+               "msr.sysenter", high_half_kept=not amd, svm_sysenter_high_half=who)
 
 
 def _misc_enable(ctx: Ctx, write: bool, data: int, host: bool, msrs: dict) -> MsrResult:
