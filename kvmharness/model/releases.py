@@ -403,6 +403,10 @@ LOCATIONS: dict[str, tuple[Location, ...]] = {
         L((6, 1), "kvm_set_cpu_caps", "arch/x86/kvm/cpuid.c"),
         L((7, 0), "kvm_initialize_cpu_caps / kvm_finalize_cpu_caps",
           "arch/x86/kvm/cpuid.c, cpuid.h")),
+    # the MSR-intercept set-up moved out of vCPU creation between 6.12.107 and 6.17.8
+    "vmx_recalc_msr_intercepts": (L((6, 1), "vmx_vcpu_create", "arch/x86/kvm/vmx/vmx.c"),
+                                  L((6, 17), "vmx_recalc_msr_intercepts",
+                                    "arch/x86/kvm/vmx/vmx.c")),
     "kvm_set_cr0": (L((6, 1), "kvm_set_cr0", "arch/x86/kvm/x86.c"),
                     L((7, 2), "kvm_set_cr0", "arch/x86/kvm/regs.c")),
     "kvm_set_cr4": (L((6, 1), "kvm_set_cr4", "arch/x86/kvm/x86.c"),
