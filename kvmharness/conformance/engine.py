@@ -306,16 +306,17 @@ class Session:
         from ..model.deviations import classify
         if observed.get("kind") == "skip":
             return self._result(item, exp.pattern, observed, "skip", reasons, skip_reason=observed["reason"])
+        resource = observed.get("kind") == "ioctl_error" and observed.get("errno") in RESOURCE_ERRNOS
+        if resource and not (oc.predicts(exp.pattern) and oc.matches(exp.pattern, observed)):
+            why = (f"the host ran short of a resource: {observed.get('ioctl')} failed with "
+                   f"{observed.get('error')} (not an observation of KVM)")
+            return self._result(item, exp.pattern, {"kind": "error", "message": why}, "error",
+                                [*reasons, why])
         if not oc.predicts(exp.pattern):
             return self._result(item, exp.pattern, observed, "unpredicted", reasons,
                                 skip_reason=unpredicted_reason(reasons))
         if oc.matches(exp.pattern, observed):
             return self._result(item, exp.pattern, observed, "pass", reasons)
-        if observed.get("kind") == "ioctl_error" and observed.get("errno") in RESOURCE_ERRNOS:
-            why = (f"the host ran short of a resource: {observed.get('ioctl')} failed with "
-                   f"{observed.get('error')} (not an observation of KVM)")
-            return self._result(item, exp.pattern, {"kind": "error", "message": why}, "error",
-                                [*reasons, why])
         dev = classify(self.profile, spec, exp, observed)
         if dev is not None:
             return self._result(item, exp.pattern, observed, "known", reasons,

@@ -213,6 +213,13 @@ _TABLE: tuple[Behaviour, ...] = (
          "default -EINVAL"),
        C((6, 18), True, "kvm_get_set_one_reg / kvm_get_reg_list (arch/x86/kvm/x86.c), read in "
          "6.18.15"))),
+    B("svm_sysenter_high_half", "which guests SVM intercepts SYSENTER_ESP/EIP for and keeps bits "
+      "63:32 of: 'intel' (vendor GenuineIntel) or 'intel_compatible' (any vendor but AMD/Hygon)",
+      (C((6, 1), "intel", "svm_vcpu_init_msrpm / svm_set_msr (arch/x86/kvm/svm/svm.c), read in "
+         "6.1.176: guest_cpuid_is_intel()"),
+       C((6, 12), "intel_compatible", "svm_set_msr (arch/x86/kvm/svm/svm.c), read in 6.12.107 and "
+         "6.18.15: guest_cpuid_is_intel_compatible()",
+         "not pinned: between 6.1.176 and 6.12.107"))),
     B("quirks", "the KVM_X86_QUIRK_* bits (0-9, those the model names) KVM_CAP_DISABLE_QUIRKS2 "
       "accepts (KVM_X86_VALID_QUIRKS); a quirk a release lacks cannot be disabled",
       (C((6, 1), 0x7F, "KVM_X86_VALID_QUIRKS (arch/x86/kvm/x86.h), read in 6.1.176: LINT0_REENABLED "
@@ -396,6 +403,10 @@ LOCATIONS: dict[str, tuple[Location, ...]] = {
         L((6, 1), "kvm_set_cpu_caps", "arch/x86/kvm/cpuid.c"),
         L((7, 0), "kvm_initialize_cpu_caps / kvm_finalize_cpu_caps",
           "arch/x86/kvm/cpuid.c, cpuid.h")),
+    # the MSR-intercept set-up moved out of vCPU creation between 6.12.107 and 6.17.8
+    "vmx_recalc_msr_intercepts": (L((6, 1), "vmx_vcpu_create", "arch/x86/kvm/vmx/vmx.c"),
+                                  L((6, 17), "vmx_recalc_msr_intercepts",
+                                    "arch/x86/kvm/vmx/vmx.c")),
     "kvm_set_cr0": (L((6, 1), "kvm_set_cr0", "arch/x86/kvm/x86.c"),
                     L((7, 2), "kvm_set_cr0", "arch/x86/kvm/regs.c")),
     "kvm_set_cr4": (L((6, 1), "kvm_set_cr4", "arch/x86/kvm/x86.c"),

@@ -138,7 +138,7 @@ def payload_names() -> frozenset[str]:
 def parse(text: str) -> ProbeSpec:
     """Parse a probe string; a named payload gets its default modifiers, then the user's.
     Cached: a run parses each row's probe once per configuration (ProbeSpec is frozen)."""
-    names = payload_names()
+    names = PAYLOADS.keys()             # a live view: no set built per probe string
     spec = parse_probe(text, names)
     if spec.kind == "payload" and PAYLOADS[spec.args[0]].mods:
         body, _, user = text.strip().partition("@")

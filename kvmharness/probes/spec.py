@@ -35,6 +35,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field, replace
 
@@ -124,8 +125,7 @@ class ProbeSpec:
         elif self.kind == "insn":
             body = f"insn:{self.args[0].hex()}"
         else:
-            body = ":".join([self.kind] + [_fmt(self.kind, n, a)
-                                           for n, a in zip(KINDS[self.kind][0], self.args)])
+            body = ":".join([self.kind, *(f(a) for f, a in zip(_formats(self.kind), self.args))])
         if self.from_baseline:
             return body
         mods = []
@@ -138,6 +138,12 @@ class ProbeSpec:
             mods.append(f"xcr0={self.xcr0:#x}")
         mods += [f"msr:{i:#x}={v:#x}" for i, v in self.msrs]
         return body + ("@" + ",".join(mods) if mods else "")
+
+
+@functools.lru_cache(maxsize=None)
+def _formats(kind: str) -> tuple:
+    """How each argument of a probe kind is printed (decided once per kind)."""
+    return tuple(functools.partial(_fmt, kind, name) for name in KINDS[kind][0])
 
 
 def _fmt(kind: str, name: str, value: int) -> str:
