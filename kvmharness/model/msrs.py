@@ -290,6 +290,34 @@ def _ok(value, text: str, fn: str, rule: str, feature=None, since=None, **inputs
     return MsrResult(OK, value, [Reason(text, fn, since, inputs)], rule, feature)
 
 
+# The vendor MSRs pvm_get_msr/pvm_set_msr (virt-pvm arch/x86/kvm/pvm/pvm.c, read 2026-12-08) handle
+# themselves; every other one (SPEC_CTRL, TSX_CTRL, UMWAIT_CONTROL, TSC_RATIO, VIRT_SPEC_CTRL,
+# MCG_EXT_CTL, VM_CR, DE_CFG) reaches the switch's default case: kvm_get/set_msr_common.
+F_PVM_MSR = "pvm_get_msr/pvm_set_msr (virt-pvm arch/x86/kvm/pvm/pvm.c)"
+
+
+def _pvm_vendor_msr(ctx: Ctx, idx: int, label: str, write: bool, data: int, msrs: dict):
+    if idx == M["DEBUGCTL"]:
+        return _ok(None if write else 0, f"{label}: " + ("the write is dropped (no LBR/BTF for a "
+                   "PVM guest)" if write else "reads 0"), F_PVM_MSR, "msr.pvm.debugctl")
+    if idx == 0xD90:                                    # BNDCFGS
+        if not write:
+            return _ok(current(ctx, msrs, idx) or 0, f"{label}: reads its stored value",
+                       F_PVM_MSR, "msr.pvm.bndcfgs")
+        if not ctx.caps.kvm.table_bit(b.ref_of("mpx")):
+            return _err(f"{label}: KVM does not support MPX (kvm_mpx_supported)", F_PVM_MSR,
+                        "msr.pvm.bndcfgs")
+        return _unmod(f"{label}: the guest MPX gate and value checks are not modelled",
+                      "msr.pvm.bndcfgs")
+    if idx == M["FEAT_CTL"]:
+        if not write:
+            return _ok(current(ctx, msrs, idx) or 0, f"{label}: reads its stored value",
+                       F_PVM_MSR, "msr.pvm.feat_ctl")
+        return _unmod(f"{label}: writes depend on the host CPU's vendor and the valid bits",
+                      "msr.pvm.feat_ctl")
+    return None
+
+
 def _unmod(text: str, rule: str = "msr.unmodelled", feature=None) -> MsrResult:
     return MsrResult(UNMOD, None, [Reason(text)], rule, feature)
 
@@ -358,8 +386,13 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
         return _cet(ctx, idx, write, data, host, msrs)
 
     # --- vendor paths -----------------------------------------------------------------------------
-    if idx in VENDOR_MSRS:
-        if ctx.backend == "pvm" or ctx.backend == "unknown":
+    if idx in VENDOR_MSRS and ctx.backend == "pvm":
+        pvm = _pvm_vendor_msr(ctx, idx, label, write, data, msrs)
+        if pvm is not None:
+            return pvm
+        # Not handled by pvm_get/set_msr: its default case, the common code, below.
+    elif idx in VENDOR_MSRS:
+        if ctx.backend == "unknown":
             return _unmod(f"{label} is handled by vendor code: no rule for backend {ctx.backend}")
         if idx == M["SPEC_CTRL"]:
             ok = any(caps.gate(f)[0] for f in (b.SPEC_CTRL, b.AMD_STIBP, b.AMD_IBRS, b.AMD_SSBD))
