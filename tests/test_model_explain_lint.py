@@ -38,6 +38,18 @@ def test_explain_shstk_golden(tag, profile):
                     render_explain(explain(h, vcpu(h, set_=["shstk"]), "shstk")))
 
 
+@pytest.mark.parametrize("kernel", ["6.12", "6.18", "7.2"])
+def test_explain_pku_golden_per_release(kernel):
+    """explain pku on the recorded Sapphire Rapids host with 6.12's, 6.18's and 7.2's rules: the
+    gate (guest CPUID on 6.12, guest_cpu_cap_has on 6.18) and the citations as each tree names
+    them (7.2: kvm_initialize_cpu_caps/kvm_finalize_cpu_caps, kvm_set_cr4 in regs.c)."""
+    from dataclasses import replace
+    from kvmharness.model.releases import parse_release
+    h = replace(fc_profile(SPR_618), kernel=parse_release(kernel).rules)
+    _compare_golden(f"explain-pku-spr-{kernel}.txt",
+                    render_explain(explain(h, vcpu(h, set_=["pku"]), "pku")))
+
+
 def test_explain_dict_is_json_and_complete():
     h = fc_profile(SPR_618)
     d = explain(h, vcpu(h), "ibt")

@@ -191,3 +191,37 @@ def test_live_report_says_the_rules(tmp_path):
     assert 'name="model.rules" value="rules of 7.3 applied to 7.4-rc2"' in junit.read_text()
     k = _cli("run", "--kernel", "7.4-rc2", "--feature", "pku", "--ktap", "-j", "1")
     assert "# model: rules of 7.3 applied to 7.4-rc2" in k.stdout.splitlines()[:8]
+
+
+# -- per-release constants in lint ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel, version, flagged", [
+    ("6.12", 1, False), ("6.12", 2, True), ("6.19", 2, True), ("7.0", 2, False), ("7.3", 3, True),
+    ("6.1", 1, True)])
+def test_lint_avx10_version_per_release(kernel, version, flagged):
+    """CPUID.0x24.0:EBX[7:0] is capped at 1 from 6.12 and at 2 from 7.0 (the host here is an
+    AVX10.2 part as far as the table says); 6.1 has no leaf 0x24."""
+    from dataclasses import replace
+    from kvmharness.model import lint
+    h = load_host_file(SPR, kernel=kernel)
+    h = replace(h, supported=h.supported.with_field(0x24, 0, "ebx", 0, 8, 2))
+    guest = h.supported.with_field(0x24, 0, "ebx", 0, 8, version)
+    found = [f for f in lint(h, guest) if f["status"] == "avx10-version"]
+    assert bool(found) == flagged, found
+    if found:
+        assert "avx10_version_cap" not in found[0]["message"]
+        assert any("__do_cpuid_func" in r for r in found[0]["reasons"])
+
+
+@pytest.mark.parametrize("kernel, eraps, flagged", [("6.19", True, True), ("7.0", True, False),
+                                                    ("7.0", False, True), ("7.3", True, False)])
+def test_lint_rap_size_needs_eraps_from_70(kernel, eraps, flagged):
+    from dataclasses import replace
+    from kvmharness.model import lint
+    h = load_host_file(SPR, kernel=kernel)
+    sup = h.supported.with_bit(0x80000021, 0, "eax", 24, eraps)
+    h = replace(h, supported=sup)
+    guest = sup.with_field(0x80000021, 0, "ebx", 16, 8, 0x20)
+    found = [f for f in lint(h, guest) if f["status"] == "rap-size"]
+    assert bool(found) == flagged, found

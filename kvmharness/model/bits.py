@@ -32,6 +32,9 @@ def _ref(name: str) -> BitRef:
     return by_name(name).ref
 
 
+ref_of = _ref
+
+
 
 # -- CPUID feature bits the rules consult (catalogue names) -------------------------------------
 SSE3 = _ref("pni")
@@ -95,6 +98,7 @@ AUTOIBRS = _ref("autoibrs")
 EFER_LMSLE_MBZ = _ref("efer_lmsle_mbz")          # 6.19: passed through
 GP_ON_USER_CPUID = _ref("gp_on_user_cpuid")      # 7.2: EMULATED_F
 SBPB = _ref("sbpb")
+ERAPS = _ref("eraps")
 
 # -- control registers (bit numbers from cpu/registers.py) --------------------------------------
 _CR0, _CR4, _EFER = R.CR0_BITS, R.CR4_BITS, R.EFER_BITS

@@ -28,9 +28,9 @@ from ..errors import UsageError
 from . import bits as b
 from . import catalog, releases
 from .profile import HostProfile, VcpuConfig
-from .reason import (F_AFTER_SET_CPUID, F_CPUID_EMULATED, F_SET_CPU_CAPS, F_SVM_AFTER_CPUID,
-                     F_SVM_CAPS, F_UPDATE_RUNTIME, F_VENDOR_INIT, F_VMX_AFTER_CPUID, F_VMX_CAPS,
-                     Reason)
+from .reason import (F_AFTER_SET_CPUID, F_CPUID_EMULATED, F_PV_HAS, F_SET_CPU_CAPS,
+                     F_SVM_AFTER_CPUID, F_SVM_CAPS, F_UPDATE_RUNTIME, F_VENDOR_INIT,
+                     F_VMX_AFTER_CPUID, F_VMX_CAPS, Reason)
 
 K614 = releases.first("cpu_caps")             # per-vCPU cpu_caps
 K618 = releases.first("cet")                  # CET virtualization
@@ -41,7 +41,7 @@ def governed(kernel) -> frozenset:
     return frozenset(catalog.resolve(n) for n in releases.value("governed_features", kernel))
 
 
-def _vendor_string(table: CpuidTable) -> str:
+def guest_vendor_string(table: CpuidTable) -> str:
     e = table.entry(0, 0)
     if e is None:
         return ""
@@ -51,7 +51,7 @@ def _vendor_string(table: CpuidTable) -> str:
 
 def guest_is_amd_compatible(table: CpuidTable) -> bool:
     """guest_cpuid_is_amd_or_hygon(): the vendor string in guest CPUID leaf 0."""
-    return _vendor_string(table) in ("AuthenticAMD", "HygonGenuine")
+    return guest_vendor_string(table) in ("AuthenticAMD", "HygonGenuine")
 
 
 # -- TDP --------------------------------------------------------------------------------------
@@ -125,9 +125,12 @@ class KvmCaps:
         shown = self.table_bit(ref)
         klass = catalog.kvm_class(ref, self.kernel, self.host.source)
         kname = f"{self.kernel[0]}.{self.kernel[1]}"
+        if (ref.leaf, ref.subleaf, ref.reg) in catalog.NON_CAP_WORDS:
+            return klass != "untracked", [_fixed_list_reason(ref, name, klass)]
         if klass == "emulated":
             return True, [Reason(f"{name} is EMULATED_F: always in kvm_cpu_caps, host support "
-                                 "irrelevant", F_SET_CPU_CAPS)]
+                                 "irrelevant (before 6.14: an unconditional kvm_cpu_cap_set)",
+                                 F_SET_CPU_CAPS)]
         if ref in (b.SHSTK, b.IBT) and not releases.value("cet", self.kernel):
             return False, [Reason(f"kernel {kname}: KVM has no CET virtualization before 6.18; "
                                   f"{name} is never in kvm_cpu_caps", F_SET_CPU_CAPS, K618)]
@@ -337,6 +340,15 @@ class EffectiveCaps:
                 "MWAIT is partially emulated (MONITOR/MWAIT run as NOPs): cpuid_func_emulated("
                 "..., true) ORs it into the capability, so cap = guest bit", F_CPUID_EMULATED)]
 
+        if (r.leaf, r.subleaf, r.reg) in catalog.NON_CAP_WORDS:
+            cap = self.kvm.has(r) and g
+            return cap, [gr, *self.kvm.why(r), Reason(
+                f"no kvm_cpu_caps word, so no guest_cpu_cap_has(): "
+                + ("KVM reads PV features from guest CPUID itself (guest_pv_has(), which "
+                   "checks only with KVM_CAP_ENFORCE_PV_FEATURE_CPUID)"
+                   if r.leaf == catalog.KVM_CPUID_FEATURES else "KVM never asks about it")
+                + f"; shown as KVM lists it && guest CPUID = {int(cap)}",
+                F_PV_HAS if r.leaf == catalog.KVM_CPUID_FEATURES else None)]
         if klass == "untracked" and r not in (b.SHSTK, b.IBT):
             return False, [gr, Reason(
                 f"kernel {kname}: KVM does not track {name} (no kvm_cpu_caps bit), so "
@@ -392,6 +404,26 @@ class EffectiveCaps:
         why.append(Reason(f"cap = (kvm_cpu_caps | emulated) & guest CPUID = {int(cap)}",
                           F_AFTER_SET_CPUID, K614 if caps_era else None))
         return cap, why
+
+
+F_DO_CPUID_FUNC = "__do_cpuid_func (arch/x86/kvm/cpuid.c)"
+
+
+def _fixed_list_reason(ref: BitRef, name: str, klass: str) -> Reason:
+    """Bits of registers KVM fills in itself rather than from kvm_cpu_caps (leaf 6 EAX, the KVM
+    PV features leaf): what KVM_GET_SUPPORTED_CPUID shows there does not depend on the host."""
+    if ref.leaf == catalog.KVM_CPUID_FEATURES:
+        if klass == "untracked":
+            return Reason(f"KVM never lists {name} in its PV features leaf (userspace may set it "
+                          "for its own implementation); PV features are a fixed list, not a "
+                          "kvm_cpu_caps word", F_DO_CPUID_FUNC)
+        return Reason(f"KVM lists {name} in its PV features leaf (case KVM_CPUID_FEATURES) "
+                      "whatever the host: a fixed list, not a kvm_cpu_caps word", F_DO_CPUID_FUNC)
+    if klass == "untracked":
+        return Reason(f"KVM clears {name}: CPUID.{ref.leaf:#x}:{ref.reg.upper()} is a constant, not "
+                      "a kvm_cpu_caps word", F_DO_CPUID_FUNC)
+    return Reason(f"KVM sets {name} whatever the host: CPUID.{ref.leaf:#x}:{ref.reg.upper()} is a "
+                  "constant, not a kvm_cpu_caps word", F_DO_CPUID_FUNC)
 
 
 def effective_caps(host: HostProfile, vcpu: VcpuConfig) -> EffectiveCaps:

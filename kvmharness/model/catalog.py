@@ -12,6 +12,8 @@ from ..cpu import features
 from ..cpu.cpuid import BitRef
 
 CLASSES = features.CLASSES
+NON_CAP_WORDS = features.NON_CAP_WORDS          # registers KVM fills in itself (leaf 6, PV leaf)
+KVM_CPUID_FEATURES = features.KVM_CPUID_FEATURES
 
 
 def all_features() -> list:

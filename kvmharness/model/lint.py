@@ -33,7 +33,7 @@ from ..cpu.features import vendor_string
 from ..cpu.tables import read_table
 from ..errors import UsageError
 from . import bits as b
-from . import catalog
+from . import catalog, releases
 from .caps import effective_caps
 from .profile import HostProfile, VcpuConfig
 
@@ -107,6 +107,11 @@ def lint(host: HostProfile, table: CpuidTable) -> list[dict]:
                 out.extend(_lint_xfeatures(caps.kvm.supported_xcr0, val, reg, 0, "XCR0",
                                            "XSETBV / KVM_SET_XCRS with it will #GP/EINVAL"))
                 continue
+            if (f, s, reg) in _FIELDS:
+                found, val = _FIELDS[(f, s, reg)](host, caps, val)
+                out.extend(found)
+                if not val:
+                    continue
             if f == 0xD and s == 1 and reg in ("ecx", "edx"):
                 out.extend(_lint_xfeatures(caps.kvm.supported_xss, val, reg, 1, "XSS",
                                            "WRMSR IA32_XSS with it will #GP"))
@@ -184,6 +189,44 @@ def _lint_pv(host: HostProfile, host_base, leaf: int, val: int):
         out.append(_finding(leaf, 0, "eax", bit, name, "pv-not-offered", True,
                             f"KVM PV {name}: advertised but this host's KVM does not offer it"))
     return out
+
+
+def _lint_avx10_version(host: HostProfile, caps, val: int):
+    """CPUID.0x24.0:EBX[7:0]: the AVX10 version, capped by KVM (releases.py avx10_version_cap)."""
+    version = val & 0xFF
+    cap = releases.value("avx10_version_cap", host.kernel)
+    offered = min(host.supported.reg(0x24, 0, "ebx") & 0xFF, cap)
+    rest = val & ~0xFF
+    if not version or version <= offered:
+        return [], rest
+    why = [releases.reason("avx10_version_cap", host.kernel,
+                           f"KVM reports AVX10 version at most {cap} on "
+                           f"{host.kernel[0]}.{host.kernel[1]}")]
+    return [_finding(0x24, 0, "ebx", None, "avx10_version", "avx10-version", True,
+                     f"0x24.0.ebx[7:0]: AVX10 version {version} advertised, KVM reports "
+                     f"{offered} here (the host's {host.supported.reg(0x24, 0, 'ebx') & 0xFF}, "
+                     f"capped at {cap})", why)], rest
+
+
+def _lint_rap_size(host: HostProfile, caps, val: int):
+    """CPUID.0x80000021:EBX[23:16]: ERAPS' RAP size, reported only with ERAPS (7.0 on)."""
+    rap = val >> 16 & 0xFF
+    if not rap:
+        return [], val
+    passed = releases.value("rap_size", host.kernel) and caps.has(b.ERAPS)
+    if passed:
+        return [], val & ~0xFF0000
+    why = [releases.reason("rap_size", host.kernel, "KVM reports EBX[23:16] only with ERAPS "
+                           "from 7.0; otherwise EBX is 0")] + caps.why(b.ERAPS)
+    return [_finding(0x80000021, 0, "ebx", None, "rap_size", "rap-size", True,
+                     f"0x80000021.0.ebx[23:16]: RAP size {rap} advertised, but KVM reports 0 "
+                     "here (ERAPS not effective for this guest, or a kernel before 7.0)", why)], \
+        val & ~0xFF0000
+
+
+# Multi-bit fields KVM bounds, by (leaf, subleaf, reg): fn(host, caps, value) -> (findings, the
+# value left for the per-bit checks).
+_FIELDS = {(0x24, 0, "ebx"): _lint_avx10_version, (0x80000021, 0, "ebx"): _lint_rap_size}
 
 
 def lint_file(host: HostProfile, path: str) -> list[dict]:

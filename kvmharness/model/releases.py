@@ -213,6 +213,13 @@ _TABLE: tuple[Behaviour, ...] = (
          "default -EINVAL"),
        C((6, 18), True, "kvm_get_set_one_reg / kvm_get_reg_list (arch/x86/kvm/x86.c), read in "
          "6.18.15"))),
+    B("svm_sysenter_high_half", "which guests SVM intercepts SYSENTER_ESP/EIP for and keeps bits "
+      "63:32 of: 'intel' (vendor GenuineIntel) or 'intel_compatible' (any vendor but AMD/Hygon)",
+      (C((6, 1), "intel", "svm_vcpu_init_msrpm / svm_set_msr (arch/x86/kvm/svm/svm.c), read in "
+         "6.1.176: guest_cpuid_is_intel()"),
+       C((6, 12), "intel_compatible", "svm_set_msr (arch/x86/kvm/svm/svm.c), read in 6.12.107 and "
+         "6.18.15: guest_cpuid_is_intel_compatible()",
+         "not pinned: between 6.1.176 and 6.12.107"))),
     B("quirks", "the KVM_X86_QUIRK_* bits KVM_CAP_DISABLE_QUIRKS2 accepts "
       "(KVM_X86_VALID_QUIRKS); a quirk a release lacks cannot be disabled",
       (C((6, 1), 0x7F, "KVM_X86_VALID_QUIRKS (arch/x86/kvm/x86.h), read in 6.1.176: LINT0_REENABLED "
@@ -298,6 +305,19 @@ _TABLE: tuple[Behaviour, ...] = (
          "bits 18 and 24 only"),
        C((7, 2), True, "kvm_set_msr_common (arch/x86/kvm/x86.c) and cpuid_fault_enabled "
          "(arch/x86/kvm/cpuid.h), read in 7.2.8"))),
+    B("avx10_version_cap", "the highest AVX10 version KVM_GET_SUPPORTED_CPUID reports in "
+      "CPUID.0x24.0:EBX[7:0] (0: KVM has no leaf 0x24)",
+      (C((6, 1), 0, "__do_cpuid_func (arch/x86/kvm/cpuid.c), read in 6.1.176: no case 0x24"),
+       C((6, 12), 1, "__do_cpuid_func case 0x24, min_t(u8, version, 1) (arch/x86/kvm/cpuid.c), "
+         "read in 6.12.107 to 6.19.11"),
+       C((7, 0), 2, "__do_cpuid_func case 0x24, min_t(u8, version, 2) (arch/x86/kvm/cpuid.c), "
+         "read in 7.0.0 to 7.2.8"))),
+    B("rap_size", "CPUID.0x80000021:EBX[23:16] (ERAPS' return-address-predictor size) is "
+      "reported (with ERAPS) rather than zeroed",
+      (C((6, 1), False, "__do_cpuid_func case 0x80000021: EBX = 0 (arch/x86/kvm/cpuid.c), read "
+         "in 6.18.15 and 6.19.11"),
+       C((7, 0), True, "__do_cpuid_func case 0x80000021: EBX &= GENMASK(23, 16) when "
+         "kvm_cpu_cap_has(ERAPS), else 0 (arch/x86/kvm/cpuid.c), read in 7.0.0 to 7.2.8"))),
     B("sregs_efer_check", "KVM_SET_SREGS checks EFER with kvm_valid_efer (guest CPUID included)",
       (C((6, 1), False, "kvm_is_valid_sregs (arch/x86/kvm/x86.c), read in 6.1.176, 6.12.107, "
          "6.18.15, 6.19.11, 7.0.0 and 7.1.13"),
@@ -401,6 +421,10 @@ LOCATIONS: dict[str, tuple[Location, ...]] = {
         L((6, 1), "kvm_set_cpu_caps", "arch/x86/kvm/cpuid.c"),
         L((7, 0), "kvm_initialize_cpu_caps / kvm_finalize_cpu_caps",
           "arch/x86/kvm/cpuid.c, cpuid.h")),
+    # the MSR-intercept set-up moved out of vCPU creation between 6.12.107 and 6.17.8
+    "vmx_recalc_msr_intercepts": (L((6, 1), "vmx_vcpu_create", "arch/x86/kvm/vmx/vmx.c"),
+                                  L((6, 17), "vmx_recalc_msr_intercepts",
+                                    "arch/x86/kvm/vmx/vmx.c")),
     "kvm_set_cr0": (L((6, 1), "kvm_set_cr0", "arch/x86/kvm/x86.c"),
                     L((7, 2), "kvm_set_cr0", "arch/x86/kvm/regs.c")),
     "kvm_set_cr4": (L((6, 1), "kvm_set_cr4", "arch/x86/kvm/x86.c"),
