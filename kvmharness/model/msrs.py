@@ -1189,6 +1189,10 @@ def immutable_check(ctx: Ctx, index: int, data: int, msrs: dict) -> Reason | Non
     cur = current(ctx, msrs, index)
     if cur is not None and cur == data:
         return None
-    return Reason(f"{msr_label(index)} is an immutable feature MSR: once the vCPU has run, a "
-                  "different value is refused (-EINVAL, 0 entries processed); whether this vCPU "
-                  "has run is not a model input", F_DO_SET_MSR)
+    when = ctx.behaviour("immutable_feature_msrs")[0]
+    return releases.reason("immutable_feature_msrs", ctx.kernel, (
+        f"{msr_label(index)} is an immutable feature MSR: once the vCPU has run"
+        + (" (or while it is in guest mode, which the harness never enters)"
+           if when == "after_run_or_guest_mode" else "")
+        + ", a different value is refused (-EINVAL, 0 entries processed); whether this vCPU "
+        "has run is not a model input"))
