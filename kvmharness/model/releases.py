@@ -273,6 +273,14 @@ _TABLE: tuple[Behaviour, ...] = (
          "upstream 1b1336d1d858 \"model canonical checks more precisely\", merged for 6.13",
          backports=(Backport((6, 12), 0, 107, "6.12.107 has it (queued for 6.12.y in July "
                              "2025); 6.12 itself checked the guest's CR4.LA57"),)))),
+    B("host_zero_access_forgiven", "KVM_MSR_RET_UNSUPPORTED is forgiven for host reads, and "
+      "host writes of 0, of MSRs KVM_GET_MSR_INDEX_LIST advertises (else only ignore_msrs "
+      "forgives it)",
+      (C((6, 1), False, "kvm_set_msr_ignored_check / kvm_get_msr_ignored_check (arch/x86/kvm/"
+         "x86.c), read in 6.1.176: ignore_msrs only (the 6.1 kvm_amd lab rejects them)"),
+       C((6, 12), True, "kvm_do_msr_access / kvm_is_advertised_msr (arch/x86/kvm/x86.c), read "
+         "in 6.12.107", "not pinned: between 6.1.176 and 6.12.107 (the series of August 2024, "
+         "assumed merged for 6.12)"))),
     B("feature_msr_gate", "ARCH_CAPABILITIES/PERF_CAPABILITIES: True: KVM_MSR_RET_UNSUPPORTED "
       "without the guest's cap, host accesses included (guest writes always); False: host "
       "accesses always allowed, guest reads need the guest CPUID bit and guest writes fail, "
