@@ -133,6 +133,19 @@ def test_sysenter_msrs_by_backend_and_guest_vendor(host, vendor, probe, want):
     assert matches(e.pattern, ok_regs(want)) and e.rule == "msr.sysenter", e.pattern
 
 
+@pytest.mark.parametrize("vendor", ["intel", "amd"])
+def test_sysenter_guest_writes_on_vmx_are_the_cpus(vendor):
+    """vmx_recalc_msr_intercepts (6.17.8 .. 7.2.8; vmx_vcpu_create in 6.1.176, 6.12.107) never
+    intercepts SYSENTER_CS/ESP/EIP: a guest's non-canonical ESP/EIP is the CPU's #GP, not made
+    canonical, whatever the guest vendor; host writes still are. Seen in the Bochs lab (kvm_intel
+    6.18.15 and 7.3.4)."""
+    e = ex(SPR, "wrmsr:0x176:0xaaaa5555aaaa5555", vendor=vendor)
+    assert fault(e.pattern) == GP and "not intercepted on VMX" in " ".join(map(str, e.reasons))
+    e = ex(SPR, "wrmsr:0x176:0xaaaa5555aaaa5555", vendor=vendor, user_space_msr=3)
+    assert fault(e.pattern) == GP                                          # never an exit
+    assert ex(SPR, "host-wrmsr:0x176:0xaaaa5555aaaa5555", vendor=vendor).pattern["kind"] == "ok"
+
+
 def test_sysenter_noncanonical_on_vmx_is_the_cpus_gp():
     e = ex(SPR, "wrmsr:0x176:0xaaaa5555aaaa5555", vendor="intel")
     assert fault(e.pattern) == GP and e.rule == "msr.sysenter"
@@ -241,6 +254,20 @@ def test_hyperv_ladder():
             assert ex(host, probe, config=c).pattern["kind"] in ("ok", "exception")
 
 
+def test_synic_registers_need_an_active_synic():
+    """synic_get_msr / synic_set_msr (6.1.176 .. 7.2.8): SCONTROL, SIEFP, SINTx fail a guest
+    access until KVM_CAP_HYPERV_SYNIC(2) activates the vCPU's SynIC, even with SYNIC_AVAILABLE
+    in the Hyper-V CPUID; a host read is fine. Seen in the Bochs lab (kvm_intel 6.18.15, 7.3.4:
+    hyperv/hv-all/rdmsr.scontrol)."""
+    host = replace(GENOA, hv_cpuid=HV)
+    for probe in ("rdmsr:0x40000080", "wrmsr:0x40000090:0x10000", "rdmsr:0x4000009f"):
+        e = ex(host, probe, hyperv=True)
+        assert fault(e.pattern) == GP and e.rule == "msr.hyperv.synic", probe
+    assert ex(host, "host-rdmsr:0x40000080", hyperv=True).pattern["kind"] != "rejected"
+    active = ex(host, "rdmsr:0x40000080", hyperv=True, vm_caps=(("HYPERV_SYNIC2", 0),))
+    assert active.pattern["kind"] != "exception"
+
+
 def ok_regs_hex(v):
     return {"kind": "ok", "regs": {"rax": hex(v & 0xFFFFFFFF), "rdx": hex(v >> 32)}}
 
@@ -319,3 +346,17 @@ def test_live_vendor_configuration_changes_the_guest_vendor(kvm):
         for vendor, ebx in (("amd", 0x68747541), ("intel", 0x756E6547)):
             v = GuestConfig("t", vendor=vendor).vcpu(kvm.supported_cpuid())
             assert runner.run(v, parse("cpuid:0:0"))["regs"]["rbx"] == ebx
+
+
+def test_sysenter_high_half_vendor_rule_per_release():
+    """6.1 keeps SVM's SYSENTER high halves for GenuineIntel only; 6.12+ for every vendor but
+    AMD/Hygon (releases.py svm_sysenter_high_half): a third vendor string tells them apart."""
+    odd = GuestConfig("t").vcpu(GENOA.supported)
+    e0 = odd.cpuid.entry(0, 0)
+    raw = b"CentaurHauls"
+    ebx, edx, ecx = (int.from_bytes(raw[i:i + 4], "little") for i in (0, 4, 8))
+    odd = replace(odd, cpuid=odd.cpuid.with_entry(e0.with_reg("ebx", ebx).with_reg("ecx", ecx)
+                                                  .with_reg("edx", edx)))
+    probe = parse("rdmsr:0x175@msr:0x175=0xffffffff12345678")
+    assert matches(expect(GENOA, odd, probe).pattern, ok_regs(0xFFFFFFFF12345678))
+    assert matches(expect(fc_profile(GENOA_61), odd, probe).pattern, ok_regs(0x12345678))

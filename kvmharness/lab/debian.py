@@ -293,12 +293,17 @@ class PrivateApt:
     """apt with its own configuration under DIR/apt; nothing of /etc/apt but the keyring."""
 
     def __init__(self, base: Path, mirror: str, keyring: str = KEYRING,
-                 suites: tuple[str, ...] = SUITES):
+                 suites: tuple[str, ...] = SUITES, kind: str = "deb",
+                 status: str = "/dev/null"):
         self.base = base
         self.dir = base / "apt"
         self.mirror = mirror
         self.keyring = keyring
         self.suites = suites
+        self.kind = kind            # "deb" (binary packages) or "deb-src" (source packages)
+        # The dpkg status apt resolves against: none (download exactly what is named), or the
+        # system's, only read, to fetch just what a host tool lacks (the Bochs lab's GRUB).
+        self.status = status
         self.conf = self.dir / "apt.conf"
 
     def configure(self) -> None:
@@ -307,14 +312,15 @@ class PrivateApt:
                               "which apt needs to verify Debian's suites")
         for d in ("lists/partial", "archives/partial", "etc/apt.conf.d", "state", "debs"):
             (self.dir / d).mkdir(parents=True, exist_ok=True)
-        sources = "".join(f"deb [signed-by={self.keyring}] {self.mirror} {s} main\n" for s in self.suites)
+        sources = "".join(f"{self.kind} [signed-by={self.keyring}] {self.mirror} {s} main\n"
+                          for s in self.suites)
         (self.dir / "etc/sources.list").write_text(sources)
         d = self.dir
         conf = f'''\
 Dir::Etc::Main "/dev/null"; Dir::Etc::Parts "{d}/etc/apt.conf.d";
 Dir::Etc::SourceList "{d}/etc/sources.list"; Dir::Etc::SourceParts "/dev/null";
 Dir::Etc::Preferences "/dev/null"; Dir::Etc::PreferencesParts "/dev/null";
-Dir::State "{d}/state"; Dir::State::Lists "{d}/lists"; Dir::State::status "/dev/null";
+Dir::State "{d}/state"; Dir::State::Lists "{d}/lists"; Dir::State::status "{self.status}";
 Dir::Cache "{d}"; Dir::Cache::Archives "{d}/archives"; Dir::Log "{d}";
 APT::Architecture "{FLAVOUR}"; APT::Architectures {{ "{FLAVOUR}"; }};
 Acquire::Languages "none"; Acquire::Check-Valid-Until "false"; Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled "false";
@@ -337,8 +343,13 @@ APT::Sandbox::User "root";
             raise DebianError(f"{what} failed: {(lines or (p.stderr or p.stdout).splitlines() or ['?'])[-1].strip()}")
         return p.stdout
 
+    def run(self, args: list[str], what: str, cwd: Path | None = None) -> str:
+        """apt-get/apt-cache ARGS in this configuration; one DebianError line on failure."""
+        return self._run(args, what, cwd)
+
     def lists_age(self) -> float | None:
-        stamps = [f.stat().st_mtime for f in (self.dir / "lists").glob("*_Packages*")]
+        index = "*_Sources*" if self.kind == "deb-src" else "*_Packages*"
+        stamps = [f.stat().st_mtime for f in (self.dir / "lists").glob(index)]
         return time.time() - min(stamps) if len(stamps) >= len(self.suites) else None
 
     def lists_stamp(self) -> str:
