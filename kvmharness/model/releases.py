@@ -367,9 +367,11 @@ def value(name: str, kernel):
 def point_release(release: str, kernel) -> int | None:
     """The stable point release of a kernel release string of series `kernel` ("6.18.44-fc" ->
     44; "6.18" or "6.18-rc3" -> 0, the release itself); None if it is not of that series."""
-    m = re.match(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?", release or "")
+    m = re.match(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?(-\d+-)?", release or "")
     if not m or (int(m.group(1)), int(m.group(2))) != tuple(kernel[:2]):
         return None
+    if m.group(3) == "0" and m.group(4):
+        return None             # Debian's ABI name ("6.1.0-50-amd64") hides the point release
     return int(m.group(3) or 0)
 
 
