@@ -218,6 +218,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_host_options(p)
     p.add_argument("--json", action="store_true", help="print JSON")
 
+    p = sub.add_parser("vm", help="run a kvmharness command inside a kernel booted under QEMU",
+                       description="Boot a kernel under QEMU with virtme-ng (the host's root shared "
+                       "read-only), load kvm and the vendor module the L1 CPU calls for, and run "
+                       "`kvmharness ARGS` there; report files it writes come back here, and its exit "
+                       "status is this command's. A panic, oops, a boot that never reaches "
+                       "userspace or a timeout exits 2 with the console's last lines. See docs/labs.md.")
+    kernel = p.add_mutually_exclusive_group(required=True)
+    kernel.add_argument("--kernel", metavar="PATH", help="a bzImage/vmlinuz (a built tree's, or one "
+                        "with lib/modules/RELEASE beside it)")
+    kernel.add_argument("--debian", metavar="VERSION|SUITE", help="Debian's kernel: 7.3, 6.12.117, "
+                        "trixie, sid, ... (fetched with a private apt, verified, cached)")
+    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
+                   help="auto (default): KVM when this host gives its guests VMX/SVM, else TCG")
+    p.add_argument("--cpu", metavar="MODEL", help="QEMU -cpu model (default: max under TCG, host under KVM)")
+    p.add_argument("--param", action="append", default=[], metavar="MODULE.PARAM=VALUE",
+                   help="a kvm/kvm_amd/kvm_intel parameter inside (e.g. kvm_amd.npt=0), repeatable")
+    p.add_argument("--cpus", type=int, default=2, metavar="N", help="guest CPUs (default 2)")
+    p.add_argument("--memory", default="2G", metavar="SIZE", help="guest memory (default 2G)")
+    p.add_argument("--timeout", type=float, default=1200, metavar="S",
+                   help="seconds for the whole boot and run (default 1200)")
+    p.add_argument("--console", metavar="FILE", help="keep the guest console log in FILE")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="-- ARGS...",
+                   help="the kvmharness command to run inside (e.g. -- run --json r.json)")
+
     p = sub.add_parser("diff", help="what changed between two reports (kernels, hosts, patches)",
                        description="Compare two JSON reports by result id. Exit 1 when NEW has a "
                        "regression against OLD (pass/known/skip -> mismatch/error, or a new "
@@ -257,14 +281,27 @@ def _vm_cap(text: str) -> tuple[str, int]:
 
 
 def cmd_probe(args) -> int:
+    if not 0 < args.timeout <= 600_000:
+        raise UsageError(f"--timeout {args.timeout}: must be between 0 and 600000 ms")
+    # Thousands of probes make tens of thousands of small objects, none in a reference cycle:
+    # the cycle collector would only rescan them (~25% of the per-probe time). Back on after.
+    import gc
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _probe(args)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _probe(args) -> int:
     from . import outcome as oc
     from .conformance.config import GuestConfig, parse_msr_filter
     from .kvm.constants import KvmCap
     from .guest.runner import Runner
     from .probes.payloads import guest_code, parse
 
-    if not 0 < args.timeout <= 600_000:
-        raise UsageError(f"--timeout {args.timeout}: must be between 0 and 600000 ms")
     specs = [parse(p) for p in args.probes]
     config = GuestConfig("cli", tuple(args.set), tuple(args.clear), args.enforce_pv_cpuid,
                          args.disable_quirks, args.user_space_msr, args.vendor,
@@ -279,16 +316,20 @@ def cmd_probe(args) -> int:
             hv = runner.kvm.supported_hv_cpuid()
         vcpu = config.vcpu(runner.kvm.supported_cpuid(), hv)    # resolves feature names: errors first
         outcomes = runner.run_many(vcpu, [(spec, guest_code(spec)) for spec in specs], args.timeout)
-        results = [{"probe": str(spec), "config": config.to_json(), "outcome": oc.to_json(outcome)}
-                   for spec, outcome in zip(specs, outcomes)]
+    # Bulk reproduce lines run thousands of probes: name and configuration are made once per
+    # distinct spec (parse() caches specs, a spec its text), and the output is written at once.
+    names = [spec.text for spec in specs]
     if args.json:
-        _emit(json.dumps(results, indent=2))
+        config_json = config.to_json()
+        _emit(json.dumps([{"probe": name, "config": config_json, "outcome": oc.to_json(outcome)}
+                          for name, outcome in zip(names, outcomes)], indent=2))
     else:
         edits = " ".join([f"+{f}" for f in args.set] + [f"-{f}" for f in args.clear])
-        _emit(f"# guest CPUID: KVM_GET_SUPPORTED_CPUID {edits}".rstrip())
-        width = max(len(r["probe"]) for r in results)
-        for r in results:
-            _emit(f"{r['probe']:<{width}}  {oc.describe(r['outcome'])}")
+        width = max(map(len, names))
+        lines = [f"# guest CPUID: KVM_GET_SUPPORTED_CPUID {edits}".rstrip()]
+        lines += [f"{name:<{width}}  {oc.describe(outcome)}"
+                  for name, outcome in zip(names, outcomes)]
+        _emit("\n".join(lines))
     return EXIT_OK
 
 
@@ -516,8 +557,32 @@ def cmd_diff(args) -> int:
     return d.exit_code
 
 
+def cmd_vm(args) -> int:
+    from .lab import vm
+    inner = args.args[1:] if args.args[:1] == ["--"] else args.args
+    if args.cpus < 1 or args.cpus > 64:
+        raise UsageError(f"--cpus {args.cpus}: between 1 and 64")
+    if not 0 < args.timeout <= 24 * 3600:
+        raise UsageError(f"--timeout {args.timeout}: seconds, more than 0")
+    params = vm.parse_params(args.param)
+    memory = vm.parse_memory(args.memory)
+    vm.check_command(inner)                 # a usage error inside fails before anything boots
+    vm.qemu_binary(), vm.vng_binary(), vm.check_udev()
+    say = lambda msg: print(msg, file=sys.stderr, flush=True)   # noqa: E731
+    kernel = (vm.kernel_from_path(args.kernel) if args.kernel
+              else vm.kernel_from_debian(args.debian, say))
+    res = vm.run_vm(kernel, inner, accel=args.accel, cpu=args.cpu, params=params, cpus=args.cpus,
+                    memory=memory, timeout_s=args.timeout, keep_console=args.console)
+    t = res.timings
+    say(f"vm: {kernel.release} under {res.lab['accel'].upper()} (-cpu {res.lab['cpu']}, QEMU "
+        f"{res.lab['qemu']}): userspace at {t.get('userspace_s')} s, /dev/kvm at {t.get('dev_kvm_s')} s, "
+        f"kvmharness {' '.join(inner[:1])} took {t.get('run_s')} s, {t.get('wall_s')} s wall; exit {res.status}")
+    return res.status
+
+
 COMMANDS = {"info": cmd_info, "probe": cmd_probe, "run": cmd_run, "explain": cmd_explain,
-            "lint": cmd_lint, "diff": cmd_diff, "rejudge": cmd_rejudge, "catalogue": cmd_catalogue}
+            "lint": cmd_lint, "diff": cmd_diff, "rejudge": cmd_rejudge, "catalogue": cmd_catalogue,
+            "vm": cmd_vm}
 
 
 def _write_report(path: str, text: str) -> None:
@@ -588,6 +653,8 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except HarnessError as e:
         _print_error(f"kvmharness: {printable(e, 500)}")
+        for line in getattr(e, "console_tail", ()):     # a lab that crashed: what its console said
+            _print_error(f"  | {printable(line, 300)}")
         return e.exit_code
     except KeyboardInterrupt:
         _print_error("kvmharness: interrupted")

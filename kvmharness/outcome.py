@@ -127,6 +127,10 @@ def matches(pattern: dict, outcome: dict) -> bool:
 def describe(outcome: dict) -> str:
     """A short human string: `#GP(0) at 0x30000`, `ok rax=0x1`, `exit INTERNAL_ERROR/1`, ..."""
     kind = outcome.get("kind")
+    if kind == "ok" and len(outcome) == 2 and "regs" in outcome:   # the common case (bulk `probe`)
+        regs = outcome.get("regs", {})
+        return "ok " + " ".join(f"{k}={v:#x}" if type(v) is int else f"{k}={_short(v)}"
+                                for k, v in regs.items()) if regs else "ok"
     if "any_of" in outcome:
         return " or ".join(describe(p) for p in outcome["any_of"])
     if kind == "ok":

@@ -134,3 +134,40 @@ def test_a_failing_run_is_an_error_verdict_for_its_items_and_skips_stay_skips():
         if r["verdict"] == "error":
             assert r["observed"] == {"kind": "error", "message": "RuntimeError: the runner broke"}
         assert r["duration_us"] >= 0
+
+
+class _RecordingRunner:
+    """Records the timeout of each run_many call, answers every probe with a timeout."""
+
+    def __init__(self):
+        self.calls = []
+
+    def run_many(self, vcpu, probes, timeout_ms):
+        self.calls.append((len(probes), timeout_ms))
+        return [{"kind": "timeout", "after_ms": timeout_ms} for _ in probes]
+
+
+def test_a_rows_own_timeout_applies_to_its_probe_only():
+    """Hypercall rows carry a 20 ms timeout; the CPUID probes of the same configuration keep the
+    run's (a batch-wide minimum timed them out in an emulated lab, where an exit takes ~30 ms)."""
+    from kvmharness.conformance.engine import Item, Session
+    from kvmharness.conformance.config import GuestConfig
+    cfg = GuestConfig("supported")
+    items = [Item("cpuid", cfg, "a", "cpuid:0:0"), Item("cpuid", cfg, "b", "cpuid:1:0"),
+             Item("x", cfg, "c", "insn:90", timeout_ms=20.0), Item("cpuid", cfg, "d", "cpuid:7:0")]
+    runner = _RecordingRunner()
+    results = Session(GENOA, runner, timeout_ms=1000.0).judge_group(items)
+    assert runner.calls == [(2, 1000.0), (1, 20.0), (1, 1000.0)]
+    assert [r["observed"]["after_ms"] for r in results] == [1000.0, 1000.0, 20.0, 1000.0]
+
+
+def test_row_timeouts_stretch_on_an_emulated_host():
+    from dataclasses import replace
+    from kvmharness.conformance.engine import Item, Session
+    from kvmharness.conformance.config import GuestConfig
+    items = [Item("x", GuestConfig("supported"), "c", "insn:90", timeout_ms=20.0)]
+    runner = _RecordingRunner()
+    Session(replace(GENOA, hypervisor="TCGTCGTCGTCG"), runner, timeout_ms=5000.0).judge_group(items)
+    Session(replace(GENOA, hypervisor="TCGTCGTCGTCG"), runner, timeout_ms=300.0).judge_group(items)
+    Session(replace(GENOA, hypervisor="KVMKVMKVM"), runner, timeout_ms=5000.0).judge_group(items)
+    assert runner.calls == [(1, 1000.0), (1, 300.0), (1, 20.0)]

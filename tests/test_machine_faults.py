@@ -87,6 +87,11 @@ def test_an_outcome_of_a_resource_errno_is_an_error_verdict(err):
     assert r["verdict"] == "error" and errno.errorcode[err] in r["observed"]["message"]
     r = session._verdict(item, spec, exp, [], ioctl_error("KVM_RUN", errno.EINVAL))
     assert r["verdict"] == "mismatch"                   # any other errno is KVM's answer
+    lzcnt = Item("abm", GuestConfig("off", clear=("abm",)), "lzcnt", "insn:f3480fbdc0")
+    spec = parse_probe(lzcnt.probe)
+    exp = expect(profile, session.vcpu(lzcnt.config), spec)
+    assert session._verdict(lzcnt, spec, exp, [], ioctl_error("KVM_RUN", err))["verdict"] == "error"
+    assert session._verdict(lzcnt, spec, exp, ["no rule"], {"kind": "ok", "regs": {}})["verdict"] == "unpredicted"
 
 
 @pytest.mark.kvm

@@ -279,3 +279,31 @@ def test_maxphyaddr_zero_is_zero():
     zero = replace(v, cpuid=v.cpuid.with_entry(e8.with_reg("eax", e8.eax & ~0xFF)))
     assert is_gp(ex(h, "wrmsr:0x1b:0xfee00d00", zero).pattern)
     assert not is_gp(ex(h, "wrmsr:0x1b:0xfee00d00", v).pattern)
+
+
+# -- 6.19 .. 7.2: EFER bits from kvm_cpu_caps, feature MSRs frozen in guest mode, quirks 10/11 -----
+@pytest.mark.parametrize("release,ffxsr", [("7.0.0", False), ("7.1.13", True), ("7.2.8", True)])
+def test_efer_bits_from_caps_on_every_backend_from_71(release, ffxsr):
+    """kvm_setup_efer_caps (x86.c, 7.1.13): FFXSR/AUTOIBRS come from kvm_cpu_caps on every
+    backend; before, only the SVM module enabled them (a kvm_pvm host reporting FXSR_OPT)."""
+    h = kernel(release)
+    h = replace(h, supported=h.supported.with_bit(0x80000001, 0, "edx", 25, True))
+    e = ex(h, "wrmsr:0xc0000080:0x4500", set_=("fxsr_opt",))
+    assert has(e.pattern, ok_regs(0x4500, 0)) if ffxsr else is_gp(e.pattern)
+
+
+def test_feature_msrs_frozen_in_guest_mode_from_70():
+    """do_set_msr (7.0.0): kvm_can_set_cpuid_and_feature_msrs also refuses while L2 is active."""
+    for release, guest_mode in (("6.18.44", False), ("7.0", True)):
+        h = kernel(release)
+        e = ex(h, "host-wrmsr:0xce:0x0")                      # PLATFORM_INFO
+        text = " ".join(str(r) for r in e.reasons)
+        assert "immutable feature MSR" in text and ("guest mode" in text) == guest_mode
+
+
+def test_quirk_bits_10_and_11_by_release():
+    from kvmharness.model.profile import QUIRKS
+    assert QUIRKS["VMCS12_ALLOW_FREEZE_IN_SMM"] == 10 and QUIRKS["NESTED_SVM_SHARED_PAT"] == 11
+    valid = {r: releases.value("quirks", r) for r in ((6, 18), (6, 19), (7, 1), (7, 2), (7, 3))}
+    assert [bool(v >> 10 & 1) for v in valid.values()] == [False, True, True, True, True]
+    assert [bool(v >> 11 & 1) for v in valid.values()] == [False, False, False, True, True]

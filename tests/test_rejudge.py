@@ -43,13 +43,13 @@ def constructed_report(features=("pku", "shstk", "xsave")) -> dict:
     session = Session(profile)
     results = []
     for item in plan(profile, list(features), cpuid=False):
-        _, exp, _, skipped = session._expect(item)
+        spec, exp, _, skipped = session._expect(item)
         if skipped is not None:
             results.append(skipped)
             continue
         seen = _concrete(exp.pattern)
         if seen is not None:
-            results.append(session._verdict(item, None, exp, [str(r) for r in exp.reasons], seen))
+            results.append(session._verdict(item, spec, exp, [str(r) for r in exp.reasons], seen))
     for r in results:
         r["duration_us"] = 10.0
     host = {"kernel": facts.kernel_release, "backend": facts.backend_module, "profile": facts.to_json()}
@@ -141,3 +141,17 @@ def test_cli_outputs_and_exit_codes_are_runs(tmp_path):
                          (["--show", "nope"], "--show"), (["--kernel", "x"], "kernel version")):
         assert needle in one_line_error(cli("rejudge", str(good), *args), 2)
     assert "no such file" in one_line_error(cli("rejudge", str(tmp_path / "missing.json")), 2)
+
+
+def test_every_configuration_of_the_matrix_survives_the_report():
+    """A recorded result's config is rebuilt exactly (vendor, VM caps such as disabled HLT
+    exits, MSR filters, Hyper-V): otherwise rejudge would judge another vCPU than the one run."""
+    from kvmharness.conformance.config import GuestConfig
+    from tests.profiles import GENOA_618, SPR_618, fc_profile, pvm_profile
+    seen = set()
+    for profile in (fc_profile(GENOA_618), fc_profile(SPR_618), pvm_profile()):
+        for item in plan(profile):
+            seen.add(item.config)
+    assert any(c.vm_caps for c in seen) and any(c.msr_filter for c in seen) and any(c.vendor for c in seen)
+    for c in seen:
+        assert GuestConfig.from_json(json.loads(json.dumps(c.to_json()))) == c, c

@@ -112,18 +112,44 @@ def test_misc_enable_mwait_with_the_quirk_disabled_needs_sse3():
 
 
 # -- SYSENTER ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("host, vendor, msr, value, want", [
-    (GENOA, "amd", 0x175, 0xFFFFFFFF12345678, 0x12345678),       # SVM, AMD guest: 32 bits
-    (GENOA, "intel", 0x175, 0xFFFFFFFF12345678, 0xFFFFFFFF12345678),  # intel-compatible: hi kept
-    (GENOA, "intel", 0x176, 0xAAAA5555AAAA5555, canonical_value(0xAAAA5555AAAA5555, 57)),  # LA57 host
-    (GENOA, "amd", 0x176, 0xAAAA5555AAAA5555, 0xAAAA5555),
-    (SPR, "amd", 0x175, 0xFFFFFFFF12345678, 0xFFFFFFFF12345678),  # VMX ignores the vendor
-    (SPR, "amd", 0x174, 0xFFFFFFFF00000010, 0x10),                  # GUEST_SYSENTER_CS is 32-bit
-    (GENOA, "amd", 0x174, 0xFFFFFFFF00000010, 0xFFFFFFFF00000010),  # the VMCB keeps 64
+@pytest.mark.parametrize("host, vendor, probe, want", [
+    # SVM, AMD-vendor guest: ESP/EIP not intercepted, the CPU keeps 32 bits
+    (GENOA, "amd", "wrmsr:0x175:0xffffffff12345678", 0x12345678),
+    (GENOA, "amd", "wrmsr:0x176:0xaaaa5555aaaa5555", 0xAAAA5555),
+    # SVM, Intel-compatible guest: intercepted, made canonical (LA57 host: 57 bits), kept whole
+    (GENOA, "intel", "wrmsr:0x175:0xffffffff12345678", 0xFFFFFFFF12345678),
+    (GENOA, "intel", "wrmsr:0x176:0xaaaa5555aaaa5555", canonical_value(0xAAAA5555AAAA5555, 57)),
+    # host writes: __kvm_set_msr then the vendor module, read back by the guest
+    (GENOA, "amd", "rdmsr:0x175@msr:0x175=0xffffffff12345678", 0x12345678),
+    (SPR, "amd", "rdmsr:0x175@msr:0x175=0xffffffff12345678", 0xFFFFFFFF12345678),
+    (SPR, "intel", "rdmsr:0x174@msr:0x174=0xffffffff00000010", 0x10),     # GUEST_SYSENTER_CS: 32 bits
+    # VMX passes all three through: the CPU's rules, whatever the guest's vendor
+    (SPR, "amd", "wrmsr:0x175:0xffffffff12345678", 0xFFFFFFFF12345678),
+    (SPR, "intel", "wrmsr:0x174:0x10", 0x10),
+    (GENOA, "amd", "wrmsr:0x174:0x10", 0x10),
 ])
-def test_sysenter_msrs_by_backend_and_guest_vendor(host, vendor, msr, value, want):
-    e = ex(host, f"wrmsr:{msr:#x}:{value:#x}", vendor=vendor)
+def test_sysenter_msrs_by_backend_and_guest_vendor(host, vendor, probe, want):
+    e = ex(host, probe, vendor=vendor)
     assert matches(e.pattern, ok_regs(want)) and e.rule == "msr.sysenter", e.pattern
+
+
+@pytest.mark.parametrize("vendor", ["intel", "amd"])
+def test_sysenter_guest_writes_on_vmx_are_the_cpus(vendor):
+    """vmx_recalc_msr_intercepts (6.17.8 .. 7.2.8; vmx_vcpu_create in 6.1.176, 6.12.107) never
+    intercepts SYSENTER_CS/ESP/EIP: a guest's non-canonical ESP/EIP is the CPU's #GP, not made
+    canonical, whatever the guest vendor; host writes still are. Seen in the Bochs lab (kvm_intel
+    6.18.15 and 7.3.4)."""
+    e = ex(SPR, "wrmsr:0x176:0xaaaa5555aaaa5555", vendor=vendor)
+    assert fault(e.pattern) == GP and "not intercepted on VMX" in " ".join(map(str, e.reasons))
+    e = ex(SPR, "wrmsr:0x176:0xaaaa5555aaaa5555", vendor=vendor, user_space_msr=3)
+    assert fault(e.pattern) == GP                                          # never an exit
+    assert ex(SPR, "host-wrmsr:0x176:0xaaaa5555aaaa5555", vendor=vendor).pattern["kind"] == "ok"
+
+
+def test_sysenter_noncanonical_on_vmx_is_the_cpus_gp():
+    e = ex(SPR, "wrmsr:0x176:0xaaaa5555aaaa5555", vendor="intel")
+    assert fault(e.pattern) == GP and e.rule == "msr.sysenter"
+    assert ex(SPR, "wrmsr:0x174:0xffffffff00000010").pattern["kind"] == "any"
 
 
 def test_sysenter_has_no_rule_for_pvm():
@@ -228,6 +254,20 @@ def test_hyperv_ladder():
             assert ex(host, probe, config=c).pattern["kind"] in ("ok", "exception")
 
 
+def test_synic_registers_need_an_active_synic():
+    """synic_get_msr / synic_set_msr (6.1.176 .. 7.2.8): SCONTROL, SIEFP, SINTx fail a guest
+    access until KVM_CAP_HYPERV_SYNIC(2) activates the vCPU's SynIC, even with SYNIC_AVAILABLE
+    in the Hyper-V CPUID; a host read is fine. Seen in the Bochs lab (kvm_intel 6.18.15, 7.3.4:
+    hyperv/hv-all/rdmsr.scontrol)."""
+    host = replace(GENOA, hv_cpuid=HV)
+    for probe in ("rdmsr:0x40000080", "wrmsr:0x40000090:0x10000", "rdmsr:0x4000009f"):
+        e = ex(host, probe, hyperv=True)
+        assert fault(e.pattern) == GP and e.rule == "msr.hyperv.synic", probe
+    assert ex(host, "host-rdmsr:0x40000080", hyperv=True).pattern["kind"] != "rejected"
+    active = ex(host, "rdmsr:0x40000080", hyperv=True, vm_caps=(("HYPERV_SYNIC2", 0),))
+    assert active.pattern["kind"] != "exception"
+
+
 def ok_regs_hex(v):
     return {"kind": "ok", "regs": {"rax": hex(v & 0xFFFFFFFF), "rdx": hex(v >> 32)}}
 
@@ -286,11 +326,12 @@ def test_live_observations_that_hold_on_every_backend(live_results):
     profile, results = live_results
     for rid in ("cpuid2/supported/get-cpuid2.nent-1", "cpuid2/supported/get-cpuid2.nent-max",
                 "cpuid2/supported/set-cpuid2-again.changed",
-                "msr_filter/filter/rdmsr.read-denied", "msr_filter/filter+user-space-msr/rdmsr.read-denied",
-                "msr_filter/filter/wrmsr.write-denied", "msr_filter/filter/rdmsr.x2apic-not-filterable",
+                "msr_filter/filter/rdmsr.misc_enable", "msr_filter/filter+user-space-msr/rdmsr.misc_enable",
+                "msr_filter/filter/wrmsr.pat", "msr_filter/filter/rdmsr.x2apic_id",
+                "msr_filter/filter-default-deny/rdmsr.tsc_adjust", "msr_filter/filter-default-deny/rdmsr.pat",
                 "platform_info/cap-off/rdmsr.platform_info", "platform_info/cap-off/host-rdmsr.platform_info"):
         assert results[rid]["verdict"] == "pass", (rid, results[rid]["observed"])
-    exit_ = results["msr_filter/filter+user-space-msr/rdmsr.read-denied"]["observed"]
+    exit_ = results["msr_filter/filter+user-space-msr/rdmsr.misc_enable"]["observed"]
     assert exit_["reason"] == "X86_RDMSR" and exit_["msr_reason"] == "FILTER"
     if profile.caps.get("X86_DISABLE_EXITS", 0) & 2:
         for label in ("cpuid.kvm_features", "get-cpuid2.kvm_features"):
@@ -305,3 +346,17 @@ def test_live_vendor_configuration_changes_the_guest_vendor(kvm):
         for vendor, ebx in (("amd", 0x68747541), ("intel", 0x756E6547)):
             v = GuestConfig("t", vendor=vendor).vcpu(kvm.supported_cpuid())
             assert runner.run(v, parse("cpuid:0:0"))["regs"]["rbx"] == ebx
+
+
+def test_sysenter_high_half_vendor_rule_per_release():
+    """6.1 keeps SVM's SYSENTER high halves for GenuineIntel only; 6.12+ for every vendor but
+    AMD/Hygon (releases.py svm_sysenter_high_half): a third vendor string tells them apart."""
+    odd = GuestConfig("t").vcpu(GENOA.supported)
+    e0 = odd.cpuid.entry(0, 0)
+    raw = b"CentaurHauls"
+    ebx, edx, ecx = (int.from_bytes(raw[i:i + 4], "little") for i in (0, 4, 8))
+    odd = replace(odd, cpuid=odd.cpuid.with_entry(e0.with_reg("ebx", ebx).with_reg("ecx", ecx)
+                                                  .with_reg("edx", edx)))
+    probe = parse("rdmsr:0x175@msr:0x175=0xffffffff12345678")
+    assert matches(expect(GENOA, odd, probe).pattern, ok_regs(0xFFFFFFFF12345678))
+    assert matches(expect(fc_profile(GENOA_61), odd, probe).pattern, ok_regs(0x12345678))

@@ -147,7 +147,10 @@ class GuestConfig:
         num = lambda v: int(v, 0) if isinstance(v, str) else int(v or 0)   # noqa: E731
         return cls(str(d["name"]), tuple(d.get("set", ())), tuple(d.get("clear", ())),
                    bool(d.get("enforce_pv_cpuid", False)), num(d.get("quirks_disabled", 0)),
-                   num(d.get("user_space_msr", 0)))
+                   num(d.get("user_space_msr", 0)), d.get("vendor") or None,
+                   tuple((str(k), num(v)) for k, v in (d.get("vm_caps") or {}).items()),
+                   parse_msr_filter(d["msr_filter"]) if d.get("msr_filter") else None,
+                   bool(d.get("hyperv", False)))
 
     def to_json(self) -> dict:
         out = {"name": self.name, "set": list(self.set), "clear": list(self.clear)}

@@ -29,7 +29,7 @@ CONFIG_COST_US = 1300
 ITEM_COST_US = 60
 
 
-def _warm_payload_cache() -> None:
+def warm_payload_cache() -> None:
     """Assemble every payload once before forking, so workers only read the cache, and map the
     native probe loop, which the workers inherit."""
     from ..guest import native
@@ -57,7 +57,7 @@ def run_groups(groups: list[list[Item]], profile: HostProfile, timeout_ms: float
 def execute(items: list[Item], profile: HostProfile, jobs: int = 1, timeout_ms: float = 1000.0,
             progress: ProgressFn | None = None) -> list[dict]:
     groups = group_by_config(items)
-    _warm_payload_cache()
+    warm_payload_cache()
     results: list[dict] = []
 
     def emit(result: dict) -> None:

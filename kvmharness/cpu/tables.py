@@ -56,10 +56,17 @@ def _unknown(where: str, what: str) -> UsageError:
 def read_table(path: str) -> TableInput:
     """The guest CPUID table in `path`, whatever its shape (see the module docstring)."""
     where = printable(path)
-    raw = read_input(path, MAX_TABLE_BYTES, "CPUID table")
-    head = raw.lstrip()[:1]
-    if head in (b"[", b"{"):
-        return from_json(json_from_bytes(raw, where, MAX_TABLE_TOKENS, "CPUID table"), where)
+    try:
+        raw = read_input(path, MAX_TABLE_BYTES, "CPUID table")
+        head = raw.lstrip()[:1]
+        data = (json_from_bytes(raw, where, MAX_TABLE_TOKENS, "CPUID table")
+                if head in (b"[", b"{") else None)
+    except UsageError as e:         # too big for a table (a report, a dump of everything)
+        if not str(e).endswith("not a CPUID table"):
+            raise
+        raise _unknown(where, str(e)[len(where) + 2:]) from None
+    if data is not None:
+        return from_json(data, where)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

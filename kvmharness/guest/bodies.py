@@ -33,6 +33,23 @@ DIRTY_XCR0 = "xcr0"
 DIRTY_MSR = "msr"          # the MSR named by the probe (restored by the host afterwards)
 DIRTY_SCRATCH = "scratch"  # the scratch page RDI points at (zeroed again before the next use)
 DIRTY_TABLES = "tables"    # the IDT/TSS in guest memory (rewritten before the next probe)
+# The body may change any state it can reach (arbitrary instruction bytes, payloads, a WRMSR of an
+# MSR whose write reaches beyond itself): guest memory, debug registers, every MSR, the LAPIC,
+# pending events, the FPU/XSAVE state. The host puts all of it back from a snapshot of the
+# baseline (Machine._restore_reachable) and restores the guest pages the dirty log names.
+DIRTY_VCPU = "vcpu"
+
+# MSRs whose write changes more than the MSR the wrmsr probe saves and restores: the PV MSRs
+# that make KVM write guest memory (kvmclock, async PF, steal time, PV EOI), APIC_BASE and the
+# x2APIC registers (LAPIC state, self-IPIs: pending NMI/INIT/SMI), TSC_DEADLINE (an armed
+# timer), TSC and TSC_ADJUST (each moves the other), the machine-check banks, Hyper-V's range.
+_REACHING_MSRS = frozenset({0x10, 0x11, 0x12, 0x1B, 0x3B, 0x6E0, 0x179, 0x17A, 0x17B,
+                            0x4B564D00, 0x4B564D01, 0x4B564D02, 0x4B564D03, 0x4B564D04})
+
+
+def reaching_msr(index: int) -> bool:
+    return (index in _REACHING_MSRS or 0x800 <= index <= 0x8FF or 0x400 <= index <= 0x47F
+            or 0x40000000 <= index <= 0x400000FF)
 
 
 @dataclass(frozen=True)
@@ -104,8 +121,9 @@ def _body(spec: ProbeSpec) -> Body:
     if k == "rdmsr":
         return Body(RDMSR, {"rcx": spec.args[0]}, ("rax", "rdx"), frozenset())
     if k == "wrmsr":
+        reach = {DIRTY_VCPU} if reaching_msr(spec.args[0]) else set()
         return Body(WRMSR + RDMSR, {"rcx": spec.args[0], **_lo_hi(spec.args[1])},
-                    ("rax", "rdx"), frozenset({DIRTY_MSR, DIRTY_SREGS}))
+                    ("rax", "rdx"), frozenset({DIRTY_MSR, DIRTY_SREGS, *reach}))
     if k == "xgetbv":
         return Body(XGETBV, {"rcx": spec.args[0]}, ("rax", "rdx"), frozenset())
     if k == "xsetbv":
@@ -119,8 +137,7 @@ def _body(spec: ProbeSpec) -> Body:
                     frozenset())
     if k == "insn":
         # All GPRs 0 but RDI, which points at a zeroed scratch page (the memory operand of
-        # instructions that take one). Arbitrary bytes may change anything the sregs cover:
-        # reset them afterwards.
+        # instructions that take one). Arbitrary bytes may change anything they can reach.
         return Body(spec.args[0], {"rdi": scratch(spec.cpl3)}, ("rax", "rbx", "rcx", "rdx"),
-                    frozenset({DIRTY_SREGS, DIRTY_XCR0, DIRTY_SCRATCH}))
+                    frozenset({DIRTY_SREGS, DIRTY_XCR0, DIRTY_SCRATCH, DIRTY_VCPU}))
     raise ValueError(f"no guest body for probe kind {k!r}")

@@ -15,6 +15,7 @@ import errno
 import functools
 import mmap
 import os
+import struct
 import time
 from dataclasses import dataclass, field
 
@@ -23,13 +24,14 @@ from ..kvm import binding as kb
 from ..kvm import constants as kc
 from ..kvm import structs as ks
 from ..kvm.ioctls import IOCTL_NAMES, KVM_GET_MSRS, KVM_SET_MSRS
+from ..lazy import cached_property
 from ..model.profile import VcpuConfig
 from ..probes.spec import ProbeSpec
 from . import layout as L
 from . import native
 from .assemble import assemble
-from .bodies import (DIRTY_MSR, DIRTY_SCRATCH, DIRTY_SREGS, DIRTY_TABLES, DIRTY_XCR0, PORT_DONE,
-                     PORT_FAULT, Body, body_for)
+from .bodies import (DIRTY_MSR, DIRTY_SCRATCH, DIRTY_SREGS, DIRTY_TABLES, DIRTY_VCPU, DIRTY_XCR0,
+                     PORT_DONE, PORT_FAULT, Body, body_for)
 from .timer import PROBE_SIGNAL, drain, thread_timer
 
 DEFAULT_TIMEOUT_MS = 1000.0
@@ -52,6 +54,32 @@ def _memory_pieces() -> tuple[tuple[int, bytes], ...]:
     return tuple(L.memory_pieces(rt.code, rt.sym("idt_stubs"), rt.sym("idt_stub_size")).items())
 
 
+@functools.lru_cache(maxsize=1)
+def _pristine_memory() -> bytes:
+    """Guest memory as a new machine starts: the pieces of the layout, zeros elsewhere. Pages a
+    probe dirtied are copied back from it."""
+    image = bytearray(L.MEM_SIZE)
+    for gpa, data in _memory_pieces():
+        image[gpa:gpa + len(data)] = data
+    return bytes(image)
+
+
+# MSRs put back after a body that may reach anything, besides KVM_GET_MSR_INDEX_LIST (the MSRs
+# KVM migrates, emulated ones included): APIC_BASE and the MTRRs. Not the TSC: a body that
+# moved it moved TSC_ADJUST too, which is in the list, and no outcome constrains the TSC.
+_EXTRA_SNAPSHOT_MSRS = (0x1B, 0x2FF, 0x250, 0x258, 0x259, *range(0x200, 0x210), *range(0x268, 0x270))
+_NOT_RESTORED_MSRS = frozenset({0x10})
+_msr_index_list: list[int] | None = None
+
+
+def _snapshot_msr_indices(kvm) -> list[int]:
+    global _msr_index_list
+    if _msr_index_list is None:
+        _msr_index_list = [i for i in dict.fromkeys([*kvm.msr_index_list(), *_EXTRA_SNAPSHOT_MSRS])
+                           if i not in _NOT_RESTORED_MSRS]
+    return _msr_index_list
+
+
 @dataclass
 class GuestCode:
     """What runs in the guest for one probe: code loaded at `base`, started at `entry`."""
@@ -70,48 +98,50 @@ class GuestCode:
         """kvm_regs bytes to enter this code (through to_user at CPL3), computed once."""
         image = self._images.get(cpl3)
         if image is None:
-            regs = dict(self.regs)
-            if cpl3:
-                regs.update(r14=self.entry, r15=L.USER_STACK_TOP, rip=to_user)
-            else:
-                regs["rip"] = self.entry
-            image = self._images[cpl3] = _regs_image(tuple(sorted(regs.items())))
+            entry = (dict(r14=self.entry, r15=L.USER_STACK_TOP, rip=to_user) if cpl3
+                     else {"rip": self.entry})
+            image = self._images[cpl3] = _regs_image(self.regs, entry)
         return image
 
-    @functools.cached_property
+    @cached_property
     def image(self) -> bytes:
         """What is copied into guest memory: the code, then zeros for one instruction's length.
         An emulation failure's exit data carries the instruction bytes fetched at RIP (up to
         15); without the zeros, those past a short body would be whatever an earlier, longer
-        body left there, and the same probe would report different bytes run to run."""
-        return self.code + _INSN_TAIL
+        body left there, and the same probe would report different bytes run to run. Shared by
+        every GuestCode of the same code (thousands of CPUID probes have one body)."""
+        return _image(self.code)
 
-    @functools.cached_property
+    @cached_property
     def loop_entry(self) -> bytes | None:
         """This code's struct probe for the native loop (CPL0 entry), None if the loop cannot run
         it (`loopable`). The bytes objects whose addresses it holds live as long as this GuestCode."""
-        if not self.loopable:
+        plan = self._loop_plan
+        if plan is None:
             return None
-        flags = sum(f for d, f in _LOOP_FLAGS.items() if d in self.dirties)
-        done_tag = native.TAG_DONE if self.results == native.RESULT_REGS else native.TAG_DONE_NAMED
-        return native.PROBE_ENTRY.pack(self.base, len(self.image), native.buffer_address(self.image),
+        flags, done_tag = plan
+        image = self.image
+        return native.PROBE_ENTRY.pack(self.base, len(image), native.buffer_address(image),
                                        native.buffer_address(self.regs_image(False, 0)), flags,
                                        self.saved_msr or 0, done_tag)
 
-    @functools.cached_property
+    @property
     def loopable(self) -> bool:
         """The native loop can run it (at CPL0, from the baseline state): no host-side setup,
         nothing to undo but what the loop puts back itself, results in RAX..RDX."""
-        return (self.setup is None and self.dirties <= _LOOP_FLAGS.keys()
-                and (DIRTY_MSR in self.dirties) == (self.saved_msr is not None)
-                and all(r in native.RESULT_REGS for r in self.results))
+        return self._loop_plan is not None
+
+    @property
+    def _loop_plan(self) -> tuple[int, int] | None:
+        return _loop_plan(self.setup is None, self.dirties, self.saved_msr is not None,
+                          self.results)
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state.pop("loop_entry", None)       # host addresses: meaningless in another process
         return state
 
-    @functools.cached_property
+    @cached_property
     def result_slots(self) -> tuple[tuple[str, int], ...]:
         """(register, index in the native loop's result record) for each result register."""
         return tuple((r, native.RESULT_REGS.index(r)) for r in self.results)
@@ -140,14 +170,38 @@ def _baseline_sregs(vcpu) -> ks.kvm_sregs:
 
 
 @functools.lru_cache(maxsize=4096)
-def _regs_image(regs: tuple) -> bytes:
-    """The kvm_regs bytes for a probe's entry state: baseline stack and flags plus its inputs."""
-    r = ks.kvm_regs()
-    r.rsp = L.KERNEL_STACK_TOP
-    r.rflags = L.RFLAGS_BASELINE
-    for name, value in regs:
-        setattr(r, name, value)
-    return bytes(r)
+def _image(code: bytes) -> bytes:
+    return code + _INSN_TAIL
+
+
+_REG_INDEX = {name: i for i, (name, _) in enumerate(ks.kvm_regs._fields_)}
+_REGS_PACK = struct.Struct(f"<{len(_REG_INDEX)}Q").pack
+_REGS_BASE = [0] * len(_REG_INDEX)
+_REGS_BASE[_REG_INDEX["rsp"]] = L.KERNEL_STACK_TOP
+_REGS_BASE[_REG_INDEX["rflags"]] = L.RFLAGS_BASELINE
+
+
+def _regs_image(regs: dict, entry: dict) -> bytes:
+    """The kvm_regs bytes for a probe's entry state: baseline stack and flags, its inputs, its
+    entry point (packed directly: a ctypes struct filled field by field costs several times
+    more, once per distinct probe of a bulk `probe` command)."""
+    values = list(_REGS_BASE)
+    for name, value in (*regs.items(), *entry.items()):
+        values[_REG_INDEX[name]] = value & 0xFFFFFFFFFFFFFFFF
+    return _REGS_PACK(*values)
+
+
+@functools.lru_cache(maxsize=256)
+def _loop_plan(no_setup: bool, dirties: frozenset, saves_msr: bool,
+               results: tuple) -> tuple[int, int] | None:
+    """(flags, done tag) of the native loop's entry for code of this kind, None if the loop
+    cannot run it. The same for every probe of one body: decided once, not per probe."""
+    if not (no_setup and dirties <= _LOOP_FLAGS.keys() and (DIRTY_MSR in dirties) == saves_msr
+            and all(r in native.RESULT_REGS for r in results)):
+        return None
+    flags = sum(f for d, f in _LOOP_FLAGS.items() if d in dirties)
+    done_tag = native.TAG_DONE if results == native.RESULT_REGS else native.TAG_DONE_NAMED
+    return flags, done_tag
 
 
 def _decode_records(probes, records) -> list[dict]:
@@ -217,7 +271,15 @@ class Machine:
         address = ctypes.addressof(view)
         del view                            # an exported buffer would keep mmap.close() from working
         self._mem_address = address
-        vm.set_user_memory_region(0, 0, L.MEM_SIZE, address)
+        # Dirty logging on the whole slot: after a body that may write anywhere, the pages it (or
+        # KVM on its behalf: kvmclock, steal time, PV EOI) wrote are named by KVM_GET_DIRTY_LOG
+        # and copied back, instead of rebuilding the machine.
+        try:
+            vm.set_user_memory_region(0, 0, L.MEM_SIZE, address, ks.KVM_MEM_LOG_DIRTY_PAGES)
+            self._dirty_bitmap = (ctypes.c_uint64 * (L.MEM_SIZE // 4096 // 64))()
+        except kb.KvmError:
+            vm.set_user_memory_region(0, 0, L.MEM_SIZE, address)
+            self._dirty_bitmap = None           # without it, the whole memory is copied back
         vm.set_tss_addr(0xFFFBD000)         # VMX needs it for real mode; harmless elsewhere
         # An in-kernel LAPIC (x2APIC, TSC deadline, APIC_BASE rules) without the PIC/IOAPIC:
         # a full KVM_CREATE_IRQCHIP costs ~15 ms at VM teardown on this host, the split one ~0.4 ms.
@@ -254,6 +316,8 @@ class Machine:
         self._batch: native.Batch | None = None
         self._records = (ctypes.c_char * 0)()           # the loop's result records, grown as needed
         self._vcpu_sigmask: int | None = None   # what KVM_SET_SIGNAL_MASK last gave the vCPU
+        self._reachable = None                  # the baseline's reachable state, taken when first needed
+        self.isolation_restores = 0             # probes after which it was put back (tests, benchmarks)
 
     # -- lifetime -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -326,9 +390,65 @@ class Machine:
         else:
             self._restore_msrs[index] = None        # cannot restore: discard the VM if written
 
+    # -- everything else a body can reach ---------------------------------------------------------
+    def _snapshot_reachable(self) -> None:
+        """Save the baseline's MSRs, LAPIC, debug registers, XSAVE state, MP state and events,
+        once per machine, before its first body that may change them (the state is the
+        baseline then: every earlier probe was put back)."""
+        vcpu, indices, msrs = self.vcpu, _snapshot_msr_indices(self._kvm), {}
+        while indices:                  # KVM_GET_MSRS stops at the first MSR it cannot read
+            got = vcpu.get_msrs(indices)
+            msrs.update(got)
+            indices = indices[len(got) + 1:]
+        states = []
+        for what in ("lapic", "debugregs", "xsave", "mp_state"):
+            try:
+                states.append((what, vcpu.get_state(what)))
+            except kb.KvmError:
+                pass                    # not on this host: nothing of it to put back
+        events = vcpu.get_vcpu_events()
+        events.flags |= ks.KVM_VCPUEVENT_VALID_NMI_PENDING | ks.KVM_VCPUEVENT_VALID_SHADOW
+        self._reachable = (msrs, states, events)
+        self._restore_memory()          # and start the dirty log from here
+
+    def _restore_reachable(self) -> None:
+        """Put back all a body may have changed beyond the sregs and XCR0: every MSR of the
+        snapshot (PV MSRs first disabled with it, so KVM writes guest memory no more), the LAPIC
+        (timers, pending interrupts, x2APIC mode with APIC_BASE), debug registers, FPU/XSAVE,
+        MP state, pending events (NMI, exceptions, interrupts, shadow), then the guest pages
+        written since the last look, from the pristine image."""
+        msrs, states, events = self._reachable
+        vcpu = self.vcpu
+        if vcpu.set_msrs(msrs) != len(msrs):
+            self.broken = "the baseline MSRs could not be put back"
+            return
+        for what, value in states:
+            vcpu.set_state(what, value)
+        vcpu.set_vcpu_events(events)
+        self._restore_memory()
+        self._dirty |= {DIRTY_SREGS, DIRTY_XCR0}
+        self.isolation_restores += 1
+
+    def _restore_memory(self) -> None:
+        """Copy back the guest pages written since the last call (KVM_GET_DIRTY_LOG)."""
+        pristine = _pristine_memory()
+        bitmap = self._dirty_bitmap
+        if bitmap is None:
+            self.mem[:] = pristine
+            return
+        self._vm.get_dirty_log(0, ctypes.addressof(bitmap))
+        for w, word in enumerate(bitmap):
+            while word:
+                low = word & -word
+                page = (w * 64 + low.bit_length() - 1) * 4096
+                self.mem[page:page + 4096] = pristine[page:page + 4096]
+                word ^= low
+
     def _cleanup(self, dirties: frozenset, written: bool = True) -> None:
         """Undo what the probe changed. `written`: whether its MSR write can have taken effect."""
-        self._dirty |= dirties - {DIRTY_MSR, DIRTY_SCRATCH}
+        if DIRTY_VCPU in dirties and self._reachable is not None and not self.broken:
+            self._restore_reachable()
+        self._dirty |= dirties - {DIRTY_MSR, DIRTY_SCRATCH, DIRTY_VCPU}
         if self._restore_msrs:
             values = {i: v for i, v in self._restore_msrs.items() if v is not None}
             lost = [i for i, v in self._restore_msrs.items() if v is None]
@@ -444,6 +564,14 @@ class Machine:
                 self._save_msr(code.saved_msr)
             except kb.KvmError as e:
                 return oc.ioctl_error(e.ioctl, e.errno)
+        if DIRTY_VCPU in code.dirties:
+            try:
+                if self._reachable is None:
+                    self._snapshot_reachable()
+                else:
+                    self._restore_memory()          # what earlier probes' faults left on the stack
+            except kb.KvmError as e:
+                return oc.ioctl_error(e.ioctl, e.errno)
         if code.setup is not None:
             code.setup(self)
         if DIRTY_SCRATCH in code.dirties:
@@ -458,6 +586,8 @@ class Machine:
                 self._cleanup(dirties, written=result["kind"] == "ok" or bool(spec.msrs))
             except kb.KvmError as e:
                 self.broken = f"restoring state failed: {e}"
+            if code.setup is not None:      # pages the host wrote for it are not in the dirty log
+                self.mem[:] = _pristine_memory()
         return result
 
     def run_many(self, probes, timeout_ms: float = DEFAULT_TIMEOUT_MS) -> list[dict]:

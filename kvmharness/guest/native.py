@@ -15,6 +15,7 @@ import mmap
 import os
 import signal
 import struct
+import sys
 
 from ..kvm import structs as ks
 from ..errors import HarnessError
@@ -166,6 +167,21 @@ def kernel_signals(mask: _Sigset) -> frozenset[int]:
     return frozenset(s for s in range(1, 65) if mask[0] >> (s - 1) & 1)
 
 
+def _ctypes_address(data: bytes) -> int:
+    return ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
+
+
+# In CPython a bytes object's contents sit at a fixed offset from the object (id() is its
+# address): reading it so costs ~0.1 µs against ~1.5 µs for two ctypes casts, per distinct probe
+# of a bulk `probe` command. Checked against ctypes here; anything else uses ctypes.
+_CONTENTS_OFFSET = sys.getsizeof(b"") - 1
+_probe_bytes = b"kvmharness"
+if _ctypes_address(_probe_bytes) != id(_probe_bytes) + _CONTENTS_OFFSET:
+    _CONTENTS_OFFSET = None
+
+
 def buffer_address(data: bytes) -> int:
     """The address of an immutable bytes object's contents (valid while `data` is alive)."""
-    return ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
+    if _CONTENTS_OFFSET is not None and type(data) is bytes:
+        return id(data) + _CONTENTS_OFFSET
+    return _ctypes_address(data)

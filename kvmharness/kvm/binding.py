@@ -28,12 +28,16 @@ from .ioctls import (IOCTL_NAMES, KVM_CHECK_EXTENSION, KVM_CREATE_IRQCHIP, KVM_C
                      KVM_HAS_DEVICE_ATTR, KVM_RUN, KVM_SET_CPUID2, KVM_SET_IDENTITY_MAP_ADDR,
                      KVM_SET_MSRS, KVM_SET_ONE_REG, KVM_SET_REGS, KVM_SET_SIGNAL_MASK,
                      KVM_SET_SREGS, KVM_SET_SREGS2, KVM_SET_TSS_ADDR, KVM_SET_USER_MEMORY_REGION,
-                     KVM_SET_VCPU_EVENTS, KVM_SET_XCRS, KVM_X86_SET_MSR_FILTER)
+                     KVM_SET_VCPU_EVENTS, KVM_SET_XCRS, KVM_X86_SET_MSR_FILTER,
+                     KVM_GET_DEBUGREGS, KVM_GET_DIRTY_LOG, KVM_GET_LAPIC, KVM_GET_MP_STATE,
+                     KVM_GET_XSAVE, KVM_SET_DEBUGREGS, KVM_SET_LAPIC, KVM_SET_MP_STATE,
+                     KVM_SET_XSAVE)
 from .structs import (KVM_MAX_CPUID_ENTRIES, KVM_MAX_XCRS, KVM_MSR_FILTER_MAX_RANGES, kvm_cpuid2,
                       kvm_device_attr, kvm_enable_cap, kvm_msr_filter, kvm_msr_list, kvm_msrs,
                       kvm_one_reg, kvm_reg_list, kvm_regs, kvm_run, kvm_signal_mask, kvm_sregs,
                       kvm_sregs2, kvm_sync_regs, kvm_userspace_memory_region, kvm_vcpu_events,
-                      kvm_xcrs, with_flex)
+                      kvm_xcrs, with_flex, kvm_debugregs, kvm_dirty_log, kvm_lapic_state,
+                      kvm_mp_state, kvm_xsave)
 
 __all__ = ["KvmError", "Kvm", "Vm", "Vcpu", "cpuid_to_struct", "cpuid_from_struct"]
 
@@ -116,11 +120,11 @@ def cpuid_from_struct(buf) -> CpuidTable:
     return CpuidTable(CpuidEntry(*fields) for fields in _CPUID_ENTRY.iter_unpack(raw))
 
 
-def _get_cpuid(fd: int, req: int, nent: int = KVM_MAX_CPUID_ENTRIES) -> CpuidTable:
+def _get_cpuid(fd: int, req: int, nent: int = KVM_MAX_CPUID_ENTRIES, fill: bool = False) -> CpuidTable:
     """KVM_GET_{SUPPORTED,EMULATED,SUPPORTED_HV}_CPUID / KVM_GET_CPUID2, growing the buffer on E2BIG."""
     while True:
         try:
-            return cpuid_from_struct(_get_cpuid_once(fd, req, nent))
+            return cpuid_from_struct(_get_cpuid_once(fd, req, nent, fill))
         except KvmError as e:
             if e.errno == _errno.E2BIG and nent < 1 << 14:
                 nent *= 2
@@ -128,11 +132,23 @@ def _get_cpuid(fd: int, req: int, nent: int = KVM_MAX_CPUID_ENTRIES) -> CpuidTab
             raise
 
 
-def _get_cpuid_once(fd: int, req: int, nent: int):
-    """One call with room for `nent` entries: the kvm_cpuid2 as the kernel left it."""
+_UNWRITTEN = b"\xff" * _CPUID_ENTRY.size       # flags 0xffffffff: no entry KVM writes has it
+
+
+def _get_cpuid_once(fd: int, req: int, nent: int, fill: bool = False):
+    """One call with room for `nent` entries: the kvm_cpuid2 as the kernel left it. With `fill`,
+    the entries start as _UNWRITTEN and `nent` is cut where the first one is left unwritten."""
     buf = with_flex(kvm_cpuid2, nent)()
     buf.nent = nent
+    if fill:
+        ctypes.memmove(buf.entries, _UNWRITTEN * nent, len(_UNWRITTEN) * nent)
     _call(fd, req, buf)
+    if fill:
+        raw = memoryview(buf.entries).cast("B")
+        for i in range(buf.nent):
+            if raw[i * len(_UNWRITTEN):(i + 1) * len(_UNWRITTEN)] == _UNWRITTEN:
+                buf.nent = i
+                break
     return buf
 
 
@@ -307,6 +323,11 @@ class Vm(_Fd):
                                         memory_size=size, userspace_addr=host_addr)
         _call(self._fd, KVM_SET_USER_MEMORY_REGION, r)
 
+    def get_dirty_log(self, slot: int, bitmap_address: int) -> None:
+        """KVM_GET_DIRTY_LOG: the slot's pages written since the last call, one bit per page,
+        into the buffer at `bitmap_address` (the call also starts the next interval)."""
+        _call(self._fd, KVM_GET_DIRTY_LOG, kvm_dirty_log(slot=slot, dirty_bitmap=bitmap_address))
+
     def enable_cap(self, cap: int, *args: int, flags: int = 0) -> None:
         _enable_cap(self._fd, cap, args, flags)
 
@@ -450,6 +471,22 @@ class Vcpu(_Fd):
     def set_sregs2(self, sregs: kvm_sregs2) -> None:
         _call(self._fd, KVM_SET_SREGS2, sregs)
 
+    # -- the rest of the vCPU state a probe body can reach (saved once, put back after it) --
+    _STATE = {"lapic": (kvm_lapic_state, KVM_GET_LAPIC, KVM_SET_LAPIC),
+              "debugregs": (kvm_debugregs, KVM_GET_DEBUGREGS, KVM_SET_DEBUGREGS),
+              "xsave": (kvm_xsave, KVM_GET_XSAVE, KVM_SET_XSAVE),
+              "mp_state": (kvm_mp_state, KVM_GET_MP_STATE, KVM_SET_MP_STATE)}
+
+    def get_state(self, what: str):
+        """KVM_GET_LAPIC / KVM_GET_DEBUGREGS / KVM_GET_XSAVE / KVM_GET_MP_STATE ("lapic", ...)."""
+        cls, get, _ = self._STATE[what]
+        out = cls()
+        _call(self._fd, get, out)
+        return out
+
+    def set_state(self, what: str, value) -> None:
+        _call(self._fd, self._STATE[what][2], value)
+
     def get_vcpu_events(self) -> kvm_vcpu_events:
         ev = kvm_vcpu_events()
         _call(self._fd, KVM_GET_VCPU_EVENTS, ev)
@@ -463,7 +500,10 @@ class Vcpu(_Fd):
         _call(self._fd, KVM_SET_CPUID2, cpuid_to_struct(table))
 
     def get_cpuid2(self) -> CpuidTable:
-        return _get_cpuid(self._fd, KVM_GET_CPUID2)
+        """The vCPU's table. 6.1's KVM_GET_CPUID2 leaves `nent` as the caller set it when it
+        succeeds (kvm_vcpu_ioctl_get_cpuid2, arch/x86/kvm/cpuid.c, 6.1.176), so the buffer is
+        filled with an entry KVM never writes and the table ends where that entry starts."""
+        return _get_cpuid(self._fd, KVM_GET_CPUID2, fill=True)
 
     def get_cpuid2_raw(self, nent: int):
         """KVM_GET_CPUID2 once, with room for `nent` entries: the kvm_cpuid2 as the kernel left

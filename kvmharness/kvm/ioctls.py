@@ -13,9 +13,10 @@ from ctypes import c_uint64
 
 from ioctl_opt import IO, IOR, IOW, IOWR
 
-from .structs import (kvm_cpuid2, kvm_device_attr, kvm_enable_cap, kvm_msr_filter, kvm_msr_list,
-                      kvm_msrs, kvm_one_reg, kvm_reg_list, kvm_regs, kvm_signal_mask, kvm_sregs,
-                      kvm_sregs2, kvm_userspace_memory_region, kvm_vcpu_events, kvm_xcrs)
+from .structs import (kvm_cpuid2, kvm_debugregs, kvm_device_attr, kvm_dirty_log, kvm_enable_cap,
+                      kvm_lapic_state, kvm_mp_state, kvm_msr_filter, kvm_msr_list, kvm_msrs,
+                      kvm_one_reg, kvm_reg_list, kvm_regs, kvm_signal_mask, kvm_sregs, kvm_sregs2,
+                      kvm_userspace_memory_region, kvm_vcpu_events, kvm_xcrs, kvm_xsave)
 
 KVMIO = 0xAE
 
@@ -33,6 +34,7 @@ KVM_GET_SUPPORTED_HV_CPUID = IOWR(KVMIO, 0xC1, kvm_cpuid2)                # also
 # -- VM fd ------------------------------------------------------------------------------------
 KVM_CREATE_VCPU = IO(KVMIO, 0x41)
 KVM_SET_USER_MEMORY_REGION = IOW(KVMIO, 0x46, kvm_userspace_memory_region)
+KVM_GET_DIRTY_LOG = IOW(KVMIO, 0x42, kvm_dirty_log)
 KVM_SET_TSS_ADDR = IO(KVMIO, 0x47)
 KVM_SET_IDENTITY_MAP_ADDR = IOW(KVMIO, 0x48, c_uint64)
 KVM_CREATE_IRQCHIP = IO(KVMIO, 0x60)
@@ -47,11 +49,19 @@ KVM_SET_SREGS = IOW(KVMIO, 0x84, kvm_sregs)
 KVM_GET_MSRS = IOWR(KVMIO, 0x88, kvm_msrs)                             # also on /dev/kvm
 KVM_SET_MSRS = IOW(KVMIO, 0x89, kvm_msrs)
 KVM_SET_SIGNAL_MASK = IOW(KVMIO, 0x8B, kvm_signal_mask)
+KVM_GET_LAPIC = IOR(KVMIO, 0x8E, kvm_lapic_state)
+KVM_SET_LAPIC = IOW(KVMIO, 0x8F, kvm_lapic_state)
 KVM_SET_CPUID2 = IOW(KVMIO, 0x90, kvm_cpuid2)
 KVM_GET_CPUID2 = IOWR(KVMIO, 0x91, kvm_cpuid2)
+KVM_GET_MP_STATE = IOR(KVMIO, 0x98, kvm_mp_state)
+KVM_SET_MP_STATE = IOW(KVMIO, 0x99, kvm_mp_state)
 KVM_GET_VCPU_EVENTS = IOR(KVMIO, 0x9F, kvm_vcpu_events)
 KVM_SET_VCPU_EVENTS = IOW(KVMIO, 0xA0, kvm_vcpu_events)
+KVM_GET_DEBUGREGS = IOR(KVMIO, 0xA1, kvm_debugregs)
+KVM_SET_DEBUGREGS = IOW(KVMIO, 0xA2, kvm_debugregs)
 KVM_ENABLE_CAP = IOW(KVMIO, 0xA3, kvm_enable_cap)                      # VM and vCPU
+KVM_GET_XSAVE = IOR(KVMIO, 0xA4, kvm_xsave)
+KVM_SET_XSAVE = IOW(KVMIO, 0xA5, kvm_xsave)
 KVM_GET_XCRS = IOR(KVMIO, 0xA6, kvm_xcrs)
 KVM_SET_XCRS = IOW(KVMIO, 0xA7, kvm_xcrs)
 KVM_GET_ONE_REG = IOW(KVMIO, 0xAB, kvm_one_reg)                        # KVM_CAP_ONE_REG

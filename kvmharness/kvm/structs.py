@@ -222,6 +222,32 @@ class kvm_msr_filter(_S):
 
 
 # -- VM-level -------------------------------------------------------------------------------------
+# -- state a probe body can reach, saved once and put back (guest/machine.py, isolation) ------------
+class kvm_dirty_log(_S):
+    _c_name_ = "struct kvm_dirty_log"
+    _fields_ = [("slot", u32), ("padding1", u32), ("dirty_bitmap", u64)]      # a pointer (union)
+
+
+class kvm_lapic_state(_S):
+    _c_name_ = "struct kvm_lapic_state"
+    _fields_ = [("regs", ctypes.c_char * 1024)]
+
+
+class kvm_debugregs(_S):
+    _c_name_ = "struct kvm_debugregs"
+    _fields_ = [("db", u64 * 4), ("dr6", u64), ("dr7", u64), ("flags", u64), ("reserved", u64 * 9)]
+
+
+class kvm_xsave(_S):
+    _c_name_ = "struct kvm_xsave"
+    _fields_ = [("region", u32 * 1024)]
+
+
+class kvm_mp_state(_S):
+    _c_name_ = "struct kvm_mp_state"
+    _fields_ = [("mp_state", u32)]
+
+
 KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
 KVM_MEM_READONLY = 1 << 1
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EnvironmentProblem, UsageError
+from .debian import PrivateApt, system_mirror
 
 # -- what the lab is built from ------------------------------------------------------------------
 BOCHS_PACKAGE = "bochs"
@@ -82,7 +83,6 @@ DEFAULT_IPS = 50_000_000
 MEMORY_MB = 1024
 
 # Time bounds (seconds) of each step.
-T_APT = 600
 T_CONFIGURE = 300
 T_MAKE = 3600
 T_TOOL = 300
@@ -91,7 +91,6 @@ T_BOOT = 900
 MODULES = ("kvm_intel",)                 # loaded with their dependencies (from .modinfo)
 PARAM_MODULES = ("kvm", "kvm_intel")     # --param MODULE.NAME=VALUE
 
-DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
 
 def lab_dir() -> Path:
@@ -125,7 +124,7 @@ def run(cmd: list, what: str, timeout: float, **kw) -> subprocess.CompletedProce
     return proc
 
 
-# -- a private apt configuration -------------------------------------------------------------------
+# -- apt, in private configurations (kvmharness.lab.debian.PrivateApt) ---------------------------
 def host_suite() -> str:
     """The host's Debian codename (the tools run on the host, so they come from its suite)."""
     try:
@@ -139,85 +138,28 @@ def host_suite() -> str:
     return m.group(1)
 
 
-def mirror() -> str:
-    """The Debian mirror the system's apt already uses (its first deb URI)."""
-    uris = []
-    for p in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
-        uris += re.findall(r"^URIs:\s*(\S+)", p.read_text(), re.M)
-    lst = Path("/etc/apt/sources.list")
-    if lst.is_file():
-        uris += re.findall(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)", lst.read_text(), re.M)
-    for u in uris:
-        if "security" not in u:
-            return u.rstrip("/")
-    raise EnvironmentProblem("no Debian mirror in the system's apt sources")
-
-
-class PrivateApt:
-    """apt-get/apt-cache with their own sources list, lists and cache under `root`: the system's
-    package state is read by nobody and changed by nothing. Signatures are checked as apt checks
-    them (the Debian archive keyring)."""
-
-    def __init__(self, root: Path, lines: list[str], status: str | None = None):
-        self.root = root
-        self.lines = lines
-        self.sources = root / "sources.list"
-        # The dpkg status apt resolves against: an empty one (download exactly what is named), or
-        # the system's (read only) to fetch just the libraries a host tool lacks.
-        self.status = status or str(root / "status")
-
-    def _opts(self) -> list[str]:
-        return ["-q", "-o", f"Dir::Etc::sourcelist={self.sources}",
-                "-o", "Dir::Etc::sourceparts=/nonexistent",
-                "-o", f"Dir::State::Lists={self.root / 'lists'}",
-                "-o", f"Dir::Cache={self.root / 'cache'}",
-                "-o", f"Dir::State::status={self.status}",
-                "-o", "Debug::NoLocking=1", "-o", "APT::Sandbox::User=root",
-                "-o", "Acquire::Check-Valid-Until=false"]
-
-    def update(self) -> None:
-        text = "".join(line + "\n" for line in self.lines)
-        fresh = self.sources.is_file() and self.sources.read_text() == text and any(
-            (self.root / "lists").glob("*Release"))
-        if fresh:
-            return
-        for d in ("lists/partial", "cache/archives/partial"):
-            (self.root / d).mkdir(parents=True, exist_ok=True)
-        (self.root / "status").touch()
-        self.sources.write_text(text)
-        run(["apt-get", *self._opts(), "update"], f"apt-get update ({self.root})", T_APT,
-            capture_output=True, text=True)
-
-    def get(self, args: list[str], cwd: Path, what: str) -> None:
-        cwd.mkdir(parents=True, exist_ok=True)
-        run(["apt-get", *self._opts(), *args], what, T_APT, cwd=cwd, capture_output=True,
-            text=True)
-
-    def cache(self, args: list[str]) -> str:
-        return run(["apt-cache", *self._opts(), *args], "apt-cache " + " ".join(args), T_APT,
-                   capture_output=True, text=True).stdout
-
-    def source_sha256(self, package: str, version: str) -> dict[str, str]:
-        """The source package's file checksums from the signed Sources index."""
-        sums: dict[str, str] = {}
-        for stanza in self.cache(["showsrc", package]).split("\n\n"):
-            if not re.search(rf"^Version: {re.escape(version)}$", stanza, re.M):
-                continue
-            block = re.search(r"^Checksums-Sha256:\n((?: .*\n?)+)", stanza, re.M)
-            for line in (block.group(1).splitlines() if block else []):
-                digest, _size, name = line.split()
-                sums[name] = digest
-        return sums
-
-
-def apt_for(lab: Path, name: str, lines: list[str], status: str | None = None) -> PrivateApt:
-    apt = PrivateApt(lab / "apt" / name, lines, status)
-    apt.update()
+def private_apt(lab: Path, suite: str, kind: str = "deb", status: str = "/dev/null") -> PrivateApt:
+    """A private apt for one suite under the lab directory, its lists fetched once."""
+    apt = PrivateApt(lab / "apt" / f"{suite}-{kind}", system_mirror(), suites=(suite,), kind=kind,
+                     status=status)
+    apt.configure()
+    if apt.lists_age() is None:
+        apt.update()
     return apt
 
 
-def _deb_lines(types: str, suites: list[str]) -> list[str]:
-    return [f"{types} [signed-by={DEBIAN_KEYRING}] {mirror()} {s} main" for s in suites]
+def source_sha256(apt: PrivateApt, package: str, version: str) -> dict[str, str]:
+    """A source package's file checksums from the signed Sources index."""
+    sums: dict[str, str] = {}
+    out = apt.run(["apt-cache", "showsrc", package], f"apt-cache showsrc {package}")
+    for stanza in out.split("\n\n"):
+        if not re.search(rf"^Version: {re.escape(version)}$", stanza, re.M):
+            continue
+        block = re.search(r"^Checksums-Sha256:\n((?: .*\n?)+)", stanza, re.M)
+        for line in (block.group(1).splitlines() if block else []):
+            digest, _size, name = line.split()
+            sums[name] = digest
+    return sums
 
 
 def unpack_debs(debs: list[Path], dest: Path) -> None:
@@ -255,25 +197,29 @@ def ensure_bochs(lab: Path) -> Bochs:
     if not binary.is_file():
         _build_bochs(lab, out)
     if not all((roms / rel).is_file() for rel in BIOS_FILES.values()):
-        apt = apt_for(lab, BOCHS_SUITE, _deb_lines("deb", [BOCHS_SUITE]))
+        apt = private_apt(lab, BOCHS_SUITE)
         debs = lab / "debs" / "bios"
-        apt.get(["download", *BIOS_PACKAGES], debs, "downloading the Bochs BIOS packages")
+        debs.mkdir(parents=True, exist_ok=True)
+        apt.run(["apt-get", "download", "-q", *BIOS_PACKAGES], "downloading the Bochs BIOS "
+                "packages", cwd=debs)
         unpack_debs(sorted(debs.glob("*.deb")), roms)
     return Bochs(binary, roms / BIOS_FILES["rom"], roms / BIOS_FILES["vga"], BOCHS_VERSION)
 
 
 def _build_bochs(lab: Path, out: Path) -> None:
-    apt = apt_for(lab, BOCHS_SUITE + "-src", _deb_lines("deb-src", [BOCHS_SUITE]))
+    apt = private_apt(lab, BOCHS_SUITE, "deb-src")
     src_dl = lab / "src" / "download"
-    want = apt.source_sha256(BOCHS_PACKAGE, BOCHS_VERSION)
+    src_dl.mkdir(parents=True, exist_ok=True)
+    want = source_sha256(apt, BOCHS_PACKAGE, BOCHS_VERSION)
     tarballs = [n for n in want if n.endswith((".tar.xz", ".tar.gz"))]
     if not tarballs:
         raise EnvironmentProblem(f"no source package {BOCHS_PACKAGE} {BOCHS_VERSION} in "
                                  f"{BOCHS_SUITE}'s Sources index")
     if not all((src_dl / n).is_file() for n in tarballs):
         try:
-            apt.get(["source", "--download-only", f"{BOCHS_PACKAGE}={BOCHS_VERSION}"], src_dl,
-                    f"apt-get source {BOCHS_PACKAGE}")
+            apt.run(["apt-get", "source", "-q", "--download-only",
+                     f"{BOCHS_PACKAGE}={BOCHS_VERSION}"], f"apt-get source {BOCHS_PACKAGE}",
+                    cwd=src_dl)
         except EnvironmentProblem:
             # Some mirrors serve the tarballs but not the .dsc; apt has then still fetched and
             # checked the tarballs, which are checked again below against the signed index.
@@ -343,14 +289,16 @@ def ensure_tools(lab: Path) -> Tools:
     stamp = root / ".complete"
     if stamp.is_file():
         return Tools(root)
-    apt = apt_for(lab, suite, _deb_lines("deb", [suite]), status="/var/lib/dpkg/status")
+    apt = private_apt(lab, suite, status="/var/lib/dpkg/status")
     debs = lab / "debs" / f"tools-{suite}"
+    (debs / "partial").mkdir(parents=True, exist_ok=True)
     # The tools themselves even where the host has them installed; of their dependencies only
     # what the host lacks (resolved against the system's dpkg status, which is only read).
-    apt.get(["download", *TOOL_PACKAGES], debs, "downloading GRUB, xorriso and busybox-static")
-    apt.get(["install", "--download-only", "--no-install-recommends", "-y",
-             "-o", f"Dir::Cache::archives={debs}", *TOOL_PACKAGES], debs,
-            "downloading the libraries GRUB and xorriso need")
+    apt.run(["apt-get", "download", "-q", *TOOL_PACKAGES], "downloading GRUB, xorriso and "
+            "busybox-static", cwd=debs)
+    apt.run(["apt-get", "install", "-q", "--download-only", "--no-install-recommends", "-y",
+             "-o", "Debug::NoLocking=1", "-o", f"Dir::Cache::Archives={debs}", *TOOL_PACKAGES],
+            "downloading the libraries GRUB and xorriso need", cwd=debs)
     if root.exists():
         shutil.rmtree(root)
     unpack_debs(sorted(debs.glob("*.deb")), root)
@@ -494,6 +442,19 @@ class Cpio:
         return self.path
 
 
+def elf_without_debug(path: Path) -> bytes:
+    """An ELF file without its debug sections (pyenv's libpython is 23 MB with them, 6.5 MB
+    without): a smaller initramfs is a faster boot under emulation. Unchanged without strip."""
+    strip = shutil.which("strip")
+    if strip is None:
+        return path.read_bytes()
+    with tempfile.TemporaryDirectory(prefix="kvmharness-strip-") as tmp:
+        out = Path(tmp) / path.name
+        proc = subprocess.run([strip, "--strip-debug", "-o", str(out), str(path)],
+                              capture_output=True, timeout=T_TOOL)
+        return out.read_bytes() if proc.returncode == 0 else path.read_bytes()
+
+
 def shared_libraries(binaries: list[Path]) -> list[Path]:
     """The shared libraries (and the loader) these binaries need, from ldd."""
     libs: set[Path] = set()
@@ -511,7 +472,7 @@ def shared_libraries(binaries: list[Path]) -> list[Path]:
 def _add_libraries(cpio: Cpio, binaries: list[Path]) -> None:
     for lib in shared_libraries(binaries):
         dest = "lib64" if lib.name.startswith("ld-linux") else "lib/x86_64-linux-gnu"
-        cpio.file(f"{dest}/{lib.name}", lib.resolve().read_bytes(), 0o755)
+        cpio.file(f"{dest}/{lib.name}", elf_without_debug(lib.resolve()), 0o755)
 
 
 # Parts of the standard library the harness never imports (each large).
@@ -538,7 +499,7 @@ def base_layer(lab: Path, tools: Tools) -> Path:
             raise EnvironmentProblem(f"GNU binutils' {t} not found: install binutils")
         binutils.append(Path(w).resolve())
     key_src = [str(python), sys.version, str(stdlib), *map(str, binutils),
-               str(tools.busybox.stat().st_size)]
+               str(tools.busybox.stat().st_size), "strip --strip-debug"]
     key = hashlib.sha256("\0".join(key_src).encode()).hexdigest()[:12]
     out = lab / "image" / f"base-{python_version()}-{key}.cpio.gz"
     if out.is_file():
@@ -549,7 +510,7 @@ def base_layer(lab: Path, tools: Tools) -> Path:
         cpio.dir(d)
     cpio.file("bin/busybox", tools.busybox.read_bytes(), 0o755)
     v = python_version()
-    cpio.file(f"usr/bin/python{v}", python.read_bytes(), 0o755)
+    cpio.file(f"usr/bin/python{v}", elf_without_debug(python), 0o755)
     cpio.symlink("usr/bin/python3", f"python{v}")
 
     def skip_stdlib(rel: str) -> bool:
@@ -558,13 +519,15 @@ def base_layer(lab: Path, tools: Tools) -> Path:
             return True
         if rel.endswith((".opt-1.pyc", ".opt-2.pyc", ".exe", ".a")):
             return True
-        return top == "lib-dynload" and os.path.basename(rel).startswith(DYNLOAD_SKIP)
+        return top == "lib-dynload"          # below, without debug sections
 
     cpio.tree(stdlib, f"usr/lib/python{v}", skip_stdlib)
     dynload = sorted((stdlib / "lib-dynload").glob("*.so"))
     dynload = [p for p in dynload if not p.name.startswith(DYNLOAD_SKIP)]
+    for so in dynload:
+        cpio.file(f"usr/lib/python{v}/lib-dynload/{so.name}", elf_without_debug(so), 0o755)
     for exe in binutils:
-        cpio.file(f"usr/bin/{BINUTILS[binutils.index(exe)]}", exe.read_bytes(), 0o755)
+        cpio.file(f"usr/bin/{BINUTILS[binutils.index(exe)]}", elf_without_debug(exe), 0o755)
     _add_libraries(cpio, [python, *dynload, *binutils])
     cpio.close()
     return out

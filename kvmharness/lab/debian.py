@@ -293,12 +293,17 @@ class PrivateApt:
     """apt with its own configuration under DIR/apt; nothing of /etc/apt but the keyring."""
 
     def __init__(self, base: Path, mirror: str, keyring: str = KEYRING,
-                 suites: tuple[str, ...] = SUITES):
+                 suites: tuple[str, ...] = SUITES, kind: str = "deb",
+                 status: str = "/dev/null"):
         self.base = base
         self.dir = base / "apt"
         self.mirror = mirror
         self.keyring = keyring
         self.suites = suites
+        self.kind = kind            # "deb" (binary packages) or "deb-src" (source packages)
+        # The dpkg status apt resolves against: none (download exactly what is named), or the
+        # system's, only read, to fetch just what a host tool lacks (the Bochs lab's GRUB).
+        self.status = status
         self.conf = self.dir / "apt.conf"
 
     def configure(self) -> None:
@@ -307,14 +312,15 @@ class PrivateApt:
                               "which apt needs to verify Debian's suites")
         for d in ("lists/partial", "archives/partial", "etc/apt.conf.d", "state", "debs"):
             (self.dir / d).mkdir(parents=True, exist_ok=True)
-        sources = "".join(f"deb [signed-by={self.keyring}] {self.mirror} {s} main\n" for s in self.suites)
+        sources = "".join(f"{self.kind} [signed-by={self.keyring}] {self.mirror} {s} main\n"
+                          for s in self.suites)
         (self.dir / "etc/sources.list").write_text(sources)
         d = self.dir
         conf = f'''\
 Dir::Etc::Main "/dev/null"; Dir::Etc::Parts "{d}/etc/apt.conf.d";
 Dir::Etc::SourceList "{d}/etc/sources.list"; Dir::Etc::SourceParts "/dev/null";
 Dir::Etc::Preferences "/dev/null"; Dir::Etc::PreferencesParts "/dev/null";
-Dir::State "{d}/state"; Dir::State::Lists "{d}/lists"; Dir::State::status "/dev/null";
+Dir::State "{d}/state"; Dir::State::Lists "{d}/lists"; Dir::State::status "{self.status}";
 Dir::Cache "{d}"; Dir::Cache::Archives "{d}/archives"; Dir::Log "{d}";
 APT::Architecture "{FLAVOUR}"; APT::Architectures {{ "{FLAVOUR}"; }};
 Acquire::Languages "none"; Acquire::Check-Valid-Until "false"; Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled "false";
@@ -337,9 +343,19 @@ APT::Sandbox::User "root";
             raise DebianError(f"{what} failed: {(lines or (p.stderr or p.stdout).splitlines() or ['?'])[-1].strip()}")
         return p.stdout
 
+    def run(self, args: list[str], what: str, cwd: Path | None = None) -> str:
+        """apt-get/apt-cache ARGS in this configuration; one DebianError line on failure."""
+        return self._run(args, what, cwd)
+
     def lists_age(self) -> float | None:
-        stamps = [f.stat().st_mtime for f in (self.dir / "lists").glob("*_Packages*")]
+        index = "*_Sources*" if self.kind == "deb-src" else "*_Packages*"
+        stamps = [f.stat().st_mtime for f in (self.dir / "lists").glob(index)]
         return time.time() - min(stamps) if len(stamps) >= len(self.suites) else None
+
+    def lists_stamp(self) -> str:
+        """What the package lists are now: their names, sizes and times."""
+        files = sorted((self.dir / "lists").glob("*_Packages*"))
+        return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
 
     def update(self) -> None:
         self._run(["apt-get", "update", "-q"], "apt-get update (private lists)")
@@ -448,6 +464,11 @@ def fetch_kernel(spec: str, cache: Path | None = None, *, refresh: bool = False,
             say(f"debian: package lists are {age / 86400:.0f} days old, refreshing")
             with contextlib.suppress(DebianError):
                 apt.update()
+        memo = _Memo(base / "resolved.json", apt.lists_stamp())
+        known = memo.kernel(spec)
+        if known is not None:               # the same lists named this cached kernel before
+            say(f"debian: {known.image_package} {known.version} ({known.suite}) cached")
+            return known
         try:
             choice = resolve(spec, apt.stanzas())
         except DebianError:
@@ -465,6 +486,7 @@ def fetch_kernel(spec: str, cache: Path | None = None, *, refresh: bool = False,
                 kernel = DebianKernel.from_json(json.loads(marker.read_text()))
                 if kernel.vmlinuz.is_file() and kernel.modules_dir.is_dir():
                     say(f"debian: {img.package} {img.version} ({img.suite}) cached")
+                    memo.remember(spec, marker)
                     return kernel
             except (OSError, ValueError, KeyError, TypeError):
                 pass
@@ -491,7 +513,38 @@ def fetch_kernel(spec: str, cache: Path | None = None, *, refresh: bool = False,
         tmp = marker.with_suffix(".tmp")
         tmp.write_text(json.dumps(kernel.to_json(), indent=2) + "\n")
         os.replace(tmp, marker)
+        memo.remember(spec, marker)
         return kernel
+
+
+class _Memo:
+    """SPEC -> the cached kernel it resolved to, valid while the package lists are the same
+    files (name, size, mtime): resolving reads ~60 MB of lists (4-5 s, more on a loaded host),
+    and the same lists always name the same kernel."""
+
+    def __init__(self, path: Path, stamp: str):
+        self.path, self.stamp = path, stamp
+        try:
+            data = json.loads(path.read_text())
+            self.specs = data["specs"] if data.get("stamp") == stamp else {}
+        except (OSError, ValueError, KeyError, TypeError):
+            self.specs = {}
+
+    def kernel(self, spec: str) -> DebianKernel | None:
+        marker = self.specs.get(spec)
+        if not marker:
+            return None
+        try:
+            k = DebianKernel.from_json(json.loads(Path(marker).read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return k if k.vmlinuz.is_file() and k.modules_dir.is_dir() else None
+
+    def remember(self, spec: str, marker: Path) -> None:
+        self.specs[spec] = str(marker)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"stamp": self.stamp, "specs": self.specs}, indent=2))
+        os.replace(tmp, self.path)
 
 
 __all__ = ["DebianError", "DebianKernel", "Stanza", "Choice", "SUITES", "compare_versions",

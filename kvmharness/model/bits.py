@@ -32,6 +32,9 @@ def _ref(name: str) -> BitRef:
     return by_name(name).ref
 
 
+ref_of = _ref
+
+
 
 # -- CPUID feature bits the rules consult (catalogue names) -------------------------------------
 SSE3 = _ref("pni")

@@ -41,7 +41,7 @@ def governed(kernel) -> frozenset:
     return frozenset(catalog.resolve(n) for n in releases.value("governed_features", kernel))
 
 
-def _vendor_string(table: CpuidTable) -> str:
+def guest_vendor_string(table: CpuidTable) -> str:
     e = table.entry(0, 0)
     if e is None:
         return ""
@@ -51,7 +51,7 @@ def _vendor_string(table: CpuidTable) -> str:
 
 def guest_is_amd_compatible(table: CpuidTable) -> bool:
     """guest_cpuid_is_amd_or_hygon(): the vendor string in guest CPUID leaf 0."""
-    return _vendor_string(table) in ("AuthenticAMD", "HygonGenuine")
+    return guest_vendor_string(table) in ("AuthenticAMD", "HygonGenuine")
 
 
 # -- TDP --------------------------------------------------------------------------------------

@@ -18,6 +18,9 @@ Entry criteria (all given ones must hold; see the file's "about"):
   observed / observed_not an outcome pattern the observation must / must not match
   observed_differs_only_in  {reg: mask}: expected and observed registers may differ only there
   setup_msrs              MSR indexes: the probe sets one of them (msr: modifiers) before it runs
+  hypervisor              the host's own hypervisor signatures (CPUID 0x40000000, the host record's
+                          hypervisor_signature): an emulator's deviations, e.g. "TCGTCGTCGTCG" for
+                          a kernel that QEMU's TCG runs (docs/deviations/kvm_amd.md)
 
 Every entry also names its evidence in the repository (docs/deviations/<backend>.md#<id>: what
 was measured, how, on which host) and a witness: a probe and guest configuration
@@ -45,7 +48,8 @@ from .expectation import Expectation
 from .profile import HostProfile
 
 _CRITERIA = {"kinds", "args", "insn", "payloads", "cpl3", "rule", "cr4_bits", "expected",
-             "observed", "observed_not", "observed_differs_only_in", "setup_msrs"}
+             "observed", "observed_not", "observed_differs_only_in", "setup_msrs",
+             "hypervisor"}
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,8 @@ def _entry_applies(e: dict, host: HostProfile, probe: ProbeSpec, exp: Expectatio
     if e["backend"] != host.backend or not predicts(exp.pattern):
         return False
     m = e["match"]
+    if "hypervisor" in m and host.hypervisor not in m["hypervisor"]:
+        return False
     if "kinds" in m and probe.kind not in m["kinds"]:
         return False
     for name, values in m.get("args", {}).items():

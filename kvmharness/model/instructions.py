@@ -350,25 +350,14 @@ def _sgdt(ctx, ins):
 
 
 def _hypercall(native: str):
+    """insn: VMCALL/VMMCALL with every GPR 0: hypercall number 0 (vmsetup.hypercall's rules;
+    without a VMX/SVM exit the model predicts nothing, as for other intercept rules)."""
     def rule(ctx, ins):
-        p = _pvm(ctx, ins, "the VMCALL/VMMCALL exit")
-        if p:
-            return p
-        vendor = "intel" if native == "vmcall" else "amd"
-        why = []
-        if ctx.backend != vendor:
-            if not ctx.caps.quirk_on(b.QUIRK_FIX_HYPERCALL_INSN):
-                return _e(ctx, ins, P.ud(), "insn.hypercall", Reason(
-                    f"{ins.asm} is the other vendor's hypercall: #UD, and FIX_HYPERCALL_INSN is "
-                    "disabled", F_HANDLE_UD), feature=None)
-            why.append(Reason(f"{ins.asm} is the other vendor's hypercall: KVM patches it "
-                              "(FIX_HYPERCALL_INSN quirk) and runs it", F_HANDLE_UD))
-        if ctx.state.cpl:
-            return _e(ctx, ins, P.ok({"rax": (-1) & b.U64}), "insn.hypercall", *why, Reason(
-                "hypercall from CPL3 returns -KVM_EPERM (-1) in RAX", F_HYPERCALL), feature=None)
-        return _e(ctx, ins, P.ok({"rax": (-1000) & b.U64}), "insn.hypercall", *why, Reason(
-            "hypercall number 0 (RAX=0) is unknown: RAX = -KVM_ENOSYS (-1000)", F_HYPERCALL),
-            feature=None)
+        from .vmsetup import hypercall          # vmsetup needs msrs, which imports this module's users
+        exp = hypercall(ctx, native, 0, no_rule=lambda text: _pvm(ctx, ins, "the VMCALL/VMMCALL exit"))
+        if not exp.rule.startswith("insn."):
+            exp.rule = "insn." + exp.rule
+        return exp
     return rule
 
 

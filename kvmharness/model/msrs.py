@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 
 from . import bits as b
 from . import catalog, releases
+from .caps import guest_vendor_string
 from .cr import check_efer
 from .reason import (F_APIC_SET_BASE, F_DO_SET_MSR, F_GET_MSR, F_GET_MSR_COMMON, F_MSR_ACCESS,
                      F_PV_HAS, F_SET_EFER, F_SET_MSR, F_SET_MSR_COMMON, F_VALID_CET,
-                     F_X2APIC_MSR, Reason)
+                     F_VMX_MSR_INTERCEPTS, F_X2APIC_MSR, Reason)
 from .state import BASELINE_APIC_BASE, GUEST_MEMORY_MIN, Ctx
 
 M = b.MSR
@@ -105,7 +106,6 @@ HV_MSR_BIT = {
 }
 # Their values after vCPU creation, where KVM fixes them (VP_INDEX: the vCPU index, 0 here).
 HV_MSR_RESET = {0x40000000: 0, 0x40000001: 0, 0x40000002: 0}
-HV_SYNIC_MSRS = range(0x40000080, 0x400000A0)       # SCONTROL .. SINT15
 F_HV_MSR = "kvm_hv_get_msr/kvm_hv_set_msr, hv_check_msr_access (arch/x86/kvm/hyperv.c)"
 
 
@@ -290,6 +290,34 @@ def _ok(value, text: str, fn: str, rule: str, feature=None, since=None, **inputs
     return MsrResult(OK, value, [Reason(text, fn, since, inputs)], rule, feature)
 
 
+# The vendor MSRs pvm_get_msr/pvm_set_msr (virt-pvm arch/x86/kvm/pvm/pvm.c, read 2026-12-08) handle
+# themselves; every other one (SPEC_CTRL, TSX_CTRL, UMWAIT_CONTROL, TSC_RATIO, VIRT_SPEC_CTRL,
+# MCG_EXT_CTL, VM_CR, DE_CFG) reaches the switch's default case: kvm_get/set_msr_common.
+F_PVM_MSR = "pvm_get_msr/pvm_set_msr (virt-pvm arch/x86/kvm/pvm/pvm.c)"
+
+
+def _pvm_vendor_msr(ctx: Ctx, idx: int, label: str, write: bool, data: int, msrs: dict):
+    if idx == M["DEBUGCTL"]:
+        return _ok(None if write else 0, f"{label}: " + ("the write is dropped (no LBR/BTF for a "
+                   "PVM guest)" if write else "reads 0"), F_PVM_MSR, "msr.pvm.debugctl")
+    if idx == 0xD90:                                    # BNDCFGS
+        if not write:
+            return _ok(current(ctx, msrs, idx) or 0, f"{label}: reads its stored value",
+                       F_PVM_MSR, "msr.pvm.bndcfgs")
+        if not ctx.caps.kvm.table_bit(b.ref_of("mpx")):
+            return _err(f"{label}: KVM does not support MPX (kvm_mpx_supported)", F_PVM_MSR,
+                        "msr.pvm.bndcfgs")
+        return _unmod(f"{label}: the guest MPX gate and value checks are not modelled",
+                      "msr.pvm.bndcfgs")
+    if idx == M["FEAT_CTL"]:
+        if not write:
+            return _ok(current(ctx, msrs, idx) or 0, f"{label}: reads its stored value",
+                       F_PVM_MSR, "msr.pvm.feat_ctl")
+        return _unmod(f"{label}: writes depend on the host CPU's vendor and the valid bits",
+                      "msr.pvm.feat_ctl")
+    return None
+
+
 def _unmod(text: str, rule: str = "msr.unmodelled", feature=None) -> MsrResult:
     return MsrResult(UNMOD, None, [Reason(text)], rule, feature)
 
@@ -358,8 +386,13 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
         return _cet(ctx, idx, write, data, host, msrs)
 
     # --- vendor paths -----------------------------------------------------------------------------
-    if idx in VENDOR_MSRS:
-        if ctx.backend == "pvm" or ctx.backend == "unknown":
+    if idx in VENDOR_MSRS and ctx.backend == "pvm":
+        pvm = _pvm_vendor_msr(ctx, idx, label, write, data, msrs)
+        if pvm is not None:
+            return pvm
+        # Not handled by pvm_get/set_msr: its default case, the common code, below.
+    elif idx in VENDOR_MSRS:
+        if ctx.backend == "unknown":
             return _unmod(f"{label} is handled by vendor code: no rule for backend {ctx.backend}")
         if idx == M["SPEC_CTRL"]:
             ok = any(caps.gate(f)[0] for f in (b.SPEC_CTRL, b.AMD_STIBP, b.AMD_IBRS, b.AMD_SSBD))
@@ -737,35 +770,61 @@ def _feature_msr_before_613(ctx: Ctx, idx: int, write: bool, data: int, host: bo
 
 
 def _sysenter(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> MsrResult:
-    """__kvm_set_msr makes ESP/EIP canonical (never #GP); then the vendor module stores them:
-    VMX in the VMCS (CS 32 bits, ESP/EIP natural width), SVM in the VMCB with only 32 bits of
-    ESP/EIP, plus the high halves when the guest's vendor is Intel-compatible (svm_set_msr,
-    and svm_get_msr reads them back only then; for an AMD-vendor guest the MSRs are not even
-    intercepted: the CPU keeps 32 bits). Read in 6.18; the same in 6.1.176 .. 7.2.8."""
+    """SYSENTER_CS/ESP/EIP (read in 6.18; the same in 6.1.176 .. 7.2.8). Guest accesses KVM does
+    not intercept are the CPU's: VMX passes all three through (vmx_recalc_msr_intercepts), SVM
+    passes SYSENTER_CS through, and ESP/EIP for an AMD-vendor guest (svm_recalc_msr_intercepts:
+    intercepted only when the guest's vendor is Intel-compatible). Intercepted and host writes
+    go through __kvm_set_msr, which makes ESP/EIP canonical (never #GP), then the vendor module:
+    VMX keeps SYSENTER_CS in 32 bits and ESP/EIP whole; SVM keeps bits 31:0 of ESP/EIP in the
+    VMCB and the high halves only for an Intel-compatible guest (svm_set_msr/svm_get_msr)."""
     label = msr_label(idx)
     if ctx.backend in ("pvm", "unknown"):
         return _unmod(f"{label}: stored by the vendor module; no rule for backend {ctx.backend}")
     cs = idx == M["SYSENTER_CS"]
-    amd = ctx.caps.amd_guest
+    who, _ = ctx.behaviour("svm_sysenter_high_half")
+    # "amd" below: SVM keeps only bits 31:0 for this guest (releases.py svm_sysenter_high_half)
+    amd = (ctx.caps.amd_guest if who == "intel_compatible"
+           else guest_vendor_string(ctx.vcpu.cpuid) != "GenuineIntel")
+    intel = ctx.backend == "intel"
+    passthrough = not host and (intel or cs or amd)
+    fn = ("vmx_recalc_msr_intercepts / vmx_set_msr (arch/x86/kvm/vmx/vmx.c)" if intel else
+          "svm_recalc_msr_intercepts / svm_set_msr (arch/x86/kvm/svm/svm.c)")
     if not write:
-        return _ok(current(ctx, msrs, idx), f"{label} reads its stored value",
-                   "vmx_get_msr/svm_get_msr", "msr.sysenter")
+        return _ok(current(ctx, msrs, idx), f"{label} reads its stored value"
+                   + (" (not intercepted: the CPU's own MSR)" if passthrough else ""), fn,
+                   "msr.sysenter")
+    if passthrough:
+        if cs:
+            if data >> 16:
+                return _unmod(f"{label} = {data:#x}: not intercepted, and what the CPU does with "
+                              "bits above the selector is not modelled", "msr.sysenter")
+            return _ok(data, f"{label}: not intercepted; the CPU stores the selector", fn,
+                       "msr.sysenter")
+        if intel:
+            w = msr_addr_bits(ctx)
+            if not b.canonical(data, w):
+                res = _err(f"{label} = {data:#x}: not intercepted on VMX, and the CPU refuses a "
+                           f"non-canonical address ({w}-bit)", fn, "msr.sysenter", written=data)
+                res.intercepted = False          # the CPU's #GP: never a user-space MSR exit
+                return res
+            return _ok(data, f"{label}: not intercepted; the CPU keeps all 64 bits", fn,
+                       "msr.sysenter")
+        return _ok(data & 0xFFFFFFFF, f"{label}: not intercepted for this guest's vendor "
+                   f"({who} rule: {guest_vendor_string(ctx.vcpu.cpuid)!r}); AMD CPUs keep bits 31:0 "
+                   "only", fn, "msr.sysenter")
     value = data if cs else b.canonical_value(data, msr_addr_bits(ctx))
     how = [] if cs else [f"made canonical ({msr_addr_bits(ctx)}-bit): {value:#x}"]
-    if ctx.backend == "intel":
+    if intel:
         if cs:
             value &= 0xFFFFFFFF
             how.append("VMX keeps 32 bits (GUEST_SYSENTER_CS)")
-        fn = "__kvm_set_msr / vmx_set_msr (arch/x86/kvm/vmx/vmx.c)"
-    else:
-        if not cs and amd:
-            value &= 0xFFFFFFFF
-            how.append("SVM with an AMD-vendor guest keeps bits 31:0 only")
-        elif not cs:
-            how.append("SVM with an Intel-compatible guest keeps bits 63:32 in sysenter_*_hi")
-        fn = "__kvm_set_msr / svm_set_msr (arch/x86/kvm/svm/svm.c)"
-    return _ok(value, f"{label} = {data:#x}: " + "; ".join(how or ["stored"]), fn, "msr.sysenter",
-               guest_vendor="amd" if amd else "intel-compatible")
+    elif not cs and amd:
+        value &= 0xFFFFFFFF
+        how.append(f"SVM keeps bits 31:0 only for this guest's vendor ({who} rule)")
+    elif not cs:
+        how.append(f"SVM keeps bits 63:32 in sysenter_*_hi for this guest's vendor ({who} rule)")
+    return _ok(value, f"{label} = {data:#x}: " + "; ".join(how or ["stored"]), "__kvm_set_msr / " + fn,
+               "msr.sysenter", high_half_kept=not amd, svm_sysenter_high_half=who)
 
 
 def _misc_enable(ctx: Ctx, write: bool, data: int, host: bool, msrs: dict) -> MsrResult:
@@ -794,10 +853,29 @@ def _misc_enable(ctx: Ctx, write: bool, data: int, host: bool, msrs: dict) -> Ms
                F_SET_MSR_COMMON, "msr.misc_enable", written=data)
 
 
+# SynIC's own registers (SCONTROL, SVERSION, SIEFP, SIMP, EOM, SINT0-15): synic_get_msr /
+# synic_set_msr (arch/x86/kvm/hyperv.c, 6.1.176 .. 7.2.8) return 1 to a guest access while the
+# vCPU's SynIC is not active, i.e. until KVM_CAP_HYPERV_SYNIC or _SYNIC2 is enabled on it.
+SYNIC_MSRS = frozenset((*range(0x40000080, 0x40000085), *range(0x40000090, 0x400000A0)))
+SYNIC_CAPS = ("HYPERV_SYNIC", "HYPERV_SYNIC2")
+
+
+def _synic_inactive(ctx: Ctx, idx: int, write: bool, data: int, host: bool) -> Reason | None:
+    if idx not in SYNIC_MSRS or any(name in SYNIC_CAPS for name, _ in ctx.vcpu.vm_caps):
+        return None
+    if host and not (write and data):
+        return None
+    return Reason(f"{msr_label(idx)}: the vCPU's SynIC is not active (no KVM_CAP_HYPERV_SYNIC/"
+                  "SYNIC2 on it), so a guest access (or a host write of non-zero) returns 1 -> "
+                  "error (#GP)", "synic_get_msr / synic_set_msr (arch/x86/kvm/hyperv.c)", None,
+                  {"synic_active": False})
+
+
 def _hyperv(ctx: Ctx, idx: int, write: bool = False, data: int = 0, host: bool = False,
             msrs: dict | None = None) -> MsrResult:
     t = ctx.vcpu.cpuid
     if t.reg(0x40000001, 0, "eax") == 0x31237648:       # "Hv#1"
+        inactive = _synic_inactive(ctx, idx, write, data, host)
         if ctx.vcpu.hyperv_enforce and idx in HV_MSR_BIT and not host:
             reg, bit, name = HV_MSR_BIT[idx]
             have = bool(t.reg(0x40000003, 0, reg) >> bit & 1)
@@ -807,13 +885,8 @@ def _hyperv(ctx: Ctx, idx: int, write: bool = False, data: int = 0, host: bool =
             if not have:
                 return MsrResult(ERR, None, [why, Reason("not accessible -> error (#GP)", F_HV_MSR)],
                                  "msr.hyperv.enforce")
-            if idx in HV_SYNIC_MSRS:
-                # synic_get_msr/synic_set_msr: a guest access needs an active SynIC, which only
-                # KVM_CAP_HYPERV_SYNIC/SYNIC2 on the vCPU gives (the harness never enables it)
-                return MsrResult(ERR, None, [why, Reason(
-                    "the SynIC is not activated (no KVM_CAP_HYPERV_SYNIC2 on the vCPU): guest "
-                    "accesses fail -> error (#GP)", "synic_get_msr/synic_set_msr (arch/x86/kvm/hyperv.c)")],
-                    "msr.hyperv.synic")
+            if inactive is not None:
+                return MsrResult(ERR, None, [why, inactive], "msr.hyperv.synic")
             if write:
                 if idx in HV_MSR_RESET and idx != 0x40000002:
                     return MsrResult(OK, data, [why], "msr.hyperv.enforce")
@@ -823,6 +896,8 @@ def _hyperv(ctx: Ctx, idx: int, write: bool = False, data: int = 0, host: bool =
                              [why, Reason("accessible" + ("" if idx in HV_MSR_RESET else
                                                           " (its value is not compared)"))],
                              "msr.hyperv.enforce")
+        if inactive is not None:
+            return MsrResult(ERR, None, [inactive], "msr.hyperv.synic")
         return _unmod(f"{msr_label(idx)}: Hyper-V MSR with Hyper-V CPUID (not modelled)")
     return _err(f"{msr_label(idx)}: Hyper-V MSR but the guest CPUID has no Hyper-V interface "
                 "(hyperv_enabled is false)", "kvm_hv_get/set_msr_common (arch/x86/kvm/hyperv.c)",
@@ -870,7 +945,7 @@ def _apic_base(ctx: Ctx, write: bool, data: int, host: bool, msrs: dict) -> MsrR
 # on both (VMX keeps it in the VMCS).
 _PL_SSP = tuple(range(b.MSR["PL0_SSP"], b.MSR["PL3_SSP"] + 1))
 CET_PASSTHROUGH = {
-    "intel": ("vmx_recalc_msr_intercepts (arch/x86/kvm/vmx/vmx.c)",
+    "intel": (F_VMX_MSR_INTERCEPTS,
               {**{i: (b.SHSTK,) for i in _PL_SSP},
                b.MSR["U_CET"]: (b.SHSTK, b.IBT), b.MSR["S_CET"]: (b.SHSTK, b.IBT)}),
     "amd": ("svm_recalc_msr_intercepts (arch/x86/kvm/svm/svm.c)",
@@ -1114,6 +1189,10 @@ def immutable_check(ctx: Ctx, index: int, data: int, msrs: dict) -> Reason | Non
     cur = current(ctx, msrs, index)
     if cur is not None and cur == data:
         return None
-    return Reason(f"{msr_label(index)} is an immutable feature MSR: once the vCPU has run, a "
-                  "different value is refused (-EINVAL, 0 entries processed); whether this vCPU "
-                  "has run is not a model input", F_DO_SET_MSR)
+    when = ctx.behaviour("immutable_feature_msrs")[0]
+    return releases.reason("immutable_feature_msrs", ctx.kernel, (
+        f"{msr_label(index)} is an immutable feature MSR: once the vCPU has run"
+        + (" (or while it is in guest mode, which the harness never enters)"
+           if when == "after_run_or_guest_mode" else "")
+        + ", a different value is refused (-EINVAL, 0 entries processed); whether this vCPU "
+        "has run is not a model input"))

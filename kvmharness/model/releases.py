@@ -213,13 +213,26 @@ _TABLE: tuple[Behaviour, ...] = (
          "default -EINVAL"),
        C((6, 18), True, "kvm_get_set_one_reg / kvm_get_reg_list (arch/x86/kvm/x86.c), read in "
          "6.18.15"))),
-    B("quirks", "the KVM_X86_QUIRK_* bits (0-9, those the model names) KVM_CAP_DISABLE_QUIRKS2 "
-      "accepts (KVM_X86_VALID_QUIRKS); a quirk a release lacks cannot be disabled",
+    B("svm_sysenter_high_half", "which guests SVM intercepts SYSENTER_ESP/EIP for and keeps bits "
+      "63:32 of: 'intel' (vendor GenuineIntel) or 'intel_compatible' (any vendor but AMD/Hygon)",
+      (C((6, 1), "intel", "svm_vcpu_init_msrpm / svm_set_msr (arch/x86/kvm/svm/svm.c), read in "
+         "6.1.176: guest_cpuid_is_intel()"),
+       C((6, 12), "intel_compatible", "svm_set_msr (arch/x86/kvm/svm/svm.c), read in 6.12.107 and "
+         "6.18.15: guest_cpuid_is_intel_compatible()",
+         "not pinned: between 6.1.176 and 6.12.107"))),
+    B("quirks", "the KVM_X86_QUIRK_* bits KVM_CAP_DISABLE_QUIRKS2 accepts "
+      "(KVM_X86_VALID_QUIRKS); a quirk a release lacks cannot be disabled",
       (C((6, 1), 0x7F, "KVM_X86_VALID_QUIRKS (arch/x86/kvm/x86.h), read in 6.1.176: LINT0_REENABLED "
          ".. MWAIT_NEVER_UD_FAULTS"),
        C((6, 12), 0x3FF, "KVM_X86_VALID_QUIRKS (arch/x86/kvm/x86.h), read in 6.12.107 (and 6.17.8 "
          ".. 7.2.8): + SLOT_ZAP_ALL, STUFF_FEATURE_MSRS, IGNORE_GUEST_PAT",
-         "not pinned: between 6.1.176 (without) and 6.12.107 (with)"))),
+         "not pinned: between 6.1.176 (without) and 6.12.107 (with)"),
+       C((6, 19), 0x7FF, "KVM_X86_VALID_QUIRKS (arch/x86/include/asm/kvm_host.h), read in 6.19.11 "
+         "(and 7.0.0, 7.1.13): + VMCS12_ALLOW_FREEZE_IN_SMM (bit 10: nested_vmx_check_guest_state "
+         "lets L1 set DEBUGCTL.FREEZE_IN_SMM in vmcs12), absent from 6.18.15"),
+       C((7, 2), 0xFFF, "KVM_X86_VALID_QUIRKS (arch/x86/include/asm/kvm_host.h), read in 7.2.8: + "
+         "NESTED_SVM_SHARED_PAT (bit 11: L2 shares L1's PAT under nested SVM unless disabled, "
+         "svm/nested.c)"))),
     B("pv_msr_missing_feature", "what kvm_get/set_msr_common return for a KVM PV MSR whose "
       "feature guest_pv_has() denies (KVM_CAP_ENFORCE_PV_FEATURE_CPUID): 'invalid' (1: never "
       "forgiven, user-space exit reason INVAL) or 'unsupported' (KVM_MSR_RET_UNSUPPORTED: host "
@@ -235,6 +248,13 @@ _TABLE: tuple[Behaviour, ...] = (
              Backport((6, 18), 15, 44, "6.18.15 returns 1 (its tree, and the Bochs lab); "
                       "6.18.44 returns unsupported (seen live on kvm_pvm)"),
              Backport((6, 19), 0, 11, "6.19.11 has it; queued for 6.19.y after 7.0-rc1"))))),
+    B("efer_bits_from_caps", "which EFER bits KVM's common code enables from kvm_cpu_caps on "
+      "every backend: 'nx' (NX only; the vendor modules add FFXSR, AUTOIBRS, SVME), "
+      "'nx_ffxsr_autoibrs' (kvm_setup_efer_caps), 'all' (SVME/LMSLE from the SVM cap too)",
+      (C((6, 1), "nx", "svm_hardware_setup (arch/x86/kvm/svm/svm.c) / vmx hardware_setup, read in "
+         "6.1.176 .. 7.0.0"),
+       C((7, 1), "nx_ffxsr_autoibrs", "kvm_setup_efer_caps (arch/x86/kvm/x86.c), read in 7.1.13"),
+       C((7, 2), "all", "kvm_setup_efer_caps (arch/x86/kvm/x86.c), read in 7.2.8"))),
     B("nested_svm_lmsle", "when nested SVM makes EFER.LMSLE a supported EFER bit: 'always', or "
       "'unless_mbz' (not on a CPU with X86_FEATURE_EFER_LMSLE_MBZ, 0x80000008 EBX[20], which "
       "KVM passes through in KVM_GET_SUPPORTED_CPUID from 6.19)",
@@ -263,11 +283,16 @@ _TABLE: tuple[Behaviour, ...] = (
          "6.17.8", "upstream a5d563890b8f and d75cac366f44 (\"Reject userspace attempts to "
          "access ARCH_CAPABILITIES w/o support\", \"... PERF_CAPABILITIES w/o PDCM\"), kvm-x86 "
          "misc rebased on 6.12-rc5, merged for 6.13"))),
-    B("immutable_feature_msrs", "after KVM_RUN, KVM_SET_MSRS refuses a changed value of a "
-      "feature MSR (ARCH_CAPABILITIES, PERF_CAPABILITIES, PLATFORM_INFO, VMX caps)",
+    B("immutable_feature_msrs", "when KVM_SET_MSRS refuses a changed value of a feature MSR "
+      "(ARCH_CAPABILITIES, PERF_CAPABILITIES, PLATFORM_INFO, VMX caps): never (False), "
+      "'after_run', or 'after_run_or_guest_mode' (kvm_can_set_cpuid_and_feature_msrs: also "
+      "while L2 is active, as for KVM_SET_CPUID2)",
       (C((6, 1), False, "do_set_msr (arch/x86/kvm/x86.c), read in 6.1.176: no such check"),
-       C((6, 5), True, "do_set_msr / kvm_is_immutable_feature_msr (arch/x86/kvm/x86.c), read "
-         "in 6.12.107", "not pinned: between 6.1.176 and 6.12.107 (6.5 assumed)"))),
+       C((6, 5), "after_run", "do_set_msr / kvm_is_immutable_feature_msr (arch/x86/kvm/x86.c), "
+         "read in 6.12.107 .. 6.19.11", "not pinned: between 6.1.176 and 6.12.107 (6.5 "
+         "assumed)"),
+       C((7, 0), "after_run_or_guest_mode", "do_set_msr / kvm_can_set_cpuid_and_feature_msrs "
+         "(arch/x86/kvm/x86.c, x86.h), read in 7.0.0"))),
     B("hwcr_tsc_freq_sel", "HWCR writes may set TscFreqSel (bit 24) besides McStatusWrEn (18)",
       (C((6, 1), False, "kvm_set_msr_common (arch/x86/kvm/x86.c), read in 6.1.176: only 0 or "
          "exactly McStatusWrEn"),
@@ -396,6 +421,10 @@ LOCATIONS: dict[str, tuple[Location, ...]] = {
         L((6, 1), "kvm_set_cpu_caps", "arch/x86/kvm/cpuid.c"),
         L((7, 0), "kvm_initialize_cpu_caps / kvm_finalize_cpu_caps",
           "arch/x86/kvm/cpuid.c, cpuid.h")),
+    # the MSR-intercept set-up moved out of vCPU creation between 6.12.107 and 6.17.8
+    "vmx_recalc_msr_intercepts": (L((6, 1), "vmx_vcpu_create", "arch/x86/kvm/vmx/vmx.c"),
+                                  L((6, 17), "vmx_recalc_msr_intercepts",
+                                    "arch/x86/kvm/vmx/vmx.c")),
     "kvm_set_cr0": (L((6, 1), "kvm_set_cr0", "arch/x86/kvm/x86.c"),
                     L((7, 2), "kvm_set_cr0", "arch/x86/kvm/regs.c")),
     "kvm_set_cr4": (L((6, 1), "kvm_set_cr4", "arch/x86/kvm/x86.c"),

@@ -25,7 +25,7 @@ F_ENABLE_CAP = "kvm_vm_ioctl_enable_cap (arch/x86/kvm/x86.c)"
 # 7.2.8), None for one that always answers 0.
 HYPERCALLS = {1: ("VAPIC_POLL_IRQ", None), 5: ("KICK_CPU", "PV_UNHALT"),
               10: ("SEND_IPI", "PV_SEND_IPI"), 11: ("SCHED_YIELD", "PV_SCHED_YIELD")}
-KVM_ENOSYS = 1000
+KVM_ENOSYS, KVM_EPERM = 1000, 1
 
 
 def vm_setup_refusal(host: HostProfile, vcpu: VcpuConfig) -> Reason | None:
@@ -122,21 +122,27 @@ def tsc_window(ctx: Ctx) -> tuple[dict, Reason]:
                    "(compared on bits 63:36)", fn))
 
 
-def hypercall(ctx: Ctx, insn: str) -> Expectation:
-    """VMCALL/VMMCALL with RAX = NR at CPL0 (kvm_emulate_hypercall; the other vendor's
-    instruction reaches it through #UD and the emulator, which patches it in place while
-    KVM_X86_QUIRK_FIX_HYPERCALL_INSN is on and injects #UD once it is disabled)."""
-    nr = ctx.probe.args[0]
+def hypercall(ctx: Ctx, insn: str, nr: int | None = None, no_rule=None) -> Expectation:
+    """VMCALL/VMMCALL with RAX = NR (`nr`, else the probe's first argument): the other vendor's
+    instruction reaches KVM through #UD and the emulator, which patches it in place while
+    KVM_X86_QUIRK_FIX_HYPERCALL_INSN is on and injects #UD once it is off
+    (emulator_fix_hypercall); then kvm_emulate_hypercall: -KVM_EPERM above CPL0, -KVM_ENOSYS
+    for a number it does not implement or whose PV feature the guest lacks under
+    KVM_CAP_ENFORCE_PV_FEATURE_CPUID. Backends without a VMX/SVM exit have no rule:
+    `no_rule(text)` gives that expectation (default: skipped with the reason)."""
+    nr = ctx.probe.args[0] if nr is None else nr
     reasons = list(ctx.reasons)
 
     def exp(pattern, rule, *why):
         return Expectation(pattern, dedup([*reasons, *why]), rule)
 
     if ctx.backend in ("pvm", "unknown"):
-        return exp(P.skip(f"VMCALL/VMMCALL reach KVM through a VMX/SVM exit; backend "
-                          f"{ctx.backend} has no such exit (kvm_pvm's hypercalls are SYSCALL-based), "
-                          "so the model has no rule for them here"), "hypercall.backend",
-                   Reason(f"no VMCALL/VMMCALL rule for backend {ctx.backend}"))
+        text = (f"VMCALL/VMMCALL reach KVM through a VMX/SVM exit; backend {ctx.backend} has no "
+                "such exit (kvm_pvm's hypercalls are SYSCALL-based), so the model has no rule for "
+                "them here")
+        if no_rule is not None:
+            return no_rule(text)
+        return exp(P.skip(text), "hypercall.backend", Reason(text))
     native = "vmcall" if ctx.backend == "intel" else "vmmcall"
     if insn != native:
         if not ctx.caps.quirk_on(b.QUIRK_FIX_HYPERCALL_INSN):
@@ -146,6 +152,9 @@ def hypercall(ctx: Ctx, insn: str) -> Expectation:
         reasons.append(Reason(f"{insn.upper()} is the other vendor's hypercall: KVM rewrites it to "
                               f"{native.upper()} (FIX_HYPERCALL_INSN quirk on) and runs it",
                               "emulator_fix_hypercall (arch/x86/kvm/x86.c)"))
+    if ctx.state.cpl:
+        return exp(P.ok({"rax": -KVM_EPERM & b.U64}), "hypercall.cpl", Reason(
+            "a hypercall above CPL0 returns -KVM_EPERM in RAX", F_HYPERCALL))
     name, feature = HYPERCALLS.get(nr, (None, None))
     if name is None:
         return exp(P.ok({"rax": -KVM_ENOSYS & b.U64}), "hypercall.unknown", Reason(

@@ -282,8 +282,9 @@ ROWS: tuple[Row, ...] = (
     R("monitor",            "mwait.misc-enable-mwait",    I("mwait") + "@msr:0x1a0=0x41800"),
     R("monitor",            "cpuid.1.misc-enable-mwait",  "cpuid:1:0@msr:0x1a0=0x41800"),
     R("monitor",            "wrmsr.misc_enable.mwait",    "wrmsr:0x1a0:0x41800"),
-    # SYSENTER MSRs: 32 bits for an AMD-vendor guest on SVM, canonical 64 bits otherwise
-    R("sysenter",           "wrmsr.sysenter_cs",          "wrmsr:0x174:0xffffffff00000010"),
+    # SYSENTER MSRs: 32 bits for an AMD-vendor guest on SVM, 64 bits otherwise (guest accesses
+    # reach the CPU where KVM does not intercept them)
+    R("sysenter",           "wrmsr.sysenter_cs",          "wrmsr:0x174:0x10"),
     R("sysenter",           "wrmsr.sysenter_esp",         "wrmsr:0x175:0xffffffff12345678"),
     R("sysenter",           "wrmsr.sysenter_eip",         "wrmsr:0x176:0x123456789abc"),
     R("sysenter",           "wrmsr.sysenter_eip.noncanonical", "wrmsr:0x176:0xaaaa5555aaaa5555"),
@@ -311,13 +312,14 @@ ROWS: tuple[Row, ...] = (
     R("tsc_adjust",         "wrmsr.tsc_adjust",           "wrmsr:0x3b:0x1000"),
     R("tsc_adjust",         "guest-wrmsr.tsc.adjust-follows", "tsc-guest-write"),
     # MSR filters (userspace_msr_exit_test): denied ranges, the FILTER exit, never-filtered MSRs
-    R("msr_filter",         "rdmsr.read-denied",          "rdmsr:0x1a0"),
-    R("msr_filter",         "wrmsr.write-allowed.read-denied", "wrmsr:0x1a0:0x1800"),
-    R("msr_filter",         "rdmsr.write-denied",         "rdmsr:0x277"),
-    R("msr_filter",         "wrmsr.write-denied",         "wrmsr:0x277:0x7040600070406"),
-    R("msr_filter",         "rdmsr.outside-ranges",       "rdmsr:0x3b"),
-    R("msr_filter",         "host-rdmsr.read-denied",     "host-rdmsr:0x1a0"),
-    R("msr_filter",         "rdmsr.x2apic-not-filterable", "rdmsr:0x802@msr:0x1b=0xfee00d00"),
+    # (labels name the MSR; which accesses each configuration's filter denies is its own)
+    R("msr_filter",         "rdmsr.misc_enable",          "rdmsr:0x1a0"),
+    R("msr_filter",         "wrmsr.misc_enable",          "wrmsr:0x1a0:0x1800"),
+    R("msr_filter",         "rdmsr.pat",                  "rdmsr:0x277"),
+    R("msr_filter",         "wrmsr.pat",                  "wrmsr:0x277:0x7040600070406"),
+    R("msr_filter",         "rdmsr.tsc_adjust",           "rdmsr:0x3b"),
+    R("msr_filter",         "host-rdmsr.misc_enable",     "host-rdmsr:0x1a0"),
+    R("msr_filter",         "rdmsr.x2apic_id",            "rdmsr:0x802@msr:0x1b=0xfee00d00"),
     # KVM PV hypercalls: -KVM_ENOSYS without their PV feature under ENFORCE_PV_FEATURE_CPUID
     H("pv_unhalt",          "hypercall.kick_cpu",         "vmcall:5"),
     H("pv_send_ipi",        "hypercall.send_ipi",         "vmcall:10"),
@@ -341,6 +343,7 @@ ROWS: tuple[Row, ...] = (
     R("cpuid2",             "get-cpuid2.nent-max",        "get-cpuid2-nent:256"),
     R("cpuid2",             "set-cpuid2-again.identical", "set-cpuid2-again:0:0:0:0"),
     R("cpuid2",             "set-cpuid2-again.osxsave",   "set-cpuid2-again:1:0:2:0x8000000"),
+    R("cpuid2",             "set-cpuid2-again.ospke",     "set-cpuid2-again:7:0:2:0x10"),
     R("cpuid2",             "set-cpuid2-again.changed",   "set-cpuid2-again:0x80000001:0:2:0x1"),
     R("cpuid2",             "set-cpuid2-again.pv_unhalt", "set-cpuid2-again:0x40000001:0:0:0x80"),
     # kvm_pvm's CPL0 emulator: instructions the selftests' own code and handlers use
@@ -396,6 +399,8 @@ VENDORS = (Variant(vendor="intel", suffix="vendor-intel"), Variant(vendor="amd",
 # range denied (it cannot be filtered), everything else allowed.
 FILTER = MsrFilter(False, ((MSR_FILTER_READ, 0x1A0, 1, 0), (MSR_FILTER_WRITE, 0x277, 1, 0),
                            (MSR_FILTER_READ | MSR_FILTER_WRITE, 0x800, 0x100, 0)))
+# Deny by default, reads of PAT allowed: every other guest access is denied (x2APIC MSRs aside).
+FILTER_DEFAULT_DENY = MsrFilter(True, ((MSR_FILTER_READ, 0x277, 1, 1),))
 USER_SPACE_MSR_FILTER = 0x4
 # Hyper-V CPUID 0x40000003 EAX bits the hyperv rows need (HV_MSR_*_AVAILABLE), and the
 # crash-MSR bit in EDX: each rung of the ladder has one of them.
@@ -419,7 +424,8 @@ GROUPS: dict[str, tuple[Variant, ...]] = {
                       Variant(quirks_disabled=QUIRK_STUFF_FEATURE_MSRS, suffix="quirk-stuff-off")),
     "msr_filter": (Variant(msr_filter=FILTER, suffix="filter"),
                    Variant(msr_filter=FILTER, user_space_msr=USER_SPACE_MSR_FILTER,
-                           suffix="filter+user-space-msr")),
+                           suffix="filter+user-space-msr"),
+                   Variant(msr_filter=FILTER_DEFAULT_DENY, suffix="filter-default-deny")),
     "hypercall": (Variant(suffix="supported"),
                   Variant(quirks_disabled=QUIRK_FIX_HYPERCALL_INSN, suffix="quirk-fix-hypercall-off")),
     "hyperv": (Variant(hyperv=True, suffix="hv-all"),

@@ -14,11 +14,11 @@ from ..cpu.registers import (CET_ENDBR_EN, CET_NO_TRACK_EN, CET_SHSTK_EN, CET_WR
                              MSRS)
 from ..guest import layout as L
 from ..guest.assemble import assemble
-from ..guest.bodies import DIRTY_SREGS, DIRTY_TABLES, DIRTY_XCR0
+from ..guest.bodies import DIRTY_SREGS, DIRTY_TABLES, DIRTY_VCPU, DIRTY_XCR0
 from ..guest.machine import GuestCode, basic_code
 from .spec import ProbeSpec, parse_probe
 
-ALL_DIRTY = frozenset({DIRTY_SREGS, DIRTY_XCR0})
+ALL_DIRTY = frozenset({DIRTY_SREGS, DIRTY_XCR0, DIRTY_VCPU})
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ def payload_names() -> frozenset[str]:
 def parse(text: str) -> ProbeSpec:
     """Parse a probe string; a named payload gets its default modifiers, then the user's.
     Cached: a run parses each row's probe once per configuration (ProbeSpec is frozen)."""
-    names = payload_names()
+    names = PAYLOADS.keys()             # a live view: no set built per probe string
     spec = parse_probe(text, names)
     if spec.kind == "payload" and PAYLOADS[spec.args[0]].mods:
         body, _, user = text.strip().partition("@")

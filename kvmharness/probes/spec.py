@@ -42,6 +42,7 @@ from dataclasses import dataclass, field, replace
 from ..cpu.cpuid import parse_number
 from ..errors import UsageError
 from ..kvm.constants import KVM_X86_REG_GUEST_SSP
+from ..lazy import cached_property
 
 # kind -> (argument names, whether the kind runs guest code)
 KINDS: dict[str, tuple[tuple[str, ...], bool]] = {
@@ -100,7 +101,7 @@ class ProbeSpec:
         return bool(self.cr0_set or self.cr0_clear or self.cr4_set or self.cr4_clear
                     or self.efer_set or self.efer_clear)
 
-    @functools.cached_property
+    @cached_property
     def from_baseline(self) -> bool:
         """No modifiers: the probe starts from the machine's baseline state, at CPL0."""
         return not (self.cpl3 or self.control_mods or self.msrs or self.xcr0 is not None)
@@ -113,23 +114,36 @@ class ProbeSpec:
         return self.args[KINDS[self.kind][0].index(name)]
 
     def __str__(self) -> str:
+        return self.text
+
+    @cached_property
+    def text(self) -> str:
+        """The canonical probe string (what reproduce lines and outputs print), made once per
+        spec: `probe` with thousands of probes prints one per line."""
         if self.kind == "payload":
             body = self.args[0]
         elif self.kind == "insn":
             body = f"insn:{self.args[0].hex()}"
         else:
-            body = ":".join([self.kind] + [_fmt(self.kind, n, a)
-                                           for n, a in zip(KINDS[self.kind][0], self.args)])
+            body = ":".join([self.kind, *(f(a) for f, a in zip(_formats(self.kind), self.args))])
+        if self.from_baseline:
+            return body
         mods = []
         if self.cpl3:
             mods.append("cpl3")
         for reg in ("cr0", "cr4", "efer"):
             for sign, mask in (("+", getattr(self, f"{reg}_set")), ("-", getattr(self, f"{reg}_clear"))):
-                mods += [f"{reg}{sign}{b}" for b in range(64) if mask >> b & 1]
+                mods += [f"{reg}{sign}{b}" for b in range(mask.bit_length()) if mask >> b & 1]
         if self.xcr0 is not None:
             mods.append(f"xcr0={self.xcr0:#x}")
         mods += [f"msr:{i:#x}={v:#x}" for i, v in self.msrs]
         return body + ("@" + ",".join(mods) if mods else "")
+
+
+@functools.lru_cache(maxsize=None)
+def _formats(kind: str) -> tuple:
+    """How each argument of a probe kind is printed (decided once per kind)."""
+    return tuple(functools.partial(_fmt, kind, name) for name in KINDS[kind][0])
 
 
 def _fmt(kind: str, name: str, value: int) -> str:
@@ -160,7 +174,12 @@ def parse_probe(text: str, payload_names: frozenset[str] | set[str] = frozenset(
             if n == "reg" and a.strip().lower() in REG_NAMES:
                 args.append(REG_NAMES[a.strip().lower()])
                 continue
-            v = parse_number(a, f"probe {text!r} {n}")
+            try:                        # the message is built only when it is needed
+                v = int(a, 0)
+            except ValueError:
+                v = -1
+            if v < 0:
+                v = parse_number(a, f"probe {text!r} {n}")
             if v > _LIMITS[n]:
                 raise UsageError(f"probe {text!r}: {n} {v:#x} is out of range (max {_LIMITS[n]:#x})")
             args.append(v)
