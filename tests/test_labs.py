@@ -7,7 +7,7 @@ are tests: each is judged again with today's model (`kvmharness rejudge`), and
 - every row the matrix has today is in the recording; a missing one fails with the command that
   records that lab again (kvmharness/lab/recordings.py, scripts/record_labs.py).
 
-tests/data/labs/open-findings.json lists, per report, the mismatches the labs found that are not
+tests/data/labs/open-findings.json (absent when there are none) lists, per report, the mismatches the labs found that are not
 resolved yet, each with its analysis (what KVM does, in which function and release) and who
 resolves it. The list is exact: a listed result that no longer fails, or a failure not listed,
 fails the test; so it can only shrink as the model catches up.

@@ -324,3 +324,64 @@ def test_61_has_no_host_forgiveness_for_advertised_msrs():
         e = ex(h, "host-wrmsr:0x12:0x0", clear=("clocksource",), enforce_pv_cpuid=True)
         assert e.pattern == ({"kind": "ok"} if forgiven else
                              {"kind": "rejected", "ioctl": "KVM_SET_MSRS"}), release
+
+
+# -- KVM_GET_CPUID2's nent on success: left as given in 6.1.176, the entry count from 6.12.107 --------
+@pytest.mark.parametrize("release,writes", [("6.1.176", False), ("6.1", False), ("6.12.107", True),
+                                            ("6.18.15", True), ("7.2.8", True)])
+def test_get_cpuid2_nent_on_success_by_release(release, writes):
+    """kvm_vcpu_ioctl_get_cpuid2: 6.1.176 returns 0 before the only cpuid->nent assignment
+    (under `out:`); 6.12.107 .. 7.2.8 set it to the vCPU's entry count. E2BIG never writes it
+    back (KVM_GET_CPUID2 copies the header only on success)."""
+    h = _as(GENOA_61, release)
+    n = len(vcpu(h).cpuid)
+    assert ex(h, "get-cpuid2-nent:256").pattern == {"kind": "ok", "nent": n if writes else 256}
+    assert ex(h, f"get-cpuid2-nent:{n}").pattern == {"kind": "ok", "nent": n}
+    assert has(ex(h, "get-cpuid2-nent:1").pattern, {"error": "E2BIG", "nent": 1})
+
+
+# -- PV_UNHALT with HLT exits disabled: kept at KVM_SET_CPUID2 in 6.1.176, cleared from 6.12.107 ------
+HLT_OFF = (("X86_DISABLE_EXITS", 2),)
+ENOSYS = hex(-1000 & 0xFFFFFFFFFFFFFFFF)
+
+
+def _unhalt(pattern: dict) -> int:
+    return int(pattern["regs"]["rax"], 16) >> 7 & 1
+
+
+@pytest.mark.parametrize("release", ["6.1.176", "6.1"])
+def test_pv_unhalt_with_hlt_exits_disabled_is_kept_by_61_set_cpuid(release):
+    """6.1.176 kvm_set_cpuid: __kvm_update_cpuid_runtime runs before kvm_update_kvm_cpuid_base, so
+    on a new vCPU (base 0) it finds no PV leaf and PV_UNHALT is stored, and recorded in
+    pv_cpuid.features (kvm_update_pv_runtime): the guest and KVM_GET_CPUID2 see it and the
+    kick hypercall passes enforcement. After KVM_RUN the base is known, so the same table set
+    again loses PV_UNHALT before kvm_cpuid_check_equal: EINVAL, whatever is changed."""
+    h = _as(GENOA_61, release)
+    on = dict(set_=("pv_unhalt",), vm_caps=HLT_OFF)
+    assert _unhalt(ex(h, "cpuid:0x40000001:0", **on).pattern) == 1
+    assert _unhalt(ex(h, "get-cpuid2:0x40000001:0", **on).pattern) == 1
+    assert ex(h, "vmcall:5", enforce_pv_cpuid=True, **on).pattern["regs"]["rax"] == "0x0"
+    for probe in ("set-cpuid2-again:0:0:0:0", "set-cpuid2-again:1:0:2:0x8000000",
+                  "set-cpuid2-again:7:0:2:0x10", "set-cpuid2-again:0x40000001:0:0:0x80"):
+        e = ex(h, probe, **on)
+        assert e.pattern.get("errno") == 22 and e.rule == "cpuid.set_again.pv_unhalt_kept", probe
+    # without PV_UNHALT in the table, or with HLT exits on, the usual comparison holds
+    assert ex(h, "set-cpuid2-again:0:0:0:0", clear=("pv_unhalt",), vm_caps=HLT_OFF).pattern == {"kind": "ok"}
+    assert ex(h, "set-cpuid2-again:0x40000001:0:0:0x80", clear=("pv_unhalt",),
+              vm_caps=HLT_OFF).pattern == {"kind": "ok"}
+    assert ex(h, "set-cpuid2-again:0:0:0:0", set_=("pv_unhalt",)).pattern == {"kind": "ok"}
+
+
+@pytest.mark.parametrize("release", ["6.12.107", "6.18.15", "7.2.8"])
+def test_pv_unhalt_with_hlt_exits_disabled_is_cleared_from_612(release):
+    """6.12.107: __kvm_update_cpuid_runtime finds the KVM base in the incoming entries and clears
+    PV_UNHALT before they are stored (6.17.8 .. 7.2.8: kvm_apply_cpuid_pv_features_quirk); the
+    kick fails enforcement; a table set again equals the stored one after the same clearing."""
+    h = _as(GENOA_61, release)
+    on = dict(set_=("pv_unhalt",), vm_caps=HLT_OFF)
+    assert _unhalt(ex(h, "cpuid:0x40000001:0", **on).pattern) == 0
+    assert _unhalt(ex(h, "get-cpuid2:0x40000001:0", **on).pattern) == 0
+    assert ex(h, "vmcall:5", enforce_pv_cpuid=True, **on).pattern["regs"]["rax"] == ENOSYS
+    for probe in ("set-cpuid2-again:0:0:0:0", "set-cpuid2-again:1:0:2:0x8000000",
+                  "set-cpuid2-again:0x40000001:0:0:0x80"):
+        assert ex(h, probe, **on).pattern == {"kind": "ok"}, probe

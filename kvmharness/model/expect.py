@@ -229,14 +229,13 @@ def _runtime_entry(ctx: Ctx, e: CpuidEntry, notes: list) -> CpuidEntry:
             ebx &= ~((1 << 11) | (1 << 4))
             notes.append(Reason("TSX_CTRL.CPUID_CLEAR hides RTM/HLE", F_KVM_CPUID))
         return e.with_reg("ecx", e.ecx & ~(1 << 4) | pke << 4).with_reg("ebx", ebx)
-    if 0x40000001 <= e.function <= 0x4000FF01 and e.function & 0xFF == 1 and msrs.hlt_in_guest(ctx.vcpu):
-        unhalt = 1 << b.KVM_FEATURE["PV_UNHALT"]
-        if e.eax & unhalt and msrs.pv_features(ctx)[0] != e.eax:
-            notes.append(Reason("HLT exits are disabled (KVM_CAP_X86_DISABLE_EXITS): KVM clears "
-                                "KVM_FEATURE_PV_UNHALT from the guest's CPUID",
-                                "kvm_apply_cpuid_pv_features_quirk (arch/x86/kvm/cpuid.c; "
-                                "__kvm_update_cpuid_runtime in 6.1/6.12)"))
-            return e.with_reg("eax", e.eax & ~unhalt)
+    features = msrs.kvm_features_leaf(ctx.vcpu)
+    unhalt = 1 << b.KVM_FEATURE["PV_UNHALT"]
+    if features is not None and e.function == features[0] and e.eax & unhalt \
+            and msrs.hlt_in_guest(ctx.vcpu):
+        kept = msrs.pv_unhalt_kept(ctx)
+        notes.append(msrs.pv_unhalt_reason(ctx, not kept))
+        return e if kept else e.with_reg("eax", e.eax & ~unhalt)
     return e
 
 
@@ -673,15 +672,21 @@ def _payload(ctx: Ctx) -> Expectation:
 
 def _get_cpuid2_nent(ctx: Ctx) -> Expectation:
     """kvm_vcpu_ioctl_get_cpuid2: -E2BIG when nent is below the vCPU's entry count, and the
-    ioctl copies the header back only on success (every pinned release, 6.1.176 .. 7.2.8)."""
+    ioctl copies the header back only on success (every pinned release, 6.1.176 .. 7.2.8);
+    whether success writes the entry count into nent is per release (get_cpuid2_writes_nent)."""
     want, have = ctx.probe.args[0], len(ctx.vcpu.cpuid)
     fn = "kvm_vcpu_ioctl_get_cpuid2 (arch/x86/kvm/cpuid.c), KVM_GET_CPUID2 (arch/x86/kvm/x86.c)"
     if want < have:
         return _exp(ctx, {**P.ioctl_error("KVM_GET_CPUID2", 7), "nent": want}, "cpuid.get_cpuid2.e2big",
                     Reason(f"nent {want} < the vCPU's {have} entries -> E2BIG; nent is not written back",
                            fn))
-    return _exp(ctx, P.ok(nent=have), "cpuid.get_cpuid2.nent", Reason(
-        f"nent {want} >= {have}: the entries are copied and nent is set to {have}", fn))
+    if ctx.behaviour("get_cpuid2_writes_nent")[0]:
+        return _exp(ctx, P.ok(nent=have), "cpuid.get_cpuid2.nent", releases.reason(
+            "get_cpuid2_writes_nent", ctx.kernel,
+            f"nent {want} >= {have}: the entries are copied and nent is set to {have}"))
+    return _exp(ctx, P.ok(nent=want), "cpuid.get_cpuid2.nent_kept", releases.reason(
+        "get_cpuid2_writes_nent", ctx.kernel,
+        f"nent {want} >= {have}: the entries are copied and nent stays {want}"))
 
 
 def _set_cpuid2_again(ctx: Ctx) -> Expectation:
@@ -694,6 +699,14 @@ def _set_cpuid2_again(ctx: Ctx) -> Expectation:
     if e is None or (e.function, e.index) != (leaf, sub):
         return _exp(ctx, P.rejected("KVM_SET_CPUID2"), "cpuid.set_again.missing", Reason(
             f"the vCPU has no CPUID entry {leaf:#x}.{sub} to change (harness-side refusal)"))
+    if msrs.pv_unhalt_kept(ctx):
+        return _exp(ctx, P.ioctl_error("KVM_SET_CPUID2"), "cpuid.set_again.pv_unhalt_kept",
+                    msrs.pv_unhalt_reason(ctx, False), releases.reason(
+                        "pv_unhalt_cleared_at_set_cpuid", ctx.kernel,
+                        "after KVM_RUN the KVM base is known, so __kvm_update_cpuid_runtime "
+                        "clears PV_UNHALT in the incoming table: it never equals the stored one "
+                        "-> EINVAL, whatever else is changed"), Reason(
+                        "kvm_cpuid_check_equal compares every register", fn))
     runtime = runtime_bit_mask(ctx, leaf, sub, reg)
     if not xor:
         return _exp(ctx, P.ok(), "cpuid.set_again.equal", Reason(

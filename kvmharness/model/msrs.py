@@ -187,28 +187,61 @@ def hlt_in_guest(vcpu) -> bool:
     return bool((vcpu.vm_cap("X86_DISABLE_EXITS") or 0) & 2)
 
 
-def pv_features(ctx: Ctx) -> tuple[int, Reason]:
-    """vcpu->arch.pv_cpuid.features: EAX of the KVM signature base+1 leaf in guest CPUID."""
-    t = ctx.vcpu.cpuid
+def kvm_features_leaf(vcpu) -> tuple[int, int] | None:
+    """(features leaf, the KVM signature leaf's EAX) for the first hypervisor base in guest CPUID
+    whose signature is KVMKVMKVM (kvm_update_kvm_cpuid_base); None without one."""
+    t = vcpu.cpuid
     for base in range(0x40000000, 0x40010000, 0x100):
         e = t.entry(base, 0)
         if e is None:
             continue
         sig = b"".join(x.to_bytes(4, "little") for x in (e.ebx, e.ecx, e.edx))
         if sig == b"KVMKVMKVM\0\0\0":
-            # the first base with the signature wins; its EAX (the leaf limit) is recorded but
-            # not checked: the features leaf is read whatever the limit says
-            f = t.reg(base + 1, 0, "eax")
-            note = ""
-            if hlt_in_guest(ctx.vcpu) and f >> b.KVM_FEATURE["PV_UNHALT"] & 1:
-                f &= ~(1 << b.KVM_FEATURE["PV_UNHALT"])
-                note = " (PV_UNHALT cleared: HLT exits are disabled)"
-            return f, Reason(f"KVM PV features (CPUID {base + 1:#x}.EAX) = {f:#x}{note} (the "
-                             f"signature leaf's limit {e.eax:#x} is not consulted)",
-                             "kvm_get_hypervisor_cpuid / kvm_apply_cpuid_pv_features_quirk "
-                             "(arch/x86/kvm/cpuid.c)", None, {"limit": e.eax})
-    return 0, Reason("guest CPUID has no KVM signature leaf: PV features = 0",
-                     "kvm_get_hypervisor_cpuid (arch/x86/kvm/cpuid.c)")
+            return base + 1, e.eax
+    return None
+
+
+def pv_unhalt_kept(ctx: Ctx) -> bool:
+    """HLT exits are disabled, yet the stored table (and pv_cpuid.features) keep PV_UNHALT as
+    KVM_SET_CPUID2 set it: releases where that call does not clear it."""
+    if not hlt_in_guest(ctx.vcpu) or ctx.behaviour("pv_unhalt_cleared_at_set_cpuid")[0]:
+        return False
+    leaf = kvm_features_leaf(ctx.vcpu)
+    return leaf is not None and bool(
+        ctx.vcpu.cpuid.reg(leaf[0], 0, "eax") >> b.KVM_FEATURE["PV_UNHALT"] & 1)
+
+
+def pv_unhalt_reason(ctx: Ctx, cleared: bool) -> Reason:
+    """Why PV_UNHALT is, or is not, cleared from the stored table with HLT exits disabled."""
+    text = ("HLT exits are disabled (KVM_CAP_X86_DISABLE_EXITS): KVM_SET_CPUID2 clears "
+            "KVM_FEATURE_PV_UNHALT from the table it stores" if cleared else
+            "HLT exits are disabled (KVM_CAP_X86_DISABLE_EXITS), but KVM_SET_CPUID2 on the new "
+            "vCPU stored KVM_FEATURE_PV_UNHALT as set (no later runtime CPUID update assumed)")
+    return releases.reason("pv_unhalt_cleared_at_set_cpuid", ctx.kernel, text)
+
+
+def pv_features(ctx: Ctx) -> tuple[int, Reason]:
+    """vcpu->arch.pv_cpuid.features: EAX of the KVM signature base+1 leaf in guest CPUID."""
+    found = kvm_features_leaf(ctx.vcpu)
+    if found is None:
+        return 0, Reason("guest CPUID has no KVM signature leaf: PV features = 0",
+                         "kvm_get_hypervisor_cpuid (arch/x86/kvm/cpuid.c)")
+    # the first base with the signature wins; its EAX (the leaf limit) is recorded but not
+    # checked: the features leaf is read whatever the limit says
+    leaf, limit = found
+    f = ctx.vcpu.cpuid.reg(leaf, 0, "eax")
+    note = ""
+    if hlt_in_guest(ctx.vcpu) and f >> b.KVM_FEATURE["PV_UNHALT"] & 1:
+        if pv_unhalt_kept(ctx):
+            note = " (PV_UNHALT kept: KVM_SET_CPUID2 did not clear it, see below)"
+        else:
+            f &= ~(1 << b.KVM_FEATURE["PV_UNHALT"])
+            note = " (PV_UNHALT cleared: HLT exits are disabled)"
+    return f, Reason(f"KVM PV features (CPUID {leaf:#x}.EAX) = {f:#x}{note} (the "
+                     f"signature leaf's limit {limit:#x} is not consulted)",
+                     "kvm_get_hypervisor_cpuid / kvm_update_pv_runtime / "
+                     "kvm_apply_cpuid_pv_features_quirk (arch/x86/kvm/cpuid.c)", None,
+                     {"limit": limit})
 
 
 def pv_has(ctx: Ctx, feature: str) -> tuple[bool, list[Reason]]:
@@ -217,7 +250,8 @@ def pv_has(ctx: Ctx, feature: str) -> tuple[bool, list[Reason]]:
                              "true", F_PV_HAS)]
     feats, r = pv_features(ctx)
     have = bool(feats >> b.KVM_FEATURE[feature] & 1)
-    return have, [r, Reason(f"PV enforcement on: KVM_FEATURE_{feature} (bit "
+    kept = [pv_unhalt_reason(ctx, False)] if feature == "PV_UNHALT" and pv_unhalt_kept(ctx) else []
+    return have, [r, *kept, Reason(f"PV enforcement on: KVM_FEATURE_{feature} (bit "
                             f"{b.KVM_FEATURE[feature]}) = {int(have)}", F_PV_HAS)]
 
 

@@ -326,6 +326,28 @@ _TABLE: tuple[Behaviour, ...] = (
          "in 6.18.15 and 6.19.11"),
        C((7, 0), True, "__do_cpuid_func case 0x80000021: EBX &= GENMASK(23, 16) when "
          "kvm_cpu_cap_has(ERAPS), else 0 (arch/x86/kvm/cpuid.c), read in 7.0.0 to 7.2.8"))),
+    B("get_cpuid2_writes_nent", "a successful KVM_GET_CPUID2 sets nent to the vCPU's entry "
+      "count (False: nent is left as the caller set it)",
+      (C((6, 1), False, "kvm_vcpu_ioctl_get_cpuid2 (arch/x86/kvm/cpuid.c), read in 6.1.176: it "
+         "returns 0 before `out:`, where alone cpuid->nent is set, and KVM_GET_CPUID2 "
+         "(arch/x86/kvm/x86.c) copies the header back only on success"),
+       C((6, 12), True, "kvm_vcpu_ioctl_get_cpuid2 (arch/x86/kvm/cpuid.c), read in 6.12.107 to "
+         "7.2.8: cpuid->nent = vcpu->arch.cpuid_nent before returning 0",
+         "not pinned: between 6.1.176 and 6.12.107 (6.12 assumed)"))),
+    B("pv_unhalt_cleared_at_set_cpuid", "with HLT exits disabled, KVM_SET_CPUID2 on a vCPU "
+      "that has never run clears KVM_FEATURE_PV_UNHALT in the table it stores (and in "
+      "pv_cpuid.features). False: the table is stored with PV_UNHALT; only a later "
+      "kvm_update_cpuid_runtime on the stored table, or the incoming table of a KVM_SET_CPUID2 "
+      "after KVM_RUN, has it cleared",
+      (C((6, 1), False, "kvm_set_cpuid runs __kvm_update_cpuid_runtime on the incoming entries "
+         "before kvm_update_kvm_cpuid_base sets vcpu->arch.kvm_cpuid_base, so "
+         "__kvm_find_kvm_cpuid_features (base 0 on a new vCPU) finds no PV leaf; "
+         "kvm_vcpu_after_set_cpuid -> kvm_update_pv_runtime records the uncleared EAX "
+         "(arch/x86/kvm/cpuid.c), read in 6.1.176"),
+       C((6, 12), True, "__kvm_update_cpuid_runtime finds the KVM base in the incoming entries "
+         "(__kvm_get_hypervisor_cpuid) and clears PV_UNHALT before they are stored "
+         "(arch/x86/kvm/cpuid.c), read in 6.12.107; kvm_apply_cpuid_pv_features_quirk from "
+         "6.17.8 to 7.2.8", "not pinned: between 6.1.176 and 6.12.107 (6.12 assumed)"))),
     B("sregs_efer_check", "KVM_SET_SREGS checks EFER with kvm_valid_efer (guest CPUID included)",
       (C((6, 1), False, "kvm_is_valid_sregs (arch/x86/kvm/x86.c), read in 6.1.176, 6.12.107, "
          "6.18.15, 6.19.11, 7.0.0 and 7.1.13"),
