@@ -15,6 +15,7 @@ import json
 import mmap
 import os
 import platform
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -189,6 +190,7 @@ class HostFacts:
     hypervisor: bool                 # CPUID.1:ECX[31]: this host is itself a guest
     hypervisor_signature: str | None  # CPUID.0x40000000 EBX/ECX/EDX when `hypervisor`
     quirks: int | None = None        # KVM_CHECK_EXTENSION(KVM_CAP_DISABLE_QUIRKS2): quirks a VM may disable
+    kernel_version: str = ""         # os.uname().version: "#1 SMP ... Debian 6.1.176-1 (...)"
     lab: dict | None = None          # the emulated lab this kernel runs in (kvmharness vm), else None
     gather_ms: float = field(default=0.0, compare=False)
     # KVM_GET_SUPPORTED_HV_CPUID on /dev/kvm (KVM_CAP_SYS_HYPERV_CPUID); empty: no Hyper-V here
@@ -207,6 +209,17 @@ class HostFacts:
         return signature_fms(self.cpuid_signature)
 
     @property
+    def upstream_release(self) -> str:
+        """The kernel's upstream version, point release included: `uname -r` unless it is a
+        distribution ABI name hiding the point release (Debian 12's "6.1.0-50-amd64" is
+        6.1.176, which `uname -v` says: "... Debian 6.1.176-1 ...")."""
+        m = re.search(r"\bDebian (\d+\.\d+\.\d+)", self.kernel_version or "")
+        if m and re.match(r"\d+\.\d+\.0-\d+-", self.kernel_release) and \
+                m.group(1).split(".")[:2] == self.kernel_release.split(".")[:2]:
+            return m.group(1)
+        return self.kernel_release
+
+    @property
     def xss(self) -> int:
         """The XSS bits KVM supports: KVM_GET_SUPPORTED_CPUID 0xD.1 ECX | EDX << 32."""
         return self.supported_cpuid.reg(0xD, 1, "ecx") | self.supported_cpuid.reg(0xD, 1, "edx") << 32
@@ -216,13 +229,13 @@ class HostFacts:
         than this kernel's (`--kernel`), and a kernel past the model's newest release is named
         in the profile's rules_note."""
         from .model.releases import parse_release
-        asked = parse_release(kernel_override if kernel_override else self.kernel_release)
+        asked = parse_release(kernel_override if kernel_override else self.upstream_release)
         return HostProfile(
             supported=self.supported_cpuid,
             emulated=self.emulated_cpuid,
             backend=self.backend,
             kernel=asked.rules,
-            release=asked.given if kernel_override and asked.beyond else self.kernel_release,
+            release=asked.given if kernel_override and asked.beyond else self.upstream_release,
             params={**self.kvm_params, **self.backend_params},
             supported_xcr0=self.xcomp_guest_supp,
             msr_index_list=frozenset(self.msr_index_list),
@@ -252,6 +265,7 @@ class HostFacts:
             "backend_params": dict(self.backend_params),
             "kvm_params": dict(self.kvm_params),
             "kernel_release": self.kernel_release,
+            "kernel_version": self.kernel_version,
             "cpu_vendor": self.cpu_vendor,
             "cpu_family": self.cpu_family,
             "cpu_model": self.cpu_model,
@@ -296,6 +310,7 @@ class HostFacts:
                 backend_params={str(k): str(v) for k, v in data.get("backend_params", {}).items()},
                 kvm_params={str(k): str(v) for k, v in data.get("kvm_params", {}).items()},
                 kernel_release=str(data["kernel_release"]),
+                kernel_version=str(data.get("kernel_version") or ""),
                 cpu_vendor=str(data.get("cpu_vendor", "")),
                 cpu_family=opt("cpu_family"),
                 cpu_model=opt("cpu_model"),
@@ -361,6 +376,7 @@ def gather_facts(kvm: Kvm | None = None) -> HostFacts:
         backend_params=read_params(backend) if backend else {},
         kvm_params=read_params("kvm"),
         kernel_release=os.uname().release,
+        kernel_version=os.uname().version,
         cpu_vendor=info.get("vendor_id") or _regs_str(l0[1], l0[3], l0[2]),
         cpu_family=_int_or_none(info.get("cpu family"), 10),
         cpu_model=_int_or_none(info.get("model"), 10),

@@ -27,8 +27,8 @@ def _readme_names() -> tuple[list[str], list[str], list[str]]:
     """The backticked names of the README's paragraph on feature names: those it says work
     everywhere, the other catalogued features (--set/--clear/explain/lint only), and the matrix
     groups (run --feature only)."""
-    para = README[README.index("`F` is a feature name"):]
-    para = para[:para.index("\n\n")]
+    para = README[README.index("- **Features**"):]
+    para = " ".join(para[:para.index("\n- ")].split())
     everywhere, rest = para.split("These work everywhere", 1)
     catalogued, groups = rest.split("own groups", 1)
 
@@ -132,3 +132,19 @@ def test_run_list(kvm):
     lines = done.stdout.splitlines()
     assert lines[0].split() == ["FEATURE", "RESULTS", "CONFIGS", "WHAT"]
     assert any(line.startswith("shstk ") for line in lines) and "results" in lines[-1]
+
+
+def test_every_command_the_readme_shows_parses():
+    """The README's command examples are valid command lines of this kvmharness."""
+    import shlex
+
+    from kvmharness.cli import build_parser
+    block = README[README.index("## Commands"):]
+    block = block[block.index("```sh") + 5:]
+    block = block[:block.index("```")]
+    lines = [line.split("#", 1)[0].split(">", 1)[0].strip() for line in block.splitlines()]
+    commands = [shlex.split(line)[1:] for line in lines if line.startswith("kvmharness ")]
+    assert len(commands) >= 10
+    parser = build_parser()
+    for argv in commands:
+        parser.parse_args(argv)

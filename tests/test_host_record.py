@@ -108,3 +108,14 @@ def test_info_json_is_the_record_every_host_option_reads(tmp_path):
     assert cli("explain", "pku", "--host", str(path)).returncode == 0
     facts = HostFacts.from_json(record)
     assert replace(facts, gather_ms=0) == facts                 # timing is not part of the record
+
+
+def test_a_debian_abi_release_names_its_point_release_through_the_version():
+    """Debian 12's `uname -r` is 6.1.0-50-amd64 for 6.1.176: stable backports are data per point
+    release, so the record carries `uname -v` and the model takes 6.1.176 from it."""
+    f = _facts(kernel_release="6.1.0-50-amd64", kernel_version="#1 SMP PREEMPT_DYNAMIC Debian 6.1.176-1 (2026-11-01)")
+    assert f.upstream_release == "6.1.176" and f.to_profile().release == "6.1.176"
+    assert f.to_profile().kernel == (6, 1)
+    assert HostFacts.from_json(json.loads(json.dumps(f.to_json()))).kernel_version == f.kernel_version
+    other = _facts(kernel_release="6.12.117+deb13-amd64", kernel_version="#1 SMP Debian 6.12.117-1")
+    assert other.upstream_release == "6.12.117+deb13-amd64"

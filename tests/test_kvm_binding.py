@@ -430,3 +430,19 @@ def test_open_without_permission_is_nokvm(monkeypatch, err):
         Kvm.open("/dev/kvm")
     assert str(ei.value) == ("no read-write access to /dev/kvm: run as root or join the group "
                              "owning it (ls -l /dev/kvm)")
+
+
+def test_get_cpuid2_ends_where_kvm_stopped_writing(monkeypatch):
+    """6.1's KVM_GET_CPUID2 copies the vCPU's entries but leaves nent as the caller set it on
+    success (kvm_vcpu_ioctl_get_cpuid2, 6.1.176): the table must end after the entries written,
+    not run on into the buffer's zeros (the kvm_amd 6.1 lab read leaf 0 back as all zeros)."""
+    from kvmharness.kvm import binding as b
+    entries = [(0, 0, 0, 0xD, 0x68747541, 0x444D4163, 0x69746E65), (1, 0, 0, 0xA00F11, 0, 0, 0)]
+
+    def kvm_61(fd, req, buf):
+        raw = b"".join(b._CPUID_ENTRY.pack(*e) for e in entries)
+        b.ctypes.memmove(buf.entries, raw, len(raw))        # nent left as it was
+        return 0
+    monkeypatch.setattr(b, "_call", kvm_61)
+    table = b._get_cpuid(-1, b.KVM_GET_CPUID2, fill=True)
+    assert [(e.function, e.eax) for e in table] == [(0, 0xD), (1, 0xA00F11)]

@@ -29,8 +29,17 @@ def recorded_profile(report: dict, where: str, kernel=None) -> HostProfile:
     """The HostProfile a report was judged with: its host record, with the kernel rules it used
     (selection.kernel_rules) unless `kernel` overrides them."""
     record = report_host_record(report, where)
-    rules = kernel if kernel is not None else (report.get("selection") or {}).get("kernel_rules")
-    return profile_from_record(record, where, rules)
+    if kernel is None:
+        # The run's own kernel (point release included: stable backports are data), unless
+        # it was judged with another kernel's rules (run --kernel X.Y).
+        from ..model.releases import parse_release
+        rules = (report.get("selection") or {}).get("kernel_rules")
+        try:
+            own = ".".join(map(str, parse_release(str(record.get("kernel_release"))).rules))
+        except UsageError:
+            own = None
+        kernel = rules if rules and rules != own else None
+    return profile_from_record(record, where, kernel)
 
 
 def rejudge(report: dict, where: str, kernel=None, source=None) -> dict:

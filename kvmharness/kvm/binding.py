@@ -120,11 +120,11 @@ def cpuid_from_struct(buf) -> CpuidTable:
     return CpuidTable(CpuidEntry(*fields) for fields in _CPUID_ENTRY.iter_unpack(raw))
 
 
-def _get_cpuid(fd: int, req: int, nent: int = KVM_MAX_CPUID_ENTRIES) -> CpuidTable:
+def _get_cpuid(fd: int, req: int, nent: int = KVM_MAX_CPUID_ENTRIES, fill: bool = False) -> CpuidTable:
     """KVM_GET_{SUPPORTED,EMULATED,SUPPORTED_HV}_CPUID / KVM_GET_CPUID2, growing the buffer on E2BIG."""
     while True:
         try:
-            return cpuid_from_struct(_get_cpuid_once(fd, req, nent))
+            return cpuid_from_struct(_get_cpuid_once(fd, req, nent, fill))
         except KvmError as e:
             if e.errno == _errno.E2BIG and nent < 1 << 14:
                 nent *= 2
@@ -132,11 +132,23 @@ def _get_cpuid(fd: int, req: int, nent: int = KVM_MAX_CPUID_ENTRIES) -> CpuidTab
             raise
 
 
-def _get_cpuid_once(fd: int, req: int, nent: int):
-    """One call with room for `nent` entries: the kvm_cpuid2 as the kernel left it."""
+_UNWRITTEN = b"\xff" * _CPUID_ENTRY.size       # flags 0xffffffff: no entry KVM writes has it
+
+
+def _get_cpuid_once(fd: int, req: int, nent: int, fill: bool = False):
+    """One call with room for `nent` entries: the kvm_cpuid2 as the kernel left it. With `fill`,
+    the entries start as _UNWRITTEN and `nent` is cut where the first one is left unwritten."""
     buf = with_flex(kvm_cpuid2, nent)()
     buf.nent = nent
+    if fill:
+        ctypes.memmove(buf.entries, _UNWRITTEN * nent, len(_UNWRITTEN) * nent)
     _call(fd, req, buf)
+    if fill:
+        raw = memoryview(buf.entries).cast("B")
+        for i in range(buf.nent):
+            if raw[i * len(_UNWRITTEN):(i + 1) * len(_UNWRITTEN)] == _UNWRITTEN:
+                buf.nent = i
+                break
     return buf
 
 
@@ -488,7 +500,10 @@ class Vcpu(_Fd):
         _call(self._fd, KVM_SET_CPUID2, cpuid_to_struct(table))
 
     def get_cpuid2(self) -> CpuidTable:
-        return _get_cpuid(self._fd, KVM_GET_CPUID2)
+        """The vCPU's table. 6.1's KVM_GET_CPUID2 leaves `nent` as the caller set it when it
+        succeeds (kvm_vcpu_ioctl_get_cpuid2, arch/x86/kvm/cpuid.c, 6.1.176), so the buffer is
+        filled with an entry KVM never writes and the table ends where that entry starts."""
+        return _get_cpuid(self._fd, KVM_GET_CPUID2, fill=True)
 
     def get_cpuid2_raw(self, nent: int):
         """KVM_GET_CPUID2 once, with room for `nent` entries: the kvm_cpuid2 as the kernel left

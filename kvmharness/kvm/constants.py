@@ -230,6 +230,8 @@ KVM_X86_QUIRK_MWAIT_NEVER_UD_FAULTS = 1 << 6
 KVM_X86_QUIRK_SLOT_ZAP_ALL = 1 << 7            # newer than 6.1
 KVM_X86_QUIRK_STUFF_FEATURE_MSRS = 1 << 8      # newer than 6.1
 KVM_X86_QUIRK_IGNORE_GUEST_PAT = 1 << 9        # newer than 6.1
+KVM_X86_QUIRK_VMCS12_ALLOW_FREEZE_IN_SMM = 1 << 10   # 6.19
+KVM_X86_QUIRK_NESTED_SVM_SHARED_PAT = 1 << 11   # 7.2
 
 # -- kvm_cpuid_entry2.flags ----------------------------------------------------------------------
 KVM_CPUID_FLAG_SIGNIFCANT_INDEX = 1 << 0       # sic

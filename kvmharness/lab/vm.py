@@ -286,9 +286,14 @@ def plan_outputs(args: list[str], job: Path) -> tuple[list[str], dict[str, str]]
 
 
 def warm_host_cache() -> None:
-    """Assemble every guest payload and the native loop here: under emulation that takes ~20 s."""
+    """Assemble every guest payload and the native loop here: under emulation that takes ~20 s.
+    And byte-compile kvmharness where it is installed, so the guest imports .pyc files instead
+    of compiling every module under emulation (an environment with PYTHONDONTWRITEBYTECODE, or
+    an editable install, has none)."""
+    import compileall
     from ..conformance.execute import warm_payload_cache
     warm_payload_cache()
+    compileall.compile_dir(str(Path(__file__).resolve().parent.parent), quiet=2)
 
 
 @dataclass

@@ -149,7 +149,9 @@ def supported_efer_bits(ctx: Ctx) -> tuple[int, list[Reason]]:
     if kvm.table_bit(b.NX):
         mask |= 1 << b.EFER_NX
         parts.append("NX (host NX)")
-    if ctx.backend in ("amd", "unknown"):
+    common, _ = ctx.behaviour("efer_bits_from_caps")
+    vendor = ctx.backend in ("amd", "unknown")
+    if vendor or common == "all":
         if kvm.table_bit(b.SVM):
             mask |= 1 << b.EFER_SVME
             parts.append("SVME (nested SVM)")
@@ -162,15 +164,16 @@ def supported_efer_bits(ctx: Ctx) -> tuple[int, list[Reason]]:
                 parts.append("LMSLE (nested SVM, no EFER_LMSLE_MBZ)")
             else:
                 parts.append("not LMSLE (EFER_LMSLE_MBZ: 6.19+)")
+    if vendor or common != "nx":
         if kvm.table_bit(b.FXSR_OPT):
             mask |= 1 << b.EFER_FFXSR
             parts.append("FFXSR")
         if kvm.table_bit(b.AUTOIBRS):
             mask |= 1 << b.EFER_AUTOIBRS
             parts.append("AUTOIBRS")
-    return mask, [Reason(f"kvm_caps.supported_efer_bits = {mask:#x} ({', '.join(parts)}; vendor "
-                         "bits inferred from KVM_GET_SUPPORTED_CPUID)",
-                         "kvm_enable_efer_bits (vmx/svm hardware_setup)", None, {})]
+    return mask, [releases.reason("efer_bits_from_caps", ctx.kernel,
+                                  f"kvm_caps.supported_efer_bits = {mask:#x} ({', '.join(parts)}; "
+                                  "bits inferred from KVM_GET_SUPPORTED_CPUID)")]
 
 
 EFER_FEATURES = (

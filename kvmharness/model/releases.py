@@ -220,13 +220,19 @@ _TABLE: tuple[Behaviour, ...] = (
        C((6, 12), "intel_compatible", "svm_set_msr (arch/x86/kvm/svm/svm.c), read in 6.12.107 and "
          "6.18.15: guest_cpuid_is_intel_compatible()",
          "not pinned: between 6.1.176 and 6.12.107"))),
-    B("quirks", "the KVM_X86_QUIRK_* bits (0-9, those the model names) KVM_CAP_DISABLE_QUIRKS2 "
-      "accepts (KVM_X86_VALID_QUIRKS); a quirk a release lacks cannot be disabled",
+    B("quirks", "the KVM_X86_QUIRK_* bits KVM_CAP_DISABLE_QUIRKS2 accepts "
+      "(KVM_X86_VALID_QUIRKS); a quirk a release lacks cannot be disabled",
       (C((6, 1), 0x7F, "KVM_X86_VALID_QUIRKS (arch/x86/kvm/x86.h), read in 6.1.176: LINT0_REENABLED "
          ".. MWAIT_NEVER_UD_FAULTS"),
        C((6, 12), 0x3FF, "KVM_X86_VALID_QUIRKS (arch/x86/kvm/x86.h), read in 6.12.107 (and 6.17.8 "
          ".. 7.2.8): + SLOT_ZAP_ALL, STUFF_FEATURE_MSRS, IGNORE_GUEST_PAT",
-         "not pinned: between 6.1.176 (without) and 6.12.107 (with)"))),
+         "not pinned: between 6.1.176 (without) and 6.12.107 (with)"),
+       C((6, 19), 0x7FF, "KVM_X86_VALID_QUIRKS (arch/x86/include/asm/kvm_host.h), read in 6.19.11 "
+         "(and 7.0.0, 7.1.13): + VMCS12_ALLOW_FREEZE_IN_SMM (bit 10: nested_vmx_check_guest_state "
+         "lets L1 set DEBUGCTL.FREEZE_IN_SMM in vmcs12), absent from 6.18.15"),
+       C((7, 2), 0xFFF, "KVM_X86_VALID_QUIRKS (arch/x86/include/asm/kvm_host.h), read in 7.2.8: + "
+         "NESTED_SVM_SHARED_PAT (bit 11: L2 shares L1's PAT under nested SVM unless disabled, "
+         "svm/nested.c)"))),
     B("pv_msr_missing_feature", "what kvm_get/set_msr_common return for a KVM PV MSR whose "
       "feature guest_pv_has() denies (KVM_CAP_ENFORCE_PV_FEATURE_CPUID): 'invalid' (1: never "
       "forgiven, user-space exit reason INVAL) or 'unsupported' (KVM_MSR_RET_UNSUPPORTED: host "
@@ -242,6 +248,13 @@ _TABLE: tuple[Behaviour, ...] = (
              Backport((6, 18), 15, 44, "6.18.15 returns 1 (its tree, and the Bochs lab); "
                       "6.18.44 returns unsupported (seen live on kvm_pvm)"),
              Backport((6, 19), 0, 11, "6.19.11 has it; queued for 6.19.y after 7.0-rc1"))))),
+    B("efer_bits_from_caps", "which EFER bits KVM's common code enables from kvm_cpu_caps on "
+      "every backend: 'nx' (NX only; the vendor modules add FFXSR, AUTOIBRS, SVME), "
+      "'nx_ffxsr_autoibrs' (kvm_setup_efer_caps), 'all' (SVME/LMSLE from the SVM cap too)",
+      (C((6, 1), "nx", "svm_hardware_setup (arch/x86/kvm/svm/svm.c) / vmx hardware_setup, read in "
+         "6.1.176 .. 7.0.0"),
+       C((7, 1), "nx_ffxsr_autoibrs", "kvm_setup_efer_caps (arch/x86/kvm/x86.c), read in 7.1.13"),
+       C((7, 2), "all", "kvm_setup_efer_caps (arch/x86/kvm/x86.c), read in 7.2.8"))),
     B("nested_svm_lmsle", "when nested SVM makes EFER.LMSLE a supported EFER bit: 'always', or "
       "'unless_mbz' (not on a CPU with X86_FEATURE_EFER_LMSLE_MBZ, 0x80000008 EBX[20], which "
       "KVM passes through in KVM_GET_SUPPORTED_CPUID from 6.19)",
@@ -260,6 +273,14 @@ _TABLE: tuple[Behaviour, ...] = (
          "upstream 1b1336d1d858 \"model canonical checks more precisely\", merged for 6.13",
          backports=(Backport((6, 12), 0, 107, "6.12.107 has it (queued for 6.12.y in July "
                              "2025); 6.12 itself checked the guest's CR4.LA57"),)))),
+    B("host_zero_access_forgiven", "KVM_MSR_RET_UNSUPPORTED is forgiven for host reads, and "
+      "host writes of 0, of MSRs KVM_GET_MSR_INDEX_LIST advertises (else only ignore_msrs "
+      "forgives it)",
+      (C((6, 1), False, "kvm_set_msr_ignored_check / kvm_get_msr_ignored_check (arch/x86/kvm/"
+         "x86.c), read in 6.1.176: ignore_msrs only (the 6.1 kvm_amd lab rejects them)"),
+       C((6, 12), True, "kvm_do_msr_access / kvm_is_advertised_msr (arch/x86/kvm/x86.c), read "
+         "in 6.12.107", "not pinned: between 6.1.176 and 6.12.107 (the series of August 2024, "
+         "assumed merged for 6.12)"))),
     B("feature_msr_gate", "ARCH_CAPABILITIES/PERF_CAPABILITIES: True: KVM_MSR_RET_UNSUPPORTED "
       "without the guest's cap, host accesses included (guest writes always); False: host "
       "accesses always allowed, guest reads need the guest CPUID bit and guest writes fail, "
@@ -270,11 +291,16 @@ _TABLE: tuple[Behaviour, ...] = (
          "6.17.8", "upstream a5d563890b8f and d75cac366f44 (\"Reject userspace attempts to "
          "access ARCH_CAPABILITIES w/o support\", \"... PERF_CAPABILITIES w/o PDCM\"), kvm-x86 "
          "misc rebased on 6.12-rc5, merged for 6.13"))),
-    B("immutable_feature_msrs", "after KVM_RUN, KVM_SET_MSRS refuses a changed value of a "
-      "feature MSR (ARCH_CAPABILITIES, PERF_CAPABILITIES, PLATFORM_INFO, VMX caps)",
+    B("immutable_feature_msrs", "when KVM_SET_MSRS refuses a changed value of a feature MSR "
+      "(ARCH_CAPABILITIES, PERF_CAPABILITIES, PLATFORM_INFO, VMX caps): never (False), "
+      "'after_run', or 'after_run_or_guest_mode' (kvm_can_set_cpuid_and_feature_msrs: also "
+      "while L2 is active, as for KVM_SET_CPUID2)",
       (C((6, 1), False, "do_set_msr (arch/x86/kvm/x86.c), read in 6.1.176: no such check"),
-       C((6, 5), True, "do_set_msr / kvm_is_immutable_feature_msr (arch/x86/kvm/x86.c), read "
-         "in 6.12.107", "not pinned: between 6.1.176 and 6.12.107 (6.5 assumed)"))),
+       C((6, 5), "after_run", "do_set_msr / kvm_is_immutable_feature_msr (arch/x86/kvm/x86.c), "
+         "read in 6.12.107 .. 6.19.11", "not pinned: between 6.1.176 and 6.12.107 (6.5 "
+         "assumed)"),
+       C((7, 0), "after_run_or_guest_mode", "do_set_msr / kvm_can_set_cpuid_and_feature_msrs "
+         "(arch/x86/kvm/x86.c, x86.h), read in 7.0.0"))),
     B("hwcr_tsc_freq_sel", "HWCR writes may set TscFreqSel (bit 24) besides McStatusWrEn (18)",
       (C((6, 1), False, "kvm_set_msr_common (arch/x86/kvm/x86.c), read in 6.1.176: only 0 or "
          "exactly McStatusWrEn"),
@@ -341,9 +367,11 @@ def value(name: str, kernel):
 def point_release(release: str, kernel) -> int | None:
     """The stable point release of a kernel release string of series `kernel` ("6.18.44-fc" ->
     44; "6.18" or "6.18-rc3" -> 0, the release itself); None if it is not of that series."""
-    m = re.match(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?", release or "")
+    m = re.match(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?(-\d+-)?", release or "")
     if not m or (int(m.group(1)), int(m.group(2))) != tuple(kernel[:2]):
         return None
+    if m.group(3) == "0" and m.group(4):
+        return None             # Debian's ABI name ("6.1.0-50-amd64") hides the point release
     return int(m.group(3) or 0)
 
 
