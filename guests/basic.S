@@ -33,6 +33,8 @@ empty_idtr:
         .quad 0
 
 # -- runtime CPUID bits: what the guest's own writes change ------------------------------------
+# A label <entry>.<step> marks each later instruction that can fault: an exception expectation
+# names its step, and the label's address is the RIP compared (Payload.steps, probes/payloads.py).
 
 # A guest MOV sets CR4.OSXSAVE, then CPUID.1: ECX[27] (OSXSAVE) must read 1 (KVM rewrites it
 # from CR4, kvm_update_cpuid_runtime). Results: rax..rdx = CPUID.1.
@@ -40,6 +42,7 @@ empty_idtr:
 osxsave_runtime:
         mov rax, cr4
         or rax, 1 << 18
+osxsave_runtime.mov_to_cr4:
         mov cr4, rax
         mov eax, 1
         xor ecx, ecx
@@ -51,6 +54,7 @@ osxsave_runtime:
 ospke_runtime:
         mov rax, cr4
         or rax, 1 << 22
+ospke_runtime.mov_to_cr4:
         mov cr4, rax
         mov eax, 7
         xor ecx, ecx
@@ -63,10 +67,12 @@ ospke_runtime:
 xsave_size_runtime:
         mov rax, cr4
         or rax, 1 << 18
+xsave_size_runtime.mov_to_cr4:
         mov cr4, rax
         xor ecx, ecx
         mov eax, 7
         xor edx, edx
+xsave_size_runtime.xsetbv:
         xsetbv
         mov eax, 0xd
         xor ecx, ecx

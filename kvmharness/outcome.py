@@ -120,6 +120,8 @@ def matches(pattern: dict, outcome: dict) -> bool:
     if pattern.get("kind") == "any":
         return outcome.get("kind") not in ("skip",)
     if "step" in pattern:
+        if "rip" not in pattern:        # a step never given its address would match any RIP
+            raise ValueError(f"exception pattern at step {pattern['step']!r} has no RIP")
         pattern = {k: v for k, v in pattern.items() if k != "step"}
     return _value_matches(pattern, outcome)
 

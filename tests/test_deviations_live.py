@@ -9,8 +9,6 @@ import pytest
 from kvmharness.conformance.config import GuestConfig
 from kvmharness.conformance.engine import Item, Session
 from kvmharness.model.deviations import applies, load, witnesses
-from kvmharness.model.expect import expect
-from kvmharness.probes.payloads import parse
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,14 +41,13 @@ def _check_witnesses(path=None):
         applicable, stale = [], []
         for dev_id, w in mine:
             item = _witness_item(dev_id, w)
-            spec = parse(item.probe)
-            if not applies(dev_id, profile, spec, expect(profile, session.vcpu(item.config), spec), path):
+            spec, exp = session.expectation(item)
+            if not applies(dev_id, profile, spec, exp, path):
                 continue
             applicable.append(dev_id)
             r = session.judge(item)
             from kvmharness.model.deviations import classify
-            known = classify(profile, spec, expect(profile, session.vcpu(item.config), spec),
-                             r["observed"], path) if r["verdict"] not in ("pass", "error") else None
+            known = classify(profile, spec, exp, r["observed"], path) if r["verdict"] not in ("pass", "error") else None
             if known is None or known.id != dev_id:
                 stale.append(f"{dev_id}: {r['reproduce']} -> {r['verdict']} "
                              f"{known.id if known else ''} observed {r['observed']}")

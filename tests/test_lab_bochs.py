@@ -129,6 +129,9 @@ def test_bochsrc_is_the_lab_machine(tmp_path):
     assert info["params"] == {"kvm_intel.ept": "0"}
     assert info["kernel"]["debian"] == ["linux-image-6.18.15+deb13-amd64_6.18.15-1"]
     assert info["patches"] == sorted(lab.BOCHS_PATCHES)
+    assert "record" not in info
+    cmd = "scripts/labs/bochs-cet --debian 7.3 --record tests/data/labs/x.json"
+    assert lab.lab_description(b, lab.Kernel("r", Path("v"), Path("m")), {}, 1, cmd)["record"] == cmd
 
 
 def test_the_bochs_key_follows_what_bochs_is_built_from(monkeypatch):

@@ -755,10 +755,24 @@ def test_check_sregs_memo_gives_what_computing_it_afresh_gives(host):
 
 
 def test_a_rule_a_named_payload_borrows_is_not_placed_at_the_basic_body():
-    """ospke-runtime's MOV to CR4 is not at the cr4: body's address: the borrowed #GP says no RIP."""
+    """ospke-runtime's MOV to CR4 is not at the cr4: body's address: the borrowed #GP names the
+    step and no RIP (the payload's symbol table places it: tests/test_payload_steps.py)."""
     h = pvm_profile()
     e = expect(h, vcpu(h, clear=["pku"]), parse_probe("ospke-runtime", payload_names()))
-    assert e.pattern["kind"] == "exception" and "rip" not in e.pattern and "step" not in e.pattern
+    assert e.pattern["kind"] == "exception" and "rip" not in e.pattern
+    assert e.pattern["step"] == "MOV to CR4"
+
+
+@pytest.mark.parametrize("probe, set_, clear, step", [
+    ("xsave-size-runtime", [], ["xsave"], "MOV to CR4"),           # CR4.OSXSAVE refused
+    ("xsave-size-runtime", ["xsave"], ["0xd.0.eax.2"], "XSETBV"),  # XCR0 = 7 refused
+    ("osxsave-runtime@cpl3", [], [], "MOV from CR4"),              # CPL3 reads CR4
+    ("osxsave-runtime", [], ["xsave"], "MOV to CR4"),
+])
+def test_a_named_payloads_fault_names_its_step(probe, set_, clear, step):
+    h = fc_profile(SPR_618)
+    e = expect(h, vcpu(h, set_=set_, clear=clear), parse_probe(probe, payload_names()))
+    assert e.pattern["kind"] == "exception" and e.pattern["step"] == step, e.pattern
 
 
 @pytest.mark.parametrize("probe, kind, rule", [

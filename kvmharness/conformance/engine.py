@@ -9,13 +9,13 @@ give each item the same result dict (the report schema of kvmharness/report/sche
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .. import outcome as oc
 from ..cpu.cpuid import CpuidTable
 from ..errors import RESOURCE_ERRNOS, UsageError, did_you_mean, shown
 from ..model.profile import HostProfile, VcpuConfig
-from ..probes.payloads import guest_code, parse
+from ..probes.payloads import guest_code, parse, placed
 from .config import GuestConfig, resolve_feature
 from ..probes.matrix import (EDIT_BITS, GROUPS, HOST_LEVEL, PV_FEATURES, PV_HYPERCALL_FEATURES, ROWS,
                              USER_SPACE_MSR_INVAL_UNKNOWN, VARIANTS, Row, Variant, features)
@@ -289,12 +289,20 @@ class Session:
         return self._result(item, {"kind": "any"}, {"kind": "error", "message": f"{type(e).__name__}: {e}"},
                             "error", [f"the harness failed: {type(e).__name__}: {e}"])
 
-    def _expect(self, item: Item):
-        """(spec, expectation, reasons, None), or a finished `skip` result in the last place."""
+    def expectation(self, item: Item):
+        """(spec, the model's expectation for the item as it is judged): a named payload's
+        exceptions, which the model places at a step, at that step's RIP in the payload."""
         vcpu = self.vcpu(item.config)
         from ..model.expect import expect
         spec = parse(item.probe)
         exp = expect(self.profile, vcpu, spec, self.caps(vcpu))
+        if spec.kind == "payload":
+            exp = replace(exp, pattern=placed(spec, exp.pattern))
+        return spec, exp
+
+    def _expect(self, item: Item):
+        """(spec, expectation, reasons, None), or a finished `skip` result in the last place."""
+        spec, exp = self.expectation(item)
         reasons = [str(r) for r in exp.reasons]
         if exp.pattern.get("kind") == "skip":
             why = exp.pattern.get("reason") or "; ".join(reasons) or "the model says this cannot run here"

@@ -823,10 +823,13 @@ def local_kernel(vmlinuz: str, modules: str) -> Kernel:
     return Kernel(m.name, v, m, ())
 
 
-def lab_description(bochs: Bochs, kernel: Kernel, params: dict, ips: int) -> dict:
+def lab_description(bochs: Bochs, kernel: Kernel, params: dict, ips: int,
+                    record: str | None = None) -> dict:
     """The report header's `lab` (the host record's field, docs/host-record.md), which the
-    guest's kvmharness reads from $KVMHARNESS_LAB."""
+    guest's kvmharness reads from $KVMHARNESS_LAB; `record` is the command that records the
+    report again (tests/test_labs.py names it when the matrix gained a row)."""
     return {"tool": "scripts/labs/bochs-cet", **bochs.describe(), "ips": ips, "cpus": 1,
+            **({"record": record} if record else {}),
             "memory": f"{MEMORY_MB}M",
             "kernel": {"image": str(kernel.vmlinuz), "release": kernel.release,
                        "debian": list(kernel.packages) or None},
@@ -835,14 +838,14 @@ def lab_description(bochs: Bochs, kernel: Kernel, params: dict, ips: int) -> dic
 
 
 def run_lab(kernel: Kernel, params: dict, run_args: list[str], out: Path, ips: int,
-            timeout: float) -> tuple[int, Boot]:
+            timeout: float, record: str | None = None) -> tuple[int, Boot]:
     lab = lab_dir()
     lab.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     bochs = ensure_bochs(lab)
     tools = ensure_tools(lab)
     out.mkdir(parents=True, exist_ok=True)
-    info = lab_description(bochs, kernel, params, ips)
+    info = lab_description(bochs, kernel, params, ips, record)
     base = base_layer(lab, tools)
     mods, names = modules_layer(lab, kernel)
     args = ["run", "--json", "/tmp/report.json", *run_args]
@@ -908,7 +911,14 @@ def main(argv=None) -> int:
         params = parse_params(a.param)
         tag = kernel.release + "".join(f"-{k}{v}" for m in params.values() for k, v in m.items())
         out = Path(a.out) if a.out else lab_dir() / "runs" / f"{tag}-{time.strftime('%Y%m%d-%H%M%S')}"
-        rc, _ = run_lab(kernel, params, a.run_args, out, a.ips, a.timeout)
+        record = None
+        if a.record:
+            src = (f"--debian {a.debian}" if a.debian else
+                   f"--vmlinuz {a.vmlinuz} --modules {a.modules}")
+            record = " ".join(["scripts/labs/bochs-cet", src, *(f"--param {p}" for p in a.param),
+                               f"--record {a.record}", *(["--", *a.run_args] if a.run_args
+                                                         else [])])
+        rc, _ = run_lab(kernel, params, a.run_args, out, a.ips, a.timeout, record)
         if a.record:
             shutil.copy(out / "report.json", a.record)
             log(f"recorded {a.record}")

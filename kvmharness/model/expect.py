@@ -111,13 +111,16 @@ def _expect(host: HostProfile, vcpu: VcpuConfig, probe: ProbeSpec, caps: Effecti
     return exp
 
 
-def unplaced(pattern: dict) -> dict:
-    """`pattern` without the body steps _at() placed its exceptions at: for a rule borrowed by
-    a named payload, whose instructions are elsewhere (its RIP is not the basic body's)."""
+def unplaced(pattern: dict, keep_step: bool = False) -> dict:
+    """`pattern` without the body steps _at() placed its exceptions at. A rule borrowed by a
+    named payload keeps the step names (keep_step) without the basic body's RIPs: the payload's
+    instructions are elsewhere, and its guest side gives each step its own address
+    (probes.payloads.placed) before judging."""
     if "any_of" in pattern:
-        return {"any_of": [unplaced(p) for p in pattern["any_of"]]}
+        return {"any_of": [unplaced(p, keep_step) for p in pattern["any_of"]]}
     if pattern.get("kind") == "exception" and "step" in pattern:
-        return {k: v for k, v in pattern.items() if k not in ("rip", "step")}
+        gone = ("rip",) if keep_step else ("rip", "step")
+        return {k: v for k, v in pattern.items() if k not in gone}
     return pattern
 
 

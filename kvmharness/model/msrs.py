@@ -28,7 +28,7 @@ from . import bits as b
 from . import catalog, releases
 from .caps import guest_vendor_string
 from .cr import check_efer
-from .reason import (F_APIC_SET_BASE, F_DO_SET_MSR, F_GET_MSR, F_GET_MSR_COMMON, F_MSR_ACCESS,
+from .reason import (F_HW, F_APIC_SET_BASE, F_DO_SET_MSR, F_GET_MSR, F_GET_MSR_COMMON, F_MSR_ACCESS,
                      F_PV_HAS, F_SET_EFER, F_SET_MSR, F_SET_MSR_COMMON, F_VALID_CET,
                      F_VMX_MSR_INTERCEPTS, F_X2APIC_MSR, Reason)
 from .state import BASELINE_APIC_BASE, GUEST_MEMORY_MIN, Ctx
@@ -79,6 +79,11 @@ READ_CONSTANT = {0x17: (0, "PLATFORM_ID"), 0x2A: (0, "EBL_CR_POWERON"), 0xC00100
 WRITE_IGNORED = {0xC001001F: (0, "NB_CFG"), 0xC001102A: (0, "BU_CFG2"), 0xC0011022: (0, "DC_CFG"),
                  0xC0011023: (0, "TW_CFG"), 0xC001102C: (0, "F15H_EX_CFG"),
                  0xC001001B: (0x20000000, "K7_CLK_CTL"), 0x11E: (0xBE702111, "BBL_CR_CTL3")}
+# Guest writes VMX/SVM pass to the CPU (6.1.176 .. 7.2.8): FS/GS/KERNEL_GS_BASE on both, LSTAR
+# and CSTAR too on SVM (VMLOAD/VMSAVE state).
+PASSTHROUGH_BASES = {"intel": frozenset({M["FS_BASE"], M["GS_BASE"], M["KERNEL_GS_BASE"]}),
+                     "amd": frozenset({M["FS_BASE"], M["GS_BASE"], M["KERNEL_GS_BASE"],
+                                       M["LSTAR"], M["CSTAR"]})}
 MMIO_CONF_BASE = 0xC0010058         # FAM10H_MMIO_CONF_BASE: reads 0, only 0 may be written
 HWCR_CPUID_USER_DIS = 35            # MSR_K7_HWCR_CPUID_USER_DIS_BIT (7.2: GP_ON_USER_CPUID)
 
@@ -344,6 +349,20 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
 
     # --- __kvm_set_msr / __kvm_get_msr -------------------------------------------------------
     if idx in (M["FS_BASE"], M["GS_BASE"], M["KERNEL_GS_BASE"], M["LSTAR"], M["CSTAR"]):
+        if write and not host and idx in PASSTHROUGH_BASES.get(ctx.backend, ()):
+            # not intercepted: the CPU's WRMSR checks with its own largest width (its LA57 taken
+            # as KVM's), whatever __kvm_set_msr would say
+            w = 57 if ctx.caps.kvm.table_bit(b.LA57) else 48
+            why = Reason(f"{label} is not intercepted on {ctx.backend} (vmx_vcpu_create / svm "
+                         f"direct-access MSRs): the CPU checks canonicality at {w} bits",
+                         "vmx_disable_intercept_for_msr / svm_disable_intercept_for_msr")
+            if not b.canonical(data, w):
+                res = _err(f"{label}: {data:#x} is not canonical ({w}-bit)", F_HW,
+                           "msr.canonical")
+            else:
+                res = _ok(data, f"{label}: canonical value stored", F_HW, "msr.canonical")
+            res.reasons.insert(0, why)
+            return res
         if write:
             w = msr_addr_bits(ctx)
             if not b.canonical(data, w):
@@ -1164,7 +1183,7 @@ def finish(ctx: Ctx, index: int, res: MsrResult, write: bool, data: int, host: b
     ignore_msrs. Returns a result whose status is ok/error/unmodelled."""
     if res.status != UNSUP:
         return res
-    if host and (not write or data == 0):
+    if host and (not write or data == 0) and ctx.behaviour("host_zero_access_forgiven")[0]:
         adv, src = advertised(ctx, index)
         if adv:
             return MsrResult(OK, 0, res.reasons + [Reason(

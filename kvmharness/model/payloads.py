@@ -120,7 +120,7 @@ def _runtime_bit(cr4_bit: int, leaf: int, reg: str, cpuid_bit: int, what: str):
         write = expect(ctx.host, ctx.vcpu, replace(ctx.probe, kind="cr4", args=(cr4_bit,)),
                        ctx.caps)
         if write.pattern.get("kind") != "ok":
-            return Expectation(unplaced(write.pattern), write.reasons, f"payload.runtime.{what}.cr4", what)
+            return Expectation(unplaced(write.pattern, keep_step=True), write.reasons, f"payload.runtime.{what}.cr4", what)
         return Expectation(P.ok({reg: P.masked(1 << cpuid_bit, 1 << cpuid_bit)}), write.reasons + [
             Reason(f"CPUID.{leaf:#x}: {reg.upper()}[{cpuid_bit}] ({what}) follows CR4 bit "
                    f"{cr4_bit} after the guest's own write", F_UPDATE_RUNTIME)],
@@ -133,11 +133,11 @@ def _xsave_size_runtime(ctx: Ctx) -> Expectation:
     osx = 1 << b.CR4_OSXSAVE
     write = expect(ctx.host, ctx.vcpu, replace(ctx.probe, kind="cr4", args=(b.CR4_OSXSAVE,)), ctx.caps)
     if write.pattern.get("kind") != "ok":
-        return Expectation(unplaced(write.pattern), write.reasons, "payload.runtime.xsave_size.cr4", "xsave")
+        return Expectation(unplaced(write.pattern, keep_step=True), write.reasons, "payload.runtime.xsave_size.cr4", "xsave")
     xset = expect(ctx.host, ctx.vcpu, replace(ctx.probe, kind="xsetbv", args=(0, 7),
                                               cr4_set=ctx.probe.cr4_set | osx), ctx.caps)
     if xset.pattern.get("kind") != "ok":
-        return Expectation(unplaced(xset.pattern), write.reasons + xset.reasons,
+        return Expectation(unplaced(xset.pattern, keep_step=True), write.reasons + xset.reasons,
                            "payload.runtime.xsave_size.xsetbv", "xsave")
     size = xstate_size(ctx, 0x7, compacted=False)
     regs = {"rbx": size} if size is not None else {}

@@ -273,6 +273,14 @@ _TABLE: tuple[Behaviour, ...] = (
          "upstream 1b1336d1d858 \"model canonical checks more precisely\", merged for 6.13",
          backports=(Backport((6, 12), 0, 107, "6.12.107 has it (queued for 6.12.y in July "
                              "2025); 6.12 itself checked the guest's CR4.LA57"),)))),
+    B("host_zero_access_forgiven", "KVM_MSR_RET_UNSUPPORTED is forgiven for host reads, and "
+      "host writes of 0, of MSRs KVM_GET_MSR_INDEX_LIST advertises (else only ignore_msrs "
+      "forgives it)",
+      (C((6, 1), False, "kvm_set_msr_ignored_check / kvm_get_msr_ignored_check (arch/x86/kvm/"
+         "x86.c), read in 6.1.176: ignore_msrs only (the 6.1 kvm_amd lab rejects them)"),
+       C((6, 12), True, "kvm_do_msr_access / kvm_is_advertised_msr (arch/x86/kvm/x86.c), read "
+         "in 6.12.107", "not pinned: between 6.1.176 and 6.12.107 (the series of August 2024, "
+         "assumed merged for 6.12)"))),
     B("feature_msr_gate", "ARCH_CAPABILITIES/PERF_CAPABILITIES: True: KVM_MSR_RET_UNSUPPORTED "
       "without the guest's cap, host accesses included (guest writes always); False: host "
       "accesses always allowed, guest reads need the guest CPUID bit and guest writes fail, "
@@ -359,9 +367,11 @@ def value(name: str, kernel):
 def point_release(release: str, kernel) -> int | None:
     """The stable point release of a kernel release string of series `kernel` ("6.18.44-fc" ->
     44; "6.18" or "6.18-rc3" -> 0, the release itself); None if it is not of that series."""
-    m = re.match(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?", release or "")
+    m = re.match(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?(-\d+-)?", release or "")
     if not m or (int(m.group(1)), int(m.group(2))) != tuple(kernel[:2]):
         return None
+    if m.group(3) == "0" and m.group(4):
+        return None             # Debian's ABI name ("6.1.0-50-amd64") hides the point release
     return int(m.group(3) or 0)
 
 

@@ -31,6 +31,9 @@ class Payload:
     setup: Callable | None = None       # setup(machine) before the run
     mods: str = ""                      # default modifiers (state the host sets up), spec syntax
     dirties: frozenset = ALL_DIRTY
+    # the instructions an exception expectation can name (its "step"), each at a symbol of the
+    # source: (step, symbol), the step named as the model names it (model/payloads.py)
+    steps: tuple[tuple[str, str], ...] = ()
 
     @functools.lru_cache(maxsize=None)
     def code(self, cpl3: bool) -> GuestCode:
@@ -39,6 +42,13 @@ class Payload:
         img = assemble(self.source, base)
         return GuestCode(img.code, base, img.sym(self.entry), {}, self.results, self.dirties,
                          self.setup)
+
+    def step_address(self, step: str, cpl3: bool) -> int:
+        """The guest address of the instruction `step` (a name in self.steps) where it runs."""
+        for name, symbol in self.steps:
+            if name == step:
+                return assemble(self.source, L.payload_base(cpl3)).sym(symbol)
+        raise ValueError(f"payload {self.name} has no step {step!r}")
 
 
 # -- CET state (guests/cet.S) -------------------------------------------------------------------
@@ -93,14 +103,22 @@ def _write_pages(pages: Callable[[], dict[int, bytes]]) -> Callable:
 
 _reset_pages = _write_pages(shadow_stack_pages)
 
+def _cr4_steps(entry: str, *later: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+    """The steps of a payload that starts with the cr4 body's read and write (guests/basic.S)."""
+    return (("MOV from CR4", entry), ("MOV to CR4", f"{entry}.mov_to_cr4"), *later)
+
+
 PAYLOADS: dict[str, Payload] = {p.name: p for p in (
     #        name                  source   entry                 doc
     Payload("triple-fault",       "basic", "triple_fault",       "IDT limit 0, then ud2: a triple fault (KVM_EXIT_SHUTDOWN)"),
     Payload("fixup-selftest",     "basic", "fixup_selftest",     "ud2 under a KVM_ASM_SAFE-style fixup: rbx = 0x106, rax = 1",
             results=("rax", "rbx", "rcx")),
-    Payload("osxsave-runtime",    "basic", "osxsave_runtime",    "guest sets CR4.OSXSAVE, then CPUID.1: ECX[27] follows CR4"),
-    Payload("ospke-runtime",      "basic", "ospke_runtime",      "guest sets CR4.PKE, then CPUID.7.0: ECX[4] follows CR4"),
-    Payload("xsave-size-runtime", "basic", "xsave_size_runtime", "guest sets CR4.OSXSAVE and XCR0 = 7, then CPUID.0xD.0: EBX follows XCR0"),
+    Payload("osxsave-runtime",    "basic", "osxsave_runtime",    "guest sets CR4.OSXSAVE, then CPUID.1: ECX[27] follows CR4",
+            steps=_cr4_steps("osxsave_runtime")),
+    Payload("ospke-runtime",      "basic", "ospke_runtime",      "guest sets CR4.PKE, then CPUID.7.0: ECX[4] follows CR4",
+            steps=_cr4_steps("ospke_runtime")),
+    Payload("xsave-size-runtime", "basic", "xsave_size_runtime", "guest sets CR4.OSXSAVE and XCR0 = 7, then CPUID.0xD.0: EBX follows XCR0",
+            steps=_cr4_steps("xsave_size_runtime", ("XSETBV", "xsave_size_runtime.xsetbv"))),
     Payload("tsc-guest-write",    "basic", "tsc_guest_write",    "guest WRMSR TSC = 2^40+2^35 after the host zeroed TSC and TSC_ADJUST: rbx = TSC, rcx = TSC_ADJUST",
             results=("rbx", "rcx"), mods=f"msr:{MSRS['IA32_TSC_ADJUST']:#x}=0x0,msr:{MSRS['IA32_TSC']:#x}=0x0"),
     Payload("shstk-near-ret",     "cet",   "shstk_near_ret",     "user shadow stack: tampered near RET -> #CP(NEAR-RET)",
@@ -144,6 +162,20 @@ def parse(text: str) -> ProbeSpec:
         body, _, user = text.strip().partition("@")
         spec = parse_probe(f"{body}@{PAYLOADS[spec.args[0]].mods}" + (f",{user}" if user else ""), names)
     return spec
+
+
+def placed(spec: ProbeSpec, pattern: dict) -> dict:
+    """`pattern` with each exception the model placed at a step of the named payload (its
+    "step", no "rip") given that instruction's guest address: the RIP the observation is
+    compared with. A step the payload does not have is an error, never an unchecked pass."""
+    if spec.kind != "payload":
+        return pattern
+    if "any_of" in pattern:
+        return {"any_of": [placed(spec, p) for p in pattern["any_of"]]}
+    if pattern.get("kind") != "exception" or "step" not in pattern or "rip" in pattern:
+        return pattern
+    address = PAYLOADS[spec.args[0]].step_address(pattern["step"], spec.cpl3)
+    return {**pattern, "rip": hex(address)}
 
 
 def guest_code(spec: ProbeSpec) -> GuestCode | None:
