@@ -170,6 +170,9 @@ def make_repo(top):
            _deb(pool, f"linux-base-{seven}", v7, {f"usr/lib/modules/{seven}/modules.order": b"kernel/arch/x86/kvm/kvm-amd.ko\n"})]
     _sign_suite(repo, "bookworm", old, gnupg)
     _sign_suite(repo, "trixie-backports", new, gnupg)
+    # gpg started an agent for this throw-away home; the signing is done (apt verifies with gpgv,
+    # no agent), so stop it rather than leave a daemon behind the test
+    subprocess.run(["gpgconf", "--kill", "gpg-agent"], capture_output=True, env=env)
     return {"mirror": f"file:{repo}", "keyring": str(keyring), "suites": ("bookworm", "trixie-backports"),
             "repo": repo}
 
