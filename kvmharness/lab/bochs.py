@@ -36,6 +36,7 @@ from pathlib import Path
 
 from ..errors import EnvironmentProblem, UsageError
 from .debian import PrivateApt, system_mirror
+from .vm import _kill
 
 # -- what the lab is built from ------------------------------------------------------------------
 BOCHS_PACKAGE = "bochs"
@@ -778,20 +779,14 @@ def boot(bochs: Bochs, iso: Path, work: Path, ips: int, timeout: float) -> Boot:
             for line in lines[seen:len(lines) - 1]:
                 if line.startswith(("=== KH ", "grub: ")):
                     log(f"{time.monotonic() - t0:6.1f} s  {line.strip()}")
-                if FATAL.search(line) and "Kernel panic" in line:
+                if "Kernel panic" in line:
                     why = "kernel panic"
             seen = max(seen, len(lines) - 1)
             if why:
                 time.sleep(2)        # let the panic's lines reach the file
                 break
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 15)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-                proc.wait()
+        _kill(proc)
     wall = time.monotonic() - t0
     t = parse_serial(serial.read_text(errors="replace") if serial.is_file() else "")
     end = t.mark("end")

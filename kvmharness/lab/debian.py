@@ -329,7 +329,8 @@ APT::Sandbox::User "root";
         if not self.conf.is_file() or self.conf.read_text() != conf:
             self.conf.write_text(conf)
 
-    def _run(self, args: list[str], what: str, cwd: Path | None = None) -> str:
+    def run(self, args: list[str], what: str, cwd: Path | None = None) -> str:
+        """apt-get/apt-cache ARGS in this configuration; one DebianError line on failure."""
         env = {**os.environ, "APT_CONFIG": str(self.conf), "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
         try:
             p = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
@@ -343,10 +344,6 @@ APT::Sandbox::User "root";
             raise DebianError(f"{what} failed: {(lines or (p.stderr or p.stdout).splitlines() or ['?'])[-1].strip()}")
         return p.stdout
 
-    def run(self, args: list[str], what: str, cwd: Path | None = None) -> str:
-        """apt-get/apt-cache ARGS in this configuration; one DebianError line on failure."""
-        return self._run(args, what, cwd)
-
     def lists_age(self) -> float | None:
         index = "*_Sources*" if self.kind == "deb-src" else "*_Packages*"
         stamps = [f.stat().st_mtime for f in (self.dir / "lists").glob(index)]
@@ -358,11 +355,11 @@ APT::Sandbox::User "root";
         return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
 
     def update(self) -> None:
-        self._run(["apt-get", "update", "-q"], "apt-get update (private lists)")
+        self.run(["apt-get", "update", "-q"], "apt-get update (private lists)")
 
     def stanzas(self) -> list[Stanza]:
         """Kernel stanzas of every suite's Packages file that apt verified (Trusted: yes)."""
-        listing = self._run(["apt-get", "indextargets", "--format", "$(FILENAME)|$(RELEASE)|$(TRUSTED)",
+        listing = self.run(["apt-get", "indextargets", "--format", "$(FILENAME)|$(RELEASE)|$(TRUSTED)",
                              "Created-By: Packages"], "apt-get indextargets")
         out: list[Stanza] = []
         for line in listing.splitlines():
@@ -372,7 +369,7 @@ APT::Sandbox::User "root";
                 continue
             if trusted != "yes":
                 raise DebianError(f"{suite}: its package list is not signed by a trusted key")
-            text = self._run(["/usr/lib/apt/apt-helper", "cat-file", path], f"reading {path}")
+            text = self.run(["/usr/lib/apt/apt-helper", "cat-file", path], f"reading {path}")
             out += parse_packages(text, suite)
         return out
 
@@ -380,7 +377,7 @@ APT::Sandbox::User "root";
         """apt-get download PACKAGE=VERSION…: apt checks each against its Packages hash (a file
         already there with the right hash is not fetched again)."""
         pkgs = list(packages)
-        self._run(["apt-get", "download", "-q", *[f"{s.package}={s.version}" for s in pkgs]],
+        self.run(["apt-get", "download", "-q", *[f"{s.package}={s.version}" for s in pkgs]],
                   "apt-get download", cwd=into)
         files = []
         for s in pkgs:

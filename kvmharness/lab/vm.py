@@ -312,11 +312,6 @@ def _tail(path: Path, n: int = CONSOLE_TAIL) -> list[str]:
     return [ln.rstrip() for ln in lines if ln.strip()][-n:]
 
 
-def _uptime_of(line: str) -> float | None:
-    m = re.match(r"\[\s*(\d+\.\d+)\]", line)
-    return float(m.group(1)) if m else None
-
-
 class _Progress:
     def __init__(self, label: str, stream=None):
         self.stream = stream or sys.stderr
@@ -447,8 +442,9 @@ def _boot(cmd, job: Path, console: Path, kernel: Kernel, accel, cpu, timeout_s, 
     wall = time.monotonic() - t0
     progress("powered off", wall)
     progress.end()
-    tail = _tail(console)
-    crash = [ln for ln in _tail(console, 10**6) if CRASH_RE.search(ln)]
+    lines = _tail(console, 10**6)
+    tail = lines[-CONSOLE_TAIL:]
+    crash = [ln for ln in lines if CRASH_RE.search(ln)]
     result_file = job / "result.json"
     try:
         result = json.loads(result_file.read_text())
@@ -458,7 +454,7 @@ def _boot(cmd, job: Path, console: Path, kernel: Kernel, accel, cpu, timeout_s, 
         what = re.sub(r"^\[\s*[\d.]+\]\s*", "", crash[0].strip())     # without the timestamp
         raise LabFailure(f"vm: {kernel.release} crashed ({what}): no verdict", tail)
     if result is None:
-        started = any("virtme-ng-init" in ln for ln in _tail(console, 10**6))
+        started = any("virtme-ng-init" in ln for ln in lines)
         why = ("the command inside never started" if started else "the boot never reached userspace")
         raise LabFailure(f"vm: {kernel.release}: {why} (QEMU/vng exit status {proc.returncode})", tail)
     if result.get("error"):
