@@ -21,6 +21,7 @@ Kernels before 6.14 ("governed features" era) consulted guest CPUID directly for
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from ..cpu.cpuid import BitRef, CpuidTable
@@ -38,7 +39,13 @@ K618 = releases.first("cet")                  # CET virtualization
 
 def governed(kernel) -> frozenset:
     """Governed features of that release (releases.py "governed_features"), as BitRefs."""
-    return frozenset(catalog.resolve(n) for n in releases.value("governed_features", kernel))
+    return _resolved(releases.value("governed_features", kernel))
+
+
+@functools.lru_cache(maxsize=None)
+def _resolved(names: frozenset) -> frozenset:
+    """The BitRefs of a release's name set: resolved once, not on every guest_can_use()."""
+    return frozenset(catalog.resolve(n) for n in names)
 
 
 def guest_vendor_string(table: CpuidTable) -> str:
