@@ -25,6 +25,7 @@ import functools
 from dataclasses import dataclass, field
 
 from ..cpu.cpuid import BitRef, CpuidTable
+from ..cpu.features import vendor_string
 from ..errors import UsageError
 from . import bits as b
 from . import catalog, releases
@@ -49,11 +50,8 @@ def _resolved(names: frozenset) -> frozenset:
 
 
 def guest_vendor_string(table: CpuidTable) -> str:
-    e = table.entry(0, 0)
-    if e is None:
-        return ""
-    raw = b"".join(x.to_bytes(4, "little") for x in (e.ebx, e.edx, e.ecx))
-    return raw.decode("ascii", "replace")
+    """CPUID.0's vendor string of a guest table (cpu.features.vendor_string)."""
+    return vendor_string(table)
 
 
 def guest_is_amd_compatible(table: CpuidTable) -> bool:
