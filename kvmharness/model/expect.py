@@ -232,10 +232,11 @@ def _runtime_entry(ctx: Ctx, e: CpuidEntry, notes: list) -> CpuidEntry:
             ebx &= ~((1 << 11) | (1 << 4))
             notes.append(Reason("TSX_CTRL.CPUID_CLEAR hides RTM/HLE", F_KVM_CPUID))
         return e.with_reg("ecx", e.ecx & ~(1 << 4) | pke << 4).with_reg("ebx", ebx)
-    features = msrs.kvm_features_leaf(ctx.vcpu)
     unhalt = 1 << b.KVM_FEATURE["PV_UNHALT"]
-    if features is not None and e.function == features[0] and e.eax & unhalt \
-            and msrs.hlt_in_guest(ctx.vcpu):
+    # the cheap tests first: the KVM-base scan is only needed for an entry that could be it
+    if e.eax & unhalt and msrs.hlt_in_guest(ctx.vcpu) \
+            and (features := msrs.kvm_features_leaf(ctx.vcpu)) is not None \
+            and e.function == features[0]:
         kept = msrs.pv_unhalt_kept(ctx)
         notes.append(msrs.pv_unhalt_reason(ctx, not kept))
         return e if kept else e.with_reg("eax", e.eax & ~unhalt)
