@@ -532,19 +532,20 @@ def _one_reg(ctx: Ctx, write: bool) -> Expectation:
                       value, True)
     rule = "one_reg." + res.rule
     reasons = [*why, *res.reasons]
+    feat = feat or res.feature
     if res.status == msrs.UNMOD:
-        return _exp(ctx, P.any_(), rule, *reasons, feature=feat or res.feature)
+        return _exp(ctx, P.any_(), rule, *reasons, feature=feat)
     if res.status == msrs.ERR:
         return _exp(ctx, P.ioctl_error(ioctl), rule, *reasons, Reason(
-            f"the MSR access fails, so {ioctl} -> EINVAL", onereg.F_ONE_REG), feature=feat or res.feature)
+            f"the MSR access fails, so {ioctl} -> EINVAL", onereg.F_ONE_REG), feature=feat)
     if write:
         imm = msrs.immutable_check(ctx, index, value, ctx.state.msrs)
         if imm is not None:
             return _exp(ctx, P.any_of(P.ok(), P.ioctl_error(ioctl)), rule, *reasons, imm,
-                        feature=feat or res.feature)
-        return _exp(ctx, P.ok(), rule, *reasons, feature=feat or res.feature)
+                        feature=feat)
+        return _exp(ctx, P.ok(), rule, *reasons, feature=feat)
     extra = {"value": hex(res.value)} if res.value is not None else {}
-    return _exp(ctx, P.ok(**extra), rule, *reasons, feature=feat or res.feature)
+    return _exp(ctx, P.ok(**extra), rule, *reasons, feature=feat)
 
 
 def _reg_list(ctx: Ctx) -> Expectation:
