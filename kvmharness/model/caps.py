@@ -21,9 +21,11 @@ Kernels before 6.14 ("governed features" era) consulted guest CPUID directly for
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from ..cpu.cpuid import BitRef, CpuidTable
+from ..cpu.features import vendor_string
 from ..errors import UsageError
 from . import bits as b
 from . import catalog, releases
@@ -38,15 +40,18 @@ K618 = releases.first("cet")                  # CET virtualization
 
 def governed(kernel) -> frozenset:
     """Governed features of that release (releases.py "governed_features"), as BitRefs."""
-    return frozenset(catalog.resolve(n) for n in releases.value("governed_features", kernel))
+    return _resolved(releases.value("governed_features", kernel))
+
+
+@functools.lru_cache(maxsize=None)
+def _resolved(names: frozenset) -> frozenset:
+    """The BitRefs of a release's name set: resolved once, not on every guest_can_use()."""
+    return frozenset(catalog.resolve(n) for n in names)
 
 
 def guest_vendor_string(table: CpuidTable) -> str:
-    e = table.entry(0, 0)
-    if e is None:
-        return ""
-    raw = b"".join(x.to_bytes(4, "little") for x in (e.ebx, e.edx, e.ecx))
-    return raw.decode("ascii", "replace")
+    """CPUID.0's vendor string of a guest table (cpu.features.vendor_string)."""
+    return vendor_string(table)
 
 
 def guest_is_amd_compatible(table: CpuidTable) -> bool:

@@ -232,10 +232,11 @@ def _runtime_entry(ctx: Ctx, e: CpuidEntry, notes: list) -> CpuidEntry:
             ebx &= ~((1 << 11) | (1 << 4))
             notes.append(Reason("TSX_CTRL.CPUID_CLEAR hides RTM/HLE", F_KVM_CPUID))
         return e.with_reg("ecx", e.ecx & ~(1 << 4) | pke << 4).with_reg("ebx", ebx)
-    features = msrs.kvm_features_leaf(ctx.vcpu)
     unhalt = 1 << b.KVM_FEATURE["PV_UNHALT"]
-    if features is not None and e.function == features[0] and e.eax & unhalt \
-            and msrs.hlt_in_guest(ctx.vcpu):
+    # the cheap tests first: the KVM-base scan is only needed for an entry that could be it
+    if e.eax & unhalt and msrs.hlt_in_guest(ctx.vcpu) \
+            and (features := msrs.kvm_features_leaf(ctx.vcpu)) is not None \
+            and e.function == features[0]:
         kept = msrs.pv_unhalt_kept(ctx)
         notes.append(msrs.pv_unhalt_reason(ctx, not kept))
         return e if kept else e.with_reg("eax", e.eax & ~unhalt)
@@ -531,19 +532,20 @@ def _one_reg(ctx: Ctx, write: bool) -> Expectation:
                       value, True)
     rule = "one_reg." + res.rule
     reasons = [*why, *res.reasons]
+    feat = feat or res.feature
     if res.status == msrs.UNMOD:
-        return _exp(ctx, P.any_(), rule, *reasons, feature=feat or res.feature)
+        return _exp(ctx, P.any_(), rule, *reasons, feature=feat)
     if res.status == msrs.ERR:
         return _exp(ctx, P.ioctl_error(ioctl), rule, *reasons, Reason(
-            f"the MSR access fails, so {ioctl} -> EINVAL", onereg.F_ONE_REG), feature=feat or res.feature)
+            f"the MSR access fails, so {ioctl} -> EINVAL", onereg.F_ONE_REG), feature=feat)
     if write:
         imm = msrs.immutable_check(ctx, index, value, ctx.state.msrs)
         if imm is not None:
             return _exp(ctx, P.any_of(P.ok(), P.ioctl_error(ioctl)), rule, *reasons, imm,
-                        feature=feat or res.feature)
-        return _exp(ctx, P.ok(), rule, *reasons, feature=feat or res.feature)
+                        feature=feat)
+        return _exp(ctx, P.ok(), rule, *reasons, feature=feat)
     extra = {"value": hex(res.value)} if res.value is not None else {}
-    return _exp(ctx, P.ok(**extra), rule, *reasons, feature=feat or res.feature)
+    return _exp(ctx, P.ok(**extra), rule, *reasons, feature=feat)
 
 
 def _reg_list(ctx: Ctx) -> Expectation:

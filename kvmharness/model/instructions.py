@@ -361,13 +361,14 @@ def _hypercall(native: str):
     return rule
 
 
-def _sse_move(ref, label):
-    """An SSE instruction on a GPR and XMM0: at the baseline (CR0.EM=0, CR4.OSFXSR=1) the CPU
-    runs it whenever it has the feature; no backend intercepts it or gates it on guest CPUID,
-    and KVM's own emulator is only reached on an exit, which it does not cause."""
+def _sse_move(label):
+    """An SSE instruction on a GPR and XMM0 (its feature: the table's): at the baseline
+    (CR0.EM=0, CR4.OSFXSR=1) the CPU runs it whenever it has the feature; no backend intercepts
+    it or gates it on guest CPUID, and KVM's own emulator is only reached on an exit, which it
+    does not cause."""
     def rule(ctx, ins):
-        c, rc = _cap(ctx, ref)
-        if _hw(ctx, ref):
+        c, rc = _cap(ctx, ins.feature)
+        if _hw(ctx, ins.feature):
             return _e(ctx, ins, P.ok(), f"insn.{ins.name}", *rc, Reason(
                 f"{label} runs natively on hardware that has it (KVM reports it), whatever guest "
                 "CPUID says (not enforceable); GPRs are left unchanged", F_HW))
@@ -442,8 +443,8 @@ _T = [
     ("sgdt", "0f0107", "sgdt [rdi]", b.UMIP, _sgdt),
     ("clear-cr0-wp", "0f20c04825fffffeff0f22c0", "mov rax, cr0; and rax, ~CR0.WP; mov cr0, rax",
      None, _clear_cr0_wp),
-    ("movq-xmm-r64", "66480f6ec0", "movq xmm0, rax", b.B(0x1, 0, "edx", 26), _sse_move(b.B(0x1, 0, "edx", 26), "MOVQ xmm, r64 (SSE2)")),
-    ("pinsrq", "66480f3a22c000", "pinsrq xmm0, rax, 0", b.B(0x1, 0, "ecx", 19), _sse_move(b.B(0x1, 0, "ecx", 19), "PINSRQ (SSE4.1)")),
+    ("movq-xmm-r64", "66480f6ec0", "movq xmm0, rax", b.B(0x1, 0, "edx", 26), _sse_move("MOVQ xmm, r64 (SSE2)")),
+    ("pinsrq", "66480f3a22c000", "pinsrq xmm0, rax, 0", b.B(0x1, 0, "ecx", 19), _sse_move("PINSRQ (SSE4.1)")),
     ("vmcall", "0f01c1", "vmcall", None, _hypercall("vmcall")),
     ("vmmcall", "0f01d9", "vmmcall", None, _hypercall("vmmcall")),
 ]
