@@ -141,6 +141,8 @@ def harmless_after(runner, config, hostile: str | None, native: bool) -> list[di
 
 def differences(fresh: list[dict], after: list[dict]) -> list[str]:
     """The harmless probes whose outcome after a hostile body is not a fresh vCPU's."""
+    if not len(fresh) == len(after) == len(HARMLESS):     # zip would compare a prefix only
+        return [f"{len(after)} outcomes after, {len(fresh)} fresh, for {len(HARMLESS)} probes"]
     return [f"{p}: fresh {a} / after {b}" for p, a, b in zip(HARMLESS, fresh, after)
             if _comparable(a) != _comparable(b)]
 

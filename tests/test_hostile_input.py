@@ -335,23 +335,7 @@ def test_valid_probe_strings_parse(text):
         pytest.fail(f"{text!r}: {e}")
 
 
-# Bugs in kvmharness/probes/spec.py found here (fixes in the report of this issue). Each xfail
-# holds only while the bug does: once fixed, the test runs as an ordinary test.
-def _parse_problem(text: str, check) -> bool:
-    from kvmharness.probes.payloads import parse
-    try:
-        parse(text)
-    except UsageError as e:
-        return not check(str(e))
-    return True
-
-
-NEWLINE_BUG = _parse_problem("cpuid:0x1ffffffffff\n:0", lambda m: "\n" not in m)
-MSR_RANGE_BUG = _parse_problem("insn:90@msr:0x100000277=0x6", lambda m: True)
-
-
-@pytest.mark.xfail(NEWLINE_BUG, strict=True, reason="spec.py: the out-of-range message quotes "
-                   "the raw argument; int() accepts a trailing newline, so the error is two lines")
+# Bugs in kvmharness/probes/spec.py found here, fixed: ordinary tests now.
 def test_probe_errors_are_one_line_even_with_a_newline_in_an_argument():
     from kvmharness.probes.payloads import parse
     with pytest.raises(UsageError) as e:
@@ -359,8 +343,6 @@ def test_probe_errors_are_one_line_even_with_a_newline_in_an_argument():
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.xfail(MSR_RANGE_BUG, strict=True, reason="spec.py: msr:INDEX=VALUE modifiers are "
-                   "not range checked; ctypes then silently truncates index 0x100000277 to 0x277")
 @pytest.mark.parametrize("text", ["insn:90@msr:0x100000277=0x6", "insn:90@msr:0x277=0x10000000000000006"])
 def test_msr_modifier_out_of_range_is_refused(text):
     from kvmharness.probes.payloads import parse
@@ -449,38 +431,14 @@ def _bad_files(directory: Path, good: Path) -> dict[str, Path]:
     return out
 
 
-# load_json_file (kvmharness/cpu/cpuid.py) let RecursionError and the int-digits ValueError out:
-# `diff` then printed "internal error" and exited 1 (fix in the report of this issue). The
-# affected cases are xfail only while the loader still lets something other than UsageError out.
+# load_json_file (kvmharness/cpu/cpuid.py) used to let RecursionError and the int-digits
+# ValueError out (`diff` printed "internal error", exit 1).
 HOSTILE_JSON = {"deep": b"[" * 100_000, "bigint": b'{"schema": ' + b"7" * 5000 + b"}"}
 
 
-def _loader_escapes(data: bytes) -> str | None:
-    import tempfile
-    from kvmharness.cpu.cpuid import load_json_file
-    with tempfile.NamedTemporaryFile(suffix=".json") as f:
-        f.write(data)
-        f.flush()
-        try:
-            load_json_file(f.name)
-        except UsageError:
-            return None
-        except Exception as e:                  # noqa: BLE001 - that is the finding
-            return type(e).__name__
-    return None
-
-
-LOADER_BUGS = {k: why for k, v in HOSTILE_JSON.items() if (why := _loader_escapes(v))}
 BAD_NAMES = ["empty", "open-brace", "null", "list", "number", "truncated-1", "truncated-half",
              "truncated-end", "latin1", "bom", "nul", "nan", "results-not-list",
              "result-missing-keys", "other-schema", "deep", "bigint", "directory", "missing"]
-
-
-def _bad_param(name):
-    if name in LOADER_BUGS:
-        return pytest.param(name, marks=pytest.mark.xfail(
-            strict=True, reason=f"load_json_file lets {LOADER_BUGS[name]} out (exit 1)"))
-    return name
 
 
 @pytest.fixture(scope="module")
@@ -498,7 +456,7 @@ def _main(args, capsys, monkeypatch, **env) -> tuple[int, str, str]:
     return code, out, err
 
 
-@pytest.mark.parametrize("name", [_bad_param(n) for n in BAD_NAMES])
+@pytest.mark.parametrize("name", BAD_NAMES)
 def test_diff_refuses_a_malformed_report_with_one_line(name, bad_files, good_report, capsys,
                                                       monkeypatch):
     bad = bad_files[name]
@@ -508,7 +466,7 @@ def test_diff_refuses_a_malformed_report_with_one_line(name, bad_files, good_rep
         assert str(bad) in line and out == ""
 
 
-@pytest.mark.parametrize("name", [_bad_param(n) for n in BAD_NAMES])
+@pytest.mark.parametrize("name", BAD_NAMES)
 def test_run_baseline_refuses_a_malformed_report_before_running(name, bad_files, capsys,
                                                                monkeypatch, tmp_path):
     """With no /dev/kvm the run itself would exit 4: exit 2 proves the baseline was checked
@@ -521,11 +479,6 @@ def test_run_baseline_refuses_a_malformed_report_before_running(name, bad_files,
     assert not out_file.exists()
 
 
-def _lint_wired() -> bool:
-    from kvmharness.cli import COMMANDS
-    return "lint" in COMMANDS
-
-
 CPUID_BAD = {
     "not-a-list": b'{"function": 1}', "entry-not-object": b"[1, 2]",
     "missing-function": b'[{"eax": 1}]', "bool": b'[{"function": true}]',
@@ -534,7 +487,7 @@ CPUID_BAD = {
 }
 
 
-@pytest.mark.parametrize("name", [_bad_param(n) for n in BAD_NAMES] + list(CPUID_BAD))
+@pytest.mark.parametrize("name", BAD_NAMES + list(CPUID_BAD))
 def test_lint_file_raises_only_usage_error(name, bad_files, tmp_path):
     from kvmharness.model.lint import lint_file
     from tests.profiles import pvm_profile
@@ -551,7 +504,6 @@ def test_lint_file_raises_only_usage_error(name, bad_files, tmp_path):
     assert "\n" not in str(e.value) and str(path) in str(e.value)
 
 
-@pytest.mark.xfail(not _lint_wired(), reason="lint not wired yet", strict=True)
 @pytest.mark.parametrize("name", ["empty", "truncated-half", "latin1", "directory", "missing",
                                   "number"])
 def test_lint_command_refuses_malformed_input_with_one_line(name, bad_files, capsys, monkeypatch):
@@ -567,8 +519,7 @@ def test_malformed_inputs_through_the_real_cli(bad_files, good_report):
             ["diff", str(good_report), str(bad_files["latin1"])],
             ["run", "--baseline", str(bad_files["truncated-end"])],
             ["run", "--baseline", str(bad_files["directory"]), "-j", "2"]]
-    if _lint_wired():
-        runs.append(["lint", str(bad_files["truncated-half"])])
+    runs.append(["lint", str(bad_files["truncated-half"])])
     procs = [subprocess.Popen([sys.executable, "-m", "kvmharness", *a], cwd=REPO,
                               env=_cli_env(KVMHARNESS_DEVICE="/nonexistent/kvm"), text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for a in runs]

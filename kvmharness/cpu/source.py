@@ -461,7 +461,7 @@ def catalogue_side(kernel) -> ClassSide:
 
 
 def tree_side(tree) -> ClassSide:
-    t = read_tree(tree)
+    t = tree if isinstance(tree, TreeClasses) else read_tree(tree)
     return ClassSide(f"{t.path} ({t.version_text})", dict(t.classes))
 
 
@@ -474,10 +474,10 @@ def class_sides(sources, kernels) -> tuple[ClassSide, ClassSide]:
     if not sources and len(kernels) < 2:
         raise UsageError("catalogue: give --source TREE (with --source B, --kernel X.Y, or alone "
                          "for its own release), or two --kernel")
-    sides = [tree_side(s) for s in sources]
-    if len(sources) == 1 and not kernels:
-        version = read_tree(sources[0]).version_text
-        sides.append(catalogue_side(version))
+    trees = [read_tree(s) for s in sources]             # each tree is parsed once
+    sides = [tree_side(t) for t in trees]
+    if len(trees) == 1 and not kernels:
+        sides.append(catalogue_side(trees[0].version_text))
     sides += [catalogue_side(k) for k in kernels]
     return sides[0], sides[1]
 
