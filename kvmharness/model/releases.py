@@ -33,6 +33,7 @@ them, which is exact only where a change's release is pinned (the note says when
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, replace
 
@@ -403,6 +404,15 @@ def values(name: str, kernel, release: str = "") -> tuple[tuple, str]:
     stable series decides by the point release: (new,) at or after the first point release known
     with it, (old,) at or before the last known without, (old, new) in between or when the point
     release is not known. The text says which, and why."""
+    changes, why = in_force(name, tuple(kernel[:2]), release or "")
+    return tuple(c.value for c in changes), why
+
+
+@functools.lru_cache(maxsize=None)
+def in_force(name: str, kernel: Version, release: str) -> tuple[tuple[Change, ...], str]:
+    """The changes whose values(name, kernel, release) are, with the text that says why ("" when
+    no stable backport is involved). Cached: a rule asks per probe, the answer depends only on
+    the behaviour table and the host's release."""
     b = behaviour(name)
     now = b.at(kernel)
     k = tuple(kernel[:2])
@@ -416,14 +426,14 @@ def values(name: str, kernel, release: str = "") -> tuple[tuple, str]:
             what = (f"{name}: {kname(later.since)} changed it to {later.value!r} ({later.source}); "
                     f"{kname(k)}.y took that as a stable backport ({bp.evidence})")
             if point is not None and bp.with_ is not None and point >= bp.with_:
-                return (later.value,), f"{what}: {kname(k)}.{point} has it"
+                return (later,), f"{what}: {kname(k)}.{point} has it"
             if point is not None and bp.without is not None and point <= bp.without:
-                return (now.value,), f"{what}: {kname(k)}.{point} predates it"
+                return (now,), f"{what}: {kname(k)}.{point} predates it"
             where = (f"{kname(k)}.{point}" if point is not None else f"this {kname(k)} kernel")
-            return (now.value, later.value), (
+            return (now, later), (
                 f"{what}: {where} may have it or not (the first point release with it is not "
                 "known to the model), so either outcome is accepted")
-    return (now.value,), ""
+    return (now,), ""
 
 
 def since(name: str, kernel=R_MAX) -> Version | None:
