@@ -121,6 +121,18 @@ class Ctx:
             return self.forced.get(name, changes[0].value), why
         return changes[0].value, why
 
+    def behaviour_reason(self, name: str, text: str, **inputs) -> Reason:
+        """A Reason for `text` (what the rule concluded from behaviour `name`'s value): it cites
+        the change whose value the rule used (the series' own, or the later one a stable
+        backport brought), and where a backport decided the value by the point release, its
+        account follows after "; ". A value a backport leaves open is accounted for once, by
+        expect(), beside the outcomes each value gives."""
+        changes, why = releases.in_force(name, self.kernel, self.host.release)
+        value, _ = self.behaviour(name)
+        used = next(c for c in changes if c.value == value)
+        return releases.cited(used, text + (f"; {why}" if why and len(changes) == 1 else ""),
+                              inputs)
+
     def note(self, text: str, fn: str | None = None, since=None, **inputs) -> Reason:
         r = Reason(text, fn, since, inputs)
         self.reasons.append(r)
