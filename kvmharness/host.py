@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 from .cpu.cpuid import CpuidTable
+from .cpu.features import vendor_family
 from .errors import UsageError
 from .kvm import Kvm, KvmCap, KvmError
 from .kvm.structs import KVM_X86_XCOMP_GUEST_SUPP
@@ -36,7 +37,6 @@ SYS_MODULE = "/sys/module"
 # a (built-in, unused) kvm_intel/kvm_amd, while those two exclude each other.
 BACKEND_MODULES = ("kvm_pvm", "kvm_intel", "kvm_amd")
 BACKENDS = {"kvm_intel": "intel", "kvm_amd": "amd", "kvm_pvm": "pvm"}
-VENDORS = {"GenuineIntel": "intel", "AuthenticAMD": "amd", "HygonGenuine": "amd"}
 
 
 # -- the CPUID instruction ------------------------------------------------------------------------
@@ -202,7 +202,7 @@ class HostFacts:
 
     @property
     def host_vendor(self) -> str:
-        return VENDORS.get(self.cpu_vendor or self.cpuid_vendor, "unknown")
+        return vendor_family(self.cpu_vendor or self.cpuid_vendor)
 
     @property
     def cpuid_fms(self) -> tuple[int, int, int]:

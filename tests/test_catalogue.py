@@ -4,6 +4,7 @@ Pure tests: no /dev/kvm. Bit positions in the spot checks come from the Linux so
 catalogue cites (cpufeatures.h, reverse_cpuid.h, kvm_para.h, msr-index.h hunks).
 """
 
+import json
 import re
 
 import pytest
@@ -322,6 +323,44 @@ def test_properties_unique_and_valid():
     assert len(names) == len(set(names))
     for p in cat.PROPERTIES:
         assert p.reg in REGS and p.lo + p.width <= 32 and p.doc
+
+
+def test_one_vendor_table_answers_every_vendor_question(tmp_path):
+    """cpu.features.VENDORS is the only vendor table: `--vendor NAME`'s CPUID.0 string, the
+    host_vendor of a host record and of a hand-written host file, lint's vendor warning and the
+    guest's guest_cpuid_is_amd_or_hygon all read it. Hygon is of AMD's family; any other
+    vendor string is of none ("unknown")."""
+    from dataclasses import replace
+    from kvmharness.conformance.config import with_vendor
+    from kvmharness.host import HostFacts
+    from kvmharness.model.caps import guest_is_amd_compatible
+    from kvmharness.model.hostfile import load_host_file
+    from kvmharness.model.lint import vendor_warning
+    spr = _profile("fc-intel-sapphire-rapids-6.18host")
+    facts = HostFacts.from_json(json.loads((PROFILES.parent / "lint" / "this-host-info.json")
+                                           .read_text()))
+    assert set(cat.VENDORS) == {"intel", "amd", "hygon"}
+    for name, (string, family) in cat.VENDORS.items():
+        table = with_vendor(spr, name)
+        assert cat.vendor_string(table) == string and cat.vendor_family(string) == family
+        assert guest_is_amd_compatible(table) == (family == "amd")
+        assert replace(facts, cpu_vendor=string).to_profile().host_vendor == family
+        f = tmp_path / f"{name}.json"
+        f.write_text(json.dumps({"supported": table.to_json()}))
+        host = load_host_file(f)
+        assert (host.host_vendor, host.backend) == (family, family)
+        other = "amd" if family == "intel" else "intel"
+        assert vendor_warning(host, with_vendor(spr, other)).startswith(
+            f"the table's CPU vendor is {cat.VENDOR_STRINGS[other]} but the host's is "
+            f"{cat.VENDOR_STRINGS[family]}")
+        assert vendor_warning(host, table) is None
+    for unknown in ("CentaurHauls", "KVMKVMKVM", ""):
+        assert cat.vendor_family(unknown) == "unknown"
+        assert replace(facts, cpu_vendor=unknown, cpuid_vendor=unknown).to_profile() \
+            .host_vendor == "unknown"
+    f = tmp_path / "no-leaf-0.json"
+    f.write_text(json.dumps({"supported": spr.without_leaf(0).to_json(), "backend": "intel"}))
+    assert load_host_file(f).host_vendor == "unknown"
 
 
 def test_property_values_on_profiles():

@@ -263,6 +263,63 @@ def test_sregs_efer_check_by_release(release, checked):
         assert e.pattern["kind"] == "ok"
 
 
+# -- how a rule states a behaviour that a stable backport decides (Ctx.behaviour_reason) ----------
+SREGS_NXE = ("cpuid:0:0@efer+11", dict(clear=("nx",)))
+PV_READ = ("rdmsr:0x4b564d05", NO_POLL)
+LA57_WRITE = ("host-wrmsr:0xc0000102:0x800000000000", dict(clear=("la57",)))
+EINVAL = "KVM_SET_SREGS runs kvm_valid_efer (guest CPUID checks included) -> EINVAL"
+
+
+def _la57(release):
+    return replace(fc_profile(SPR_618), kernel=releases.parse_release(release).rules,
+                   release=release)
+
+
+@pytest.mark.parametrize("host,probe,name,text,used", [
+    (kernel("6.12.117"), PV_READ, "pv_msr_missing_feature",
+     "the failure code of 6.12 is 'unsupported'", (7, 0)),
+    (kernel("6.18.15"), PV_READ, "pv_msr_missing_feature",
+     "the failure code of 6.18 is 'invalid'", (6, 1)),
+    (_la57("6.12.117"), LA57_WRITE, "msr_canonical_width",
+     "canonical width 57: KVM's largest (LA57 supported)", (6, 13)),
+    (kernel("7.2.8"), SREGS_NXE, "sregs_efer_check", EINVAL, (7, 3)),
+], ids=["pv-6.12.117-has-it", "pv-6.18.15-predates-it", "canonical-6.12.117", "sregs-7.2.8"])
+def test_a_backport_that_decides_is_stated_the_same_way_by_every_rule(host, probe, name, text,
+                                                                      used):
+    """cr._check_sregs, msrs.canonical_why and msrs._pv state what a stable backport decided
+    alike: the rule's text, "; ", the backport's account (releases.values), citing the change
+    whose value was used (the later one when the point release has it), not the series' own."""
+    why = releases.values(name, host.kernel, host.release)[1]
+    assert why and ("has it" in why or "predates it" in why)
+    e = ex(host, probe[0], **probe[1])
+    (r,) = [r for r in e.reasons if r.text.startswith(text)]
+    assert r.text == f"{text}; {why}"
+    change = next(c for c in releases.behaviour(name).changes if c.since == used)
+    assert r.kvm_function.startswith(change.source)
+    assert r.since == (None if used == releases.R_MIN else used)
+
+
+@pytest.mark.parametrize("host,probe,name,text,values", [
+    (kernel("6.18.20"), ("host-rdmsr:0x4b564d05", NO_POLL), "pv_msr_missing_feature",
+     "the failure code of 6.18 is ", ("invalid", "unsupported")),
+    (kernel("6.12.117"), SREGS_NXE, "sregs_efer_check", EINVAL, (True,)),
+], ids=["pv-6.18.20", "sregs-6.12.117"])
+def test_a_backport_left_open_is_said_once_beside_the_outcomes(host, probe, name, text, values):
+    """Where the point release does not decide, the rule's own reason has no backport text (each
+    value's reason cites its own change) and expect() says why both outcomes are accepted, once
+    (where they differ: a host read of 0 is forgiven only as 'unsupported'; without the check
+    the EFER write is taken)."""
+    why = releases.values(name, host.kernel, host.release)[1]
+    assert "may have it or not" in why
+    e = ex(host, probe[0], **probe[1])
+    assert [str(r) for r in e.reasons].count(why) == 1
+    stated = [r for r in e.reasons if r.text.startswith(text)]
+    assert len(stated) == len(values) and all(";" not in r.text for r in stated)
+    by_value = {c.value: c for c in releases.behaviour(name).changes}
+    for r, v in zip(stated, values):
+        assert r.kvm_function.startswith(by_value[v].source)
+
+
 # -- the PV signature's leaf limit and MAXPHYADDR 0 ---------------------------------------------------
 def test_pv_features_ignore_the_signature_leafs_limit():
     """kvm_get_hypervisor_cpuid records the limit (EAX of the signature leaf) without checking

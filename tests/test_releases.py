@@ -68,6 +68,23 @@ def test_behaviour_values_per_release():
     assert R.change("cpu_caps", (7, 2)).source.startswith("kvm_vcpu_after_set_cpuid")
 
 
+def test_a_behaviours_answer_per_kernel_and_release_is_computed_once():
+    """Ctx.behaviour asks per rule per probe: releases.in_force caches the answer per
+    (behaviour, series, release string); another point release is another answer."""
+    R.in_force.cache_clear()
+    first = R.in_force("pv_msr_missing_feature", (6, 12), "6.12.117")
+    assert R.in_force("pv_msr_missing_feature", (6, 12), "6.12.117") is first
+    assert R.in_force.cache_info().hits == 1
+    (change,), why = first
+    assert change.value == "unsupported" and "6.12.117 has it" in why
+    # values() answers from the same cache, whatever shape the kernel is given in
+    assert R.values("pv_msr_missing_feature", [6, 12], "6.12.117") == (("unsupported",), why)
+    assert R.in_force.cache_info().hits == 2
+    assert [c.value for c in R.in_force("pv_msr_missing_feature", (6, 12), "6.12.50")[0]] == [
+        "invalid", "unsupported"]
+    assert R.in_force("pv_msr_missing_feature", (6, 12), "")[1].count("this 6.12 kernel") == 1
+
+
 def test_governed_features_from_the_612_tree():
     """The 6.12 entry is governed_features.h of 6.12.107, name for name."""
     tree = next((t for t in linux_trees() if t.name.startswith("6.12.")), None)

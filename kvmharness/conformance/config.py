@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..cpu.cpuid import BitRef, CpuidEntry, CpuidTable
+from ..cpu.features import VENDOR_STRINGS
 from ..errors import UsageError
 from ..model.profile import MSR_FILTER_READ, MSR_FILTER_WRITE, MsrFilter, VcpuConfig
 
@@ -25,10 +26,6 @@ def for_vcpu0(table: CpuidTable) -> CpuidTable:
         if e.function in (0xB, 0x1F):
             t = t.with_entry(e.with_reg("edx", 0))
     return t
-
-
-# CPUID leaf 0 vendor strings (EBX, EDX, ECX order of the bytes), by --vendor name.
-VENDOR_STRINGS = {"intel": "GenuineIntel", "amd": "AuthenticAMD", "hygon": "HygonGenuine"}
 
 
 def with_vendor(table: CpuidTable, vendor: str) -> CpuidTable:

@@ -795,6 +795,25 @@ def vendor_string(table: CpuidTable) -> str:
     return raw.rstrip(b"\0").decode("latin-1")
 
 
+# The CPU vendors the harness knows: name (`--vendor NAME`) -> (CPUID.0 vendor string, vendor
+# family). The family is a profile's host_vendor and the vendor rules' "intel"/"amd": the
+# kvm_intel or kvm_amd side; KVM treats Hygon as AMD (kvm_amd runs on it, and
+# guest_cpuid_is_amd_or_hygon (arch/x86/kvm/cpuid.h) is true of its guests).
+VENDORS: dict[str, tuple[str, str]] = {
+    "intel": ("GenuineIntel", "intel"),
+    "amd": ("AuthenticAMD", "amd"),
+    "hygon": ("HygonGenuine", "amd"),
+}
+VENDOR_STRINGS: dict[str, str] = {name: s for name, (s, _) in VENDORS.items()}
+_FAMILY_OF_STRING = {s: family for s, family in VENDORS.values()}
+
+
+def vendor_family(vendor: str) -> str:
+    """The vendor family ("intel" or "amd") of a CPUID.0 vendor string, "unknown" for any other
+    (CentaurHauls, a hypervisor's, or '')."""
+    return _FAMILY_OF_STRING.get(vendor, "unknown")
+
+
 def hypervisor_signature(table: CpuidTable, leaf: int = KVM_CPUID_SIGNATURE) -> bytes:
     """The 12 signature bytes of a hypervisor leaf (b"KVMKVMKVM\\0\\0\\0" for KVM)."""
     return b"".join(table.reg(leaf, 0, r).to_bytes(4, "little") for r in ("ebx", "ecx", "edx"))

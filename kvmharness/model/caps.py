@@ -25,7 +25,7 @@ import functools
 from dataclasses import dataclass, field
 
 from ..cpu.cpuid import BitRef, CpuidTable
-from ..cpu.features import vendor_string
+from ..cpu.features import vendor_family, vendor_string
 from ..errors import UsageError
 from . import bits as b
 from . import catalog, releases
@@ -56,7 +56,7 @@ def guest_vendor_string(table: CpuidTable) -> str:
 
 def guest_is_amd_compatible(table: CpuidTable) -> bool:
     """guest_cpuid_is_amd_or_hygon(): the vendor string in guest CPUID leaf 0."""
-    return guest_vendor_string(table) in ("AuthenticAMD", "HygonGenuine")
+    return vendor_family(guest_vendor_string(table)) == "amd"
 
 
 # -- TDP --------------------------------------------------------------------------------------

@@ -240,15 +240,13 @@ def _check_sregs(ctx: Ctx, cr0: int, cr4: int, efer: int) -> tuple[bool, list[Re
         return False, [Reason("CR0.NW without CR0.CD", "kvm_is_valid_cr0 (arch/x86/kvm/x86.c)")], {}
     if pg and not cr0 >> b.CR0_PE & 1:
         return False, [Reason("CR0.PG without CR0.PE", "kvm_is_valid_cr0 (arch/x86/kvm/x86.c)")], {}
-    efer_check, backport = ctx.behaviour("sregs_efer_check")
+    efer_check, _ = ctx.behaviour("sregs_efer_check")
     if efer_check:
         ok, ewhy = check_efer(ctx, efer, host_initiated=False)
         if not ok:
-            return False, ewhy + [releases.reason(
-                "sregs_efer_check", ctx.kernel, "KVM_SET_SREGS runs kvm_valid_efer (guest CPUID "
-                "checks included) -> EINVAL" + (f" ({backport})" if backport and
-                                                "sregs_efer_check" not in ctx.open else ""))], \
-                {"efer": efer}
+            return False, ewhy + [ctx.behaviour_reason(
+                "sregs_efer_check", "KVM_SET_SREGS runs kvm_valid_efer (guest CPUID checks "
+                "included) -> EINVAL")], {"efer": efer}
         return True, [Reason(f"KVM_SET_SREGS accepts CR0={cr0:#x} CR4={cr4:#x} EFER={efer:#x}",
                              F_VALID_SREGS)], {}
     return True, [Reason(f"KVM_SET_SREGS accepts CR0={cr0:#x} CR4={cr4:#x} EFER={efer:#x} "

@@ -26,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..cpu.cpuid import CpuidTable, load_json_file
+from ..cpu.features import vendor_family, vendor_string
 from ..errors import UsageError, did_you_mean, printable, shown
 from .profile import BACKENDS, HostProfile
 from .releases import parse_release
@@ -57,15 +58,6 @@ def _num(value, where: str) -> int:
             raise UsageError(f"{where}: must not be negative")
         return v
     raise UsageError(f"{where}: expected a number, not {type(value).__name__}")
-
-
-def _vendor_of(table: CpuidTable) -> str:
-    e = table.entry(0, 0)
-    if e is None:
-        return "unknown"
-    s = b"".join(x.to_bytes(4, "little") for x in (e.ebx, e.edx, e.ecx))
-    return {b"GenuineIntel": "intel", b"AuthenticAMD": "amd", b"HygonGenuine": "amd"}.get(
-        s, "unknown")
 
 
 REPORT_SCHEMA_PREFIX = "kvmharness-report/"
@@ -180,7 +172,7 @@ def load_host_file(path, backend: str | None = None, kernel=None,
     if fields.get("backend", "unknown") not in BACKENDS:
         raise UsageError(f"{where}: backend {shown(fields['backend'])} is not one of "
                          f"{', '.join(BACKENDS)}")
-    fields.setdefault("host_vendor", _vendor_of(supported))
+    fields.setdefault("host_vendor", vendor_family(vendor_string(supported)))
     if "backend" not in fields and fields["host_vendor"] in ("intel", "amd"):
         fields["backend"] = fields["host_vendor"]      # kvm_intel / kvm_amd by the CPU vendor
     if params:

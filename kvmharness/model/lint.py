@@ -29,7 +29,7 @@ Policy (each finding has "flagged"; the CLI exits 1 when any finding is flagged,
 from __future__ import annotations
 
 from ..cpu.cpuid import REGS, BitRef, CpuidTable
-from ..cpu.features import vendor_string
+from ..cpu.features import VENDOR_STRINGS, vendor_family, vendor_string
 from ..cpu.tables import read_table
 from ..errors import UsageError
 from . import bits as b
@@ -238,16 +238,14 @@ def lint_file(host: HostProfile, path: str) -> list[dict]:
 def vendor_warning(host: HostProfile, table: CpuidTable) -> str | None:
     """A table of another CPU vendor than the host's: vendor rules (VMX/SVM, SYSCALL in 32-bit
     mode, AMD-only leaves) then answer for the host, not for the CPU the table describes."""
-    vendor = VENDORS.get(vendor_string(table))
-    if vendor is None or host.host_vendor not in ("intel", "amd") or vendor == host.host_vendor:
+    vendor = vendor_family(vendor_string(table))
+    if vendor == "unknown" or host.host_vendor not in ("intel", "amd") or vendor == host.host_vendor:
         return None
     return (f"the table's CPU vendor is {vendor_string(table)} but the host's is "
             f"{VENDOR_STRINGS[host.host_vendor]}: KVM runs the guest on the host's CPU, so vendor-specific "
             "features of the table cannot be honoured")
 
 
-VENDORS = {"GenuineIntel": "intel", "AuthenticAMD": "amd", "HygonGenuine": "amd"}
-VENDOR_STRINGS = {"intel": "GenuineIntel", "amd": "AuthenticAMD"}
 LINT_SCHEMA = "kvmharness-lint/1"
 
 

@@ -276,13 +276,12 @@ def msr_addr_bits(ctx: Ctx) -> int:
 
 def canonical_why(ctx: Ctx) -> Reason:
     """Why msr_addr_bits() has the width it has (cited where a canonical check decides)."""
-    whose, backport = ctx.behaviour("msr_canonical_width")
+    whose, _ = ctx.behaviour("msr_canonical_width")
     w = msr_addr_bits(ctx)
-    text = (f"canonical width {w}: the guest's CR4.LA57 = {int(ctx.state.cr4_has(b.CR4_LA57))}"
-            if whose == "guest" else
-            f"canonical width {w}: KVM's largest (LA57 {'' if w == 57 else 'not '}supported)")
-    return releases.reason("msr_canonical_width", ctx.kernel, text + (
-        f"; {backport}" if backport and "msr_canonical_width" not in ctx.open else ""))
+    return ctx.behaviour_reason("msr_canonical_width", (
+        f"canonical width {w}: the guest's CR4.LA57 = {int(ctx.state.cr4_has(b.CR4_LA57))}"
+        if whose == "guest" else
+        f"canonical width {w}: KVM's largest (LA57 {'' if w == 57 else 'not '}supported)"))
 
 
 def advertised(ctx: Ctx, index: int) -> tuple[bool | None, str]:
@@ -1155,7 +1154,7 @@ def _pv(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> M
     have, why = pv_has(ctx, feat_name)
     fn = F_SET_MSR_COMMON if write else F_GET_MSR_COMMON
     if not have:
-        code, backport = ctx.behaviour("pv_msr_missing_feature")
+        code, _ = ctx.behaviour("pv_msr_missing_feature")
         text = f"{label}: KVM_FEATURE_{feat_name} missing with PV enforcement on"
         if code == "invalid":
             res = _err(text + ": return 1 (\"invalid\": no host exemption, not forgiven by "
@@ -1163,10 +1162,8 @@ def _pv(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> M
         else:
             res = _unsup(text + " (\"unsupported\")", fn, "msr.pv.gate")
         res.reasons[:0] = why
-        res.reasons.append(releases.reason("pv_msr_missing_feature", ctx.kernel,
-                                           f"the failure code of {ctx.kname} is {code!r}"
-                                           + (f" ({backport})" if backport and
-                                              "pv_msr_missing_feature" not in ctx.open else "")))
+        res.reasons.append(ctx.behaviour_reason("pv_msr_missing_feature",
+                                                f"the failure code of {ctx.kname} is {code!r}"))
         return res
     if not write:
         v = 0 if idx == b.MSR["KVM_ASYNC_PF_ACK"] else current(ctx, msrs, idx)

@@ -15,7 +15,11 @@ versions themselves:
     behaviour, add one `B(...)` entry below: a name, a one-line doc, and its changes
     `C(since, value, source, note="")` in ascending order, the first from R_MIN. A rule then
     reads `releases.value("my_behaviour", ctx.kernel)` and cites
-    `releases.change("my_behaviour", ctx.kernel).source` (or `releases.reason(...)`).
+    `releases.change("my_behaviour", ctx.kernel).source` (or `releases.reason(...)`). A
+    behaviour with `backports` (older stable series that took a change, decided by point
+    release) is read through the rule's context instead: `ctx.behaviour(name)` for its value
+    and `ctx.behaviour_reason(name, text)` for the Reason (model/state.py), which cites the
+    change in force and says what the backport decided.
   * LOCATIONS: where a KVM function lives in each release (renames and file moves, e.g. 7.0
     split kvm_set_cpu_caps into kvm_initialize_cpu_caps/kvm_finalize_cpu_caps; 7.2 moved the
     CR and sregs code from x86.c to regs.c). Rules cite functions by their long-standing name;
@@ -33,6 +37,7 @@ them, which is exact only where a change's release is pinned (the note says when
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, replace
 
@@ -403,6 +408,15 @@ def values(name: str, kernel, release: str = "") -> tuple[tuple, str]:
     stable series decides by the point release: (new,) at or after the first point release known
     with it, (old,) at or before the last known without, (old, new) in between or when the point
     release is not known. The text says which, and why."""
+    changes, why = in_force(name, tuple(kernel[:2]), release or "")
+    return tuple(c.value for c in changes), why
+
+
+@functools.lru_cache(maxsize=None)
+def in_force(name: str, kernel: Version, release: str) -> tuple[tuple[Change, ...], str]:
+    """The changes whose values(name, kernel, release) are, with the text that says why ("" when
+    no stable backport is involved). Cached: a rule asks per probe, the answer depends only on
+    the behaviour table and the host's release."""
     b = behaviour(name)
     now = b.at(kernel)
     k = tuple(kernel[:2])
@@ -413,17 +427,19 @@ def values(name: str, kernel, release: str = "") -> tuple[tuple, str]:
             if bp.series != k:
                 continue
             point = point_release(release, k)
-            what = (f"{name}: {kname(later.since)} changed it to {later.value!r} ({later.source}); "
-                    f"{kname(k)}.y took that as a stable backport ({bp.evidence})")
+            changed = f"{name}: {kname(later.since)} changed it to {later.value!r}"
+            took = f"{kname(k)}.y took that as a stable backport ({bp.evidence})"
+            # decided, the rule cites the change it used (Ctx.behaviour_reason); left open, this
+            # text stands alone beside the outcomes (expect()), so it names the change's source
             if point is not None and bp.with_ is not None and point >= bp.with_:
-                return (later.value,), f"{what}: {kname(k)}.{point} has it"
+                return (later,), f"{changed}; {took}: {kname(k)}.{point} has it"
             if point is not None and bp.without is not None and point <= bp.without:
-                return (now.value,), f"{what}: {kname(k)}.{point} predates it"
+                return (now,), f"{changed}; {took}: {kname(k)}.{point} predates it"
             where = (f"{kname(k)}.{point}" if point is not None else f"this {kname(k)} kernel")
-            return (now.value, later.value), (
-                f"{what}: {where} may have it or not (the first point release with it is not "
-                "known to the model), so either outcome is accepted")
-    return (now.value,), ""
+            return (now, later), (
+                f"{changed} ({later.source}); {took}: {where} may have it or not (the first "
+                "point release with it is not known to the model), so either outcome is accepted")
+    return (now,), ""
 
 
 def since(name: str, kernel=R_MAX) -> Version | None:
@@ -506,7 +522,11 @@ def localise(reasons, kernel) -> list:
 
 def reason(name: str, kernel, text: str, inputs: dict | None = None):
     """A Reason citing behaviour `name`'s source for `kernel` (and since when it holds)."""
+    return cited(change(name, kernel), text, inputs)
+
+
+def cited(c: Change, text: str, inputs: dict | None = None):
+    """A Reason for `text` citing change `c`'s source (and its release unless R_MIN)."""
     from .reason import Reason
-    c = change(name, kernel)
     src = c.source + (f"; {c.note}" if c.note else "")
     return Reason(text, src, None if c.since == R_MIN else c.since, inputs or {})

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 
 from ..probes.spec import ProbeSpec
 from . import bits as b
+from . import releases
 from .caps import EffectiveCaps
 from .profile import HostProfile, VcpuConfig
 from .reason import Reason
@@ -114,12 +115,23 @@ class Ctx:
         """(value, why) of a per-release behaviour on this host's kernel (releases.values); a
         value a stable backport leaves open is recorded in `open` and taken from `forced`
         (default: the series' own). `why` is "" unless a backport decides or leaves it open."""
-        from . import releases
-        vals, why = releases.values(name, self.kernel, self.host.release)
-        if len(vals) > 1:
-            self.open[name] = (vals, why)
-            return self.forced.get(name, vals[0]), why
-        return vals[0], why
+        changes, why = releases.in_force(name, self.kernel, self.host.release)     # cached
+        if len(changes) > 1:
+            self.open[name] = (tuple(c.value for c in changes), why)
+            return self.forced.get(name, changes[0].value), why
+        return changes[0].value, why
+
+    def behaviour_reason(self, name: str, text: str, **inputs) -> Reason:
+        """A Reason for `text` (what the rule concluded from behaviour `name`'s value): it cites
+        the change whose value the rule used (the series' own, or the later one a stable
+        backport brought), and where a backport decided the value by the point release, its
+        account follows after "; ". A value a backport leaves open is accounted for once, by
+        expect(), beside the outcomes each value gives."""
+        changes, why = releases.in_force(name, self.kernel, self.host.release)
+        value, _ = self.behaviour(name)
+        used = next(c for c in changes if c.value == value)
+        return releases.cited(used, text + (f"; {why}" if why and len(changes) == 1 else ""),
+                              inputs)
 
     def note(self, text: str, fn: str | None = None, since=None, **inputs) -> Reason:
         r = Reason(text, fn, since, inputs)
