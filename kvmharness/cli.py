@@ -7,6 +7,7 @@ Exit codes (kselftest): 0 all as expected, 1 mismatch or failure, 2 usage or env
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shlex
@@ -21,6 +22,19 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):          # argparse's own errors: one line, exit 2
         where = self.prog.removeprefix("kvmharness").strip()
         raise UsageError(f"{where}: {message}" if where else message)
+
+    def _get_values(self, action, arg_strings):
+        # A positional list of plain strings (no type, no choices) is the strings themselves,
+        # less the first "--" as argparse takes it out (3.11 to 3.13 alike). argparse would pass
+        # each through its identity type and its choices check, ~0.5 µs a string: for `probe`
+        # with thousands of reproduce lines, as much as parsing the probes (scripts/bench_probe.py).
+        if (not action.option_strings and action.nargs == argparse.ONE_OR_MORE
+                and action.type is None and action.choices is None):
+            strings = list(arg_strings)
+            if "--" in strings:
+                strings.remove("--")
+            return strings
+        return super()._get_values(action, arg_strings)
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
@@ -299,10 +313,17 @@ def _probe(args) -> int:
     from . import outcome as oc
     from .conformance.config import GuestConfig, parse_msr_filter
     from .kvm.constants import KvmCap
+    from .guest.bodies import REGISTER_INPUTS
+    from .guest.machine import PlainBatch, describe_records
     from .guest.runner import Runner
     from .probes.payloads import guest_code, parse
+    from .probes.spec import parse_plain
 
-    specs = [parse(p) for p in args.probes]
+    # Thousands of canonical reproduce lines of the register-input kinds (cpuid, rdmsr, ...) go
+    # as one table into the native loop and come back as records formatted as they are, with
+    # no object per probe (Machine.run_plain); anything else, or --json, takes the general path.
+    plain = None if args.json else parse_plain(args.probes, tuple(REGISTER_INPUTS))
+    specs = [] if plain else [parse(p) for p in args.probes]
     config = GuestConfig("cli", tuple(args.set), tuple(args.clear), args.enforce_pv_cpuid,
                          args.disable_quirks, args.user_space_msr, args.vendor,
                          tuple(_vm_cap(c) for c in args.enable_cap),
@@ -315,10 +336,14 @@ def _probe(args) -> int:
                                  "(KVM_CAP_SYS_HYPERV_CPUID is 0): no Hyper-V emulation here")
             hv = runner.kvm.supported_hv_cpuid()
         vcpu = config.vcpu(runner.kvm.supported_cpuid(), hv)    # resolves feature names: errors first
-        outcomes = runner.run_many(vcpu, [(spec, guest_code(spec)) for spec in specs], args.timeout)
-    # Bulk reproduce lines run thousands of probes: name and configuration are made once per
-    # distinct spec (parse() caches specs, a spec its text), and the output is written at once.
-    names = [spec.text for spec in specs]
+        if plain:
+            batch = PlainBatch(args.probes, plain)
+            described = describe_records(batch, runner.run_plain(vcpu, batch, args.timeout))
+        else:
+            outcomes = runner.run_many(vcpu, [(spec, guest_code(spec)) for spec in specs], args.timeout)
+            described = None if args.json else list(map(oc.describe, outcomes))
+    # A plain probe's string is its canonical text already; a spec makes its text once.
+    names = args.probes if plain else [spec.text for spec in specs]
     if args.json:
         config_json = config.to_json()
         _emit(json.dumps([{"probe": name, "config": config_json, "outcome": oc.to_json(outcome)}
@@ -327,8 +352,7 @@ def _probe(args) -> int:
         edits = " ".join([f"+{f}" for f in args.set] + [f"-{f}" for f in args.clear])
         width = max(map(len, names))
         lines = [f"# guest CPUID: KVM_GET_SUPPORTED_CPUID {edits}".rstrip()]
-        lines += [f"{name:<{width}}  {oc.describe(outcome)}"
-                  for name, outcome in zip(names, outcomes)]
+        lines += map("  ".join, zip(map(str.ljust, names, itertools.repeat(width)), described))
         _emit("\n".join(lines))
     return EXIT_OK
 

@@ -15,7 +15,7 @@ import pytest
 from kvmharness.guest import layout as L
 from kvmharness.guest import native
 from kvmharness.guest.assemble import sources_dir
-from kvmharness.guest.machine import NATIVE_MIN_RUN, GuestCode, Machine
+from kvmharness.guest.machine import NATIVE_MIN_RUN, GuestCode, Machine, _Decoded
 from kvmharness.guest.runner import Runner
 from kvmharness.guest.timer import PROBE_SIGNAL, thread_timer
 from kvmharness.kvm import structs as ks
@@ -679,8 +679,10 @@ def _run_scripted(kvm, config, loop, texts=WRMSR_THEN_CPUID):
     with Machine(kvm, config) as m:
         m._batch = m._new_batch()
         probes = [(parse(t), guest_code(parse(t))) for t in texts]
-        out = m._run_native(loop, probes, [c.loop_entry for _, c in probes], 1000)
-        return out, m.broken, set(m._dirty)
+        table = b"".join(c.loop_entry for _, c in probes)
+        out = m._run_native(loop, probes, native.buffer_address(table), len(probes), 1000,
+                            _Decoded(probes))
+        return list(out), m.broken, set(m._dirty)
 
 
 @pytest.mark.kvm

@@ -110,22 +110,32 @@ def body_for(spec: ProbeSpec) -> Body:
                 b.dirties)
 
 
+# The kinds whose arguments go, as they are, into input registers: argument i into the i-th
+# register named. A bulk `probe` fills these registers of thousands of entry images column by
+# column (machine.plain_batch) instead of building a body per probe.
+REGISTER_INPUTS = {"cpuid": ("rax", "rcx"), "rdmsr": ("rcx",), "xgetbv": ("rcx",),
+                   "vmcall": ("rax",), "vmmcall": ("rax",)}
+
+
+def _inputs(spec: ProbeSpec) -> dict:
+    return dict(zip(REGISTER_INPUTS[spec.kind], spec.args))
+
+
 def _body(spec: ProbeSpec) -> Body:
     k = spec.kind
     if k == "cpuid":
-        return Body(CPUID, {"rax": spec.args[0], "rcx": spec.args[1]},
-                    ("rax", "rbx", "rcx", "rdx"), frozenset())
+        return Body(CPUID, _inputs(spec), ("rax", "rbx", "rcx", "rdx"), frozenset())
     if k == "cr4":
         return Body(MOV_RAX_CR4 + OR_RAX_RDX + MOV_CR4_RAX + MOV_RAX_CR4,
                     {"rdx": 1 << spec.args[0]}, ("rax",), frozenset({DIRTY_SREGS}))
     if k == "rdmsr":
-        return Body(RDMSR, {"rcx": spec.args[0]}, ("rax", "rdx"), frozenset())
+        return Body(RDMSR, _inputs(spec), ("rax", "rdx"), frozenset())
     if k == "wrmsr":
         reach = {DIRTY_VCPU} if reaching_msr(spec.args[0]) else set()
         return Body(WRMSR + RDMSR, {"rcx": spec.args[0], **_lo_hi(spec.args[1])},
                     ("rax", "rdx"), frozenset({DIRTY_MSR, DIRTY_SREGS, *reach}))
     if k == "xgetbv":
-        return Body(XGETBV, {"rcx": spec.args[0]}, ("rax", "rdx"), frozenset())
+        return Body(XGETBV, _inputs(spec), ("rax", "rdx"), frozenset())
     if k == "xsetbv":
         return Body(XSETBV, {"rcx": spec.args[0], **_lo_hi(spec.args[1])},
                     (), frozenset({DIRTY_XCR0}))
@@ -133,8 +143,7 @@ def _body(spec: ProbeSpec) -> Body:
         # KVM's hypercall ABI: number in RAX, arguments in RBX, RCX, RDX, RSI (all 0), result
         # in RAX. The other vendor's instruction may be patched in place (FIX_HYPERCALL_INSN),
         # which the body's copy before every probe undoes.
-        return Body(VMCALL if k == "vmcall" else VMMCALL, {"rax": spec.args[0]}, ("rax",),
-                    frozenset())
+        return Body(VMCALL if k == "vmcall" else VMMCALL, _inputs(spec), ("rax",), frozenset())
     if k == "insn":
         # All GPRs 0 but RDI, which points at a zeroed scratch page (the memory operand of
         # instructions that take one). Arbitrary bytes may change anything they can reach.

@@ -10,6 +10,7 @@ failure is marked `broken`; the Runner replaces it.
 
 from __future__ import annotations
 
+import array
 import ctypes
 import errno
 import functools
@@ -26,12 +27,12 @@ from ..kvm import structs as ks
 from ..kvm.ioctls import IOCTL_NAMES, KVM_GET_MSRS, KVM_SET_MSRS
 from ..lazy import cached_property
 from ..model.profile import VcpuConfig
-from ..probes.spec import ProbeSpec
+from ..probes.spec import PlainProbes, ProbeSpec, parse_probe
 from . import layout as L
 from . import native
 from .assemble import assemble
 from .bodies import (DIRTY_MSR, DIRTY_SCRATCH, DIRTY_SREGS, DIRTY_TABLES, DIRTY_VCPU, DIRTY_XCR0,
-                     PORT_DONE, PORT_FAULT, Body, body_for)
+                     PORT_DONE, PORT_FAULT, REGISTER_INPUTS, Body, body_for)
 from .timer import PROBE_SIGNAL, drain, thread_timer
 
 DEFAULT_TIMEOUT_MS = 1000.0
@@ -222,6 +223,37 @@ def _decode_records(probes, records) -> list[dict]:
     return out
 
 
+def describe_records(batch: PlainBatch, out: Records) -> list[str]:
+    """outcome.describe() of each outcome of Machine.run_plain, formatted from the result records
+    as they are, without an outcome dict per probe (tests/test_probe_bulk.py holds it equal to
+    describing _decode_records's dicts). A block of DONE records of one kind is one format
+    applied to its register columns."""
+    lines: list[str] = []
+    i = 0
+    for part in out.parts:
+        if isinstance(part, dict):
+            lines.append(oc.describe(part))
+            i += 1
+            continue
+        n = len(part) // native.RESULT.size
+        q = memoryview(part).cast("Q")
+        width = native.RESULT.size // 8
+        kinds = batch.kinds[i:i + n]
+        if native.TAG_FAULT not in q[0::width] and kinds.count(kinds[0]) == n:
+            code = batch.codes[kinds[0]]
+            columns = [q[1 + slot::width] for _, slot in code.result_slots]
+            lines += map(oc.ok_format(code.results).__mod__, zip(*columns))
+        else:
+            for kind, (tag, a, b, c, d, si) in zip(kinds, native.RESULT.iter_unpack(part)):
+                if tag == native.TAG_FAULT:
+                    lines.append(oc.describe(_fault(a, b, c, d, si)))
+                else:
+                    code, values = batch.codes[kind], (a, b, c, d)
+                    lines.append(oc.ok_format(code.results) % tuple(values[s] for _, s in code.result_slots))
+        i += n
+    return lines
+
+
 def _fault(rax: int, rbx: int, rcx: int, rdx: int, rsi: int) -> dict:
     """The outcome of a fault the guest's IDT stub reported at PORT_FAULT (guests/runtime.S)."""
     vector = rax & 0xFF
@@ -241,6 +273,88 @@ def basic_code(spec: ProbeSpec) -> GuestCode:
 def _loop_entries(probes) -> list[bytes | None]:
     """Each (spec, code) probe's native loop entry, None for one the loop does not take."""
     return [c.loop_entry if c is not None and s.from_baseline else None for s, c in probes]
+
+
+class _Decoded(list):
+    """Where _run_native puts run_many's outcomes: each decoded into its dict as it comes."""
+
+    def __init__(self, probes):
+        super().__init__()
+        self._probes = probes
+
+    @property
+    def done(self) -> int:
+        return len(self)
+
+    def records(self, view: memoryview, n: int) -> None:
+        self += _decode_records(self._probes[len(self):len(self) + n], view)
+
+    add = list.append
+
+
+class Records:
+    """Where _run_native puts a bulk `probe`'s outcomes: `parts` in probe order, each the loop's
+    result records (bytes) of consecutive probes or one outcome dict (a probe the loop stopped
+    at). Nothing is decoded per probe here: describe_records formats records as they are."""
+
+    def __init__(self):
+        self.parts: list[bytes | dict] = []
+        self.done = 0
+
+    def records(self, view: memoryview, n: int) -> None:
+        self.parts.append(bytes(view))
+        self.done += n
+
+    def add(self, outcome: dict) -> None:
+        self.parts.append(outcome)
+        self.done += 1
+
+
+class PlainBatch:
+    """A bulk `probe`'s plain probes (spec.parse_plain) as one native loop table, without a
+    ProbeSpec or GuestCode per probe: each kind's body is one shared image (its GuestCode for
+    all-zero arguments), each probe's entry registers are that code's with the probe's arguments
+    in its input registers (bodies.REGISTER_INPUTS), filled column by column. `batch[i]` makes
+    probe i's (spec, code) when the loop stops at it, as run_probe's cleanup needs them then."""
+
+    def __init__(self, texts: list[str], plain: PlainProbes):
+        self.texts, self.kinds, self.count = texts, plain.kinds, len(texts)
+        self.codes = {k: basic_code(ProbeSpec(k, (0,) * len(plain.args[k])))
+                      for k in plain.rows}
+        if not all(code.loopable for code in self.codes.values()):
+            raise ValueError(f"plain probe kinds the native loop cannot run: {sorted(self.codes)}")
+        stride = len(_REG_INDEX)
+        homogeneous = len(self.codes) == 1
+        images = {k: code.regs_image(False, 0) for k, code in self.codes.items()}
+        entries = {k: code.loop_entry for k, code in self.codes.items()}
+        regs, table = array.array("Q"), array.array("Q")
+        if homogeneous:
+            (kind,) = self.codes
+            regs.frombytes(images[kind] * self.count)
+            table.frombytes(entries[kind] * self.count)
+        else:
+            regs.frombytes(b"".join(map(images.__getitem__, self.kinds)))
+            table.frombytes(b"".join(map(entries.__getitem__, self.kinds)))
+        for kind, columns in plain.args.items():
+            for reg, values in zip(REGISTER_INPUTS[kind], columns):
+                r = _REG_INDEX[reg]
+                if homogeneous:
+                    regs[r::stride] = array.array("Q", values)
+                else:
+                    for i, v in zip(plain.rows[kind], values):
+                        regs[i * stride + r] = v
+        address = regs.buffer_info()[0]
+        table[_ENTRY_REGS::_ENTRY_QWORDS] = array.array(
+            "Q", range(address, address + self.count * stride * 8, stride * 8))
+        self.regs, self.table = regs, table         # the loop reads both by address: kept here
+
+    def __getitem__(self, i: int) -> tuple[ProbeSpec, GuestCode]:
+        spec = parse_probe(self.texts[i])
+        return spec, basic_code(spec)
+
+
+# struct probe (native.PROBE_ENTRY) as qwords: the P_REGS field is the fourth.
+_ENTRY_QWORDS, _ENTRY_REGS = native.PROBE_ENTRY.size // 8, 3
 
 
 # What a body dirties -> what the native loop does about it (guests/probe_loop.S, F_*).
@@ -601,7 +715,9 @@ class Machine:
             entries = _loop_entries(probes)
             if len(entries) >= NATIVE_MIN_RUN and all(entries):    # the common case, in one pass
                 thread_timer()              # a thread that cannot probe is refused before any change
-                return self._run_native(loop, probes, entries, timeout_ms)
+                table = b"".join(entries)
+                return self._run_native(loop, probes, native.buffer_address(table), len(entries),
+                                        timeout_ms, _Decoded(probes))
         # The general case: basic probes given without their code get it (and may still run in
         # the loop), then the list is cut into runs for the loop and probes for the Python path.
         probes = [(s, basic_code(s)) if c is None and s.guest_code else (s, c) for s, c in probes]
@@ -617,29 +733,42 @@ class Machine:
             if j - i < NATIVE_MIN_RUN:
                 out.append(self.run_probe(probes[i][0], probes[i][1], timeout_ms))
             else:
-                out += self._run_native(loop, probes[i:j], entries[i:j], timeout_ms)
+                table = b"".join(entries[i:j])
+                out += self._run_native(loop, probes[i:j], native.buffer_address(table), j - i,
+                                        timeout_ms, _Decoded(probes[i:j]))
         return out
 
-    def _run_native(self, loop, probes, entries: list[bytes], timeout_ms: float) -> list[dict]:
-        """Run (spec, code) `probes` in the native loop, `entries` their loop entries. An exit it
-        does not record is decoded and cleaned up here, as run_probe would, and the loop goes on
-        after it (from the baseline state, put back if the exit changed it); a timeout or a
-        failed KVM_RUN ends the list."""
+    def run_plain(self, batch: PlainBatch, timeout_ms: float = DEFAULT_TIMEOUT_MS) -> Records | None:
+        """The outcomes of a bulk `probe`'s plain probes as the native loop's records, None if
+        the loop cannot run here (the caller takes run_many). Fewer than batch.count if the
+        machine breaks: the caller goes on with a new machine."""
+        loop = native.probe_loop() if self.sync else None
+        if loop is None:
+            return None
+        thread_timer()                      # a thread that cannot probe is refused before any change
+        return self._run_native(loop, batch, batch.table.buffer_info()[0], batch.count, timeout_ms,
+                                Records())
+
+    def _run_native(self, loop, probes, table: int, count: int, timeout_ms: float, out):
+        """Run `count` probes in the native loop: `table` is the address of their loop entries
+        (kept alive by the caller), `probes[i]` probe i's (spec, code). Each result goes to `out`
+        (_Decoded or Records), which is returned. An exit the loop does not record is decoded
+        and cleaned up here, as run_probe would, and the loop goes on after it (from the
+        baseline state, put back if the exit changed it); a timeout or a failed KVM_RUN ends the
+        list."""
         b = self._batch
         if b is None:
             b = self._batch = self._new_batch()
         size = native.RESULT.size
-        table = b"".join(entries)
         results = self._records
-        if len(results) < size * len(entries):     # kept between batches: only records 0..next are read
-            results = self._records = (ctypes.c_char * (size * len(entries)))()
-        b.probes, b.out = native.buffer_address(table), ctypes.addressof(results)
-        b.count, b.next, b.resume = len(entries), 0, 0
+        if len(results) < size * count:     # kept between batches: only records 0..next are read
+            results = self._records = (ctypes.c_char * (size * count))()
+        b.probes, b.out = table, ctypes.addressof(results)
+        b.count, b.next, b.resume = count, 0, 0
         if timeout_ms != self._batch_timeout_ms:
             b.arm.set_ms(timeout_ms)
             self._batch_timeout_ms = timeout_ms
-        out: list[dict] = []
-        while len(out) < len(entries) and not self.broken:
+        while out.done < count and not self.broken:
             if self._restore_msrs:              # saved by a _prepare that failed half-way
                 try:
                     self._cleanup(frozenset())
@@ -649,20 +778,21 @@ class Machine:
             if self._dirty:                     # the state an earlier exit changed, put back
                 refused = self._prepare_safely(probes[b.next][0])
                 if refused is not None:
-                    out.append(refused)
+                    out.add(refused)
                     b.next += 1
                     continue
             status, after_ms = self._call_loop(loop, b)
-            out += _decode_records(probes[len(out):b.next], memoryview(results)[size * len(out):size * b.next])
+            if b.next > out.done:
+                out.records(memoryview(results)[size * out.done:size * b.next], b.next - out.done)
             if status == native.ST_DONE:
                 break
             if status == native.ST_STOPPED:
-                out.append(self._stopped(probes[b.next][1], timeout_ms))
+                out.add(self._stopped(probes[b.next][1], timeout_ms))
                 b.next += 1
             elif status == native.ST_HOST_IOCTL:
                 failed = kb.KvmError(-b.errno, IOCTL_NAMES.get(b.err_ioctl, hex(b.err_ioctl)))
                 if b.err_ioctl == KVM_GET_MSRS:     # saving the MSR, before the run: as run_probe
-                    out.append(oc.ioctl_error(failed.ioctl, failed.errno))
+                    out.add(oc.ioctl_error(failed.ioctl, failed.errno))
                     b.next += 1
                 elif b.err_ioctl == KVM_SET_MSRS:   # as run_probe's _cleanup
                     self.broken = f"restoring state failed: {failed}"
@@ -675,15 +805,15 @@ class Machine:
                                "read back by the host")
             elif status == -errno.ETIME:
                 self.broken = "timeout"
-                out.append(oc.timeout(after_ms if after_ms is not None else timeout_ms))
+                out.add(oc.timeout(after_ms if after_ms is not None else timeout_ms))
             elif b.resume:
                 self.broken = f"KVM_RUN failed: {os.strerror(-status)}"
-                out.append(oc.ioctl_error("KVM_RUN", -status))
+                out.add(oc.ioctl_error("KVM_RUN", -status))
             else:
                 raise OSError(-status, f"timer_settime: {os.strerror(-status)}")
         # The probe table dies with this call: leave no pointer to it (or the records) behind.
         b.probes = b.out = b.count = b.next = 0
-        self.native_probes += len(out)
+        self.native_probes += out.done
         return out
 
     def _new_batch(self) -> native.Batch:

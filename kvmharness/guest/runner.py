@@ -12,7 +12,7 @@ from ..errors import RESOURCE_ERRNOS, MachineFault, NoKvm
 from ..kvm.binding import Kvm, KvmError
 from ..model.profile import VcpuConfig
 from ..probes.spec import ProbeSpec
-from .machine import DEFAULT_TIMEOUT_MS, GuestCode, Machine
+from .machine import DEFAULT_TIMEOUT_MS, GuestCode, Machine, PlainBatch, Records
 
 
 KVM_API_VERSION = 12                # the only one Linux has ever had (KVM_GET_API_VERSION)
@@ -133,6 +133,20 @@ class Runner:
             if isinstance(machine, dict):
                 return out + [machine] * (len(probes) - len(out))
             out += machine.run_many(probes[len(out):] if out else probes, timeout_ms)
+        return out
+
+    def run_plain(self, config: VcpuConfig, batch: PlainBatch,
+                  timeout_ms: float = DEFAULT_TIMEOUT_MS) -> Records:
+        """The outcomes of a bulk `probe`'s plain probes, as run_many gives them, kept as the
+        native loop's records (Machine.run_plain). Probes after a machine that broke, and all of
+        them where the loop cannot run, go through run_many."""
+        machine = self._live(config)
+        out = Records()
+        if not isinstance(machine, dict):
+            out = machine.run_plain(batch, timeout_ms) or out
+        rest = [batch[i] for i in range(out.done, batch.count)]
+        for outcome in self.run_many(config, rest, timeout_ms) if rest else ():
+            out.add(outcome)
         return out
 
     def release(self, config: VcpuConfig) -> None:

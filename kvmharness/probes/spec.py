@@ -146,12 +146,98 @@ def _formats(kind: str) -> tuple:
     return tuple(functools.partial(_fmt, kind, name) for name in KINDS[kind][0])
 
 
+def _decimal(kind: str, name: str) -> bool:
+    """Whether the canonical text prints this argument in decimal (else in hex)."""
+    return name in ("bit", "subleaf", "capacity", "nent", "cpuid_reg", "nr") or (kind == "xgetbv" and name == "index")
+
+
 def _fmt(kind: str, name: str, value: int) -> str:
     if name == "reg" and value in REG_IDS:
         return REG_IDS[value]
-    if name in ("bit", "subleaf", "capacity", "nent", "cpuid_reg", "nr") or (kind == "xgetbv" and name == "index"):
-        return str(value)
-    return hex(value)
+    return str(value) if _decimal(kind, name) else hex(value)
+
+
+# -- bulk parsing --------------------------------------------------------------------------------
+# `kvmharness probe` given thousands of reproduce lines: parse() builds a ProbeSpec per string
+# (~3 µs each), a third of what the probe itself costs. Reproduce lines print ProbeSpec.text, the
+# canonical form, so for the kinds whose arguments are all integers the canonical form of every
+# kind fits one regular expression: matching it over the joined strings and converting each
+# argument column at once costs ~0.5 µs a probe. A string it does not match (another kind, a
+# modifier, hex spelt otherwise) is simply not plain: the caller parses it the ordinary way.
+_HEX_ARG, _DEC_ARG = "0x(?:0|[1-9a-f][0-9a-f]*)", "0|[1-9][0-9]*"
+
+
+@dataclass(frozen=True)
+class PlainProbes:
+    """Probe strings that are all canonical, modifier-free probes of integer-argument kinds:
+    `kinds[i]` is string i's kind, `args[kind]` the argument columns of that kind's strings (in
+    order: column j holds argument j of each), `rows[kind]` their indices among the strings."""
+    kinds: list[str]
+    args: dict[str, tuple[list[int], ...]]
+    rows: dict[str, list[int]]
+
+
+def _arguments(kind: str, capture: bool) -> str:
+    """A regular expression of the `:ARG...` part of `kind`'s canonical text, each argument
+    decimal or hex as ProbeSpec.text prints it (_decimal), in a capturing group if `capture`."""
+    group = "(" if capture else "(?:"
+    return "".join(f":{group}{_DEC_ARG if _decimal(kind, n) else _HEX_ARG})" for n in KINDS[kind][0])
+
+
+@functools.lru_cache(maxsize=None)
+def _lines_of(kind: str) -> re.Pattern:
+    """Newline-separated lines, each `kind`'s canonical text: one pass, no object per line."""
+    line = re.escape(kind) + _arguments(kind, False)
+    return re.compile(f"(?:{line}\n)*{line}")
+
+
+@functools.lru_cache(maxsize=None)
+def _any_line_of(kinds: tuple[str, ...]) -> re.Pattern:
+    """A line of any of `kinds` in canonical form: per kind a group with its name, then a group
+    per argument."""
+    return re.compile("^(?:" + "|".join(f"({re.escape(k)}){_arguments(k, True)}" for k in kinds)
+                      + ")$", re.MULTILINE)
+
+
+def parse_plain(texts: list[str], kinds: tuple[str, ...]) -> PlainProbes | None:
+    """`texts` as PlainProbes if every one is the canonical text of a modifier-free probe of one
+    of `kinds` (kinds whose arguments are all plain integers: no insn bytes, no register names),
+    within its argument limits; None otherwise. Agrees with parse_probe (tests/test_probe_bulk.py)."""
+    if not texts or any(n in ("bytes", "reg") for k in kinds for n in KINDS[k][0]):
+        return None
+    n = len(texts)
+    joined = "\n".join(texts)
+    if joined.count("\n") != n - 1:               # a string with a newline of its own
+        return None
+    for kind in kinds:                              # the usual bulk: one kind throughout
+        if _lines_of(kind).fullmatch(joined):
+            stride = 1 + len(KINDS[kind][0])
+            tokens = joined.replace("\n", ":").split(":")
+            return _plain([kind] * n, {kind: (list(range(n)), [tokens[j::stride] for j in range(1, stride)])})
+    found = _any_line_of(kinds).findall(joined)
+    if len(found) != n:                             # at most one match a line: every line matched
+        return None
+    columns = list(zip(*found))
+    kinds_of, per_kind, at = [""] * n, {}, 0
+    for kind in kinds:
+        nargs = len(KINDS[kind][0])
+        index = [i for i, k in enumerate(columns[at]) if k]
+        if index:
+            for i in index:
+                kinds_of[i] = kind
+            per_kind[kind] = (index, [[col[i] for i in index] for col in columns[at + 1:at + 1 + nargs]])
+        at += 1 + nargs
+    return _plain(kinds_of, per_kind)
+
+
+def _plain(kinds_of: list[str], per_kind: dict) -> PlainProbes | None:
+    """PlainProbes from each kind's rows and argument strings, None if one is out of range."""
+    args = {}
+    for kind, (_, strings) in per_kind.items():
+        values = args[kind] = tuple(list(map(int, col, [0] * len(col))) for col in strings)
+        if any(max(col) > _LIMITS[name] for col, name in zip(values, KINDS[kind][0])):
+            return None
+    return PlainProbes(kinds_of, args, {kind: rows for kind, (rows, _) in per_kind.items()})
 
 
 def parse_probe(text: str, payload_names: frozenset[str] | set[str] = frozenset()) -> ProbeSpec:
