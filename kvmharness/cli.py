@@ -212,11 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a release of the catalogue (repeatable, at most two sides in all)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = sub.add_parser("explain", help="the model's reasoning for one feature",
+    p = sub.add_parser("explain", help="the model's reasoning for one feature or matrix group",
                        description="Why a feature is or is not usable by a guest: supported? "
                        "emulated? in guest CPUID? KVM class for the kernel -> effective -> every "
-                       "expectation for the feature's probes, each with its reason chain.")
-    p.add_argument("feature", metavar="FEATURE")
+                       "expectation for the feature's probes, each with its reason chain. A "
+                       "matrix group that is no one CPU feature (`run --list`: misc_enable, "
+                       "xcr0.ymm, cpuid, ...) gets the expectation of every probe `run --feature "
+                       "GROUP` checks, by guest configuration.")
+    p.add_argument("feature", metavar="FEATURE|GROUP")
     _add_config_options(p)
     _add_host_options(p)
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -541,9 +544,20 @@ def cmd_catalogue(args) -> int:
 
 def cmd_explain(args) -> int:
     from .conformance.config import edit_cpuid
+    from .conformance.engine import matrix_group
     from .cpu.features import by_ref, resolve
     from .model.explain import explain, render_explain
     from .model.profile import VcpuConfig
+    group = matrix_group(args.feature)          # a matrix name that is no one CPU feature
+    if group is not None:
+        from .conformance.explain import explain_group, render_group
+        if args.set or args.clear:
+            raise UsageError(f"explain {group}: a matrix group is explained in the guest "
+                             f"configurations `run --feature {group}` gives it; --set and "
+                             "--clear edit the guest of a CPU feature's explanation")
+        d = explain_group(_host_profile(args), group)
+        _emit(json.dumps(d, indent=2) if args.json else render_group(d).rstrip("\n"))
+        return EXIT_OK
     feature = by_ref(resolve(args.feature))     # unknown names fail before touching KVM
     if feature is None:
         raise UsageError(f"explain {args.feature!r}: no catalogued CPU feature at that bit")

@@ -77,6 +77,35 @@ def test_explain_shows_model_removal():
 
 
 # -- lint -----------------------------------------------------------------------------------------
+def test_explain_a_matrix_group_gives_what_run_checks_by_configuration():
+    """A matrix name that is no one CPU feature (a group, CPUID bits, the cpuid table) is
+    explained by the expectations `run --feature GROUP` judges: the engine's plan and
+    Session.expectation, item for item, in the group's own guest configurations."""
+    from kvmharness.conformance.engine import Session, matrix_group, plan
+    from kvmharness.conformance.explain import explain_group, render_group
+    h = fc_profile(GENOA_618)
+    for group in ("sysenter", "xcr0.ymm", "msr-index", "cpuid"):
+        assert matrix_group(f" {group} ") == group
+        d = json.loads(json.dumps(explain_group(h, group)))
+        items = plan(h, [group])
+        got = [e for c in d["configs"] for e in c["expectations"]]
+        assert d["results"] == len(items) == len(got) > 0
+        session = Session(h)
+        for item, e in zip(items, got):
+            assert e["id"] == item.id and e["reproduce"] == item.reproduce
+            assert e["pattern"] == session.expectation(item)[1].pattern
+        assert render_group(d).count("\n      expect ") == len(items)
+    d = explain_group(h, "sysenter")
+    assert [c["options"] for c in d["configs"]] == [["--vendor", "intel"], ["--vendor", "amd"]]
+    text = render_group(d)
+    assert text.startswith(f"sysenter (group; `run --feature sysenter` checks {d['results']} "
+                           "results in 2 configurations) on ")
+    assert "configuration vendor-amd (--vendor amd):" in text
+    # CPU features, and names outside the matrix, are not groups
+    assert matrix_group("shstk") is None and matrix_group("pdpe1gb") is None
+    assert matrix_group("no_such_group") is None and matrix_group(None) is None
+
+
 def test_lint_genoa_618_flags_ibt_not_shstk():
     """A table advertising SHSTK and IBT on Genoa 6.18: SHSTK is usable (SVM 6.18), IBT is not."""
     h = fc_profile(GENOA_618)

@@ -180,6 +180,22 @@ def test_cli_explain_and_lint_say_the_rules():
     assert "rules of 7.3 applied to 7.4-rc2" in p.stderr and json.loads(p.stdout) is not None
 
 
+def test_cli_explain_takes_a_matrix_group():
+    """`explain GROUP` (a name `run --list` prints that is no CPU feature) explains what `run
+    --feature GROUP` checks; --set/--clear, which edit one feature's guest, are a one-line
+    exit 2 there (a group's configurations are the matrix's)."""
+    p = _cli("explain", "misc_enable", "--host", str(SPR))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("misc_enable (group; `run --feature misc_enable` checks ")
+    assert "configuration supported (the host's supported CPUID):" in p.stdout
+    d = json.loads(_cli("explain", "xcr0.ymm", "--host", str(SPR), "--json").stdout)
+    assert d["group"] == "xcr0.ymm" and d["kind"] == "CPUID bits 0xd.0.eax.2"
+    assert [c["config"] for c in d["configs"]][:2] == ["on", "off"]
+    p = _cli("explain", "misc_enable", "--host", str(SPR), "--set", "avx")
+    assert p.returncode == 2 and p.stdout == "" and len(p.stderr.strip().splitlines()) == 1
+    assert "explain misc_enable:" in p.stderr and "run --feature misc_enable" in p.stderr
+
+
 def test_explain_cites_function_names_of_the_release():
     import kvmharness.model as M
     from kvmharness.model.profile import VcpuConfig

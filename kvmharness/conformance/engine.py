@@ -129,26 +129,36 @@ def matrix_feature(text: str) -> str:
 def matrix_listing(profile: HostProfile) -> list[dict]:
     """What `run --list` prints: every feature and group of the matrix, in matrix order, with
     how many results and guest configurations it has on this host."""
-    from ..cpu.features import by_name
     counts: dict[str, dict] = {}
     for item in plan(profile):
         entry = counts.setdefault(item.feature, {"results": 0, "configs": set()})
         entry["results"] += 1
         entry["configs"].add(item.config.name)
-    out = []
-    for name, entry in counts.items():
-        if name == "cpuid":
-            kind = "table: KVM_GET_SUPPORTED_CPUID x KVM_GET_CPUID2 x guest CPUID"
-        elif name in GROUPS or name in HOST_LEVEL:
-            kind = "group"
-        elif name in EDIT_BITS:
-            kind = "CPUID bits " + ", ".join(EDIT_BITS[name])
-        else:
-            f = by_name(name)
-            kind = f"CPU feature {f.leaf:#x}.{f.subleaf}.{f.reg}.{f.bit}"
-        out.append({"name": name, "kind": kind, "results": entry["results"],
-                    "configs": len(entry["configs"])})
-    return out
+    return [{"name": name, "kind": matrix_kind(name), "results": entry["results"],
+             "configs": len(entry["configs"])} for name, entry in counts.items()]
+
+
+def matrix_kind(name: str) -> str:
+    """What a matrix name (features() or "cpuid") stands for, as `run --list` says it: the CPUID
+    table check, a group of rows that is no one CPU feature, CPUID bits, or a CPU feature."""
+    from ..cpu.features import by_name
+    if name == "cpuid":
+        return "table: KVM_GET_SUPPORTED_CPUID x KVM_GET_CPUID2 x guest CPUID"
+    if name in GROUPS or name in HOST_LEVEL:
+        return "group"
+    if name in EDIT_BITS:
+        return "CPUID bits " + ", ".join(EDIT_BITS[name])
+    f = by_name(name)
+    return f"CPU feature {f.leaf:#x}.{f.subleaf}.{f.reg}.{f.bit}"
+
+
+def matrix_group(text: str) -> str | None:
+    """The matrix name `text` is when it is no CPU feature (the CPUID table, a group, CPUID
+    bits: what `explain GROUP` explains), else None."""
+    t = text.strip() if isinstance(text, str) else ""
+    if t == "cpuid" or (t in features() and (t in GROUPS or t in HOST_LEVEL or t in EDIT_BITS)):
+        return t
+    return None
 
 
 def plan(profile: HostProfile, selected: list[str] | None = None, cpuid: bool = True) -> list[Item]:

@@ -52,15 +52,24 @@ def explain(host: HostProfile, vcpu: VcpuConfig, feature_name: str) -> dict:
     }
     from ..probes.payloads import parse             # named payloads with their default state
     for text in probes_for(ref):
-        probe = parse(text)
-        e = expect(host, vcpu, probe, caps=caps)
-        out["expectations"].append({
-            "probe": text, "rule": e.rule, "feature": e.feature,
-            "expected": e.describe(), "pattern": e.pattern,
-            # the first reason is the host/kernel/backend context, shown once in the header
-            "reasons": [str(r) for r in e.reasons[1:]],
-        })
+        out["expectations"].append(expectation_json(text, expect(host, vcpu, parse(text),
+                                                                 caps=caps)))
     return out
+
+
+def expectation_json(probe: str, e) -> dict:
+    """One probe's expectation as explain shows it (also `explain GROUP`,
+    conformance/explain.py)."""
+    return {"probe": probe, "rule": e.rule, "feature": e.feature, "expected": e.describe(),
+            "pattern": e.pattern,
+            # the first reason is the host/kernel/backend context, shown once in the header
+            "reasons": [str(r) for r in e.reasons[1:]]}
+
+
+def expectation_lines(e: dict, title: str) -> list[str]:
+    """The text of one expectation_json() entry under the line `title`."""
+    return [f"  {title}", f"      expect {e['expected']}   [{e['rule']}]",
+            *(f"      - {r}" for r in e["reasons"])]
 
 
 def render_explain(d: dict) -> str:
@@ -84,7 +93,5 @@ def render_explain(d: dict) -> str:
         return "\n".join(lines) + "\n"
     lines.append("expectations:")
     for e in d["expectations"]:
-        lines.append(f"  {e['probe']}")
-        lines.append(f"      expect {e['expected']}   [{e['rule']}]")
-        lines.extend(f"      - {r}" for r in e["reasons"])
+        lines += expectation_lines(e, e["probe"])
     return "\n".join(lines) + "\n"
