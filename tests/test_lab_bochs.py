@@ -2,7 +2,7 @@
 
 The lab itself runs on demand (scripts/labs/bochs-cet, docs/labs-bochs.md); what it recorded is
 re-judged with the rest of tests/data/labs. Here: the serial transcript parser (progress marks,
-files, damage, kernel failures), module parameters, module dependencies from .modinfo, the
+files, damage, kernel failures), module dependencies from .modinfo, the
 initramfs writer (read back with the kernel's own newc rules) and the Bochs configuration."""
 
 import base64
@@ -15,6 +15,7 @@ import pytest
 
 from kvmharness.errors import UsageError
 from kvmharness.lab import bochs as lab
+from kvmharness.lab.kernel import Kernel
 
 
 def _file_block(name: str, data: bytes, width: int = 76) -> str:
@@ -46,14 +47,6 @@ def test_serial_transcript_damage_and_panics_are_reported():
     assert "came back damaged" in lab.parse_serial(bad).fatal[0]
     t = lab.parse_serial("[   3.1] Kernel panic - not syncing: VFS: Unable to mount root\n")
     assert t.fatal and t.mark("end") is None
-
-
-def test_module_params():
-    assert lab.parse_params(["kvm_intel.ept=0", "kvm.enable_pmu=N", "kvm-intel.nested=0"]) == {
-        "kvm_intel": {"ept": "0", "nested": "0"}, "kvm": {"enable_pmu": "N"}}
-    for bad in ("ept=0", "kvm_amd.npt=0", "kvm_intel.ept", "kvm_intel.ept=a b"):
-        with pytest.raises(UsageError):
-            lab.parse_params([bad])
 
 
 def test_module_closure_follows_modinfo(tmp_path):
@@ -122,16 +115,10 @@ def test_bochsrc_is_the_lab_machine(tmp_path):
     assert f"ata0-master: type=cdrom, path={tmp_path / 'boot.iso'}" in rc
     assert f"com1: enabled=1, mode=file, dev={tmp_path / 'serial.txt'}" in rc
     assert "display_library: nogui" in rc
-    info = lab.lab_description(b, lab.Kernel("6.18.15+deb13-amd64", Path("v"), Path("m"),
-                                             ("linux-image-6.18.15+deb13-amd64_6.18.15-1",)),
-                               {"kvm_intel": {"ept": "0"}}, 50_000_000)
+    # its header: tests/test_lab_kernel.py (the shape shared with the QEMU lab and the recordings)
+    info = lab.lab_header(b, Kernel("6.18.15+deb13-amd64", Path("v")), {}, 50_000_000).to_json()
     assert info["emulator"] == "bochs" and info["cpu"] == "tigerlake"
-    assert info["params"] == {"kvm_intel.ept": "0"}
-    assert info["kernel"]["debian"] == ["linux-image-6.18.15+deb13-amd64_6.18.15-1"]
     assert info["patches"] == sorted(lab.BOCHS_PATCHES)
-    assert "record" not in info
-    cmd = "scripts/labs/bochs-cet --debian 7.3 --record tests/data/labs/x.json"
-    assert lab.lab_description(b, lab.Kernel("r", Path("v"), Path("m")), {}, 1, cmd)["record"] == cmd
 
 
 def test_the_bochs_key_follows_what_bochs_is_built_from(monkeypatch):

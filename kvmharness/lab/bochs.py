@@ -35,8 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EnvironmentProblem, UsageError
-from .debian import PrivateApt, system_mirror
-from .vm import _kill
+from .debian import PrivateApt, extract, system_mirror
+from .kernel import (Kernel, LabHeader, crash_re, kernel_from_debian, kvm_modules,
+                     params_by_module)
+from .kernel import parse_params as parse_module_params
+from .process import run_step, start_bounded, stop
 
 # -- what the lab is built from ------------------------------------------------------------------
 BOCHS_PACKAGE = "bochs"
@@ -100,29 +103,12 @@ def lab_dir() -> Path:
     env = os.environ.get("KVMHARNESS_LAB_DIR")
     if env:
         return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "kvmharness" / "labs"
+    from ..guest.assemble import cache_dir
+    return cache_dir() / "labs"
 
 
 def log(msg: str) -> None:
     print(f"[bochs-cet {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def run(cmd: list, what: str, timeout: float, **kw) -> subprocess.CompletedProcess:
-    """One bounded step: a clear one-line error (with the log file, if any) on failure."""
-    try:
-        proc = subprocess.run([str(c) for c in cmd], timeout=timeout, **kw)
-    except subprocess.TimeoutExpired:
-        raise EnvironmentProblem(f"{what}: no result after {timeout:.0f} s") from None
-    except FileNotFoundError as e:
-        raise EnvironmentProblem(f"{what}: {e.filename} not found") from None
-    if proc.returncode != 0:
-        tail = ""
-        out = proc.stderr if isinstance(proc.stderr, str) else ""
-        if out.strip():
-            tail = ": " + out.strip().splitlines()[-1]
-        raise EnvironmentProblem(f"{what} failed (exit {proc.returncode}){tail}")
-    return proc
 
 
 # -- apt, in private configurations (kvmharness.lab.debian.PrivateApt) ---------------------------
@@ -163,13 +149,6 @@ def source_sha256(apt: PrivateApt, package: str, version: str) -> dict[str, str]
     return sums
 
 
-def unpack_debs(debs: list[Path], dest: Path) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
-    for deb in debs:
-        run(["dpkg-deb", "-x", deb, dest], f"unpacking {deb.name}", T_TOOL, capture_output=True,
-            text=True)
-
-
 # -- Bochs ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Bochs:
@@ -179,7 +158,7 @@ class Bochs:
     version: str
 
     def describe(self) -> dict:
-        return {"emulator": "bochs", "bochs": self.version, "cpu": CPU_MODEL,
+        return {"emulator": "bochs", "bochs": self.version,
                 "build": f"Debian source package {BOCHS_PACKAGE} {BOCHS_VERSION} ({BOCHS_SUITE}), "
                          "configure " + " ".join(BOCHS_CONFIGURE),
                 "patches": sorted(BOCHS_PATCHES)}
@@ -203,7 +182,7 @@ def ensure_bochs(lab: Path) -> Bochs:
         debs.mkdir(parents=True, exist_ok=True)
         apt.run(["apt-get", "download", "-q", *BIOS_PACKAGES], "downloading the Bochs BIOS "
                 "packages", cwd=debs)
-        unpack_debs(sorted(debs.glob("*.deb")), roms)
+        extract(sorted(debs.glob("*.deb")), roms)
     return Bochs(binary, roms / BIOS_FILES["rom"], roms / BIOS_FILES["vga"], BOCHS_VERSION)
 
 
@@ -236,27 +215,27 @@ def _build_bochs(lab: Path, out: Path) -> None:
     tree.mkdir(parents=True)
     orig = next(n for n in tarballs if ".orig." in n)
     debian = next(n for n in tarballs if ".debian." in n)
-    run(["tar", "xf", src_dl / orig, "-C", tree, "--strip-components=1"], "unpacking " + orig,
-        T_TOOL)
-    run(["tar", "xf", src_dl / debian, "-C", tree], "unpacking " + debian, T_TOOL)
+    run_step(["tar", "xf", src_dl / orig, "-C", tree, "--strip-components=1"], "unpacking " + orig,
+             T_TOOL)
+    run_step(["tar", "xf", src_dl / debian, "-C", tree], "unpacking " + debian, T_TOOL)
     series = tree / "debian" / "patches" / "series"
     for name in (series.read_text().split() if series.is_file() else []):
         with open(tree / "debian" / "patches" / name, "rb") as patch:
-            run(["patch", "-p1", "-s"], f"applying Debian patch {name}", T_TOOL, cwd=tree,
-                stdin=patch, capture_output=True, text=False)
+            run_step(["patch", "-p1", "-s"], f"applying Debian patch {name}", T_TOOL, cwd=tree,
+                     stdin=patch, capture_output=True, text=False)
     for name, text in BOCHS_PATCHES.items():
-        run(["patch", "-p1", "-s"], f"applying the lab's Bochs patch {name}", T_TOOL, cwd=tree,
-            input=text, capture_output=True, text=True)
+        run_step(["patch", "-p1", "-s"], f"applying the lab's Bochs patch {name}", T_TOOL,
+                 cwd=tree, input=text, capture_output=True, text=True)
     logf = lab / "logs" / f"bochs-build-{bochs_key()}.log"
     logf.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     log(f"building Bochs {BOCHS_VERSION} (~12-20 min on 2 cores; log {logf})")
     with open(logf, "w") as f:
         nice = ["nice", "-n", "10"]
-        run([*nice, "./configure", *BOCHS_CONFIGURE], f"Bochs configure (see {logf})",
-            T_CONFIGURE, cwd=tree, stdout=f, stderr=subprocess.STDOUT)
-        run([*nice, "make", f"-j{os.cpu_count() or 1}"], f"Bochs make (see {logf})", T_MAKE,
-            cwd=tree, stdout=f, stderr=subprocess.STDOUT)
+        run_step([*nice, "./configure", *BOCHS_CONFIGURE], f"Bochs configure (see {logf})",
+                 T_CONFIGURE, cwd=tree, stdout=f, stderr=subprocess.STDOUT)
+        run_step([*nice, "make", f"-j{os.cpu_count() or 1}"], f"Bochs make (see {logf})", T_MAKE,
+                 cwd=tree, stdout=f, stderr=subprocess.STDOUT)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(tree / "bochs", out / "bochs.tmp")
     os.replace(out / "bochs.tmp", out / "bochs")
@@ -302,28 +281,18 @@ def ensure_tools(lab: Path) -> Tools:
             "downloading the libraries GRUB and xorriso need", cwd=debs)
     if root.exists():
         shutil.rmtree(root)
-    unpack_debs(sorted(debs.glob("*.deb")), root)
+    extract(sorted(debs.glob("*.deb")), root)
     tools = Tools(root)
     for exe in ("usr/bin/grub-mkrescue", "usr/bin/xorriso", "bin/busybox"):
         if not (root / exe).is_file():
             raise EnvironmentProblem(f"{exe} missing after unpacking the tool packages")
-    run([root / "usr/bin/xorriso", "-version"], "xorriso from the unpacked packages", T_TOOL,
-        env=tools.env(), capture_output=True, text=True)
+    run_step([root / "usr/bin/xorriso", "-version"], "xorriso from the unpacked packages", T_TOOL,
+             env=tools.env(), capture_output=True, text=True)
     stamp.touch()
     return tools
 
 
 # -- the kernel -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Kernel:
-    """A kernel to boot: its image, its modules tree, and where it came from (for the header)."""
-
-    release: str                  # uname -r, e.g. 6.18.15+deb13-amd64
-    vmlinuz: Path
-    modules_dir: Path             # .../lib/modules/<release>
-    packages: tuple = ()          # Debian packages it was unpacked from (name_version)
-
-
 def _module_files(modules_dir: Path) -> dict[str, Path]:
     out = {}
     for p in modules_dir.rglob("*.ko*"):
@@ -340,8 +309,8 @@ def module_bytes(path: Path) -> bytes:
     if path.name.endswith(".gz"):
         return gzip.decompress(data)
     if path.name.endswith(".zst"):
-        return run(["zstd", "-dc", path], f"decompressing {path.name}", T_TOOL,
-                   capture_output=True).stdout
+        return run_step(["zstd", "-dc", path], f"decompressing {path.name}", T_TOOL,
+                        capture_output=True).stdout
     return data
 
 
@@ -610,7 +579,7 @@ def repo_root() -> Path:
     return root
 
 
-def project_layer(work: Path, lab_info: dict, params: dict, run_args: list[str]) -> Path:
+def project_layer(work: Path, lab_info: dict, params: dict[str, str], run_args: list[str]) -> Path:
     """The installed project (pip install of this checkout, with ioctl-opt), the payload cache
     filled on the host, the init script and this run's settings."""
     site = work / "site"
@@ -620,18 +589,18 @@ def project_layer(work: Path, lab_info: dict, params: dict, run_args: list[str])
             shutil.rmtree(d)
     pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps",
            "--no-compile", "--target", str(site)]
-    run([*pip, repo_root()], "pip install of this checkout into the image", T_TOOL,
-        capture_output=True, text=True)
-    run([*pip, "ioctl-opt"], "pip install of ioctl-opt into the image", T_TOOL,
-        capture_output=True, text=True)
+    run_step([*pip, repo_root()], "pip install of this checkout into the image", T_TOOL,
+             capture_output=True, text=True)
+    run_step([*pip, "ioctl-opt"], "pip install of ioctl-opt into the image", T_TOOL,
+             capture_output=True, text=True)
     for extra in site.glob("bin"):
         shutil.rmtree(extra)
-    run([sys.executable, "-m", "compileall", "-q", str(site)], "byte-compiling the project",
-        T_TOOL, capture_output=True, text=True)
+    run_step([sys.executable, "-m", "compileall", "-q", str(site)], "byte-compiling the project",
+             T_TOOL, capture_output=True, text=True)
     cache.mkdir(mode=0o700)
     env = {**os.environ, "PYTHONPATH": str(site), "XDG_CACHE_HOME": str(cache)}
-    run([sys.executable, "-c", PREFILL], "assembling the guest payloads on the host", T_TOOL,
-        env=env, capture_output=True, text=True, cwd=work)
+    run_step([sys.executable, "-c", PREFILL], "assembling the guest payloads on the host", T_TOOL,
+             env=env, capture_output=True, text=True, cwd=work)
     out = work / "project.cpio.gz"
     cpio = Cpio(out)
     cpio.file("init", INIT.encode(), 0o755)
@@ -639,8 +608,9 @@ def project_layer(work: Path, lab_info: dict, params: dict, run_args: list[str])
     cpio.dir("root/.cache", 0o700)
     cpio.tree(cache / "kvmharness", "root/.cache/kvmharness")
     cpio.file("lab/lab.json", (json.dumps(lab_info) + "\n").encode())
-    cpio.file("lab/params", "".join(f"{m} {' '.join(f'{k}={v}' for k, v in sorted(p.items()))}\n"
-                                    for m, p in sorted(params.items())).encode())
+    # One line a module: its name, then its insmod arguments (the init script's `grep "^$mod "`).
+    cpio.file("lab/params", "".join(f"{m} {' '.join(f'{k}={v}' for k, v in p.items())}\n"
+                                    for m, p in params_by_module(params).items()).encode())
     cpio.file("lab/args", (" ".join(run_args) + "\n").encode())
     cpio.close()
     return out
@@ -655,7 +625,7 @@ def build_iso(tools: Tools, work: Path, kernel: Kernel, initrds: list[Path]) -> 
     if iso_root.exists():
         shutil.rmtree(iso_root)
     (iso_root / "boot/grub").mkdir(parents=True)
-    shutil.copy(kernel.vmlinuz, iso_root / "boot/vmlinuz")
+    shutil.copy(kernel.image, iso_root / "boot/vmlinuz")
     names = []
     for i, p in enumerate(initrds):
         name = f"initrd{i}.gz"
@@ -674,10 +644,10 @@ menuentry "kvmharness" {{
 """)
     iso = work / "boot.iso"
     r = tools.root
-    run([r / "usr/bin/grub-mkrescue", "-d", r / "usr/lib/grub/i386-pc",
-         f"--xorriso={r / 'usr/bin/xorriso'}", "--locales=", "--fonts=", "--themes=",
-         "-o", iso, iso_root], "grub-mkrescue", T_TOOL, env=tools.env(), capture_output=True,
-        text=True)
+    run_step([r / "usr/bin/grub-mkrescue", "-d", r / "usr/lib/grub/i386-pc",
+              f"--xorriso={r / 'usr/bin/xorriso'}", "--locales=", "--fonts=", "--themes=",
+              "-o", iso, iso_root], "grub-mkrescue", T_TOOL, env=tools.env(),
+             capture_output=True, text=True)
     return iso
 
 
@@ -702,7 +672,10 @@ com1: enabled=1, mode=file, dev={work / 'serial.txt'}
 
 
 MARK = re.compile(r"^=== KH (\S+)(.*?) up=([0-9.]+)\s*$")
-FATAL = re.compile(r"Kernel panic|BUG: |Oops: |general protection fault|---\[ end trace")
+# A soft lockup is a crash here, unlike under QEMU (vm.py): Bochs's guest clock counts the
+# instructions it emulates (`clock: sync=none`), so no load on the host can starve the guest's
+# watchdog; a lockup it reports is the kernel's.
+CRASH_RE = crash_re(soft_lockup_is_crash=True)
 
 
 @dataclass
@@ -740,7 +713,7 @@ def parse_serial(text: str) -> Transcript:
         m = MARK.match(line)
         if m:
             t.marks.append((m.group(1), m.group(2).strip(), float(m.group(3))))
-        elif FATAL.search(line):
+        elif CRASH_RE.search(line):
             t.fatal.append(line)
     if current is not None:
         t.fatal.append(f"file {current} was cut off")
@@ -764,9 +737,8 @@ def boot(bochs: Bochs, iso: Path, work: Path, ips: int, timeout: float) -> Boot:
     rc_path.write_text(bochsrc(bochs, iso, work, ips))
     t0 = time.monotonic()
     with open(work / "bochs.out", "w") as out:
-        proc = subprocess.Popen(["nice", "-n", "10", str(bochs.binary), "-q", "-f", str(rc_path)],
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = start_bounded([str(bochs.binary), "-q", "-f", str(rc_path)], timeout,
+                             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     seen, why = 0, ""
     try:
         while proc.poll() is None:
@@ -786,7 +758,7 @@ def boot(bochs: Bochs, iso: Path, work: Path, ips: int, timeout: float) -> Boot:
                 time.sleep(2)        # let the panic's lines reach the file
                 break
     finally:
-        _kill(proc)
+        stop(proc)
     wall = time.monotonic() - t0
     t = parse_serial(serial.read_text(errors="replace") if serial.is_file() else "")
     end = t.mark("end")
@@ -797,16 +769,9 @@ def boot(bochs: Bochs, iso: Path, work: Path, ips: int, timeout: float) -> Boot:
 
 
 # -- the command ----------------------------------------------------------------------------------------
-def parse_params(items: list[str]) -> dict[str, dict[str, str]]:
-    """--param MODULE.NAME=VALUE (kvm or kvm_intel) -> {module: {name: value}}."""
-    out: dict[str, dict[str, str]] = {}
-    for item in items:
-        m = re.fullmatch(r"([a-z_-]+)\.([a-z0-9_]+)=(\S+)", item)
-        if not m or m.group(1).replace("-", "_") not in PARAM_MODULES:
-            raise UsageError(f"--param {item!r}: expected MODULE.NAME=VALUE with MODULE one of "
-                             + ", ".join(PARAM_MODULES))
-        out.setdefault(m.group(1).replace("-", "_"), {})[m.group(2)] = m.group(3)
-    return out
+def parse_params(items: list[str]) -> dict[str, str]:
+    """--param MODULE.NAME=VALUE for the modules this lab loads (kernel.parse_params)."""
+    return parse_module_params(items, PARAM_MODULES)
 
 
 def local_kernel(vmlinuz: str, modules: str) -> Kernel:
@@ -815,24 +780,17 @@ def local_kernel(vmlinuz: str, modules: str) -> Kernel:
         raise UsageError(f"--vmlinuz {vmlinuz}: no such file")
     if not m.is_dir():
         raise UsageError(f"--modules {modules}: no such directory")
-    return Kernel(m.name, v, m, ())
+    return Kernel(m.name, v, m, (), kvm_modules(v, m))
 
 
-def lab_description(bochs: Bochs, kernel: Kernel, params: dict, ips: int,
-                    record: str | None = None) -> dict:
-    """The report header's `lab` (the host record's field, docs/host-record.md), which the
-    guest's kvmharness reads from $KVMHARNESS_LAB; `record` is the command that records the
-    report again (tests/test_labs.py names it when the matrix gained a row)."""
-    return {"tool": "scripts/labs/bochs-cet", **bochs.describe(), "ips": ips, "cpus": 1,
-            **({"record": record} if record else {}),
-            "memory": f"{MEMORY_MB}M",
-            "kernel": {"image": str(kernel.vmlinuz), "release": kernel.release,
-                       "debian": list(kernel.packages) or None},
-            "params": {f"{m}.{k}": v for m, p in sorted(params.items())
-                       for k, v in sorted(p.items())}}
+def lab_header(bochs: Bochs, kernel: Kernel, params: dict[str, str], ips: int,
+               record: str | None = None) -> LabHeader:
+    """What ran, for the report header (kernel.LabHeader): Bochs's build and speed."""
+    return LabHeader("scripts/labs/bochs-cet", {**bochs.describe(), "ips": ips}, CPU_MODEL, 1,
+                     f"{MEMORY_MB}M", kernel, params, record)
 
 
-def run_lab(kernel: Kernel, params: dict, run_args: list[str], out: Path, ips: int,
+def run_lab(kernel: Kernel, params: dict[str, str], run_args: list[str], out: Path, ips: int,
             timeout: float, record: str | None = None) -> tuple[int, Boot]:
     lab = lab_dir()
     lab.mkdir(parents=True, exist_ok=True)
@@ -840,7 +798,7 @@ def run_lab(kernel: Kernel, params: dict, run_args: list[str], out: Path, ips: i
     bochs = ensure_bochs(lab)
     tools = ensure_tools(lab)
     out.mkdir(parents=True, exist_ok=True)
-    info = lab_description(bochs, kernel, params, ips, record)
+    info = lab_header(bochs, kernel, params, ips, record).to_json()
     base = base_layer(lab, tools)
     mods, names = modules_layer(lab, kernel)
     args = ["run", "--json", "/tmp/report.json", *run_args]
@@ -848,7 +806,7 @@ def run_lab(kernel: Kernel, params: dict, run_args: list[str], out: Path, ips: i
     iso = build_iso(tools, out, kernel, [base, mods, project])
     log(f"image ready in {time.monotonic() - t0:.0f} s ({iso.stat().st_size >> 20} MiB, modules "
         f"{' '.join(names)}); booting {kernel.release} under Bochs {bochs.version} "
-        f"cpu={CPU_MODEL}" + "".join(f" {k}={v}" for k, v in info["params"].items()))
+        f"cpu={CPU_MODEL}" + "".join(f" {k}={v}" for k, v in params.items()))
     result = boot(bochs, iso, out, ips, timeout)
     t = result.transcript
     for name, data in t.files.items():
@@ -896,15 +854,13 @@ def main(argv=None) -> int:
         if a.debian and (a.vmlinuz or a.modules):
             raise UsageError("give --debian VERSION or --vmlinuz with --modules, not both")
         if a.debian:
-            from .debian import fetch_kernel
-            k = fetch_kernel(a.debian, progress=log)
-            kernel = Kernel(k.release, k.vmlinuz, k.modules_dir, tuple(k.packages))
+            kernel = kernel_from_debian(a.debian, log)
         elif a.vmlinuz and a.modules:
             kernel = local_kernel(a.vmlinuz, a.modules)
         else:
             raise UsageError("give --debian VERSION, or --vmlinuz and --modules")
         params = parse_params(a.param)
-        tag = kernel.release + "".join(f"-{k}{v}" for m in params.values() for k, v in m.items())
+        tag = kernel.release + "".join(f"-{key.partition('.')[2]}{v}" for key, v in params.items())
         out = Path(a.out) if a.out else lab_dir() / "runs" / f"{tag}-{time.strftime('%Y%m%d-%H%M%S')}"
         record = None
         if a.record:

@@ -34,7 +34,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ..errors import EnvironmentProblem
+from .process import run_step
 
 # Suites searched, oldest first; a version given as X.Y is looked for in all of them.
 SUITES = ("bookworm", "bookworm-backports", "trixie", "trixie-backports", "sid", "experimental")
@@ -50,6 +50,7 @@ FLAVOUR = "amd64"
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 LISTS_MAX_AGE_S = 7 * 24 * 3600
 APT_TIMEOUT_S = 1800
+DPKG_TIMEOUT_S = 600             # dpkg-deb -x of one package, depmod of one kernel
 _STANZA_PACKAGES = re.compile(r"^linux-(image|binary|modules|base)-")
 _IMAGE_RE = re.compile(rf"^linux-image-(\d[^ ]*?)(?<!-cloud)(?<!-rt)-{FLAVOUR}$")   # not cloud/rt/unsigned
 _VERSION_SPEC = re.compile(r"^\d+\.\d+(\.\d+)?(~rc\d+)?$")
@@ -332,17 +333,9 @@ APT::Sandbox::User "root";
     def run(self, args: list[str], what: str, cwd: Path | None = None) -> str:
         """apt-get/apt-cache ARGS in this configuration; one DebianError line on failure."""
         env = {**os.environ, "APT_CONFIG": str(self.conf), "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
-        try:
-            p = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
-                               timeout=APT_TIMEOUT_S)
-        except FileNotFoundError:
-            raise DebianError(f"{args[0]} not found: fetching Debian kernels needs apt (Debian/Ubuntu)") from None
-        except subprocess.TimeoutExpired:
-            raise DebianError(f"{what}: apt did not finish within {APT_TIMEOUT_S} s") from None
-        if p.returncode != 0:
-            lines = [ln for ln in (p.stderr + p.stdout).splitlines() if ln.startswith(("E:", "W:", "Err"))]
-            raise DebianError(f"{what} failed: {(lines or (p.stderr or p.stdout).splitlines() or ['?'])[-1].strip()}")
-        return p.stdout
+        return run_step(args, what, APT_TIMEOUT_S, error=DebianError, cwd=cwd, env=env,
+                        capture_output=True, text=True,
+                        missing="fetching Debian kernels needs apt (Debian/Ubuntu)").stdout
 
     def lists_age(self) -> float | None:
         index = "*_Sources*" if self.kind == "deb-src" else "*_Packages*"
@@ -390,12 +383,18 @@ APT::Sandbox::User "root";
 
 
 # -- unpacking -----------------------------------------------------------------------------------
-def unpack(debs: Iterable[Path], dest: Path) -> tuple[str, Path, Path]:
-    """dpkg-deb -x every package into dest, then depmod: (release, vmlinuz, modules_dir)."""
+def extract(debs: Iterable[Path], dest: Path) -> None:
+    """dpkg-deb -x every package into dest (made if missing): unpacked, not installed."""
+    dest.mkdir(parents=True, exist_ok=True)
     for deb in debs:
-        p = subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], capture_output=True, text=True)
-        if p.returncode:
-            raise DebianError(f"dpkg-deb -x {deb.name}: {p.stderr.strip().splitlines()[-1:] or p.returncode}")
+        run_step(["dpkg-deb", "-x", deb, dest], f"dpkg-deb -x {deb.name}", DPKG_TIMEOUT_S,
+                 error=DebianError, capture_output=True, text=True)
+
+
+def unpack(debs: Iterable[Path], dest: Path) -> tuple[str, Path, Path]:
+    """A kernel's packages extracted into dest, then depmod: (release, vmlinuz, modules_dir)."""
+    debs = list(debs)
+    extract(debs, dest)
     mods = [m for base in ("usr/lib/modules", "lib/modules") for m in sorted((dest / base).glob("*"))
             if (m / "kernel").is_dir()]
     if not mods:
@@ -407,12 +406,8 @@ def unpack(debs: Iterable[Path], dest: Path) -> tuple[str, Path, Path]:
         raise DebianError(f"no vmlinuz for {release} in {', '.join(d.name for d in debs)}")
     depmod = shutil.which("depmod") or "/usr/sbin/depmod"
     base = modules_dir.parent.parent.parent
-    try:
-        p = subprocess.run([depmod, "-b", str(base), release], capture_output=True, text=True, timeout=600)
-    except FileNotFoundError:
-        raise DebianError("depmod not found: install the kmod package") from None
-    if p.returncode:
-        raise DebianError(f"depmod -b {base} {release}: {p.stderr.strip()}")
+    run_step([depmod, "-b", base, release], f"depmod -b {base} {release}", DPKG_TIMEOUT_S,
+             error=DebianError, missing="install the kmod package", capture_output=True, text=True)
     return release, images[0], modules_dir
 
 
@@ -546,4 +541,4 @@ class _Memo:
 
 __all__ = ["DebianError", "DebianKernel", "Stanza", "Choice", "SUITES", "compare_versions",
            "upstream_version", "parse_packages", "resolve", "system_mirror", "fetch_kernel",
-           "cached_kernels", "unpack", "default_cache"]
+           "cached_kernels", "extract", "unpack", "default_cache"]

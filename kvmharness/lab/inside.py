@@ -21,20 +21,14 @@ import sys
 import time
 from pathlib import Path
 
+from .kernel import cpu_flags, vendor_module
+
 DEV_KVM_WAIT_S = 60
 
 
 def _uptime() -> float:
     with open("/proc/uptime") as f:
         return float(f.read().split()[0])
-
-
-def _cpu_flags() -> set[str]:
-    with open("/proc/cpuinfo", errors="replace") as f:
-        for line in f:
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    return set()
 
 
 def main(argv: list[str]) -> int:
@@ -58,8 +52,7 @@ def main(argv: list[str]) -> int:
     timings = result["timings"]
     timings["userspace_s"] = round(_uptime(), 1)
     stage("userspace")
-    flags = _cpu_flags()
-    vendor = "kvm_amd" if "svm" in flags else "kvm_intel" if "vmx" in flags else None
+    vendor = vendor_module(cpu_flags())
     cpu = spec["lab"]["cpu"]
     if vendor is None:
         return finish(2, f"the L1 CPU (-cpu {cpu}) has neither SVM nor VMX: no KVM vendor module can load")

@@ -24,26 +24,28 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import EXIT_USAGE, EnvironmentProblem, HarnessError, UsageError
+from .kernel import Kernel, LabHeader, cpu_flags, crash_re, vendor_module
+# The CLI's `vm` finds the kernel here, beside the lab's other steps.
+from .kernel import kernel_from_debian, kernel_from_path  # noqa: F401
+from .kernel import parse_params as parse_module_params
+from .process import start_bounded, stop
 
 QEMU = "qemu-system-x86_64"
 ACCELS = ("auto", "kvm", "tcg")
-VENDOR_MODULES = ("kvm_amd", "kvm_intel")
 MODULES_WITH_PARAMS = ("kvm", "kvm_amd", "kvm_intel")
 DEFAULT_TIMEOUT_S = 1200
 CONSOLE_TAIL = 25
-# Console lines that end a lab with exit 2 however the command inside fared.
-# (Not soft lockups: under TCG on a loaded host the watchdog can fire without a kernel bug.)
-CRASH_RE = re.compile(r"Kernel panic|\bOops\b|\bBUG: (?!soft lockup)|general protection fault|"
-                      r"kernel BUG at|Unable to handle kernel")
+# Not a soft lockup, unlike under Bochs (bochs.py): TCG's guest clock is the host's, so on a
+# loaded host the guest's watchdog can fire without a kernel bug.
+CRASH_RE = crash_re(soft_lockup_is_crash=False)
 UDEVD = ("/usr/lib/systemd/systemd-udevd", "/lib/systemd/systemd-udevd")
 # Guest stages (written by kvmharness.lab.inside to JOB/stage), as the progress line names them.
 STAGES = {"userspace": "userspace", "modprobe": "loading the KVM modules",
@@ -60,116 +62,11 @@ class LabFailure(HarnessError):
         self.console_tail = console_tail
 
 
-# -- the kernel ----------------------------------------------------------------------------------
-def image_release(path: Path) -> str | None:
-    """The release string a bzImage carries (boot protocol: setup header's kernel_version field,
-    an offset from 0x200 stored at 0x20E), or None for anything else."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(0x10000)
-    except OSError:
-        return None
-    if len(head) < 0x210 or head[0x202:0x206] != b"HdrS":
-        return None
-    off = int.from_bytes(head[0x20E:0x210], "little") + 0x200
-    text = head[off:off + 256].split(b"\0")[0].decode("latin-1", "replace")
-    return text.split()[0] if text.strip() else None
-
-
-def modules_dir_for(image: Path, release: str) -> Path | None:
-    """Where virtme-ng looks for the image's modules: a built tree's own tree, else
-    lib/modules/<release> in the nearest directory above the image that has one (a package
-    unpacked beside it: usr/lib/modules/<release>/vmlinuz or boot/vmlinuz-<release>)."""
-    for parent in [image.parent, *image.parents]:
-        for sub in ("lib/modules", "usr/lib/modules"):
-            d = parent / sub / release
-            if d.is_dir():
-                return d
-    return None
-
-
-def kvm_modules(image: Path, release: str) -> dict[str, str]:
-    """{vendor module: 'module' | 'built-in'} for the kernel: from its modules directory (or a
-    built tree's .config and .ko files). Empty when it has no KVM vendor module at all."""
-    found: dict[str, str] = {}
-    tree = next((p for p in image.parents if (p / ".config").is_file()), None)
-    configs = [tree / ".config"] if tree else []
-    mods = modules_dir_for(image, release)
-    if mods is not None:
-        configs.append(mods / "config")
-        for name in VENDOR_MODULES:
-            if list((mods / "kernel/arch/x86/kvm").glob(name.replace("_", "-") + ".ko*")):
-                found[name] = "module"
-    if tree is not None:
-        for name in VENDOR_MODULES:
-            if (tree / "arch/x86/kvm" / (name.replace("_", "-") + ".ko")).is_file():
-                found.setdefault(name, "module")
-    for cfg in configs:
-        try:
-            text = cfg.read_text(errors="replace")
-        except OSError:
-            continue
-        for name, sym in (("kvm_amd", "CONFIG_KVM_AMD"), ("kvm_intel", "CONFIG_KVM_INTEL")):
-            if re.search(rf"^{sym}=y$", text, re.M):
-                found[name] = "built-in"
-    return found
-
-
-@dataclass(frozen=True)
-class Kernel:
-    image: Path
-    release: str
-    debian: tuple[str, ...] | None = None     # the Debian packages it came from, if any
-    modules: dict = field(default_factory=dict)   # kvm_modules()
-
-    def to_json(self) -> dict:
-        return {"image": str(self.image), "release": self.release,
-                "debian": list(self.debian) if self.debian else None, "kvm_modules": self.modules}
-
-
-def kernel_from_path(path: str) -> Kernel:
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise UsageError(f"--kernel {path}: no such file")
-    if p.is_dir():
-        cand = [c for c in (p / "arch/x86/boot/bzImage", p / "vmlinuz") if c.is_file()]
-        if not cand:
-            raise UsageError(f"--kernel {path}: a directory without arch/x86/boot/bzImage or vmlinuz")
-        p = cand[0]
-    release = image_release(p)
-    if release is None:
-        raise UsageError(f"--kernel {path}: not a bzImage/vmlinuz (no Linux boot header)")
-    mods = kvm_modules(p.resolve(), release)
-    if not mods:
-        raise EnvironmentProblem(
-            f"--kernel {path}: no KVM modules for {release} (looked for kvm-amd/kvm-intel in "
-            f"lib/modules/{release} beside the image and in a built tree): build with "
-            "CONFIG_KVM_AMD or CONFIG_KVM_INTEL and install the modules beside the image "
-            "(make modules_install INSTALL_MOD_PATH=DIR)")
-    return Kernel(p.resolve(), release, None, mods)
-
-
-def kernel_from_debian(spec: str, progress) -> Kernel:
-    from .debian import fetch_kernel
-    k = fetch_kernel(spec, progress=progress)
-    mods = kvm_modules(k.vmlinuz, k.release)
-    if not mods:
-        raise EnvironmentProblem(f"--debian {spec}: {k.release} has no KVM modules")
-    return Kernel(k.vmlinuz, k.release, k.packages, mods)
-
-
 # -- the lab -------------------------------------------------------------------------------------
 def host_nested_virt() -> str | None:
-    """'vmx' or 'svm' when this host's CPU offers it to its own guests (/proc/cpuinfo flags)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = line.split(":", 1)[1].split()
-                    return "vmx" if "vmx" in flags else "svm" if "svm" in flags else None
-    except OSError:
-        pass
-    return None
+    """The KVM vendor module this host's guests could load, when its CPU offers them VMX or SVM
+    (nested virtualization), else None."""
+    return vendor_module(cpu_flags())
 
 
 def choose_accel(accel: str) -> str:
@@ -181,16 +78,8 @@ def choose_accel(accel: str) -> str:
 
 
 def parse_params(items: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for kv in items:
-        name, sep, value = kv.partition("=")
-        module, dot, param = name.partition(".")
-        if not sep or not dot or not param or not value:
-            raise UsageError(f"--param {kv!r}: expected MODULE.PARAM=VALUE (e.g. kvm_amd.npt=0)")
-        if module.replace("-", "_") not in MODULES_WITH_PARAMS:
-            raise UsageError(f"--param {kv!r}: module {module!r} is not one of {', '.join(MODULES_WITH_PARAMS)}")
-        out[f"{module.replace('-', '_')}.{param}"] = value
-    return out
+    """--param MODULE.PARAM=VALUE for kvm and either vendor module (kernel.parse_params)."""
+    return parse_module_params(items, MODULES_WITH_PARAMS)
 
 
 def parse_memory(text: str) -> str:
@@ -356,14 +245,14 @@ def run_vm(kernel: Kernel, args: list[str], *, accel: str = "auto", cpu: str | N
     try:
         inner_args, outputs = plan_outputs(args, job)
         warm_host_cache()
-        lab = {"tool": "kvmharness vm", "emulator": "qemu", "qemu": qemu_version(qemu),
-               "qemu_binary": qemu, "accel": accel, "cpu": cpu, "cpus": cpus, "memory": memory,
-               "kernel": kernel.to_json(), "params": params,
-               "virtme_ng": _virtme_version()}
+        lab = LabHeader("kvmharness vm", {"emulator": "qemu", "qemu": qemu_version(qemu),
+                                          "qemu_binary": qemu, "accel": accel,
+                                          "virtme_ng": _virtme_version()},
+                        cpu, cpus, memory, kernel, params).to_json()
         (job / "job.json").write_text(json.dumps({
             "args": inner_args, "lab": lab, "params": params,
             "cache_home": str(cache_dir().parent), "python": sys.executable,
-            "vendor_modules": kernel.modules}, indent=2))
+            "vendor_modules": kernel.kvm_modules}, indent=2))
         console = job / "console.log"
         rules = job / "udev-rules"
         rules.mkdir()
@@ -406,13 +295,10 @@ def _boot(cmd, job: Path, console: Path, kernel: Kernel, accel, cpu, timeout_s, 
     t0 = time.monotonic()
     stage_file = job / "stage"
     with open(console, "wb") as con:
-        # `timeout` bounds QEMU even if this process is killed outright (it signals its whole
-        # process group: vng, virtme-run, QEMU); nice keeps the emulator off interactive work.
         # stdout and stderr are pipes, never the user's files: QEMU opens virtme-ng's
         # /proc/self/fd/1 and /2 anew with O_TRUNC, which would truncate a redirected output.
-        proc = subprocess.Popen(["timeout", "-k", "10", str(int(timeout_s) + 30), "nice", "-n", "10", *cmd],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True)
+        proc = start_bounded(cmd, timeout_s, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
         pumps = [_pump(proc.stdout, _stdout_sink()), _pump(proc.stderr, con)]
         try:
             while True:
@@ -428,7 +314,7 @@ def _boot(cmd, job: Path, console: Path, kernel: Kernel, accel, cpu, timeout_s, 
                     stage = ""
                 progress(STAGES.get(stage, "booting the kernel"), elapsed)
                 if elapsed > timeout_s:
-                    _kill(proc)
+                    stop(proc)
                     progress.end()
                     raise LabFailure(f"vm: {kernel.release} did not finish within {timeout_s:.0f} s "
                                      f"(last stage: {STAGES.get(stage, 'booting, no userspace yet')})",
@@ -436,7 +322,7 @@ def _boot(cmd, job: Path, console: Path, kernel: Kernel, accel, cpu, timeout_s, 
             for t in pumps:
                 t.join(timeout=10)
         except BaseException:
-            _kill(proc)
+            stop(proc)
             progress.end()
             raise
     wall = time.monotonic() - t0
@@ -495,17 +381,3 @@ def _pump(src, dst):
     t = threading.Thread(target=run, daemon=True)
     t.start()
     return t
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
