@@ -107,7 +107,9 @@ def test_cite_per_release():
     assert R.cite(mixed, (7, 3)) == mixed
     assert R.cite("hardware (SDM/APM instruction semantics)", (7, 3)) == \
         "hardware (SDM/APM instruction semantics)"
-    assert R.cite(None, (7, 0)) is None
+    assert R.cite(None, (7, 0)) is None and R.cite("", (7, 0)) == ""
+    # cached per (citation, series): a kernel given as a list or with a point release is the same
+    assert R.cite("kvm_set_cr4 (arch/x86/kvm/x86.c)", [7, 2, 8]) == "kvm_set_cr4 (arch/x86/kvm/regs.c)"
 
 
 def _defined_in(tree, name: str) -> set[str]:
@@ -194,6 +196,10 @@ def test_cli_explain_takes_a_matrix_group():
     p = _cli("explain", "misc_enable", "--host", str(SPR), "--set", "avx")
     assert p.returncode == 2 and p.stdout == "" and len(p.stderr.strip().splitlines()) == 1
     assert "explain misc_enable:" in p.stderr and "run --feature misc_enable" in p.stderr
+    # a typo of a group name is told the group, beside the CPU features it is close to
+    p = _cli("explain", "msr-idx", "--host", str(SPR))
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+    assert p.stderr.rstrip().endswith("(or the matrix group msr-index?)")
 
 
 def test_explain_cites_function_names_of_the_release():
