@@ -130,13 +130,10 @@ def matches(pattern: dict, outcome: dict) -> bool:
 def describe(outcome: dict) -> str:
     """A short human string: `#GP(0) at 0x30000`, `ok rax=0x1`, `exit INTERNAL_ERROR/1`, ..."""
     kind = outcome.get("kind")
-    if kind == "ok" and len(outcome) == 2 and "regs" in outcome:   # the common case (bulk `probe`)
-        regs = outcome.get("regs", {})
-        values = tuple(regs.values())
+    if kind == "ok" and len(outcome) == 2 and "regs" in outcome:   # the common case: int registers
+        values = tuple(outcome["regs"].values())
         if all(type(v) is int for v in values):
-            return ok_format(tuple(regs)) % values
-        return "ok " + " ".join(f"{k}={v:#x}" if type(v) is int else f"{k}={_short(v)}"
-                                for k, v in regs.items())
+            return ok_format(tuple(outcome["regs"])) % values
     if "any_of" in outcome:
         return " or ".join(describe(p) for p in outcome["any_of"])
     if kind == "ok":

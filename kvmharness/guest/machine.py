@@ -91,7 +91,8 @@ class GuestCode:
     regs: dict
     results: tuple[str, ...]
     dirties: frozenset
-    setup: object = None        # callable(machine) run before the probe (payloads), or None
+    setup: object = None        # callable(machine) run before the probe (payloads), or None:
+                                # it writes guest memory through Machine.write_for_setup
     saved_msr: int | None = None    # the MSR the body writes: the host saves and restores it
     _images: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -431,6 +432,7 @@ class Machine:
         self._records = (ctypes.c_char * 0)()           # the loop's result records, grown as needed
         self._vcpu_sigmask: int | None = None   # what KVM_SET_SIGNAL_MASK last gave the vCPU
         self._reachable = None                  # the baseline's reachable state, taken when first needed
+        self._setup_pages: set[int] = set()     # guest pages a payload's setup wrote (write_for_setup)
         self.isolation_restores = 0             # probes after which it was put back (tests, benchmarks)
 
     # -- lifetime -------------------------------------------------------------------------------
@@ -557,6 +559,20 @@ class Machine:
                 page = (w * 64 + low.bit_length() - 1) * 4096
                 self.mem[page:page + 4096] = pristine[page:page + 4096]
                 word ^= low
+
+    def write_for_setup(self, gpa: int, data: bytes) -> None:
+        """Guest memory a payload's host-side setup writes before its probe. KVM's dirty log
+        shows only what the guest wrote, so the pages written here are noted and put back after
+        the probe (_restore_setup_pages)."""
+        self.mem[gpa:gpa + len(data)] = data
+        self._setup_pages.update(range(gpa // 4096, (gpa + max(len(data), 1) - 1) // 4096 + 1))
+
+    def _restore_setup_pages(self) -> None:
+        pristine = _pristine_memory()
+        for page in sorted(self._setup_pages):
+            at = page * 4096
+            self.mem[at:at + 4096] = pristine[at:at + 4096]
+        self._setup_pages.clear()
 
     def _cleanup(self, dirties: frozenset, written: bool = True) -> None:
         """Undo what the probe changed. `written`: whether its MSR write can have taken effect."""
@@ -700,8 +716,8 @@ class Machine:
                 self._cleanup(dirties, written=result["kind"] == "ok" or bool(spec.msrs))
             except kb.KvmError as e:
                 self.broken = f"restoring state failed: {e}"
-            if code.setup is not None:      # pages the host wrote for it are not in the dirty log
-                self.mem[:] = _pristine_memory()
+        if code.setup is not None:          # even after a failed cleanup: the pages are the host's
+            self._restore_setup_pages()
         return result
 
     def run_many(self, probes, timeout_ms: float = DEFAULT_TIMEOUT_MS) -> list[dict]:

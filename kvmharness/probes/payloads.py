@@ -35,6 +35,12 @@ class Payload:
     # source: (step, symbol), the step named as the model names it (model/payloads.py)
     steps: tuple[tuple[str, str], ...] = ()
 
+    def __post_init__(self):
+        # The machine puts back the pages a setup wrote, and those the guest wrote only from
+        # the dirty log, which DIRTY_VCPU turns on (Machine._cleanup).
+        if self.setup is not None and DIRTY_VCPU not in self.dirties:
+            raise ValueError(f"payload {self.name}: a host-side setup needs DIRTY_VCPU in its dirties")
+
     @functools.lru_cache(maxsize=None)
     def code(self, cpl3: bool) -> GuestCode:
         """The payload linked where it runs: a user page at CPL3, a supervisor page at CPL0."""
@@ -97,7 +103,7 @@ def ist_pages() -> dict[int, bytes]:
 def _write_pages(pages: Callable[[], dict[int, bytes]]) -> Callable:
     def setup(machine) -> None:
         for gpa, data in pages().items():
-            machine.mem[gpa:gpa + len(data)] = data
+            machine.write_for_setup(gpa, data)
     return setup
 
 
