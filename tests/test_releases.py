@@ -107,7 +107,9 @@ def test_cite_per_release():
     assert R.cite(mixed, (7, 3)) == mixed
     assert R.cite("hardware (SDM/APM instruction semantics)", (7, 3)) == \
         "hardware (SDM/APM instruction semantics)"
-    assert R.cite(None, (7, 0)) is None
+    assert R.cite(None, (7, 0)) is None and R.cite("", (7, 0)) == ""
+    # cached per (citation, series): a kernel given as a list or with a point release is the same
+    assert R.cite("kvm_set_cr4 (arch/x86/kvm/x86.c)", [7, 2, 8]) == "kvm_set_cr4 (arch/x86/kvm/regs.c)"
 
 
 def _defined_in(tree, name: str) -> set[str]:
