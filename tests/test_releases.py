@@ -196,6 +196,10 @@ def test_cli_explain_takes_a_matrix_group():
     p = _cli("explain", "misc_enable", "--host", str(SPR), "--set", "avx")
     assert p.returncode == 2 and p.stdout == "" and len(p.stderr.strip().splitlines()) == 1
     assert "explain misc_enable:" in p.stderr and "run --feature misc_enable" in p.stderr
+    # a typo of a group name is told the group, beside the CPU features it is close to
+    p = _cli("explain", "msr-idx", "--host", str(SPR))
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+    assert p.stderr.rstrip().endswith("(or the matrix group msr-index?)")
 
 
 def test_explain_cites_function_names_of_the_release():
