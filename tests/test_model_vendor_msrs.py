@@ -174,3 +174,14 @@ def test_umwait_control_on_svm_is_the_common_codes_default():
     h = host(GENOA_618, with_=("waitpkg",))
     e = ex(h, "rdmsr:0xe1", set_=("waitpkg",))
     assert e.pattern == GP and e.rule == "msr.unknown"
+
+
+@pytest.mark.parametrize("release", ["6.1.176", "6.12.107", "6.18.15"])
+def test_waitpkg_instructions_follow_the_same_vmx_control(release):
+    """TPAUSE/UMONITOR: ENABLE_USR_WAIT_PAUSE as for UMWAIT_CONTROL; before 6.14 a guest's claim
+    passes the gate (raw guest CPUID) but cannot create the control on a CPU without it."""
+    lack = host(SPR_618, kernel=release, without=("waitpkg",))
+    assert ex(lack, "insn:660faef0", set_=("waitpkg",)).pattern["kind"] == "exception"
+    have = host(SPR_618, kernel=release, with_=("waitpkg",))
+    assert ex(have, "insn:660faef0").pattern["kind"] == "ok"
+    assert ex(have, "insn:660faef0", clear=("waitpkg",)).pattern["kind"] == "exception"

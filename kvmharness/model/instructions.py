@@ -30,6 +30,7 @@ from . import bits as b
 from . import catalog, releases
 from . import patterns as P
 from .expectation import Expectation
+from .msrs import vmx_has_waitpkg
 from .reason import (F_HANDLE_UD, F_HW, F_HYPERCALL, F_MONITOR_MWAIT, F_SET_CR0, F_SVM_INIT_VMCB,
                      F_VMX_SEC_EXEC, Reason, dedup)
 from .state import Ctx
@@ -291,11 +292,13 @@ def _waitpkg(ctx, ins):
     p = _pvm(ctx, ins, "the ENABLE_USR_WAIT_PAUSE control")
     if p:
         return p
-    c, rc = _cap(ctx, b.WAITPKG)
     if ctx.backend == "intel":
-        return _e(ctx, ins, P.ok() if c else P.ud(), "insn.waitpkg", *rc, Reason(
-            f"VMX ENABLE_USR_WAIT_PAUSE is set iff the vCPU has WAITPKG ({int(c)}); otherwise "
-            "#UD; with a zero deadline the wait returns at once", F_VMX_SEC_EXEC))
+        # the control exists only where the CPU has it: a guest's claim cannot set it (6.1-6.13)
+        on, why = vmx_has_waitpkg(ctx)
+        return _e(ctx, ins, P.ok() if on else P.ud(), "insn.waitpkg", *ctx.caps.why(b.WAITPKG),
+                  *why, Reason("without ENABLE_USR_WAIT_PAUSE the instruction raises #UD; with "
+                               "it and a zero deadline the wait returns at once", F_VMX_SEC_EXEC))
+    c, rc = _cap(ctx, b.WAITPKG)
     if _hw(ctx, b.WAITPKG):
         return _e(ctx, ins, P.any_(), "insn.waitpkg.not_enforceable", *rc, Reason(
             "SVM has no WAITPKG control", F_SVM_INIT_VMCB))
