@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -83,6 +84,22 @@ def test_a_behaviours_answer_per_kernel_and_release_is_computed_once():
     assert [c.value for c in R.in_force("pv_msr_missing_feature", (6, 12), "6.12.50")[0]] == [
         "invalid", "unsupported"]
     assert R.in_force("pv_msr_missing_feature", (6, 12), "")[1].count("this 6.12 kernel") == 1
+
+
+def test_a_behaviour_with_stable_backports_is_read_only_through_the_rule_context():
+    """releases.value/change/reason answer for the series (major.minor) and so ignore a stable
+    backport; Ctx.behaviour and Ctx.behaviour_reason apply it by point release. A behaviour
+    that has backports must be read only through those (scans the package source)."""
+    import kvmharness
+    with_backports = [b.name for b in R.BEHAVIOURS.values() if any(c.backports for c in b.changes)]
+    assert with_backports
+    root = Path(kvmharness.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_text()
+        for name in with_backports:
+            read = re.findall(rf'\b(?:releases|R)\.(?:value|values|change|reason|since)\(\s*"{name}"',
+                              text)
+            assert not read, f"{path.relative_to(root)} reads {name} without its backports: {read}"
 
 
 def test_governed_features_from_the_612_tree():
