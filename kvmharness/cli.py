@@ -558,7 +558,16 @@ def cmd_explain(args) -> int:
         d = explain_group(_host_profile(args), group)
         _emit(json.dumps(d, indent=2) if args.json else render_group(d).rstrip("\n"))
         return EXIT_OK
-    feature = by_ref(resolve(args.feature))     # unknown names fail before touching KVM
+    try:
+        feature = by_ref(resolve(args.feature))     # unknown names fail before touching KVM
+    except UsageError as e:
+        from .conformance.engine import matrix_groups
+        from .errors import did_you_mean
+        near = did_you_mean(str(args.feature).strip().lower(), matrix_groups())
+        if not near:
+            raise
+        raise UsageError(f"{e} (or the matrix group {near.removeprefix('; did you mean: ')})") \
+            from None
     if feature is None:
         raise UsageError(f"explain {args.feature!r}: no catalogued CPU feature at that bit")
     host = _host_profile(args)

@@ -222,3 +222,14 @@ def test_an_unsigned_repository_is_refused(repo, tmp_path):
     other.write_bytes(b"")
     with pytest.raises(DebianError, match="apt-get update"):
         fetch_kernel("6.99", tmp_path / "c", mirror=repo["mirror"], keyring=str(other), suites=repo["suites"])
+
+
+def test_a_package_that_does_not_unpack_is_one_line(tmp_path):
+    if not shutil.which("dpkg-deb"):
+        pytest.skip("needs dpkg-deb")
+    bad = tmp_path / "linux-image-9.9_1_amd64.deb"
+    bad.write_bytes(b"not an ar archive")
+    with pytest.raises(DebianError, match=r"^dpkg-deb -x linux-image-9.9_1_amd64.deb failed "
+                                          r"\(exit 2\): dpkg-deb") as e:
+        debian.extract([bad], tmp_path / "root")
+    assert "\n" not in str(e.value)

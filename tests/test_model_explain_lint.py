@@ -81,7 +81,7 @@ def test_explain_a_matrix_group_gives_what_run_checks_by_configuration():
     """A matrix name that is no one CPU feature (a group, CPUID bits, the cpuid table) is
     explained by the expectations `run --feature GROUP` judges: the engine's plan and
     Session.expectation, item for item, in the group's own guest configurations."""
-    from kvmharness.conformance.engine import Session, matrix_group, plan
+    from kvmharness.conformance.engine import Session, matrix_group, matrix_groups, plan
     from kvmharness.conformance.explain import explain_group, render_group
     h = fc_profile(GENOA_618)
     for group in ("sysenter", "xcr0.ymm", "msr-index", "cpuid"):
@@ -104,6 +104,8 @@ def test_explain_a_matrix_group_gives_what_run_checks_by_configuration():
     # CPU features, and names outside the matrix, are not groups
     assert matrix_group("shstk") is None and matrix_group("pdpe1gb") is None
     assert matrix_group("no_such_group") is None and matrix_group(None) is None
+    assert {"cpuid", "msr-index", "xcr0.ymm", "misc_enable", "hyperv"} <= set(matrix_groups())
+    assert not {"shstk", "pku"} & set(matrix_groups())
 
 
 def test_lint_genoa_618_flags_ibt_not_shstk():

@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -85,6 +86,22 @@ def test_a_behaviours_answer_per_kernel_and_release_is_computed_once():
     assert R.in_force("pv_msr_missing_feature", (6, 12), "")[1].count("this 6.12 kernel") == 1
 
 
+def test_a_behaviour_with_stable_backports_is_read_only_through_the_rule_context():
+    """releases.value/change/reason answer for the series (major.minor) and so ignore a stable
+    backport; Ctx.behaviour and Ctx.behaviour_reason apply it by point release. A behaviour
+    that has backports must be read only through those (scans the package source)."""
+    import kvmharness
+    with_backports = [b.name for b in R.BEHAVIOURS.values() if any(c.backports for c in b.changes)]
+    assert with_backports
+    root = Path(kvmharness.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_text()
+        for name in with_backports:
+            read = re.findall(rf'\b(?:releases|R)\.(?:value|values|change|reason|since)\(\s*"{name}"',
+                              text)
+            assert not read, f"{path.relative_to(root)} reads {name} without its backports: {read}"
+
+
 def test_governed_features_from_the_612_tree():
     """The 6.12 entry is governed_features.h of 6.12.107, name for name."""
     tree = next((t for t in linux_trees() if t.name.startswith("6.12.")), None)
@@ -107,7 +124,9 @@ def test_cite_per_release():
     assert R.cite(mixed, (7, 3)) == mixed
     assert R.cite("hardware (SDM/APM instruction semantics)", (7, 3)) == \
         "hardware (SDM/APM instruction semantics)"
-    assert R.cite(None, (7, 0)) is None
+    assert R.cite(None, (7, 0)) is None and R.cite("", (7, 0)) == ""
+    # cached per (citation, series): a kernel given as a list or with a point release is the same
+    assert R.cite("kvm_set_cr4 (arch/x86/kvm/x86.c)", [7, 2, 8]) == "kvm_set_cr4 (arch/x86/kvm/regs.c)"
 
 
 def _defined_in(tree, name: str) -> set[str]:
@@ -194,6 +213,10 @@ def test_cli_explain_takes_a_matrix_group():
     p = _cli("explain", "misc_enable", "--host", str(SPR), "--set", "avx")
     assert p.returncode == 2 and p.stdout == "" and len(p.stderr.strip().splitlines()) == 1
     assert "explain misc_enable:" in p.stderr and "run --feature misc_enable" in p.stderr
+    # a typo of a group name is told the group, beside the CPU features it is close to
+    p = _cli("explain", "msr-idx", "--host", str(SPR))
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+    assert p.stderr.rstrip().endswith("(or the matrix group msr-index?)")
 
 
 def test_explain_cites_function_names_of_the_release():

@@ -152,13 +152,16 @@ def matrix_kind(name: str) -> str:
     return f"CPU feature {f.leaf:#x}.{f.subleaf}.{f.reg}.{f.bit}"
 
 
+def matrix_groups() -> list[str]:
+    """The matrix names that are no CPU feature (the CPUID table, groups, CPUID bits: what
+    `explain GROUP` explains), in `run --list` order."""
+    return ["cpuid", *(f for f in features() if f in GROUPS or f in HOST_LEVEL or f in EDIT_BITS)]
+
+
 def matrix_group(text: str) -> str | None:
-    """The matrix name `text` is when it is no CPU feature (the CPUID table, a group, CPUID
-    bits: what `explain GROUP` explains), else None."""
+    """The matrix group `text` names (matrix_groups()), else None."""
     t = text.strip() if isinstance(text, str) else ""
-    if t == "cpuid" or (t in features() and (t in GROUPS or t in HOST_LEVEL or t in EDIT_BITS)):
-        return t
-    return None
+    return t if t in matrix_groups() else None
 
 
 def plan(profile: HostProfile, selected: list[str] | None = None, cpuid: bool = True) -> list[Item]:

@@ -250,7 +250,7 @@ def run_vm(kernel: Kernel, args: list[str], *, accel: str = "auto", cpu: str | N
                                           "virtme_ng": _virtme_version()},
                         cpu, cpus, memory, kernel, params).to_json()
         (job / "job.json").write_text(json.dumps({
-            "args": inner_args, "lab": lab, "params": params,
+            "args": inner_args, "lab": lab,
             "cache_home": str(cache_dir().parent), "python": sys.executable,
             "vendor_modules": kernel.kvm_modules}, indent=2))
         console = job / "console.log"

@@ -30,7 +30,7 @@ from .caps import guest_vendor_string
 from .cr import check_efer
 from .reason import (F_HW, F_APIC_SET_BASE, F_DO_SET_MSR, F_GET_MSR, F_GET_MSR_COMMON, F_MSR_ACCESS,
                      F_PV_HAS, F_SET_EFER, F_SET_MSR, F_SET_MSR_COMMON, F_VALID_CET,
-                     F_VMX_MSR_INTERCEPTS, F_X2APIC_MSR, Reason)
+                     F_SET_CPU_CAPS, F_VMX_MSR_INTERCEPTS, F_VMX_SEC_EXEC, F_X2APIC_MSR, Reason)
 from .state import BASELINE_APIC_BASE, GUEST_MEMORY_MIN, Ctx
 
 M = b.MSR
@@ -356,6 +356,189 @@ def _pvm_vendor_msr(ctx: Ctx, idx: int, label: str, write: bool, data: int, msrs
     return None
 
 
+# The vendor modules' own MSR cases (vmx_get/set_msr, svm_get/set_msr), read in 6.1.176, 6.12.107,
+# 6.17.8, 6.18.15, 6.19.11, 7.0.0, 7.1.13 and 7.2.8, unchanged but for the guest-CPUID gate, which
+# caps.gate() takes per release (raw guest CPUID before 6.14, guest_cpu_cap_has() after):
+#   SPEC_CTRL: both vendors; guest accesses need guest_has_spec_ctrl_msr(); a write (host ones
+#     too) must pass kvm_spec_ctrl_test_value(), the host CPU's own RDMSR and WRMSR of the value.
+#   VIRT_SPEC_CTRL: SVM only; guest accesses need VIRT_SSBD; only SSBD (bit 2) may be written.
+#   UMWAIT_CONTROL: VMX only; guest accesses need vmx_has_waitpkg(); bit 1 and 63:32 reserved.
+# The other vendor's MSR reaches kvm_get/set_msr_common, which has no case for either.
+F_VMX_MSR = "vmx_get_msr/vmx_set_msr (arch/x86/kvm/vmx/vmx.c)"
+F_SVM_MSR = "svm_get_msr/svm_set_msr (arch/x86/kvm/svm/svm.c)"
+F_SPEC_CTRL_TEST = "kvm_spec_ctrl_test_value (arch/x86/kvm/x86.c)"
+F_MSR_TO_SAVE = "kvm_probe_msr_to_save / kvm_init_msr_list (arch/x86/kvm/x86.c)"
+# The one backend whose vendor module handles each; on the other one the common code does.
+VENDOR_ONLY = {M["VIRT_SPEC_CTRL"]: "amd", 0xE1: "intel"}
+SPEC_CTRL_SSBD_BIT = 1 << 2             # SPEC_CTRL_SSBD, the one VIRT_SPEC_CTRL bit
+UMWAIT_CONTROL_RESERVED = (1 << 1) | (b.U64 & ~0xFFFFFFFF)
+# IA32_SPEC_CTRL bits the probes use, and the KVM_GET_SUPPORTED_CPUID bits that show the host CPU
+# implements them. KVM derives both vendors' bits from the kernel's synthetic IBRS/STIBP/SSBD
+# flags (kvm_set_cpu_caps, arch/x86/kvm/cpuid.c, 6.1.176 .. 7.2.8: AMD_IBRS from X86_FEATURE_IBRS
+# and SPEC_CTRL only with IBRS (and IBPB), INTEL_STIBP and AMD_STIBP from X86_FEATURE_STIBP,
+# SPEC_CTRL_SSBD from X86_FEATURE_AMD_SSBD and AMD_SSBD from X86_FEATURE_SPEC_CTRL_SSBD), which the
+# kernel sets from either vendor's enumeration: either bit of a pair shows the CPU has the control.
+SPEC_CTRL_BITS = ((0, "IBRS", (b.SPEC_CTRL, b.AMD_IBRS)),
+                  (1, "STIBP", (b.INTEL_STIBP, b.AMD_STIBP)),
+                  (2, "SSBD", (b.SPEC_CTRL_SSBD, b.AMD_SSBD)))
+
+
+def _vendor_msr(ctx: Ctx, idx: int, write: bool, data: int, host: bool,
+                msrs: dict) -> MsrResult | None:
+    """vmx_/svm_get_msr and _set_msr for the vendor MSRs; None where the vendor module passes the
+    access to kvm_get/set_msr_common (the caller goes on with the common code)."""
+    label = msr_label(idx)
+    if idx in VENDOR_ONLY:
+        if ctx.backend != VENDOR_ONLY[idx]:
+            return None
+        return _gated_msr(ctx, idx, write, data, host, msrs)
+    if idx == M["SPEC_CTRL"]:
+        return _spec_ctrl(ctx, write, data, host, msrs)
+    return _unmod(f"{label}: vendor-specific rules are not modelled")
+
+
+def _vendor_fn(ctx: Ctx) -> str:
+    return F_VMX_MSR if ctx.backend == "intel" else F_SVM_MSR
+
+
+def _spec_ctrl(ctx: Ctx, write: bool, data: int, host: bool, msrs: dict) -> MsrResult:
+    idx = M["SPEC_CTRL"]
+    label, feat, fn = msr_label(idx), catalog.name_of(b.SPEC_CTRL), _vendor_fn(ctx)
+    gates = [ctx.caps.gate(f) for f in (b.SPEC_CTRL, b.AMD_STIBP, b.AMD_IBRS, b.AMD_SSBD)]
+    why = [] if host else [r for _, r in gates]
+    if not host and not any(g for g, _ in gates):
+        res = _err(f"{label}: the guest has none of SPEC_CTRL/AMD_STIBP/AMD_IBRS/AMD_SSBD "
+                   "(guest_has_spec_ctrl_msr)", fn, "msr.spec_ctrl.gate", feat)
+        res.reasons[:0] = why
+        return res
+    if not write:
+        return MsrResult(OK, current(ctx, msrs, idx), why + [Reason(
+            f"{label}: readable (vmx->spec_ctrl / svm->spec_ctrl)", fn)], "msr.spec_ctrl.gate",
+            feat)
+    ok, test = spec_ctrl_test_value(ctx, data)
+    why = why + test
+    if ok is None:
+        return MsrResult(UNMOD, None, why, "msr.spec_ctrl.value", feat)
+    if not ok:
+        return MsrResult(ERR, None, why + [Reason(
+            f"{label} = {data:#x}: kvm_spec_ctrl_test_value fails -> error (#GP for the guest)",
+            fn, None, {"value": data})], "msr.spec_ctrl.value", feat)
+    return MsrResult(OK, data, why + [Reason(
+        f"{label} = {data:#x} stored" + (" (a non-zero value stops the interception: later "
+                                          "guest accesses reach the CPU)" if data else ""),
+        fn, None, {"value": data})], "msr.spec_ctrl.value", feat)
+
+
+def spec_ctrl_test_value(ctx: Ctx, data: int) -> tuple[bool | None, list[Reason]]:
+    """kvm_spec_ctrl_test_value(): the host CPU's RDMSR of SPEC_CTRL, then its WRMSR of `data`
+    (restored after). True/False, or None where the host record does not tell."""
+    have, src = advertised(ctx, M["SPEC_CTRL"])
+    if have is None:
+        shown = [catalog.name_of(r) for _, _, refs in SPEC_CTRL_BITS for r in refs
+                 if ctx.caps.kvm.table_bit(r)]
+        if not shown:
+            return None, [Reason("whether the host CPU has IA32_SPEC_CTRL is unknown (no "
+                                 "KVM_GET_MSR_INDEX_LIST in the host profile, and KVM reports "
+                                 "none of its bits)", F_SPEC_CTRL_TEST)]
+        have, src = True, f"derived: KVM reports {', '.join(shown)}, bits of it"
+    why = [Reason(f"SPEC_CTRL (0x48) {'is' if have else 'is not'} in KVM_GET_MSR_INDEX_LIST "
+                  f"({src}): KVM lists it only when the host's own RDMSR of it succeeds, so the "
+                  f"host CPU {'has' if have else 'lacks'} the MSR", F_MSR_TO_SAVE, None,
+                  {"host_spec_ctrl_msr": have})]
+    if not have:
+        return False, why + [Reason("the host RDMSR of SPEC_CTRL faults: the test fails for "
+                                    "every value", F_SPEC_CTRL_TEST)]
+    kvm = ctx.caps.kvm
+    unknown = data & ~sum(1 << bit for bit, _, _ in SPEC_CTRL_BITS)
+    if unknown:
+        return None, why + [Reason(f"SPEC_CTRL bits {unknown:#x}: which of them the host CPU "
+                                   "accepts is not modelled", F_SPEC_CTRL_TEST)]
+    missing = []
+    for bit, name, refs in SPEC_CTRL_BITS:
+        if not data >> bit & 1:
+            continue
+        shown = [catalog.name_of(r) for r in refs if kvm.table_bit(r)]
+        why.append(Reason(
+            f"SPEC_CTRL.{name} (bit {bit}): KVM_GET_SUPPORTED_CPUID has "
+            + (", ".join(shown) if shown else f"neither {' nor '.join(catalog.name_of(r) for r in refs)}")
+            + f", so the host CPU {'implements' if shown else 'does not implement'} it",
+            F_SET_CPU_CAPS, None, {f"host_{name.lower()}": bool(shown)}))
+        if not shown:
+            missing.append(name)
+    if missing:
+        return False, why + [Reason(
+            f"the host CPU's WRMSR of {data:#x} faults ({', '.join(missing)} reserved on it): "
+            "the test fails", F_SPEC_CTRL_TEST)]
+    return True, why + [Reason(f"the host CPU's WRMSR of {data:#x} succeeds: the test passes",
+                               F_SPEC_CTRL_TEST)]
+
+
+def virt_ssbd_gate(ctx: Ctx) -> tuple[bool, list[Reason]]:
+    g, r = ctx.caps.gate(b.VIRT_SSBD)
+    return g, [r]
+
+
+def vmx_has_waitpkg(ctx: Ctx) -> tuple[bool, list[Reason]]:
+    """vmx_has_waitpkg(): SECONDARY_EXEC_ENABLE_USR_WAIT_PAUSE, which vmx_secondary_exec_control
+    sets iff the CPU has the control (cpu_has_vmx_waitpkg, the only way vmx_set_cpu_caps reports
+    WAITPKG) and the guest passes the WAITPKG gate."""
+    host_ctl = ctx.caps.kvm.table_bit(b.WAITPKG)
+    g, r = ctx.caps.gate(b.WAITPKG)
+    on = host_ctl and g
+    return on, [r, Reason(
+        f"ENABLE_USR_WAIT_PAUSE = {int(on)}: the CPU's VMX control "
+        f"{'exists' if host_ctl else 'does not exist'} (KVM_GET_SUPPORTED_CPUID WAITPKG = "
+        f"{int(host_ctl)}, set by vmx_set_cpu_caps iff cpu_has_vmx_waitpkg) and the guest's "
+        f"WAITPKG gate is {int(g)}", F_VMX_SEC_EXEC, None, {"enable_usr_wait_pause": on})]
+
+
+@dataclass(frozen=True)
+class GatedMsr:
+    """A vendor MSR with a guest gate, a stored value (0 at reset) and reserved bits."""
+    label: str
+    feature: object             # the BitRef whose catalogue name the results carry
+    fn: str                     # the vendor functions that handle it
+    rule: str                   # rule name prefix
+    gate: object                # ctx -> (passes, reasons)
+    gate_fails: str
+    field: str                  # what a read returns
+    reserved: int
+    reserved_text: str
+
+
+GATED_MSRS = {
+    M["VIRT_SPEC_CTRL"]: GatedMsr(
+        msr_label(M["VIRT_SPEC_CTRL"]), b.VIRT_SSBD, F_SVM_MSR, "msr.virt_spec_ctrl",
+        virt_ssbd_gate, "the guest lacks VIRT_SSBD", "svm->virt_spec_ctrl",
+        b.U64 & ~SPEC_CTRL_SSBD_BIT, "only SSBD (bit 2) may be set"),
+    0xE1: GatedMsr(
+        "UMWAIT_CONTROL (0xe1)", b.WAITPKG, F_VMX_MSR, "msr.umwait_control", vmx_has_waitpkg,
+        "vmx_has_waitpkg() is false", "vmx->msr_ia32_umwait_control (0 at vCPU reset)",
+        UMWAIT_CONTROL_RESERVED, "bit 1 and bits 63:32 are reserved"),
+}
+
+
+def _gated_msr(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> MsrResult:
+    m = GATED_MSRS[idx]
+    feat = catalog.name_of(m.feature)
+    on, why = m.gate(ctx)
+    why = [] if host else why
+    if not host and not on:
+        res = _err(f"{m.label}: {m.gate_fails}", m.fn, f"{m.rule}.gate", feat)
+        res.reasons[:0] = why
+        return res
+    if not write:
+        return MsrResult(OK, current(ctx, msrs, idx), why + [Reason(
+            f"{m.label}: reads {m.field}", m.fn)], f"{m.rule}.gate", feat)
+    if data & m.reserved:
+        res = _err(f"{m.label} = {data:#x}: {m.reserved_text}", m.fn, f"{m.rule}.value", feat,
+                   value=data)
+        res.reasons[:0] = why
+        return res
+    return MsrResult(OK, data, why + [Reason(f"{m.label} = {data:#x} stored", m.fn)],
+                     f"{m.rule}.value", feat)
+
+
 def _unmod(text: str, rule: str = "msr.unmodelled", feature=None) -> MsrResult:
     return MsrResult(UNMOD, None, [Reason(text)], rule, feature)
 
@@ -446,18 +629,10 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
     elif idx in VENDOR_MSRS:
         if ctx.backend == "unknown":
             return _unmod(f"{label} is handled by vendor code: no rule for backend {ctx.backend}")
-        if idx == M["SPEC_CTRL"]:
-            ok = any(caps.gate(f)[0] for f in (b.SPEC_CTRL, b.AMD_STIBP, b.AMD_IBRS, b.AMD_SSBD))
-            if not host and not ok:
-                return _err(f"{label}: guest has none of SPEC_CTRL/AMD_STIBP/AMD_IBRS/AMD_SSBD "
-                            "(guest_has_spec_ctrl_msr) [MEM]", "vmx_set_msr/svm_set_msr",
-                            "msr.spec_ctrl.gate", catalog.name_of(b.SPEC_CTRL))
-            if write and data:
-                return _unmod(f"{label}: value check (kvm_spec_ctrl_valid_bits) not modelled",
-                              "msr.spec_ctrl.value", catalog.name_of(b.SPEC_CTRL))
-            return _ok(0, f"{label}: accessible", "vmx_get_msr/svm_get_msr", "msr.spec_ctrl.gate",
-                       catalog.name_of(b.SPEC_CTRL))
-        return _unmod(f"{label}: vendor-specific rules are not modelled")
+        vendor = _vendor_msr(ctx, idx, write, data, host, msrs)
+        if vendor is not None:
+            return vendor
+        # Not handled by vmx_get/set_msr or svm_get/set_msr: their default, the common code.
 
     # --- kvm_set_msr_common / kvm_get_msr_common --------------------------------------------------
     if idx in (M["ARCH_CAPABILITIES"], M["PERF_CAPABILITIES"]) and not ctx.behaviour(

@@ -414,9 +414,10 @@ def values(name: str, kernel, release: str = "") -> tuple[tuple, str]:
 
 @functools.lru_cache(maxsize=None)
 def in_force(name: str, kernel: Version, release: str) -> tuple[tuple[Change, ...], str]:
-    """The changes whose values(name, kernel, release) are, with the text that says why ("" when
-    no stable backport is involved). Cached: a rule asks per probe, the answer depends only on
-    the behaviour table and the host's release."""
+    """values(name, kernel, release) as the Change entries they come from (so a rule can cite
+    the one whose value it used), with the same text ("" when no stable backport is involved).
+    `kernel` is a (major, minor) tuple. Cached: rules ask per probe (Ctx.behaviour), and the
+    answer depends only on the behaviour table and the host's kernel and release string."""
     b = behaviour(name)
     now = b.at(kernel)
     k = tuple(kernel[:2])
@@ -497,8 +498,13 @@ def locate(function: str, kernel) -> Location | None:
 
 def cite(citation: str | None, kernel) -> str | None:
     """A citation 'name (file)' or 'a / b (file)' as it reads in `kernel`'s tree."""
-    if not citation:
-        return citation
+    return _cite(citation, tuple(kernel[:2])) if citation else citation
+
+
+@functools.lru_cache(maxsize=4096)
+def _cite(citation: str, kernel: Version) -> str:
+    """cite(), cached: localise() asks for every reason of every expectation, and the model's
+    citations are a few hundred fixed strings (bounded all the same, in case one is not)."""
     m = _CITATION_RE.match(citation)
     if not m:
         return citation
