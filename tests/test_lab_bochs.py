@@ -125,3 +125,34 @@ def test_the_bochs_key_follows_what_bochs_is_built_from(monkeypatch):
     k = lab.bochs_key()
     monkeypatch.setattr(lab, "BOCHS_PATCHES", {})
     assert lab.bochs_key() != k
+
+
+def _boot(text: str, finished: bool = True, why: str = "") -> "lab.Boot":
+    return lab.Boot(lab.parse_serial(text), 80.0, finished, why)
+
+
+def test_the_boot_gives_the_inner_runs_status_or_a_lab_failure_with_the_console(tmp_path):
+    ok = "\n".join(["=== KH userspace up=50.0", _file_block("report.json", b"{}"), "=== KH end rc=1 up=200.0"])
+    assert lab.boot_status(_boot(ok), tmp_path) == 1
+    panic = "[    3.1] Kernel panic - not syncing: VFS: Unable to mount root\n"
+    with pytest.raises(lab.LabFailure, match=r"the lab boot failed: kernel panic \(serial ") as e:
+        lab.boot_status(_boot(panic, False, "kernel panic"), tmp_path)
+    assert e.value.console_tail == [panic.strip()] and e.value.exit_code == 2
+    with pytest.raises(lab.LabFailure, match="the kernel reported: .*BUG: soft lockup"):
+        lab.boot_status(_boot("[ 40.0] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!\n" + ok), tmp_path)
+    with pytest.raises(lab.LabFailure, match=r"did not run the harness \(insmod-failed=kvm_intel\)") as e:
+        lab.boot_status(_boot("insmod: ERROR: could not insert module\n=== KH end insmod-failed=kvm_intel "
+                              "up=90.0\n"), tmp_path)
+    assert e.value.console_tail[0].startswith("insmod: ERROR")
+
+
+def test_a_failed_lab_is_one_line_then_the_console(monkeypatch, tmp_path, capsys):
+    def failing(*_a, **_kw):
+        raise lab.LabFailure("the lab boot failed: kernel panic (serial x)", ["[ 3.1] Kernel panic - x"])
+    monkeypatch.setattr(lab, "run_lab", failing)
+    (tmp_path / "vmlinuz").write_bytes(b"")
+    (tmp_path / "modules").mkdir()
+    assert lab.main(["--vmlinuz", str(tmp_path / "vmlinuz"), "--modules", str(tmp_path / "modules"),
+                     "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "bochs-cet: the lab boot failed: kernel panic (serial x)", "  | [ 3.1] Kernel panic - x"]

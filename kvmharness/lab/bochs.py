@@ -36,8 +36,8 @@ from pathlib import Path
 
 from ..errors import EnvironmentProblem, UsageError
 from .debian import PrivateApt, extract, system_mirror
-from .kernel import (Kernel, LabHeader, crash_re, kernel_from_debian, kvm_modules,
-                     params_by_module)
+from .kernel import (CONSOLE_TAIL, Kernel, LabFailure, LabHeader, crash_re, kernel_from_debian,
+                     kvm_modules, params_by_module)
 from .kernel import parse_params as parse_module_params
 from .process import run_step, start_bounded, stop
 
@@ -815,20 +815,27 @@ def run_lab(kernel: Kernel, params: dict[str, str], run_args: list[str], out: Pa
     timing = {"boot_to_poweroff_wall_s": round(result.wall_s, 1),
               "guest_uptime_s": marks, "ips": ips}
     (out / "timing.json").write_text(json.dumps(timing, indent=1) + "\n")
-    if not result.finished or t.fatal:
-        tail = "\n".join(t.lines[-25:])
-        why = result.why or "the kernel reported: " + t.fatal[0]
-        raise EnvironmentProblem(f"the lab boot failed: {why} (serial {out / 'serial.txt'});"
-                                 f" last console lines:\n{tail}")
-    end = t.mark("end")
-    rc = re.search(r"rc=(\d+)", end[1]) if end else None
-    if rc is None or "report.json" not in t.files:
-        raise EnvironmentProblem(f"the guest did not run the harness ({end[1] if end else '?'}); "
-                                 f"see {out / 'serial.txt'}")
+    status = boot_status(result, out)
     log(f"powered off after {result.wall_s:.0f} s wall; guest: userspace at "
         f"{marks.get('userspace', 0):.0f} s, /dev/kvm at {marks.get('modules', 0):.0f} s, run "
         f"{marks.get('run', 0) - marks.get('modules', 0):.0f} s; report {out / 'report.json'}")
-    return int(rc.group(1)), result
+    return status, result
+
+
+def boot_status(result: Boot, out: Path) -> int:
+    """The exit status of the `kvmharness run` inside, or LabFailure (with the console's last
+    lines) when the lab itself failed: no power-off, a crash line, no report."""
+    t = result.transcript
+    tail = [ln for ln in t.lines if ln.strip()][-CONSOLE_TAIL:]
+    if not result.finished or t.fatal:
+        why = result.why or "the kernel reported: " + t.fatal[0]
+        raise LabFailure(f"the lab boot failed: {why} (serial {out / 'serial.txt'})", tail)
+    end = t.mark("end")
+    rc = re.search(r"rc=(\d+)", end[1]) if end else None
+    if rc is None or "report.json" not in t.files:
+        raise LabFailure(f"the guest did not run the harness ({end[1] if end else '?'}); "
+                         f"see {out / 'serial.txt'}", tail)
+    return int(rc.group(1))
 
 
 def main(argv=None) -> int:
@@ -876,6 +883,8 @@ def main(argv=None) -> int:
         return rc
     except HarnessError as e:
         print(f"bochs-cet: {e}", file=sys.stderr)
+        for line in getattr(e, "console_tail", ()):     # a lab that failed: what its console said
+            print(f"  | {line}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         return 130

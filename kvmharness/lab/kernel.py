@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import EnvironmentProblem, UsageError
+from ..errors import EXIT_USAGE, EnvironmentProblem, HarnessError, UsageError
 
 # The KVM vendor module each virtualization extension loads, by the CPU flag Linux shows for it.
 VENDOR_MODULE_OF_FLAG = {"svm": "kvm_amd", "vmx": "kvm_intel"}
@@ -181,6 +181,20 @@ def params_by_module(params: dict[str, str]) -> dict[str, dict[str, str]]:
 
 
 # -- the console ---------------------------------------------------------------------------------
+CONSOLE_TAIL = 25          # the console lines a failed lab shows
+
+
+class LabFailure(HarnessError):
+    """The lab itself failed (panic, oops, no userspace, timeout): exit 2 with the console's last
+    lines, never a verdict."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, console_tail: list[str]):
+        super().__init__(message)
+        self.console_tail = console_tail
+
+
 def crash_re(*, soft_lockup_is_crash: bool) -> re.Pattern:
     """Console lines that end a lab with exit 2, however the command inside fared: a panic, an
     oops, a BUG. Whether the soft-lockup watchdog's `BUG: soft lockup` is one depends on the

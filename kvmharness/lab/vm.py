@@ -31,8 +31,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import EXIT_USAGE, EnvironmentProblem, HarnessError, UsageError
-from .kernel import Kernel, LabHeader, cpu_flags, crash_re, vendor_module
+from ..errors import EnvironmentProblem, UsageError
+from .kernel import (CONSOLE_TAIL, Kernel, LabFailure, LabHeader, cpu_flags, crash_re,
+                     vendor_module)
 # The CLI's `vm` finds the kernel here, beside the lab's other steps.
 from .kernel import kernel_from_debian, kernel_from_path  # noqa: F401
 from .kernel import parse_params as parse_module_params
@@ -42,7 +43,6 @@ QEMU = "qemu-system-x86_64"
 ACCELS = ("auto", "kvm", "tcg")
 MODULES_WITH_PARAMS = ("kvm", "kvm_amd", "kvm_intel")
 DEFAULT_TIMEOUT_S = 1200
-CONSOLE_TAIL = 25
 # Not a soft lockup, unlike under Bochs (bochs.py): TCG's guest clock is the host's, so on a
 # loaded host the guest's watchdog can fire without a kernel bug.
 CRASH_RE = crash_re(soft_lockup_is_crash=False)
@@ -50,16 +50,6 @@ UDEVD = ("/usr/lib/systemd/systemd-udevd", "/lib/systemd/systemd-udevd")
 # Guest stages (written by kvmharness.lab.inside to JOB/stage), as the progress line names them.
 STAGES = {"userspace": "userspace", "modprobe": "loading the KVM modules",
           "dev_kvm": "/dev/kvm ready", "run": "running kvmharness", "done": "done"}
-
-
-class LabFailure(HarnessError):
-    """The lab itself failed (panic, oops, no userspace, timeout): exit 2, console tail shown."""
-
-    exit_code = EXIT_USAGE
-
-    def __init__(self, message: str, console_tail: list[str]):
-        super().__init__(message)
-        self.console_tail = console_tail
 
 
 # -- the lab -------------------------------------------------------------------------------------
