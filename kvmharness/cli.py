@@ -24,16 +24,15 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{where}: {message}" if where else message)
 
     def _get_values(self, action, arg_strings):
-        # A positional list of plain strings (no type, no choices) is the strings themselves,
-        # less the first "--" as argparse takes it out (3.11 to 3.13 alike). argparse would pass
-        # each through its identity type and its choices check, ~0.5 µs a string: for `probe`
-        # with thousands of reproduce lines, as much as parsing the probes (scripts/bench_probe.py).
+        # A positional list of plain strings (no type, no choices) is the strings themselves:
+        # argparse would pass each through its identity type and its choices check, ~0.5 µs a
+        # string: for `probe` with thousands of reproduce lines, as much as parsing the probes
+        # (scripts/bench_probe.py). A list with a "--" in it is left to argparse: up to 3.13.0
+        # the first "--" is taken out here, later releases take the separator out before and
+        # keep a literal "--" that follows it.
         if (not action.option_strings and action.nargs == argparse.ONE_OR_MORE
-                and action.type is None and action.choices is None):
-            strings = list(arg_strings)
-            if "--" in strings:
-                strings.remove("--")
-            return strings
+                and action.type is None and action.choices is None and "--" not in arg_strings):
+            return list(arg_strings)
         return super()._get_values(action, arg_strings)
 
 

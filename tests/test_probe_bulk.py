@@ -90,6 +90,21 @@ def test_parse_plain_of_a_list_gives_each_strings_kind_row_and_arguments(mixed):
     assert sorted(i for rows in plain.rows.values() for i in rows) == list(range(len(texts)))
 
 
+@pytest.mark.parametrize("text", ["vmcall:" + "1" * 5000, "cpuid:0x1:" + "9" * 4301,
+                                  "xgetbv:" + "1" * 21, "rdmsr:0x" + "f" * 5000])
+def test_a_number_longer_than_any_limit_is_not_plain_and_is_the_general_paths_usage_error(text):
+    """No argument's limit is above 2**64 - 1 (20 decimal digits, 16 hex): longer digit strings
+    are not plain, and parse_probe refuses them in one line. int() refuses a decimal string of
+    more than 4300 digits (sys.int_info.default_max_str_digits): converting it in parse_plain was
+    a ValueError, `kvmharness probe` an internal error (exit 1) instead of the usage error."""
+    assert all(len(str(limit)) <= 20 and len(f"{limit:x}") <= 16 for limit in ps._LIMITS.values())
+    assert ps.parse_plain([text], KINDS) is None
+    assert ps.parse_plain(["cpuid:0x1:0", text], KINDS) is None
+    with pytest.raises(UsageError):
+        ps.parse_probe(text)
+    assert cli.main(["probe", "cpuid:0x1:0", text]) == 2
+
+
 def test_one_string_not_plain_makes_the_list_not_plain():
     good = [f"cpuid:0x1:{i}" for i in range(10)]
     for bad in ("cpuid:1:0", "cpuid:0x1:0@cpl3", "insn:90", "cpuid:0x1:0\ncpuid:0x1:1", "rdmsr:0x10\n"):
@@ -174,6 +189,30 @@ def test_the_probe_list_argparse_shortcut_gives_argparses_own_result(monkeypatch
     ours = [vars(cli.build_parser().parse_args(a)) for a in argvs]
     monkeypatch.setattr(cli._Parser, "_get_values", argparse.ArgumentParser._get_values)
     assert ours == [vars(cli.build_parser().parse_args(a)) for a in argvs]
+
+
+def _later_pythons_get_values(self, action, arg_strings):
+    """argparse's _get_values for a positional list of plain strings as later Pythons have it
+    (CPython main, and the later 3.12 and 3.13 releases): the separating "--" was taken out by
+    consume_positionals before, and nothing is taken out here."""
+    return list(arg_strings)
+
+
+@pytest.mark.parametrize("base", [argparse.ArgumentParser._get_values, _later_pythons_get_values],
+                         ids=["this-python", "later-pythons"])
+def test_the_argparse_shortcut_leaves_a_double_dash_to_the_running_pythons_argparse(base,
+                                                                                    monkeypatch):
+    """Where "--" is handled moved between Python releases: up to 3.13.0 _get_values takes the
+    first "--" out of a positional's strings; later ones take the separator out before and pass
+    a literal "--" (one after the separator) through. The shortcut must give whatever the running
+    argparse gives: a list with a "--" is argparse's own business (`probe -- --` on a later
+    Python: the probe '--', a usage error, not an empty list and an internal error)."""
+    monkeypatch.setattr(argparse.ArgumentParser, "_get_values", base)
+    parser = cli.build_parser()
+    probe = parser._subparsers._group_actions[0].choices["probe"]
+    (action,) = [a for a in probe._actions if a.dest == "probes"]
+    for strings in (["a"], ["a", "b"], ["--"], ["a", "--"], ["--", "a", "--", "b"], ["a", "--", "--"]):
+        assert probe._get_values(action, list(strings)) == base(probe, action, list(strings)), strings
 
 
 # -- on /dev/kvm ----------------------------------------------------------------------------------

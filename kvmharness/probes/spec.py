@@ -164,7 +164,10 @@ def _fmt(kind: str, name: str, value: int) -> str:
 # kind fits one regular expression: matching it over the joined strings and converting each
 # argument column at once costs ~0.5 µs a probe. A string it does not match (another kind, a
 # modifier, hex spelt otherwise) is simply not plain: the caller parses it the ordinary way.
-_HEX_ARG, _DEC_ARG = "0x(?:0|[1-9a-f][0-9a-f]*)", "0|[1-9][0-9]*"
+# No argument's limit (_LIMITS) is above 2**64 - 1, 16 hex or 20 decimal digits: a longer number
+# is not plain either, and parse_probe refuses it in one line (int() would refuse to convert a
+# decimal string of more than 4300 digits at all).
+_HEX_ARG, _DEC_ARG = "0x(?:0|[1-9a-f][0-9a-f]{0,15})", "0|[1-9][0-9]{0,19}"
 
 
 @dataclass(frozen=True)
