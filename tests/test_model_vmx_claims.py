@@ -1,0 +1,40 @@
+"""A guest's claim of a feature KVM does not report, on kvm_intel before 6.14 (the gates read the
+raw guest CPUID then): the claim passes the gate but enables no VMX control the CPU lacks, so the
+instruction raises #UD (vmx_secondary_exec_control adjusts a control only under
+cpu_has_vmx_<feature>(), arch/x86/kvm/vmx/vmx.c, 6.1.176 and 6.12.107). From 6.14 the claim fails
+the gate, with the same #UD. On data: a recorded Intel table with the feature taken out."""
+
+from dataclasses import replace
+
+import pytest
+
+from kvmharness.model import releases
+from kvmharness.model.expect import expect, unplaced
+from kvmharness.model.payloads import payload_names
+from kvmharness.probes.spec import parse_probe
+
+from profiles import SPR_618, fc_profile, vcpu
+
+UD = {"kind": "exception", "vector": 6}
+PROBES = {"rdrand": "insn:0fc7f0", "rdseed": "insn:0fc7f8", "xsaves": "insn:480fc72f@cr4+18",
+          "invpcid": "insn:660f388207", "waitpkg": "insn:660faef0"}
+
+
+def judged(feature, release, host_has):
+    h = fc_profile(SPR_618)
+    t = vcpu(h, set_=(feature,) if host_has else (), clear=() if host_has else (feature,)).cpuid
+    h = replace(h, supported=t, kernel=releases.parse_release(release).rules, release=release)
+    e = expect(h, vcpu(h, set_=(feature,)), parse_probe(PROBES[feature], payload_names()))
+    return unplaced(e.pattern)
+
+
+@pytest.mark.parametrize("release", ["6.1.176", "6.12.107", "6.18.15", "7.3"])
+@pytest.mark.parametrize("feature", sorted(PROBES))
+def test_a_claim_beyond_the_cpu_raises_ud_in_every_release(feature, release):
+    assert judged(feature, release, host_has=False) == UD
+
+
+@pytest.mark.parametrize("release", ["6.1.176", "6.18.15"])
+@pytest.mark.parametrize("feature", sorted(PROBES))
+def test_the_same_claim_on_a_cpu_with_the_feature_runs(feature, release):
+    assert judged(feature, release, host_has=True)["kind"] == "ok"
