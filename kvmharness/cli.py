@@ -27,9 +27,9 @@ class _Parser(argparse.ArgumentParser):
         # A positional list of plain strings (no type, no choices) is the strings themselves:
         # argparse would pass each through its identity type and its choices check, ~0.5 µs a
         # string: for `probe` with thousands of reproduce lines, as much as parsing the probes
-        # (scripts/bench_probe.py). A list with a "--" in it is left to argparse: up to 3.13.0
-        # the first "--" is taken out here, later releases take the separator out before and
-        # keep a literal "--" that follows it.
+        # (scripts/bench_probe.py). A list with a "--" in it is left to argparse: 3.11.7, 3.12.1
+        # and 3.13.0 take the first "--" out here; releases after python/cpython#81691 (fixed
+        # in September 2024) take the separator out before and keep a literal "--" after it.
         if (not action.option_strings and action.nargs == argparse.ONE_OR_MORE
                 and action.type is None and action.choices is None and "--" not in arg_strings):
             return list(arg_strings)

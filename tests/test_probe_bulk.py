@@ -192,9 +192,9 @@ def test_the_probe_list_argparse_shortcut_gives_argparses_own_result(monkeypatch
 
 
 def _later_pythons_get_values(self, action, arg_strings):
-    """argparse's _get_values for a positional list of plain strings as later Pythons have it
-    (CPython main, and the later 3.12 and 3.13 releases): the separating "--" was taken out by
-    consume_positionals before, and nothing is taken out here."""
+    """argparse's _get_values for a positional list of plain strings as Pythons after
+    python/cpython#81691 have it (CPython main's argparse read): the separating "--" was taken
+    out by consume_positionals before, and nothing is taken out here."""
     return list(arg_strings)
 
 
@@ -202,9 +202,9 @@ def _later_pythons_get_values(self, action, arg_strings):
                          ids=["this-python", "later-pythons"])
 def test_the_argparse_shortcut_leaves_a_double_dash_to_the_running_pythons_argparse(base,
                                                                                     monkeypatch):
-    """Where "--" is handled moved between Python releases: up to 3.13.0 _get_values takes the
-    first "--" out of a positional's strings; later ones take the separator out before and pass
-    a literal "--" (one after the separator) through. The shortcut must give whatever the running
+    """Where "--" is handled moved between Python releases: in 3.11.7, 3.12.1 and 3.13.0
+    _get_values takes the first "--" out of a positional's strings; later ones take the separator
+    out before and pass a literal "--" (one after the separator) through. The shortcut must give whatever the running
     argparse gives: a list with a "--" is argparse's own business (`probe -- --` on a later
     Python: the probe '--', a usage error, not an empty list and an internal error)."""
     monkeypatch.setattr(argparse.ArgumentParser, "_get_values", base)
