@@ -525,11 +525,21 @@ def test_ctrl_c_during_a_batch_raises_and_disarms_the_timer(kvm, config, no_gc_c
     hung = (parse("insn:ebfe"), _plain_code("ebfe"))
     timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
     with Machine(kvm, config) as m:
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt) as raised:
             timer.start()       # in the block: on a loaded host the signal may come at once
             m.run_many(_pairs(["cpuid:0x1:0"] * 2) + [hung], timeout_ms=5000)
+        _skip_unless_raised_by_the_loop(raised)
     timer.join()
     assert not thread_timer().running()
+
+
+def _skip_unless_raised_by_the_loop(raised) -> None:
+    """The timers are started inside pytest.raises, so that a SIGINT that comes early cannot end
+    the whole session; but then a KeyboardInterrupt raised before the batch reached the native
+    loop also satisfies pytest.raises, and nothing the test is about was tested."""
+    if not any(entry.name == "_call_loop" for entry in raised.traceback):
+        pytest.skip("the SIGINT came before the batch reached the native loop (a loaded host): "
+                    "nothing was tested")
 
 
 @pytest.fixture
@@ -557,11 +567,12 @@ def test_ctrl_c_between_two_kvm_runs_is_not_lost_behind_a_later_hang(kvm, config
     timer = threading.Timer(delay_ms / 1000, signal.pthread_kill, (threading.get_ident(), signal.SIGINT))
     with Machine(kvm, config) as m:
         start = time.monotonic()
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt) as raised:
             # Started in the block: on a loaded host the 2 ms may pass before the next line, and
             # a KeyboardInterrupt outside it would end the whole test session.
             timer.start()
             m.run_many(fast + [hung], timeout_ms=3000)
+        _skip_unless_raised_by_the_loop(raised)
         took = time.monotonic() - start
         assert took < 1.5, f"Ctrl-C took {took:.2f} s to end the batch"
         assert m.broken in (None, "interrupted in the middle of a probe")

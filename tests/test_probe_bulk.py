@@ -282,6 +282,7 @@ def test_the_probe_command_prints_the_same_on_both_paths(monkeypatch):
         return buf.getvalue()
 
     texts = STABLE * 3
+    assert ps.parse_plain(texts, KINDS) is not None         # the first command takes the bulk path
     bulk = command(texts)
     monkeypatch.setattr(ps, "parse_plain", lambda *a: None)
     assert command(texts) == bulk

@@ -112,7 +112,7 @@ def body_for(spec: ProbeSpec) -> Body:
 
 # The kinds whose arguments go, as they are, into input registers: argument i into the i-th
 # register named. A bulk `probe` fills these registers of thousands of entry images column by
-# column (machine.plain_batch) instead of building a body per probe.
+# column (machine.PlainBatch) instead of building a body per probe.
 REGISTER_INPUTS = {"cpuid": ("rax", "rcx"), "rdmsr": ("rcx",), "xgetbv": ("rcx",),
                    "vmcall": ("rax",), "vmmcall": ("rax",)}
 
