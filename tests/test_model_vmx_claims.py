@@ -13,7 +13,7 @@ from kvmharness.model.expect import expect, unplaced
 from kvmharness.model.payloads import payload_names
 from kvmharness.probes.spec import parse_probe
 
-from profiles import SPR_618, fc_profile, vcpu
+from profiles import GENOA_618, SPR_618, fc_profile, vcpu
 
 UD = {"kind": "exception", "vector": 6}
 PROBES = {"rdrand": "insn:0fc7f0", "rdseed": "insn:0fc7f8", "xsaves": "insn:480fc72f@cr4+18",
@@ -38,3 +38,18 @@ def test_a_claim_beyond_the_cpu_raises_ud_in_every_release(feature, release):
 @pytest.mark.parametrize("feature", sorted(PROBES))
 def test_the_same_claim_on_a_cpu_with_the_feature_runs(feature, release):
     assert judged(feature, release, host_has=True)["kind"] == "ok"
+
+
+@pytest.mark.parametrize("release", ["6.1.176", "6.12.107", "6.18.15", "7.3"])
+@pytest.mark.parametrize("host", [SPR_618, GENOA_618], ids=["vmx", "svm"])
+@pytest.mark.parametrize("claims", [("rdtscp",), ("rdpid",), ("rdtscp", "rdpid")])
+def test_rdtscp_claimed_on_a_cpu_without_it_raises_ud(host, release, claims):
+    """Without the CPU's RDTSCP KVM reports neither RDTSCP nor RDPID, and neither vendor module
+    touches the control or intercept (vmx_secondary_exec_control under cpu_has_vmx_rdtscp();
+    svm_recalc_instruction_intercepts under kvm_cpu_cap_has(RDTSCP), 6.1.176 to 7.2.8): a claim,
+    which passes the gate before 6.14, cannot make RDTSCP run."""
+    h = fc_profile(host)
+    t = vcpu(h, clear=("rdtscp", "rdpid")).cpuid
+    h = replace(h, supported=t, kernel=releases.parse_release(release).rules, release=release)
+    e = expect(h, vcpu(h, set_=claims), parse_probe("insn:0f01f9", payload_names()))
+    assert unplaced(e.pattern) == UD

@@ -121,6 +121,17 @@ def _rdtscp(ctx, ins):
     if p:
         return p
     t, rt = _cap(ctx, b.RDTSCP)
+    if not ctx.caps.supported(b.RDTSCP):
+        # Neither vendor touches the control without the CPU's support, and KVM reports RDTSCP
+        # only with it (vmx_set_cpu_caps clears it without cpu_has_vmx_rdtscp(); on SVM it is the
+        # CPU's bit): before 6.14 a guest's raw claim passes the gate above and changes nothing.
+        intel = ctx.backend == "intel"
+        how = ("vmx_secondary_exec_control adjusts ENABLE_RDTSCP only under cpu_has_vmx_rdtscp()"
+               if intel else "svm_recalc_instruction_intercepts sets or clears the RDTSCP "
+               "intercept only under kvm_cpu_cap_has(RDTSCP), and init_vmcb never sets it")
+        return _e(ctx, ins, P.ud(), "insn.rdtscp", *rt, *ctx.caps.kvm.why(b.RDTSCP), Reason(
+            f"KVM does not report RDTSCP: the CPU lacks it; {how}, so RDTSCP raises #UD on the "
+            "CPU whatever the guest claims", F_VMX_SEC_EXEC if intel else F_SVM_INIT_VMCB))
     if ctx.backend == "intel":
         d, rd = _cap(ctx, b.RDPID)
         on = t or d
