@@ -94,13 +94,14 @@ def test_parse_plain_of_a_list_gives_each_strings_kind_row_and_arguments(mixed):
                                   "xgetbv:" + "1" * 21, "rdmsr:0x" + "f" * 5000])
 def test_a_number_longer_than_any_limit_is_not_plain_and_is_the_general_paths_usage_error(text):
     """No argument's limit is above 2**64 - 1 (20 decimal digits, 16 hex): longer digit strings
-    are not plain, and parse_probe refuses them in one line. int() refuses a decimal string of
-    more than 4300 digits (sys.int_info.default_max_str_digits): converting it in parse_plain was
-    a ValueError, `kvmharness probe` an internal error (exit 1) instead of the usage error."""
+    are not plain, and parse_probe refuses them in one line, as out of range. int() refuses a
+    decimal string of more than 4300 digits (sys.int_info.default_max_str_digits): converting it
+    in parse_plain was a ValueError, `kvmharness probe` an internal error (exit 1) instead of the
+    usage error; and parse_number called it "not a number"."""
     assert all(len(str(limit)) <= 20 and len(f"{limit:x}") <= 16 for limit in ps._LIMITS.values())
     assert ps.parse_plain([text], KINDS) is None
     assert ps.parse_plain(["cpuid:0x1:0", text], KINDS) is None
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="out of range"):
         ps.parse_probe(text)
     assert cli.main(["probe", "cpuid:0x1:0", text]) == 2
 

@@ -8,6 +8,7 @@ list of {"function", "index", "flags", "eax", "ebx", "ecx", "edx"} objects; numb
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, replace
 from typing import Iterable, Iterator
 
@@ -288,6 +289,11 @@ def parse_number(text: str, what: str) -> int:
     try:
         value = int(text, 0)
     except (ValueError, TypeError):
+        digits = text.strip() if isinstance(text, str) else ""
+        limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()     # 3.10.7 on: 4300
+        if digits.isdecimal() and len(digits) > limit > 0:
+            # a number, but longer than int() converts (and than any value it could stand for)
+            raise UsageError(f"{what}: a number of {len(digits)} digits is out of range") from None
         raise UsageError(f"{what}: {shown(text)} is not a number (decimal or 0x hex)") from None
     if value < 0:
         raise UsageError(f"{what}: {shown(text)} must not be negative")
