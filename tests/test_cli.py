@@ -42,6 +42,13 @@ def test_help_and_version():
     (["probe", "rdmsr"], "takes 1 argument"),
     (["probe", "insn:0f0"], "even number of hex digits"),
     (["probe", "insn:90@cpl9"], "unknown modifier"),
+    # a long probe string is quoted short: the reason stays on the line (printed up to 500 chars)
+    (["probe", "insn:" + "90" * 300], "at most 256 instruction bytes"),
+    (["probe", "cpuid:0x1:" + "9" * 600], "out of range"),
+    (["probe", "vmcall:" + "1" * 5000], "a number of 5000 digits is out of range"),
+    (["probe", "rdmsr:0x" + "f" * 600], "is out of range (max 0xffffffff)"),
+    (["probe", "x" * 600 + ":1"], "unknown probe kind"),
+    (["probe", "insn:90@" + "cpl4," * 100], "unknown modifier"),
     (["probe", "--set", "no_such_feature", "insn:90"], "no_such_feature"),
     (["probe", "--set", "7.0.exx.7", "insn:90"], "register must be one of"),
     (["probe", "--timeout", "-5", "insn:90"], "--timeout"),

@@ -40,7 +40,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from ..cpu.cpuid import parse_number
-from ..errors import UsageError
+from ..errors import UsageError, printable
 from ..kvm.constants import KVM_X86_REG_GUEST_SSP
 from ..lazy import cached_property
 
@@ -243,6 +243,18 @@ def _plain(kinds_of: list[str], per_kind: dict) -> PlainProbes | None:
     return PlainProbes(kinds_of, args, {kind: rows for kind, (rows, _) in per_kind.items()})
 
 
+def _quoted(text: str) -> str:
+    """A probe string (or part of one) as an error message quotes it: repr() of at most 60
+    characters, so that a long one (thousands of digits, a list of modifiers) leaves the reason
+    on the one line the command prints (cli.main: 500 characters)."""
+    return printable(repr(text), 60)
+
+
+def _hex(value: int) -> str:
+    """A number given in a probe string, as an error message shows it (at most 40 characters)."""
+    return printable(f"{value:#x}", 40)
+
+
 def parse_probe(text: str, payload_names: frozenset[str] | set[str] = frozenset()) -> ProbeSpec:
     """Parse one PROBE string; raise UsageError naming what is wrong."""
     if not isinstance(text, str) or not text.strip():
@@ -253,7 +265,7 @@ def parse_probe(text: str, payload_names: frozenset[str] | set[str] = frozenset(
     if head in KINDS:
         names, _ = KINDS[head]
         if len(rest) != len(names):
-            raise UsageError(f"probe {text!r}: {head} takes {len(names)} argument(s) "
+            raise UsageError(f"probe {_quoted(text)}: {head} takes {len(names)} argument(s) "
                              f"({':'.join(n.upper() for n in names)}), got {len(rest)}")
         args: list = []
         for n, a in zip(names, rest):
@@ -268,9 +280,10 @@ def parse_probe(text: str, payload_names: frozenset[str] | set[str] = frozenset(
             except ValueError:
                 v = -1
             if v < 0:
-                v = parse_number(a, f"probe {text!r} {n}")
+                v = parse_number(a, f"probe {_quoted(text)} {n}")
             if v > _LIMITS[n]:
-                raise UsageError(f"probe {text!r}: {n} {v:#x} is out of range (max {_LIMITS[n]:#x})")
+                raise UsageError(f"probe {_quoted(text)}: {n} {_hex(v)} is out of range "
+                                 f"(max {_LIMITS[n]:#x})")
             args.append(v)
         spec = ProbeSpec(head, tuple(args))
     elif not rest and _NAME_RE.match(head) and head in payload_names:
@@ -278,16 +291,18 @@ def parse_probe(text: str, payload_names: frozenset[str] | set[str] = frozenset(
     else:
         known = ", ".join(sorted(KINDS))
         hint = f"; named payloads: {', '.join(sorted(payload_names))}" if payload_names else ""
-        raise UsageError(f"probe {text!r}: unknown probe kind {head!r} (kinds: {known}{hint})")
+        raise UsageError(f"probe {_quoted(text)}: unknown probe kind {_quoted(head)} "
+                         f"(kinds: {known}{hint})")
     return _apply_mods(spec, modtext, text) if modtext or text.endswith("@") else spec
 
 
 def _parse_hex_bytes(a: str, text: str) -> bytes:
     clean = a.replace(" ", "")
     if not clean or len(clean) % 2 or not re.fullmatch(r"[0-9a-fA-F]+", clean):
-        raise UsageError(f"probe {text!r}: instruction bytes must be an even number of hex digits")
+        raise UsageError(f"probe {_quoted(text)}: instruction bytes must be an even number of "
+                         "hex digits")
     if len(clean) > 2 * 256:
-        raise UsageError(f"probe {text!r}: at most 256 instruction bytes")
+        raise UsageError(f"probe {_quoted(text)}: at most 256 instruction bytes")
     return bytes.fromhex(clean)
 
 
@@ -297,30 +312,31 @@ def _apply_mods(spec: ProbeSpec, modtext: str, text: str) -> ProbeSpec:
     for mod in modtext.split(","):
         m = _MOD_RE.match(mod.strip())
         if not m:
-            raise UsageError(f"probe {text!r}: unknown modifier {mod!r} "
+            raise UsageError(f"probe {_quoted(text)}: unknown modifier {_quoted(mod)} "
                              "(cpl3, cr4+BIT, cr4-BIT, cr0±BIT, efer±BIT, xcr0=V, msr:I=V)")
         if m.group(1) == "cpl3":
             kw["cpl3"] = True
         elif m.group(2):
-            bit = parse_number(m.group(4), f"probe {text!r} {m.group(2)} bit")
+            bit = parse_number(m.group(4), f"probe {_quoted(text)} {m.group(2)} bit")
             if bit > 63:
-                raise UsageError(f"probe {text!r}: bit {bit} is out of range (0..63)")
+                raise UsageError(f"probe {_quoted(text)}: bit {bit} is out of range (0..63)")
             key = f"{m.group(2)}_{'set' if m.group(3) == '+' else 'clear'}"
             kw[key] = kw.get(key, 0) | (1 << bit)
         elif m.group(5):
-            kw["xcr0"] = parse_number(m.group(5), f"probe {text!r} xcr0")
+            kw["xcr0"] = parse_number(m.group(5), f"probe {_quoted(text)} xcr0")
         else:
-            index = parse_number(m.group(6), f"probe {text!r} msr index")
-            value = parse_number(m.group(7), f"probe {text!r} msr value")
+            index = parse_number(m.group(6), f"probe {_quoted(text)} msr index")
+            value = parse_number(m.group(7), f"probe {_quoted(text)} msr value")
             if index > _LIMITS["index"] or value > _LIMITS["value"]:
-                raise UsageError(f"probe {text!r}: msr:{index:#x}={value:#x} is out of range "
-                                 f"(index max {_LIMITS['index']:#x}, value max {_LIMITS['value']:#x})")
+                raise UsageError(f"probe {_quoted(text)}: msr:{_hex(index)}={_hex(value)} is out of "
+                                 f"range (index max {_LIMITS['index']:#x}, value max "
+                                 f"{_LIMITS['value']:#x})")
             msrs.append((index, value))
     if msrs:
         kw["msrs"] = tuple(msrs)
     for v in kw.values():
         if isinstance(v, int) and not isinstance(v, bool) and v > 0xFFFFFFFFFFFFFFFF:
-            raise UsageError(f"probe {text!r}: value out of 64-bit range")
+            raise UsageError(f"probe {_quoted(text)}: value out of 64-bit range")
     # replace(), never ProbeSpec(**spec.__dict__): __dict__ also holds cached properties
     # (from_baseline), which are no constructor arguments.
     return replace(spec, **kw)
