@@ -33,6 +33,12 @@ class _Parser(argparse.ArgumentParser):
         if (not action.option_strings and action.nargs == argparse.ONE_OR_MORE
                 and action.type is None and action.choices is None and "--" not in arg_strings):
             return list(arg_strings)
+        # The subcommand takes every string after its name the same way (3.11 to 3.13 and
+        # after: through the identity type, then the name checked against the subcommands).
+        if action.nargs == argparse.PARSER and action.type is None:
+            strings = list(arg_strings)
+            self._check_value(action, strings[0])
+            return strings
         return super()._get_values(action, arg_strings)
 
 

@@ -187,9 +187,17 @@ def test_the_probe_list_argparse_shortcut_gives_argparses_own_result(monkeypatch
     argvs = [["probe", "cpuid:0x1:0"], ["probe", "--", "cpuid:0x1:0", "rdmsr:0x10"],
              ["probe", "--timeout", "5", "a", "b", "--json"], ["probe", "a", "--", "--", "b"],
              ["probe", "--set", "avx", "--", "-x"]]
-    ours = [vars(cli.build_parser().parse_args(a)) for a in argvs]
+    def outcome(argv):
+        try:
+            return vars(cli.build_parser().parse_args(argv))
+        except UsageError as e:
+            return str(e)
+
+    argvs += [["frob", "x"], ["info", "--json"], ["explain", "pku", "--kernel", "6.12"], ["run"]]
+    ours = [outcome(a) for a in argvs]
+    assert ours[-4].startswith("argument COMMAND: invalid choice: 'frob'")
     monkeypatch.setattr(cli._Parser, "_get_values", argparse.ArgumentParser._get_values)
-    assert ours == [vars(cli.build_parser().parse_args(a)) for a in argvs]
+    assert ours == [outcome(a) for a in argvs]
 
 
 def _later_pythons_get_values(self, action, arg_strings):
