@@ -39,6 +39,8 @@ def test_help_and_version():
     (["probe", "cr4:x"], '"x" is not a number'),
     (["probe", "cr4:99"], "out of range"),
     (["probe", "frob:1"], "unknown probe kind"),
+    (["probe", "cpuif:1:0"], "unknown probe kind 'cpuif'; did you mean: cpuid? (kinds: "),
+    (["probe", "shstk-near-rt"], "did you mean: shstk-near-ret"),      # a named payload
     (["probe", "rdmsr"], "takes 1 argument"),
     (["probe", "insn:0f0"], "even number of hex digits"),
     (["probe", "insn:90@cpl9"], "unknown modifier"),

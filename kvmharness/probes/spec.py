@@ -40,7 +40,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from ..cpu.cpuid import parse_number
-from ..errors import UsageError, printable
+from ..errors import UsageError, did_you_mean, printable
 from ..kvm.constants import KVM_X86_REG_GUEST_SSP
 from ..lazy import cached_property
 
@@ -291,7 +291,9 @@ def parse_probe(text: str, payload_names: frozenset[str] | set[str] = frozenset(
     else:
         known = ", ".join(sorted(KINDS))
         hint = f"; named payloads: {', '.join(sorted(payload_names))}" if payload_names else ""
-        raise UsageError(f"probe {_quoted(text)}: unknown probe kind {_quoted(head)} "
+        # The suggestion first: the lists after it may be cut at the error line's length.
+        near = did_you_mean(head[:100], [*KINDS, *payload_names])
+        raise UsageError(f"probe {_quoted(text)}: unknown probe kind {_quoted(head)}{near} "
                          f"(kinds: {known}{hint})")
     return _apply_mods(spec, modtext, text) if modtext or text.endswith("@") else spec
 
