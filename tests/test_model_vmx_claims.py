@@ -87,3 +87,44 @@ def test_tsc_aux_with_the_cpus_rdtscp_follows_the_guests_gate(host):
     without = expect(h, vcpu(h, clear=("rdtscp", "rdpid")),
                      parse_probe("rdmsr:0xc0000103", payload_names()))
     assert unplaced(claimed.pattern)["kind"] == "ok" and unplaced(without.pattern) == GP
+
+
+def _pred_cmd(host, release, supported_set=(), supported_clear=(), set_=(), clear=(), probe=""):
+    h = fc_profile(host)
+    t = vcpu(h, set_=supported_set, clear=supported_clear).cpuid
+    h = replace(h, supported=t, kernel=releases.parse_release(release).rules, release=release)
+    return expect(h, vcpu(h, set_=set_, clear=clear), parse_probe(probe, payload_names()))
+
+
+WRMSR_GP = dict(GP, step="WRMSR")      # the write faults (the probe's read-back is never reached)
+RDMSR_GP = dict(GP, step="RDMSR")      # the write is taken; PRED_CMD has no read handler
+
+
+@pytest.mark.parametrize("host", [SPR_618, GENOA_618], ids=["vmx", "svm"])
+@pytest.mark.parametrize("release, guest_write, host_write", [
+    ("6.1.176", WRMSR_GP, {"kind": "rejected", "ioctl": "KVM_SET_MSRS"}),
+    ("6.12.107", RDMSR_GP, {"kind": "ok"})])
+def test_pred_cmd_zero_claimed_on_a_host_without_ibpb(host, release, guest_write, host_write):
+    """6.1.176: vmx_set_msr/svm_set_msr fail every PRED_CMD write, 0 and host writes included,
+    when !boot_cpu_has(X86_FEATURE_IBPB) (KVM then reports neither SPEC_CTRL nor AMD_IBPB:
+    kvm_set_cpu_caps); the guest's claim passes the raw-CPUID gate. 6.12.107: kvm_set_msr_common
+    only reserves the IBPB bit, so 0 is taken."""
+    no_ibpb = dict(supported_clear=("spec_ctrl", "amd_ibpb"), set_=("amd_ibpb",))
+    g = _pred_cmd(host, release, probe="wrmsr:0x49:0", **no_ibpb)
+    assert {k: v for k, v in g.pattern.items() if k != "rip"} == guest_write
+    hw = _pred_cmd(host, release, probe="host-wrmsr:0x49:0", **no_ibpb)
+    assert unplaced(hw.pattern) == host_write
+
+
+@pytest.mark.parametrize("host", [SPR_618, GENOA_618], ids=["vmx", "svm"])
+@pytest.mark.parametrize("release, outcome", [("6.1.176", WRMSR_GP), ("6.12.107", RDMSR_GP)])
+def test_pred_cmd_before_the_move_to_common_code_knows_no_sbpb(host, release, outcome):
+    """6.1.176: guest_has_pred_cmd_msr is SPEC_CTRL or AMD_IBPB, and every bit but IBPB is
+    reserved (vmx_set_msr/svm_set_msr); 6.12.107 accepts SBPB from a guest and host that have
+    it, and an SBPB-only guest's write of 0 (kvm_set_msr_common)."""
+    sbpb_only = _pred_cmd(host, release, supported_set=("sbpb",), set_=("sbpb",),
+                          clear=("spec_ctrl", "amd_ibpb"), probe="wrmsr:0x49:0")
+    sbpb = _pred_cmd(host, release, supported_set=("sbpb",), set_=("sbpb",),
+                     probe="wrmsr:0x49:0x80")
+    for e in (sbpb_only, sbpb):
+        assert {k: v for k, v in e.pattern.items() if k != "rip"} == outcome

@@ -558,6 +558,40 @@ def current(ctx: Ctx, msrs: dict, index: int) -> int | None:
     return reset_value(ctx, index)
 
 
+def _pred_cmd_vendor(ctx: Ctx, label: str, data: int, host: bool) -> MsrResult:
+    """PRED_CMD before it moved to kvm_set_msr_common (releases.py "pred_cmd_common"): the guest
+    gate (raw guest CPUID before 6.14, so a claim passes it), then any bit but IBPB fails, then a
+    host CPU without IBPB fails every write, 0 and host-initiated writes included. KVM reports
+    AMD_IBPB iff boot_cpu_has(X86_FEATURE_IBPB) (kvm_set_cpu_caps, 6.1.176; SPEC_CTRL only with
+    IBPB and IBRS), so either bit shows the host has IBPB."""
+    caps, feat = ctx.caps, catalog.name_of(b.SPEC_CTRL)
+    src = releases.change("pred_cmd_common", ctx.kernel).source
+    why = []
+    if not host:
+        gates = [caps.gate(f) for f in (b.SPEC_CTRL, b.AMD_IBPB)]
+        why = [r for _, r in gates]
+        if not any(g for g, _ in gates):
+            res = _err(f"{label}: the guest has neither SPEC_CTRL nor AMD_IBPB "
+                       "(guest_has_pred_cmd_msr)", src, "msr.pred_cmd", feat)
+            res.reasons[:0] = why
+            return res
+    if data & ~1:
+        res = _err(f"{label}: {data:#x} sets a bit other than IBPB (bit 0)", src, "msr.pred_cmd",
+                   feat, value=data)
+        res.reasons[:0] = why
+        return res
+    ibpb = caps.kvm.table_bit(b.SPEC_CTRL) or caps.kvm.table_bit(b.AMD_IBPB)
+    if not ibpb:
+        res = _err(f"{label}: the host CPU lacks IBPB (KVM reports neither SPEC_CTRL nor AMD_IBPB): "
+                   f"every write fails, {data:#x} included, whatever the guest claims", src,
+                   "msr.pred_cmd", feat, value=data)
+        res.reasons[:0] = why
+        return res
+    return MsrResult(OK, None, why + [Reason(
+        f"{label}: {data:#x} accepted (the host has IBPB)", src, None, {"value": data})],
+        "msr.pred_cmd", feat)
+
+
 def _tsc_aux_absent(ctx: Ctx, label: str, write: bool, feat: str) -> MsrResult | None:
     """__kvm_set_msr/__kvm_get_msr test kvm_is_supported_user_return_msr(TSC_AUX) before any
     guest gate and for host accesses too (6.1.176 .. 7.2.8): TSC_AUX is a user-return MSR only
@@ -770,8 +804,10 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
         if not write:
             return _unsup(f"{label} is write-only: no read handler", F_GET_MSR_COMMON,
                           "msr.pred_cmd")
-        reserved = b.U64 & ~((1 << 0) | (1 << 7))
         kvm = caps.kvm
+        if not releases.value("pred_cmd_common", ctx.kernel):
+            return _pred_cmd_vendor(ctx, label, data, host)
+        reserved = b.U64 & ~((1 << 0) | (1 << 7))
         if not host:
             gates = [caps.gate(f) for f in (b.SPEC_CTRL, b.AMD_IBPB, b.SBPB)]
             if not any(g for g, _ in gates):
