@@ -53,3 +53,37 @@ def test_rdtscp_claimed_on_a_cpu_without_it_raises_ud(host, release, claims):
     h = replace(h, supported=t, kernel=releases.parse_release(release).rules, release=release)
     e = expect(h, vcpu(h, set_=claims), parse_probe("insn:0f01f9", payload_names()))
     assert unplaced(e.pattern) == UD
+
+
+GP = {"kind": "exception", "vector": 13, "error_code": 0}
+
+
+@pytest.mark.parametrize("release", ["6.1.176", "6.12.107", "6.18.15", "7.3"])
+@pytest.mark.parametrize("host", [SPR_618, GENOA_618], ids=["vmx", "svm"])
+@pytest.mark.parametrize("claim", ["rdtscp", "rdpid"])
+@pytest.mark.parametrize("probe, outcome", [
+    ("rdmsr:0xc0000103", GP), ("wrmsr:0xc0000103:1", GP),
+    ("host-rdmsr:0xc0000103", {"kind": "rejected", "ioctl": "KVM_GET_MSRS"}),
+    ("host-wrmsr:0xc0000103:1", {"kind": "rejected", "ioctl": "KVM_SET_MSRS"})])
+def test_tsc_aux_on_a_cpu_without_rdtscp_or_rdpid_fails_whatever_the_claim(
+        host, release, claim, probe, outcome):
+    """__kvm_get_msr/__kvm_set_msr test kvm_is_supported_user_return_msr(MSR_TSC_AUX) first,
+    host accesses included (arch/x86/kvm/x86.c, 6.1.176, 6.12.107, 6.18.15, 7.2.8); the MSR is a
+    user-return MSR only if the host's RDMSR/WRMSR of it succeed (kvm_probe_user_return_msr),
+    which a CPU without RDTSCP and RDPID (KVM reports neither) fails. Before 6.14 the guest's
+    claim passed the RDTSCP/RDPID gate and the model predicted ok."""
+    h = fc_profile(host)
+    t = vcpu(h, clear=("rdtscp", "rdpid")).cpuid
+    h = replace(h, supported=t, kernel=releases.parse_release(release).rules, release=release)
+    e = expect(h, vcpu(h, set_=(claim,)), parse_probe(probe, payload_names()))
+    assert unplaced(e.pattern) == outcome and e.rule.endswith("msr.tsc_aux.uret")
+
+
+@pytest.mark.parametrize("host", [SPR_618, GENOA_618], ids=["vmx", "svm"])
+def test_tsc_aux_with_the_cpus_rdtscp_follows_the_guests_gate(host):
+    h = fc_profile(host)
+    h = replace(h, kernel=releases.parse_release("6.1.176").rules, release="6.1.176")
+    claimed = expect(h, vcpu(h), parse_probe("rdmsr:0xc0000103", payload_names()))
+    without = expect(h, vcpu(h, clear=("rdtscp", "rdpid")),
+                     parse_probe("rdmsr:0xc0000103", payload_names()))
+    assert unplaced(claimed.pattern)["kind"] == "ok" and unplaced(without.pattern) == GP

@@ -558,6 +558,28 @@ def current(ctx: Ctx, msrs: dict, index: int) -> int | None:
     return reset_value(ctx, index)
 
 
+def _tsc_aux_absent(ctx: Ctx, label: str, write: bool, feat: str) -> MsrResult | None:
+    """__kvm_set_msr/__kvm_get_msr test kvm_is_supported_user_return_msr(TSC_AUX) before any
+    guest gate and for host accesses too (6.1.176 .. 7.2.8): TSC_AUX is a user-return MSR only
+    if the host's own RDMSR and WRMSR of it succeed (kvm_add_user_return_msr ->
+    kvm_probe_user_return_msr, from vmx_setup_user_return_msrs / svm_hardware_setup). KVM reports
+    RDTSCP and RDPID only where the CPU has them (SVM: the CPU's bits; VMX: vmx_set_cpu_caps
+    clears both without cpu_has_vmx_rdtscp(), which every CPU with RDTSCP has), and the MSR
+    exists only on a CPU with RDTSCP or RDPID: reporting neither, the CPU lacks the MSR and every
+    access fails, whatever the guest claims (before 6.14 a claim passes the raw-CPUID gate).
+    None where KVM reports either, or the backend is not VMX/SVM."""
+    if ctx.backend not in ("intel", "amd"):
+        return None
+    if ctx.caps.supported(b.RDTSCP) or ctx.caps.supported(b.RDPID):
+        return None
+    res = _err(f"{label}: KVM reports neither RDTSCP nor RDPID, so the host CPU lacks TSC_AUX and "
+               "kvm_is_supported_user_return_msr(TSC_AUX) is false (tested before the guest's "
+               "RDTSCP/RDPID gate, and for host accesses too)", F_SET_MSR if write else F_GET_MSR,
+               "msr.tsc_aux.uret", feat)
+    res.reasons[:0] = [*ctx.caps.kvm.why(b.RDTSCP), *ctx.caps.kvm.why(b.RDPID)]
+    return res
+
+
 def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> MsrResult:
     caps = ctx.caps
     st = ctx.state
@@ -595,6 +617,9 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
 
     if idx == M["TSC_AUX"]:
         feat = catalog.name_of(b.RDTSCP)
+        absent = _tsc_aux_absent(ctx, label, write, feat)
+        if absent:
+            return absent
         if not host:
             g1, r1 = caps.gate(b.RDTSCP)
             g2, r2 = caps.gate(b.RDPID)
