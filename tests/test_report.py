@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import random
 import re
 import stat
 import threading
@@ -16,6 +17,7 @@ from kvmharness.report import (SCHEMA, VERDICTS, build_report, dumps_report, rep
                                to_junit, to_ktap, validate_report, write_atomic)
 from kvmharness.report import atomic as atomic_mod
 from kvmharness.report.ktap import ktap_name
+from kvmharness.report.schema import id_problem
 from tests.reports import HOST, report, result
 
 def sample_results():
@@ -547,3 +549,30 @@ def test_unpredicted_needs_its_reason_and_old_reports_without_the_key_still_load
     wrong = json.loads(dumps_report(rep))
     del wrong["summary"]["unpredicted"]                  # but a missing count must still be right
     assert report_problem(wrong) == 'summary: "unpredicted" is 0 but the results have 1'
+
+
+def _per_character(rid):
+    """report.schema.id_problem as it was: a loop over the characters."""
+    if not rid:
+        return "is empty"
+    for ch in rid:
+        if ch == "#":
+            return "contains '#' (not allowed in a KTAP test name)"
+        if ch.isspace():
+            return "contains whitespace"
+        if ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 or 0xD800 <= ord(ch) < 0xE000:
+            return f"contains the control character {ch!r}"
+    return None
+
+
+def test_id_problem_agrees_with_a_per_character_check():
+    rng = random.Random(148)
+    found = 0
+    for _ in range(20000):
+        rid = "".join(chr(rng.choice([rng.randrange(0x20, 0x7F), rng.randrange(0x110000), rng.randrange(0x100),
+                                      rng.randrange(0xD700, 0xE100), 0x2028, 0x3000, 0x85, 0xA0, 0x1C]))
+                      for _ in range(rng.randrange(6)))
+        assert id_problem(rid) == _per_character(rid), repr(rid)
+        found += id_problem(rid) is not None
+    assert 1000 < found < 19000
+    assert id_problem("pku/on/cpuid.7.0") is None
