@@ -13,7 +13,7 @@ from kvmharness.model.expect import expect, unplaced
 from kvmharness.model.payloads import payload_names
 from kvmharness.probes.spec import parse_probe
 
-from profiles import GENOA_618, SPR_618, fc_profile, vcpu
+from profiles import GENOA_618, SPR_618, fc_profile, vcpu, with_params
 
 UD = {"kind": "exception", "vector": 6}
 PROBES = {"rdrand": "insn:0fc7f0", "rdseed": "insn:0fc7f8", "xsaves": "insn:480fc72f@cr4+18",
@@ -98,6 +98,7 @@ def _pred_cmd(host, release, supported_set=(), supported_clear=(), set_=(), clea
 
 WRMSR_GP = dict(GP, step="WRMSR")      # the write faults (the probe's read-back is never reached)
 RDMSR_GP = dict(GP, step="RDMSR")      # the write is taken; PRED_CMD has no read handler
+IGNORED = {"kind": "ok", "regs": {"rax": "0x0", "rdx": "0x0"}}   # ignore_msrs: dropped, reads 0
 
 
 @pytest.mark.parametrize("host", [SPR_618, GENOA_618], ids=["vmx", "svm"])
@@ -128,3 +129,22 @@ def test_pred_cmd_before_the_move_to_common_code_knows_no_sbpb(host, release, ou
                      probe="wrmsr:0x49:0x80")
     for e in (sbpb_only, sbpb):
         assert {k: v for k, v in e.pattern.items() if k != "rip"} == outcome
+
+
+@pytest.mark.parametrize("host", [SPR_618, GENOA_618], ids=["vmx", "svm"])
+@pytest.mark.parametrize("release, ignore_msrs, host_has, outcome", [
+    ("6.1.176", "N", True, WRMSR_GP), ("6.1.176", "N", False, WRMSR_GP),
+    ("6.1.176", "Y", True, IGNORED), ("6.1.176", "Y", False, IGNORED),
+    ("6.12.107", "N", True, RDMSR_GP), ("6.12.107", "N", False, WRMSR_GP)])
+def test_flush_cmd_has_no_handler_in_6_1_whatever_the_claim(host, release, ignore_msrs, host_has,
+                                                           outcome):
+    """6.1.176 has no MSR_IA32_FLUSH_CMD case in vmx_set_msr, svm_set_msr or kvm_set_msr_common:
+    a write is an unknown MSR's (#GP, or dropped under ignore_msrs) even where the guest claims
+    FLUSH_L1D and the host has it; 6.12.107's kvm_set_msr_common takes it (the read-back faults,
+    the MSR is write-only)."""
+    h = with_params(fc_profile(host), ignore_msrs=ignore_msrs)
+    t = vcpu(h, set_=("flush_l1d",) if host_has else (),
+             clear=() if host_has else ("flush_l1d",)).cpuid
+    h = replace(h, supported=t, kernel=releases.parse_release(release).rules, release=release)
+    e = expect(h, vcpu(h, set_=("flush_l1d",)), parse_probe("wrmsr:0x10b:1", payload_names()))
+    assert {k: v for k, v in e.pattern.items() if k != "rip"} == outcome

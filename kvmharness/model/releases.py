@@ -295,6 +295,16 @@ _TABLE: tuple[Behaviour, ...] = (
        C((6, 4), True, "kvm_set_msr_common (arch/x86/kvm/x86.c), read in 6.12.107",
          "not pinned by a tree: moved between 6.1.176 and 6.12.107 (upstream \"Move MSR_IA32_"
          "PRED_CMD WRMSR emulation to common code\", recalled as merged for 6.4, not read)"))),
+    B("flush_cmd_emulated", "KVM has a FLUSH_CMD (0x10b) write handler: False: no case in "
+      "vmx_set_msr, svm_set_msr or kvm_set_msr_common, so an access is an unknown MSR's (only "
+      "ignore_msrs forgives it), whatever the guest claims; True: kvm_set_msr_common's case",
+      (C((6, 1), False, "vmx_set_msr (arch/x86/kvm/vmx/vmx.c), svm_set_msr (arch/x86/kvm/svm/"
+         "svm.c), kvm_set_msr_common (arch/x86/kvm/x86.c), read in 6.1.176: no MSR_IA32_FLUSH_CMD "
+         "case, and no FLUSH_L1D in kvm_set_cpu_caps"),
+       C((6, 4), True, "kvm_set_msr_common (arch/x86/kvm/x86.c), read in 6.12.107",
+         "not pinned by a tree: added between 6.1.176 and 6.12.107 (upstream \"Add emulation "
+         "for MSR_IA32_FLUSH_CMD\", recalled as merged for 6.4 with the PRED_CMD move, not "
+         "read)"))),
     B("feature_msr_gate", "ARCH_CAPABILITIES/PERF_CAPABILITIES: True: KVM_MSR_RET_UNSUPPORTED "
       "without the guest's cap, host accesses included (guest writes always); False: host "
       "accesses always allowed, guest reads need the guest CPUID bit and guest writes fail, "
