@@ -148,3 +148,16 @@ def test_flush_cmd_has_no_handler_in_6_1_whatever_the_claim(host, release, ignor
     h = replace(h, supported=t, kernel=releases.parse_release(release).rules, release=release)
     e = expect(h, vcpu(h, set_=("flush_l1d",)), parse_probe("wrmsr:0x10b:1", payload_names()))
     assert {k: v for k, v in e.pattern.items() if k != "rip"} == outcome
+
+
+@pytest.mark.parametrize("release", ["6.1.176", "6.12.107", "6.18.15", "7.3"])
+def test_rdpid_with_rdtscp_claimed_on_a_cpu_without_it_raises_ud(release):
+    """RDPID runs in VMX non-root only under ENABLE_RDTSCP, which vmx_secondary_exec_control
+    sets only under cpu_has_vmx_rdtscp() (KVM reports RDTSCP only with it: vmx_set_cpu_caps,
+    6.1.176, 6.12.107); the #UD goes to handle_ud, where em_rdpid needs the guest's RDPID. The
+    guest claims RDTSCP alone: #UD (the model said 'either' before 6.14)."""
+    h = fc_profile(SPR_618)
+    t = vcpu(h, clear=("rdtscp", "rdpid")).cpuid
+    h = replace(h, supported=t, kernel=releases.parse_release(release).rules, release=release)
+    e = expect(h, vcpu(h, set_=("rdtscp",)), parse_probe("insn:f30fc7f8", payload_names()))
+    assert unplaced(e.pattern) == UD

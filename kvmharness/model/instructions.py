@@ -159,6 +159,11 @@ def _rdpid(ctx, ins):
     hw = _hw(ctx, b.RDPID)
     if ctx.backend == "intel":
         t, rt = _cap(ctx, b.RDTSCP)
+        claimed = _vmx_claim_without_cpu(
+            ctx, ins, b.RDTSCP, t, rd + rt, "ENABLE_RDTSCP, which RDPID needs in VMX non-root, "
+            "cannot be set, and em_rdpid needs the RDPID cap")
+        if claimed:
+            return claimed
         if t and hw:
             return _e(ctx, ins, P.ok(), "insn.rdpid.hole", *rd, *rt, Reason(
                 "virtualization hole: ENABLE_RDTSCP is on for RDTSCP alone and also enables RDPID "
