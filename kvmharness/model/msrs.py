@@ -558,14 +558,14 @@ def current(ctx: Ctx, msrs: dict, index: int) -> int | None:
     return reset_value(ctx, index)
 
 
-def _pred_cmd_vendor(ctx: Ctx, label: str, data: int, host: bool) -> MsrResult:
-    """PRED_CMD before it moved to kvm_set_msr_common (releases.py "pred_cmd_common"): the guest
+def _pred_cmd_ibpb_only(ctx: Ctx, label: str, data: int, host: bool) -> MsrResult:
+    """PRED_CMD before its per-bit form (releases.py "pred_cmd_per_bit", 6.1.176): the guest
     gate (raw guest CPUID before 6.14, so a claim passes it), then any bit but IBPB fails, then a
     host CPU without IBPB fails every write, 0 and host-initiated writes included. KVM reports
     AMD_IBPB iff boot_cpu_has(X86_FEATURE_IBPB) (kvm_set_cpu_caps, 6.1.176; SPEC_CTRL only with
     IBPB and IBRS), so either bit shows the host has IBPB."""
     caps, feat = ctx.caps, catalog.name_of(b.SPEC_CTRL)
-    src = releases.change("pred_cmd_common", ctx.kernel).source
+    src = releases.change("pred_cmd_per_bit", ctx.kernel).source
     why = []
     if not host:
         gates = [caps.gate(f) for f in (b.SPEC_CTRL, b.AMD_IBPB)]
@@ -805,8 +805,8 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
             return _unsup(f"{label} is write-only: no read handler", F_GET_MSR_COMMON,
                           "msr.pred_cmd")
         kvm = caps.kvm
-        if not releases.value("pred_cmd_common", ctx.kernel):
-            return _pred_cmd_vendor(ctx, label, data, host)
+        if not releases.value("pred_cmd_per_bit", ctx.kernel):
+            return _pred_cmd_ibpb_only(ctx, label, data, host)
         reserved = b.U64 & ~((1 << 0) | (1 << 7))
         if not host:
             gates = [caps.gate(f) for f in (b.SPEC_CTRL, b.AMD_IBPB, b.SBPB)]

@@ -286,15 +286,16 @@ _TABLE: tuple[Behaviour, ...] = (
        C((6, 12), True, "kvm_do_msr_access / kvm_is_advertised_msr (arch/x86/kvm/x86.c), read "
          "in 6.12.107", "not pinned: between 6.1.176 and 6.12.107 (the series of August 2024, "
          "assumed merged for 6.12)"))),
-    B("pred_cmd_common", "PRED_CMD writes: False: the vendor modules' own case (vmx_set_msr / "
-      "svm_set_msr): the guest gate is SPEC_CTRL or AMD_IBPB, every bit but IBPB is reserved and a "
-      "host CPU without IBPB fails every write, 0 and host writes included; True: "
-      "kvm_set_msr_common, where the host's IBPB/SBPB only reserve their own bits",
+    B("pred_cmd_per_bit", "PRED_CMD writes: False: the guest gate is SPEC_CTRL or AMD_IBPB, every "
+      "bit but IBPB is reserved, and a host CPU without IBPB fails every write, 0 and host writes "
+      "included; True: IBPB and SBPB are each reserved unless the guest and the host have it, so "
+      "0 is always taken",
       (C((6, 1), False, "vmx_set_msr (arch/x86/kvm/vmx/vmx.c), svm_set_msr (arch/x86/kvm/svm/"
          "svm.c), guest_has_pred_cmd_msr (arch/x86/kvm/cpuid.h), read in 6.1.176"),
-       C((6, 4), True, "kvm_set_msr_common (arch/x86/kvm/x86.c), read in 6.12.107",
-         "not pinned by a tree: moved between 6.1.176 and 6.12.107 (upstream \"Move MSR_IA32_"
-         "PRED_CMD WRMSR emulation to common code\", recalled as merged for 6.4, not read)"))),
+       C((6, 6), True, "kvm_set_msr_common (arch/x86/kvm/x86.c), read in 6.12.107",
+         "not pinned by a tree: between 6.1.176 and 6.12.107. The case moved to "
+         "kvm_set_msr_common (recalled as 6.4, with the FLUSH_CMD emulation) and took this form "
+         "with SBPB support, taken as 6.6 like the catalogue's sbpb row; neither was read"))),
     B("flush_cmd_emulated", "KVM has a FLUSH_CMD (0x10b) write handler: False: no case in "
       "vmx_set_msr, svm_set_msr or kvm_set_msr_common, so an access is an unknown MSR's (only "
       "ignore_msrs forgives it), whatever the guest claims; True: kvm_set_msr_common's case",
