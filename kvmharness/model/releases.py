@@ -504,6 +504,11 @@ LOCATIONS: dict[str, tuple[Location, ...]] = {
                            L((7, 2), "kvm_is_valid_sregs", "arch/x86/kvm/regs.c")),
     "__cr4_reserved_bits": (L((6, 1), "__cr4_reserved_bits", "arch/x86/kvm/x86.h"),
                             L((7, 2), "__cr4_reserved_bits", "arch/x86/kvm/regs.h")),
+    # the MSR access result handling (ignore_msrs, host accesses of 0) was two functions in
+    # 6.1.176 and is one in 6.12.107 (placed at 6.12, as other 6.1->6.12 changes: no tree between)
+    "kvm_do_msr_access": (L((6, 1), "kvm_set_msr_ignored_check / kvm_get_msr_ignored_check",
+                            "arch/x86/kvm/x86.c"),
+                          L((6, 12), "kvm_do_msr_access", "arch/x86/kvm/x86.c")),
     # renamed and moved between 6.12.107 and 6.17.8 (6.13 assumed, not a tree read)
     "kvm_apic_set_base": (L((6, 1), "kvm_set_apic_base", "arch/x86/kvm/x86.c"),
                           L((6, 13), "kvm_apic_set_base", "arch/x86/kvm/lapic.c")),
