@@ -834,8 +834,9 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
             res = _unsup(f"{label}: no KVM handler in this release (an unknown MSR), whatever "
                          "the guest's FLUSH_L1D", F_SET_MSR_COMMON if write else F_GET_MSR_COMMON,
                          "msr.flush_cmd", feat)
+            first = releases.kname(releases.since("flush_cmd_emulated"))
             res.reasons.insert(0, releases.reason("flush_cmd_emulated", ctx.kernel,
-                                                  f"{label} is not emulated before 6.4"))
+                                                  f"{label} is not emulated before {first}"))
             return res
         if not write:
             return _unsup(f"{label} is write-only: no read handler", F_GET_MSR_COMMON,
