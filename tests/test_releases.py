@@ -127,6 +127,10 @@ def test_cite_per_release():
     assert R.cite(None, (7, 0)) is None and R.cite("", (7, 0)) == ""
     # cached per (citation, series): a kernel given as a list or with a point release is the same
     assert R.cite("kvm_set_cr4 (arch/x86/kvm/x86.c)", [7, 2, 8]) == "kvm_set_cr4 (arch/x86/kvm/regs.c)"
+    # two names that are one function in a release are cited once
+    lists = "kvm_probe_msr_to_save / kvm_init_msr_lists (arch/x86/kvm/x86.c)"
+    assert R.cite(lists, (6, 1)) == "kvm_init_msr_list (arch/x86/kvm/x86.c)"
+    assert R.cite(lists, (6, 12)) == lists
 
 
 def _defined_in(tree, name: str) -> set[str]:

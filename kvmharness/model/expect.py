@@ -46,7 +46,7 @@ from .cr import check_sregs, check_set_cr4, cr4_bit_allowed, cr4_name, feature_f
 from .expectation import Expectation
 from .payloads import payload_rule
 from .profile import HostProfile, VcpuConfig
-from .reason import (F_HW, F_KVM_CPUID, F_OUT_OF_RANGE, F_SET_XCR, F_SET_XCRS,
+from .reason import (F_HW, F_KVM_CPUID, F_MSR_LISTS, F_OUT_OF_RANGE, F_SET_XCR, F_SET_XCRS,
                      F_UPDATE_RUNTIME, F_XSETBV, F_XSTATE_SIZE, Reason, dedup)
 from .state import BASELINE_CR0, BASELINE_CR4, BASELINE_EFER, Ctx, requested_state
 from .vmsetup import (F_MSR_ALLOWED, hypercall, msr_filtered, runtime_bit_mask, tsc_window,
@@ -509,7 +509,7 @@ def _msr_index(ctx: Ctx) -> Expectation:
             f"{label}: the model has no rule for its place in KVM_GET_MSR_INDEX_LIST"))
     return _exp(ctx, P.ok(present=present), "msr.index_list", Reason(
         f"{label} {'is' if present else 'is not'} in KVM_GET_MSR_INDEX_LIST ({how})",
-        "kvm_probe_msr_to_save / kvm_init_msr_lists (arch/x86/kvm/x86.c)"))
+        F_MSR_LISTS))
 
 
 # -- ONE_REG ----------------------------------------------------------------------------------------

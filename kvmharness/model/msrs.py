@@ -29,7 +29,7 @@ from . import catalog, releases
 from .caps import guest_vendor_string
 from .cr import check_efer
 from .reason import (F_HW, F_APIC_SET_BASE, F_DO_SET_MSR, F_GET_MSR, F_GET_MSR_COMMON, F_MSR_ACCESS,
-                     F_PV_HAS, F_SET_EFER, F_SET_MSR, F_SET_MSR_COMMON, F_VALID_CET,
+                     F_MSR_LISTS, F_PV_HAS, F_SET_EFER, F_SET_MSR, F_SET_MSR_COMMON, F_VALID_CET,
                      F_SET_CPU_CAPS, F_VMX_MSR_INTERCEPTS, F_VMX_SEC_EXEC, F_X2APIC_MSR, Reason)
 from .state import BASELINE_APIC_BASE, GUEST_MEMORY_MIN, Ctx
 
@@ -367,7 +367,6 @@ def _pvm_vendor_msr(ctx: Ctx, idx: int, label: str, write: bool, data: int, msrs
 F_VMX_MSR = "vmx_get_msr/vmx_set_msr (arch/x86/kvm/vmx/vmx.c)"
 F_SVM_MSR = "svm_get_msr/svm_set_msr (arch/x86/kvm/svm/svm.c)"
 F_SPEC_CTRL_TEST = "kvm_spec_ctrl_test_value (arch/x86/kvm/x86.c)"
-F_MSR_TO_SAVE = "kvm_probe_msr_to_save / kvm_init_msr_list (arch/x86/kvm/x86.c)"
 SPEC_CTRL_SSBD_BIT = 1 << 2             # SPEC_CTRL_SSBD, the one VIRT_SPEC_CTRL bit
 UMWAIT_CONTROL_RESERVED = (1 << 1) | (b.U64 & ~0xFFFFFFFF)
 # IA32_SPEC_CTRL bits the probes use, and the KVM_GET_SUPPORTED_CPUID bits that show the host CPU
@@ -441,7 +440,7 @@ def spec_ctrl_test_value(ctx: Ctx, data: int) -> tuple[bool | None, list[Reason]
         have, src = True, f"derived: KVM reports {', '.join(shown)}, bits of it"
     why = [Reason(f"SPEC_CTRL (0x48) {'is' if have else 'is not'} in KVM_GET_MSR_INDEX_LIST "
                   f"({src}): KVM lists it only when the host's own RDMSR of it succeeds, so the "
-                  f"host CPU {'has' if have else 'lacks'} the MSR", F_MSR_TO_SAVE, None,
+                  f"host CPU {'has' if have else 'lacks'} the MSR", F_MSR_LISTS, None,
                   {"host_spec_ctrl_msr": have})]
     if not have:
         return False, why + [Reason("the host RDMSR of SPEC_CTRL faults: the test fails for "

@@ -506,6 +506,12 @@ LOCATIONS: dict[str, tuple[Location, ...]] = {
                             L((7, 2), "__cr4_reserved_bits", "arch/x86/kvm/regs.h")),
     # the MSR access result handling (ignore_msrs, host accesses of 0) was two functions in
     # 6.1.176 and is one in 6.12.107 (placed at 6.12, as other 6.1->6.12 changes: no tree between)
+    # 6.1.176's kvm_init_msr_list probes each MSR itself; 6.12.107 has kvm_init_msr_lists and
+    # kvm_probe_msr_to_save (placed at 6.12: no tree between)
+    "kvm_init_msr_lists": (L((6, 1), "kvm_init_msr_list", "arch/x86/kvm/x86.c"),
+                           L((6, 12), "kvm_init_msr_lists", "arch/x86/kvm/x86.c")),
+    "kvm_probe_msr_to_save": (L((6, 1), "kvm_init_msr_list", "arch/x86/kvm/x86.c"),
+                              L((6, 12), "kvm_probe_msr_to_save", "arch/x86/kvm/x86.c")),
     "kvm_do_msr_access": (L((6, 1), "kvm_set_msr_ignored_check / kvm_get_msr_ignored_check",
                             "arch/x86/kvm/x86.c"),
                           L((6, 12), "kvm_do_msr_access", "arch/x86/kvm/x86.c")),
@@ -539,7 +545,9 @@ def _cite(citation: str, kernel: Version) -> str:
         return citation
     files = {loc.file for loc in locs if loc}
     file = files.pop() if len(files) == 1 and all(locs) else m.group("file")
-    return " / ".join(loc.name if loc else n for n, loc in zip(names, locs)) + f" ({file})"
+    # names that are one function in this release are cited once
+    return " / ".join(dict.fromkeys(loc.name if loc else n for n, loc in zip(names, locs))) + \
+        f" ({file})"
 
 
 def localise(reasons, kernel) -> list:
