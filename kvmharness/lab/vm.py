@@ -34,8 +34,6 @@ from pathlib import Path
 from ..errors import EnvironmentProblem, UsageError
 from .kernel import (CONSOLE_TAIL, Kernel, LabFailure, LabHeader, cpu_flags, crash_re,
                      vendor_module)
-# The CLI's `vm` finds the kernel here, beside the lab's other steps.
-from .kernel import kernel_from_debian, kernel_from_path  # noqa: F401
 from .kernel import parse_params as parse_module_params
 from .process import start_bounded, stop
 
