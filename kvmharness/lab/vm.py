@@ -237,10 +237,7 @@ def run_vm(kernel: Kernel, args: list[str], *, accel: str = "auto", cpu: str | N
                                           "qemu_binary": qemu, "accel": accel,
                                           "virtme_ng": _virtme_version()},
                         cpu, cpus, memory, kernel, params).to_json()
-        (job / "job.json").write_text(json.dumps({
-            "args": inner_args, "lab": lab,
-            "cache_home": str(cache_dir().parent), "python": sys.executable,
-            "vendor_modules": kernel.kvm_modules}, indent=2))
+        write_job(job, inner_args, lab)
         console = job / "console.log"
         rules = job / "udev-rules"
         rules.mkdir()
@@ -269,6 +266,16 @@ def run_vm(kernel: Kernel, args: list[str], *, accel: str = "auto", cpu: str | N
         return VmResult(status, timings, lab, console)
     finally:
         shutil.rmtree(job, ignore_errors=True)
+
+
+def write_job(job: Path, args: list[str], lab: dict) -> None:
+    """JOB/job.json, what kvmharness.lab.inside reads in the guest: the command, the lab header
+    (whose kernel.kvm_modules says which vendor module to load and how) and this side's payload
+    cache and Python, which the guest sees through the shared root."""
+    from ..guest.assemble import cache_dir
+    (job / "job.json").write_text(json.dumps({
+        "args": args, "lab": lab, "cache_home": str(cache_dir().parent),
+        "python": sys.executable}, indent=2))
 
 
 def _virtme_version() -> str:
