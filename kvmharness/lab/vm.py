@@ -233,10 +233,7 @@ def run_vm(kernel: Kernel, args: list[str], *, accel: str = "auto", cpu: str | N
     try:
         inner_args, outputs = plan_outputs(args, job)
         warm_host_cache()
-        lab = LabHeader("kvmharness vm", {"emulator": "qemu", "qemu": qemu_version(qemu),
-                                          "qemu_binary": qemu, "accel": accel,
-                                          "virtme_ng": _virtme_version()},
-                        cpu, cpus, memory, kernel, params).to_json()
+        lab = lab_header(kernel, qemu, accel, cpu, cpus, memory, params).to_json()
         write_job(job, inner_args, lab)
         console = job / "console.log"
         rules = job / "udev-rules"
@@ -266,6 +263,15 @@ def run_vm(kernel: Kernel, args: list[str], *, accel: str = "auto", cpu: str | N
         return VmResult(status, timings, lab, console)
     finally:
         shutil.rmtree(job, ignore_errors=True)
+
+
+def lab_header(kernel: Kernel, qemu: str, accel: str, cpu: str, cpus: int, memory: str,
+               params: dict[str, str]) -> LabHeader:
+    """What ran, for the report header (kernel.LabHeader): QEMU's version and accelerator."""
+    return LabHeader("kvmharness vm", {"emulator": "qemu", "qemu": qemu_version(qemu),
+                                       "qemu_binary": qemu, "accel": accel,
+                                       "virtme_ng": _virtme_version()},
+                     cpu, cpus, memory, kernel, params)
 
 
 def write_job(job: Path, args: list[str], lab: dict) -> None:
