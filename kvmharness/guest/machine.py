@@ -228,7 +228,7 @@ def describe_records(batch: PlainBatch, out: Records) -> list[str]:
     """outcome.describe() of each outcome of Machine.run_plain, formatted from the result records
     as they are, without an outcome dict per probe (tests/test_probe_bulk.py holds it equal to
     describing _decode_records's dicts). A block of DONE records of one kind is one format
-    applied to its register columns."""
+    applied to its register columns; any other block is decoded as run_many decodes it."""
     lines: list[str] = []
     i = 0
     for part in out.parts:
@@ -244,13 +244,9 @@ def describe_records(batch: PlainBatch, out: Records) -> list[str]:
             code = batch.codes[kinds[0]]
             columns = [q[1 + slot::width] for _, slot in code.result_slots]
             lines += map(oc.ok_format(code.results).__mod__, zip(*columns))
-        else:
-            for kind, (tag, a, b, c, d, si) in zip(kinds, native.RESULT.iter_unpack(part)):
-                if tag == native.TAG_FAULT:
-                    lines.append(oc.describe(_fault(a, b, c, d, si)))
-                else:
-                    code, values = batch.codes[kind], (a, b, c, d)
-                    lines.append(oc.ok_format(code.results) % tuple(values[s] for _, s in code.result_slots))
+        else:                               # faults, or kinds mixed: the general decoding
+            pairs = [(None, batch.codes[kind]) for kind in kinds]
+            lines += map(oc.describe, _decode_records(pairs, memoryview(part)))
         i += n
     return lines
 
