@@ -75,18 +75,19 @@ def _cap(ctx: Ctx, ref: BitRef) -> tuple[bool, list[Reason]]:
     return v, ctx.caps.why(ref) + [r]
 
 
-def _vmx_claim_without_cpu(ctx: Ctx, ins: Instruction, ref: BitRef, c: bool, rc: list,
-                           effect: str) -> Expectation | None:
-    """Before 6.14 VMX gates read the raw guest CPUID, so a guest may claim a feature KVM does
-    not report: the CPU, or its VMX control, lacks it (vmx_secondary_exec_control adjusts a
-    control only under cpu_has_vmx_<feature>()). The claim enables nothing: the instruction raises
-    #UD on the CPU (#UD in VMX non-root without the control, or a CPU without the instruction).
-    None when the gate fails or KVM reports the feature."""
+def _claim_without_cpu(ctx: Ctx, ins: Instruction, ref: BitRef, c: bool, rc: list, effect: str,
+                       fn: str = F_VMX_SEC_EXEC) -> Expectation | None:
+    """Before 6.14 the gates read the raw guest CPUID, so a guest may claim a feature KVM does
+    not report: the CPU (or, on VMX, its control) lacks it. Neither vendor module acts on the
+    claim (vmx_secondary_exec_control adjusts a control only under cpu_has_vmx_<feature>(); SVM
+    sets an intercept only under kvm_cpu_cap_has()), so the claim enables nothing: the
+    instruction raises #UD on the CPU. `effect` says what stays off, `fn` where. None when the
+    gate fails or KVM reports the feature."""
     if not c or ctx.caps.supported(ref):
         return None
     return _e(ctx, ins, P.ud(), f"insn.{ins.name}", *rc, *ctx.caps.kvm.why(ref), Reason(
         f"the guest claims {catalog.name_of(ref).upper()} but KVM (the CPU) lacks it: {effect}, "
-        "so the instruction raises #UD on the CPU", F_VMX_SEC_EXEC))
+        "so the instruction raises #UD on the CPU", fn))
 
 
 # -- rules --------------------------------------------------------------------------------------
@@ -159,7 +160,7 @@ def _rdpid(ctx, ins):
     hw = _hw(ctx, b.RDPID)
     if ctx.backend == "intel":
         t, rt = _cap(ctx, b.RDTSCP)
-        claimed = _vmx_claim_without_cpu(
+        claimed = _claim_without_cpu(
             ctx, ins, b.RDTSCP, t, rd + rt, "ENABLE_RDTSCP, which RDPID needs in VMX non-root, "
             "cannot be set, and em_rdpid needs the RDPID cap")
         if claimed:
@@ -190,7 +191,7 @@ def _rdrand_like(ref, label):
             return p
         c, rc = _cap(ctx, ref)
         if ctx.backend == "intel":
-            claimed = _vmx_claim_without_cpu(
+            claimed = _claim_without_cpu(
                 ctx, ins, ref, c, rc, f"{label} exiting stays off and nothing emulates it")
             if claimed:
                 return claimed
@@ -215,20 +216,15 @@ def _invpcid(ctx, ins):
     if ctx.state.cpl:
         return _e(ctx, ins, P.any_of(P.gp0(), P.ud()), "insn.invpcid.cpl", *rc, Reason(
             "INVPCID at CPL3: #GP(0) when enabled, #UD when disabled", F_HW))
-    fn = F_VMX_SEC_EXEC if ctx.backend == "intel" else F_SVM_INIT_VMCB
-    if ctx.backend == "intel":
-        claimed = _vmx_claim_without_cpu(ctx, ins, b.INVPCID, c, rc,
-                                         "ENABLE_INVPCID cannot be set")
-        if claimed:
-            return claimed
-    elif c and not ctx.caps.supported(b.INVPCID):
-        # before 6.14 the gate is the raw guest bit, which a guest may claim on a CPU without
-        # INVPCID: SVM does not intercept it, so the CPU raises #UD
-        return _e(ctx, ins, P.ud(), "insn.invpcid", *rc, *ctx.caps.kvm.why(b.INVPCID), Reason(
-            "the guest claims INVPCID but KVM (the CPU) lacks it: init_vmcb sets no INVPCID "
-            "intercept (kvm_cpu_cap_has is false), so the instruction raises #UD on the CPU", fn))
+    intel = ctx.backend == "intel"
+    fn = F_VMX_SEC_EXEC if intel else F_SVM_INIT_VMCB
+    claimed = _claim_without_cpu(ctx, ins, b.INVPCID, c, rc, (
+        "ENABLE_INVPCID cannot be set" if intel else
+        "init_vmcb sets no INVPCID intercept (kvm_cpu_cap_has is false)"), fn)
+    if claimed:
+        return claimed
     how = ("VMX ENABLE_INVPCID follows the cap; handle_invpcid injects #UD without it"
-           if ctx.backend == "intel" else
+           if intel else
            "SVM intercepts INVPCID when the cap is missing (or NPT is off) and injects #UD")
     return _e(ctx, ins, P.ok() if c else P.ud(), "insn.invpcid", *rc,
               Reason(f"{how}; type 0, PCID 0, address 0 is a valid invalidation", fn))
@@ -251,8 +247,7 @@ def _xsaves_like(kind):
         tail = ([Reason("XRSTORS of a zeroed buffer: XCOMP_BV[63]=0 -> #GP(0)", F_HW)]
                 if kind == "xrstors" else [])
         if ctx.backend == "intel":
-            claimed = _vmx_claim_without_cpu(ctx, ins, b.XSAVES, c, rc,
-                                             "ENABLE_XSAVES cannot be set")
+            claimed = _claim_without_cpu(ctx, ins, b.XSAVES, c, rc, "ENABLE_XSAVES cannot be set")
             if claimed:
                 return claimed
             why = rc + [Reason(f"VMX ENABLE_XSAVES is set iff the vCPU has XSAVES ({int(c)}); "

@@ -368,8 +368,6 @@ F_VMX_MSR = "vmx_get_msr/vmx_set_msr (arch/x86/kvm/vmx/vmx.c)"
 F_SVM_MSR = "svm_get_msr/svm_set_msr (arch/x86/kvm/svm/svm.c)"
 F_SPEC_CTRL_TEST = "kvm_spec_ctrl_test_value (arch/x86/kvm/x86.c)"
 F_MSR_TO_SAVE = "kvm_probe_msr_to_save / kvm_init_msr_list (arch/x86/kvm/x86.c)"
-# The one backend whose vendor module handles each; on the other one the common code does.
-VENDOR_ONLY = {M["VIRT_SPEC_CTRL"]: "amd", 0xE1: "intel"}
 SPEC_CTRL_SSBD_BIT = 1 << 2             # SPEC_CTRL_SSBD, the one VIRT_SPEC_CTRL bit
 UMWAIT_CONTROL_RESERVED = (1 << 1) | (b.U64 & ~0xFFFFFFFF)
 # IA32_SPEC_CTRL bits the probes use, and the KVM_GET_SUPPORTED_CPUID bits that show the host CPU
@@ -387,14 +385,14 @@ def _vendor_msr(ctx: Ctx, idx: int, write: bool, data: int, host: bool,
                 msrs: dict) -> MsrResult | None:
     """vmx_/svm_get_msr and _set_msr for the vendor MSRs; None where the vendor module passes the
     access to kvm_get/set_msr_common (the caller goes on with the common code)."""
-    label = msr_label(idx)
-    if idx in VENDOR_ONLY:
-        if ctx.backend != VENDOR_ONLY[idx]:
-            return None
+    gated = GATED_MSRS.get(idx)
+    if gated and ctx.backend != gated.backend:
+        return None                 # the other vendor's MSR: no case in this vendor module
+    if gated:
         return _gated_msr(ctx, idx, write, data, host, msrs)
     if idx == M["SPEC_CTRL"]:
         return _spec_ctrl(ctx, write, data, host, msrs)
-    return _unmod(f"{label}: vendor-specific rules are not modelled")
+    return _unmod(f"{msr_label(idx)}: vendor-specific rules are not modelled")
 
 
 def _vendor_fn(ctx: Ctx) -> str:
@@ -495,9 +493,9 @@ def vmx_has_waitpkg(ctx: Ctx) -> tuple[bool, list[Reason]]:
 @dataclass(frozen=True)
 class GatedMsr:
     """A vendor MSR with a guest gate, a stored value (0 at reset) and reserved bits."""
+    backend: str                # the one whose vendor module handles it; elsewhere: common code
     label: str
     feature: object             # the BitRef whose catalogue name the results carry
-    fn: str                     # the vendor functions that handle it
     rule: str                   # rule name prefix
     gate: object                # ctx -> (passes, reasons)
     gate_fails: str
@@ -508,11 +506,11 @@ class GatedMsr:
 
 GATED_MSRS = {
     M["VIRT_SPEC_CTRL"]: GatedMsr(
-        msr_label(M["VIRT_SPEC_CTRL"]), b.VIRT_SSBD, F_SVM_MSR, "msr.virt_spec_ctrl",
+        "amd", msr_label(M["VIRT_SPEC_CTRL"]), b.VIRT_SSBD, "msr.virt_spec_ctrl",
         virt_ssbd_gate, "the guest lacks VIRT_SSBD", "svm->virt_spec_ctrl",
         b.U64 & ~SPEC_CTRL_SSBD_BIT, "only SSBD (bit 2) may be set"),
     0xE1: GatedMsr(
-        "UMWAIT_CONTROL (0xe1)", b.WAITPKG, F_VMX_MSR, "msr.umwait_control", vmx_has_waitpkg,
+        "intel", "UMWAIT_CONTROL (0xe1)", b.WAITPKG, "msr.umwait_control", vmx_has_waitpkg,
         "vmx_has_waitpkg() is false", "vmx->msr_ia32_umwait_control (0 at vCPU reset)",
         UMWAIT_CONTROL_RESERVED, "bit 1 and bits 63:32 are reserved"),
 }
@@ -520,22 +518,22 @@ GATED_MSRS = {
 
 def _gated_msr(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) -> MsrResult:
     m = GATED_MSRS[idx]
-    feat = catalog.name_of(m.feature)
+    feat, fn = catalog.name_of(m.feature), _vendor_fn(ctx)
     on, why = m.gate(ctx)
     why = [] if host else why
     if not host and not on:
-        res = _err(f"{m.label}: {m.gate_fails}", m.fn, f"{m.rule}.gate", feat)
+        res = _err(f"{m.label}: {m.gate_fails}", fn, f"{m.rule}.gate", feat)
         res.reasons[:0] = why
         return res
     if not write:
         return MsrResult(OK, current(ctx, msrs, idx), why + [Reason(
-            f"{m.label}: reads {m.field}", m.fn)], f"{m.rule}.gate", feat)
+            f"{m.label}: reads {m.field}", fn)], f"{m.rule}.gate", feat)
     if data & m.reserved:
-        res = _err(f"{m.label} = {data:#x}: {m.reserved_text}", m.fn, f"{m.rule}.value", feat,
+        res = _err(f"{m.label} = {data:#x}: {m.reserved_text}", fn, f"{m.rule}.value", feat,
                    value=data)
         res.reasons[:0] = why
         return res
-    return MsrResult(OK, data, why + [Reason(f"{m.label} = {data:#x} stored", m.fn)],
+    return MsrResult(OK, data, why + [Reason(f"{m.label} = {data:#x} stored", fn)],
                      f"{m.rule}.value", feat)
 
 
@@ -836,8 +834,9 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
             res = _unsup(f"{label}: no KVM handler in this release (an unknown MSR), whatever "
                          "the guest's FLUSH_L1D", F_SET_MSR_COMMON if write else F_GET_MSR_COMMON,
                          "msr.flush_cmd", feat)
+            first = releases.kname(releases.since("flush_cmd_emulated"))
             res.reasons.insert(0, releases.reason("flush_cmd_emulated", ctx.kernel,
-                                                  f"{label} is not emulated before 6.4"))
+                                                  f"{label} is not emulated before {first}"))
             return res
         if not write:
             return _unsup(f"{label} is write-only: no read handler", F_GET_MSR_COMMON,
