@@ -611,6 +611,7 @@ def cmd_diff(args) -> int:
 
 def cmd_vm(args) -> int:
     from .lab import vm
+    from .lab.kernel import kernel_from_debian, kernel_from_path
     inner = args.args[1:] if args.args[:1] == ["--"] else args.args
     if args.cpus < 1 or args.cpus > 64:
         raise UsageError(f"--cpus {args.cpus}: between 1 and 64")
@@ -621,8 +622,8 @@ def cmd_vm(args) -> int:
     vm.check_command(inner)                 # a usage error inside fails before anything boots
     vm.qemu_binary(), vm.vng_binary(), vm.check_udev()
     say = lambda msg: print(msg, file=sys.stderr, flush=True)   # noqa: E731
-    kernel = (vm.kernel_from_path(args.kernel) if args.kernel
-              else vm.kernel_from_debian(args.debian, say))
+    kernel = (kernel_from_path(args.kernel) if args.kernel
+              else kernel_from_debian(args.debian, say))
     res = vm.run_vm(kernel, inner, accel=args.accel, cpu=args.cpu, params=params, cpus=args.cpus,
                     memory=memory, timeout_s=args.timeout, keep_console=args.console)
     t = res.timings

@@ -10,7 +10,7 @@ import pytest
 
 from kvmharness.errors import EnvironmentProblem, UsageError
 from kvmharness.lab import bochs, vm
-from kvmharness.lab.kernel import (Kernel, LabHeader, cpu_flags, crash_re, image_release,
+from kvmharness.lab.kernel import (Kernel, cpu_flags, crash_re, image_release,
                                    kernel_from_path, kvm_modules, modules_dir_for, params_by_module,
                                    parse_params, vendor_module)
 from kvmharness.lab.process import failure_line, run_step, start_bounded, stop
@@ -134,10 +134,10 @@ KERNEL = Kernel("7.3.4+deb13-amd64", Path("/c/vmlinuz"), Path("/c/lib/modules/7.
                 ("linux-binary-7.3.4+deb13-amd64=7.3.4-1~bpo13+1",), {"kvm_amd": "module", "kvm_intel": "module"})
 
 
-def test_the_qemu_lab_header_has_the_shape_of_its_recordings():
-    lab = LabHeader("kvmharness vm", {"emulator": "qemu", "qemu": "10.0.2", "qemu_binary": "/usr/bin/q",
-                                      "accel": "tcg", "virtme_ng": "1.42"},
-                    "max", 2, "2G", KERNEL, {"kvm_amd.npt": "0"}).to_json()
+def test_the_qemu_lab_header_has_the_shape_of_its_recordings(monkeypatch):
+    monkeypatch.setattr(vm, "qemu_version", lambda binary: "10.0.2")
+    monkeypatch.setattr(vm, "_virtme_version", lambda: "1.42")
+    lab = vm.lab_header(KERNEL, "/usr/bin/q", "tcg", "max", 2, "2G", {"kvm_amd.npt": "0"}).to_json()
     recorded = _recorded_lab("kvm_amd-debian-7.3-npt0")
     assert set(lab) == set(recorded) and set(lab["kernel"]) == set(recorded["kernel"])
     assert {k: lab[k] for k in ("tool", "emulator", "accel", "cpu", "cpus", "memory", "params")} == \

@@ -92,6 +92,22 @@ def test_a_kernel_without_kvm_modules_says_what_to_pass(monkeypatch, tmp_path, c
     assert len(err) == 1 and "no KVM modules for 6.99.0-test" in err[0] and "CONFIG_KVM_AMD" in err[0]
 
 
+def test_the_guest_side_loads_only_a_vendor_module_the_kernel_has(monkeypatch, tmp_path):
+    """job.json as vm.py writes it, read by kvmharness.lab.inside: the kernel's KVM modules come
+    from the lab header; an L1 CPU that wants another vendor module is exit 2, with the reason."""
+    from kvmharness.lab import inside
+    from kvmharness.lab.kernel import Kernel, LabHeader
+    kernel = Kernel("6.99.0-test", tmp_path / "vmlinuz", kvm_modules={"kvm_amd": "module"})
+    lab = LabHeader("kvmharness vm", {"emulator": "qemu"}, "max", 1, "2G", kernel, {}).to_json()
+    vm.write_job(tmp_path, ["info"], lab)
+    monkeypatch.setattr(inside, "cpu_flags", lambda: {"fpu", "vmx"})
+    assert inside.main([str(tmp_path)]) == 2
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["status"] == 2 and "wants kvm_intel" in result["error"]
+    assert "(it has kvm_amd)" in result["error"]
+    assert (tmp_path / "stage").read_text() == "done\n"
+
+
 def test_report_files_are_pointed_into_the_job_and_brought_back(tmp_path):
     job = tmp_path / "job"
     args, outputs = vm.plan_outputs(["run", "--json", "r.json", "--junit=j.xml", "--feature", "pku",

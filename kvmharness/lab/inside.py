@@ -56,13 +56,14 @@ def main(argv: list[str]) -> int:
     cpu = spec["lab"]["cpu"]
     if vendor is None:
         return finish(2, f"the L1 CPU (-cpu {cpu}) has neither SVM nor VMX: no KVM vendor module can load")
-    if vendor not in spec["vendor_modules"]:
+    kvm_modules = spec["lab"]["kernel"]["kvm_modules"]      # the host's kernel.kvm_modules()
+    if vendor not in kvm_modules:
         return finish(2, f"the L1 CPU wants {vendor}, which {os.uname().release} does not have "
-                         f"(it has {', '.join(spec['vendor_modules']) or 'none'})")
+                         f"(it has {', '.join(kvm_modules) or 'none'})")
     result["vendor_module"] = vendor
     stage("modprobe")
     t = _uptime()
-    if spec["vendor_modules"][vendor] == "module":
+    if kvm_modules[vendor] == "module":
         modprobe = shutil.which("modprobe") or "/sbin/modprobe"
         p = subprocess.run([modprobe, vendor], capture_output=True, text=True)
         if p.returncode:

@@ -34,8 +34,6 @@ from pathlib import Path
 from ..errors import EnvironmentProblem, UsageError
 from .kernel import (CONSOLE_TAIL, Kernel, LabFailure, LabHeader, cpu_flags, crash_re,
                      vendor_module)
-# The CLI's `vm` finds the kernel here, beside the lab's other steps.
-from .kernel import kernel_from_debian, kernel_from_path  # noqa: F401
 from .kernel import parse_params as parse_module_params
 from .process import start_bounded, stop
 
@@ -235,14 +233,8 @@ def run_vm(kernel: Kernel, args: list[str], *, accel: str = "auto", cpu: str | N
     try:
         inner_args, outputs = plan_outputs(args, job)
         warm_host_cache()
-        lab = LabHeader("kvmharness vm", {"emulator": "qemu", "qemu": qemu_version(qemu),
-                                          "qemu_binary": qemu, "accel": accel,
-                                          "virtme_ng": _virtme_version()},
-                        cpu, cpus, memory, kernel, params).to_json()
-        (job / "job.json").write_text(json.dumps({
-            "args": inner_args, "lab": lab,
-            "cache_home": str(cache_dir().parent), "python": sys.executable,
-            "vendor_modules": kernel.kvm_modules}, indent=2))
+        lab = lab_header(kernel, qemu, accel, cpu, cpus, memory, params).to_json()
+        write_job(job, inner_args, lab)
         console = job / "console.log"
         rules = job / "udev-rules"
         rules.mkdir()
@@ -271,6 +263,25 @@ def run_vm(kernel: Kernel, args: list[str], *, accel: str = "auto", cpu: str | N
         return VmResult(status, timings, lab, console)
     finally:
         shutil.rmtree(job, ignore_errors=True)
+
+
+def lab_header(kernel: Kernel, qemu: str, accel: str, cpu: str, cpus: int, memory: str,
+               params: dict[str, str]) -> LabHeader:
+    """What ran, for the report header (kernel.LabHeader): QEMU's version and accelerator."""
+    return LabHeader("kvmharness vm", {"emulator": "qemu", "qemu": qemu_version(qemu),
+                                       "qemu_binary": qemu, "accel": accel,
+                                       "virtme_ng": _virtme_version()},
+                     cpu, cpus, memory, kernel, params)
+
+
+def write_job(job: Path, args: list[str], lab: dict) -> None:
+    """JOB/job.json, what kvmharness.lab.inside reads in the guest: the command, the lab header
+    (whose kernel.kvm_modules says which vendor module to load and how) and this side's payload
+    cache and Python, which the guest sees through the shared root."""
+    from ..guest.assemble import cache_dir
+    (job / "job.json").write_text(json.dumps({
+        "args": args, "lab": lab, "cache_home": str(cache_dir().parent),
+        "python": sys.executable}, indent=2))
 
 
 def _virtme_version() -> str:
