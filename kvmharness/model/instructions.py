@@ -31,7 +31,7 @@ from . import catalog, releases
 from . import patterns as P
 from .expectation import Expectation
 from .msrs import vmx_has_waitpkg
-from .reason import (F_HANDLE_UD, F_HW, F_HYPERCALL, F_MONITOR_MWAIT, F_SET_CR0, F_SVM_INIT_VMCB,
+from .reason import (F_HANDLE_UD, F_HW, F_MONITOR_MWAIT, F_SET_CR0, F_SVM_INIT_VMCB,
                      F_VMX_SEC_EXEC, Reason, dedup)
 from .state import Ctx
 

@@ -28,7 +28,7 @@ from . import bits as b
 from . import catalog, releases
 from .caps import guest_vendor_string
 from .cr import check_efer
-from .reason import (F_HW, F_APIC_SET_BASE, F_DO_SET_MSR, F_GET_MSR, F_GET_MSR_COMMON, F_MSR_ACCESS,
+from .reason import (F_HW, F_APIC_SET_BASE, F_GET_MSR, F_GET_MSR_COMMON, F_MSR_ACCESS,
                      F_MSR_LISTS, F_PV_HAS, F_SET_EFER, F_SET_MSR, F_SET_MSR_COMMON, F_VALID_CET,
                      F_SET_CPU_CAPS, F_VMX_MSR_INTERCEPTS, F_VMX_SEC_EXEC, F_X2APIC_MSR, Reason)
 from .state import BASELINE_APIC_BASE, GUEST_MEMORY_MIN, Ctx
@@ -555,6 +555,12 @@ def current(ctx: Ctx, msrs: dict, index: int) -> int | None:
     return reset_value(ctx, index)
 
 
+def _host_has_ibpb(kvm) -> bool:
+    """KVM reports the host's IBPB as SPEC_CTRL or AMD_IBPB, whichever the vendor names it
+    (kvm_set_cpu_caps derives both from the kernel's own flags, 6.1.176 .. 7.2.8)."""
+    return kvm.table_bit(b.SPEC_CTRL) or kvm.table_bit(b.AMD_IBPB)
+
+
 def _pred_cmd_ibpb_only(ctx: Ctx, label: str, data: int, host: bool) -> MsrResult:
     """PRED_CMD before its per-bit form (releases.py "pred_cmd_per_bit", 6.1.176): the guest
     gate (raw guest CPUID before 6.14, so a claim passes it), then any bit but IBPB fails, then a
@@ -577,8 +583,7 @@ def _pred_cmd_ibpb_only(ctx: Ctx, label: str, data: int, host: bool) -> MsrResul
                    feat, value=data)
         res.reasons[:0] = why
         return res
-    ibpb = caps.kvm.table_bit(b.SPEC_CTRL) or caps.kvm.table_bit(b.AMD_IBPB)
-    if not ibpb:
+    if not _host_has_ibpb(caps.kvm):
         res = _err(f"{label}: the host CPU lacks IBPB (KVM reports neither SPEC_CTRL nor AMD_IBPB): "
                    f"every write fails, {data:#x} included, whatever the guest claims", src,
                    "msr.pred_cmd", feat, value=data)
@@ -817,7 +822,7 @@ def _access(ctx: Ctx, idx: int, write: bool, data: int, host: bool, msrs: dict) 
                 reserved |= 1
             if not gates[2][0]:
                 reserved |= 1 << 7
-        if not (kvm.table_bit(b.SPEC_CTRL) or kvm.table_bit(b.AMD_IBPB)):
+        if not _host_has_ibpb(kvm):
             reserved |= 1
         if not kvm.table_bit(b.SBPB):
             reserved |= 1 << 7
